@@ -28,6 +28,11 @@ from waihu.api import WaihuError
 
 __all__ = [
     "CallConfig",
+    "at_least",
+    "between",
+    "check",
+    "one_of",
+    "positive",
     "Config",
     "ConfigError",
     "DaemonConfig",
@@ -49,14 +54,37 @@ class ConfigError(WaihuError):
         self.problems = problems
 
 
-def _positive(_inst: object, attribute: attrs.Attribute, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"must be greater than 0, not {value}")
+# Validators name their attribute first ("port: must be …") so that the message
+# can be placed at the full key path: attrs runs them inside __init__, where
+# cattrs only knows the enclosing table.
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
 
-def _level(_inst: object, _attribute: attrs.Attribute, value: str) -> None:
-    if value.lower() not in ("debug", "info", "warning", "error"):
-        raise ValueError(f"must be debug, info, warning or error, not {value!r}")
+def check(test: Callable[[Any], bool], message: str) -> Validator:
+    """An attrs validator: ``test(value)`` must hold, else ``message`` (``{value}`` filled in)."""
+
+    def validate(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None and not test(value):
+            raise ValueError(f"{attribute.name}: {message.format(value=value)}")
+
+    return validate
+
+
+def positive() -> Validator:
+    return check(lambda v: v > 0, "must be greater than 0, not {value}")
+
+
+def at_least(low: float) -> Validator:
+    return check(lambda v: v >= low, f"must be at least {low}, not {{value}}")
+
+
+def between(low: float, high: float) -> Validator:
+    return check(lambda v: low <= v <= high, f"must be {low}–{high}, not {{value}}")
+
+
+def one_of(*choices: Any) -> Validator:
+    listed = ", ".join(map(str, choices))
+    return check(lambda v: v in choices, f"must be one of {listed}, not {{value!r}}")
 
 
 @attrs.frozen(kw_only=True)
@@ -67,10 +95,10 @@ class DaemonConfig:
     state_dir: str = "/var/lib/waihu"
     scripts_dir: str = "/etc/waihu/scripts"
     recordings_dir: str = "recordings"  # relative to state_dir unless absolute
-    log_level: str = attrs.field(default="info", validator=_level)
-    drain_timeout: float = attrs.field(default=30.0, validator=_positive)
-    max_calls: int = attrs.field(default=50, validator=_positive)
-    cpu_threads: int = attrs.field(default=2, validator=_positive)
+    log_level: str = attrs.field(default="info", validator=one_of("debug", "info", "warning", "error"))
+    drain_timeout: float = attrs.field(default=30.0, validator=positive())
+    max_calls: int = attrs.field(default=50, validator=positive())
+    cpu_threads: int = attrs.field(default=2, validator=positive())
 
 
 @attrs.frozen(kw_only=True)
@@ -78,13 +106,13 @@ class MediaConfig:
     """``[media]``: voice activity detection, turn-taking and recording."""
 
     vad_aggressiveness: int = attrs.field(
-        default=2, validator=attrs.validators.in_((0, 1, 2, 3))
+        default=2, validator=one_of(0, 1, 2, 3)
     )
-    speech_start_ms: int = attrs.field(default=200, validator=_positive)
-    end_silence_ms: int = attrs.field(default=700, validator=_positive)
-    preroll_ms: int = attrs.field(default=300, validator=_positive)
-    max_utterance_ms: int = attrs.field(default=15000, validator=_positive)
-    jitter_depth: int = attrs.field(default=2, validator=_positive)
+    speech_start_ms: int = attrs.field(default=200, validator=positive())
+    end_silence_ms: int = attrs.field(default=700, validator=positive())
+    preroll_ms: int = attrs.field(default=300, validator=positive())
+    max_utterance_ms: int = attrs.field(default=15000, validator=positive())
+    jitter_depth: int = attrs.field(default=2, validator=positive())
     record: bool = True
 
 
@@ -96,11 +124,11 @@ class CallConfig:
     asr: str = "default"
     nlu: str = "default"
     caller_id: str | None = None
-    ring_timeout: float = attrs.field(default=45.0, validator=_positive)
+    ring_timeout: float = attrs.field(default=45.0, validator=positive())
     min_confidence: float = attrs.field(
-        default=0.3, validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0)]
+        default=0.3, validator=between(0.0, 1.0)
     )
-    max_duration: float = attrs.field(default=600.0, validator=_positive)
+    max_duration: float = attrs.field(default=600.0, validator=positive())
 
 
 @attrs.frozen
@@ -206,9 +234,11 @@ def structure_strict(cls: type, table: Mapping[str, Any], *, file: Path | str, k
 def _reword(file: Path | str, problem: str) -> str:
     # cattrs says "message @ path"; operators read "file: path: message"
     message, _, path = problem.rpartition(" @ ")
-    if message.startswith("unknown key"):
-        return f"{file}: {path}: {message}"
-    return f"{file}: {path.replace('[', '.').replace(']', '')}: {message}"
+    path = path.replace("[", ".").replace("]", "")
+    name, sep, rest = message.partition(": ")
+    if sep and name.isidentifier() and not message.startswith("unknown key"):
+        path, message = f"{path}.{name}", rest
+    return f"{file}: {path}: {message}"
 
 
 # ───────────────────────── the whole file ─────────────────────────

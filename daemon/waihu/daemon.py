@@ -101,6 +101,9 @@ class Daemon:
                     log.info("starting %s", section.key)
                     await nursery.start(provider.run)
                     self.providers[(kind, section.name)] = provider
+                    if kind == "notify":
+                        nursery.start_soon(self._feed_notifier, section.key, provider,
+                                           self.events.subscribe())
             await nursery.start(self.clock.run)
             nlu_name = self.config.call.nlu
             self.scripts = ScriptLibrary(
@@ -120,6 +123,17 @@ class Daemon:
                 await self._drain(calls)
             nursery.cancel_scope.cancel()
         log.info("waihud stopped")
+
+    @staticmethod
+    async def _feed_notifier(key: str, notifier: Any,
+                             events: trio.MemoryReceiveChannel[Any]) -> None:
+        """Hand every call event to one notifier; its failures are logged, never fatal."""
+        async for event in events:
+            try:
+                await notifier.notify(event)
+            except Exception:
+                log.exception("%s: notify failed for %s event of call %s", key, event.kind,
+                              event.call_id)
 
     async def _drain(self, calls: trio.Nursery) -> None:
         self.draining = True

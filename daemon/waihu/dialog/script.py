@@ -46,7 +46,7 @@ from typing import Any, Literal
 import attrs
 
 from waihu.api import Intent, WaihuError
-from waihu.config import ConfigError, structure_strict
+from waihu.config import ConfigError, at_least, one_of, positive, structure_strict
 
 __all__ = [
     "DEFAULT_INTENT",
@@ -73,11 +73,6 @@ class ScriptError(WaihuError):
         self.problems = problems
 
 
-def _grade(_inst: object, _attr: attrs.Attribute, value: str | None) -> None:
-    if value is not None and value not in GRADES:
-        raise ValueError(f"must be one of {', '.join(GRADES)}, not {value!r}")
-
-
 @attrs.frozen(kw_only=True)
 class Variant:
     """One way of saying a line: its text (for transcripts) and its recording."""
@@ -91,7 +86,7 @@ class NodeTable:
     say: list[Variant]
     on: dict[str, str] = attrs.Factory(dict)
     end: bool = False
-    grade: str | None = attrs.field(default=None, validator=_grade)
+    grade: str | None = attrs.field(default=None, validator=one_of(*GRADES))
     tags: list[str] = attrs.Factory(list)
     interruptible: bool | None = None  # default: true, false for end nodes
     reprompt: list[Variant] = attrs.Factory(list)
@@ -104,7 +99,7 @@ class KbTable:
     examples: list[str] = attrs.Factory(list)
     say: list[Variant]
     then: Literal["repeat", "listen"] = attrs.field(
-        default="repeat", validator=attrs.validators.in_(("repeat", "listen"))
+        default="repeat", validator=one_of("repeat", "listen")
     )
 
 
@@ -121,10 +116,10 @@ class ScriptTable:
     language: str = ""
     start: str
     priority: list[str] = attrs.Factory(lambda: [KB_CLASS, "affirm", "deny", DEFAULT_INTENT])
-    silence_timeout: float = attrs.field(default=6.0, validator=attrs.validators.gt(0))
-    silence_retries: int = attrs.field(default=1, validator=attrs.validators.ge(0))
+    silence_timeout: float = attrs.field(default=6.0, validator=positive())
+    silence_retries: int = attrs.field(default=1, validator=at_least(0))
     on_silence: str
-    default_grade: str = attrs.field(default="D", validator=_grade)
+    default_grade: str = attrs.field(default="D", validator=one_of(*GRADES))
 
 
 @attrs.frozen(kw_only=True)

@@ -1,0 +1,46 @@
+# waihu — make demo | make test | make lint | make bench
+# Each target sets up what it needs and is safe to run twice: Debian packages
+# (once, with apt-get), a virtual environment in .venv/, the project installed
+# into it editable.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := sip-tester espeak-ng sox
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint bench deps venv clean
+
+demo: deps venv
+	$(BIN)/python -m waihu.testing.demo
+
+test: deps venv
+	$(BIN)/ruff check daemon plugins tests contrib benchmarks
+	$(BIN)/python -m pytest -ra
+
+lint: venv
+	$(BIN)/ruff check daemon plugins tests contrib benchmarks
+	$(BIN)/ruff format --check daemon plugins tests contrib benchmarks
+
+bench: deps venv
+	$(BIN)/python benchmarks/run.py
+
+deps:
+	@missing=""; \
+	for cmd in sipp espeak-ng sox; do command -v $$cmd >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $(APT_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,demo]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) var/ build/ *.egg-info daemon/*.egg-info
