@@ -151,7 +151,9 @@ class Daemon:
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     log.info("SIGHUP: reloading scripts")
-                    sd_notify.notify("RELOADING=1")
+                    # systemd ≥ 253 pairs RELOADING with the monotonic time the reload began
+                    usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+                    sd_notify.notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
                     if self.scripts is not None:
                         await self.scripts.load()
                     sd_notify.notify("READY=1")

@@ -1,0 +1,349 @@
+"""``waihuctl``: the operator's command line for a running waihud.
+
+Its subcommands, their options and ``--help`` come from the command table in
+``protocol``; this module adds the global options, the connection and the
+output. It talks to the daemon over the control socket with blocking stdlib
+sockets: it is a short-lived command, not part of the daemon.
+
+``ControlClient`` is also usable on its own, by scripts and tests::
+
+    with ControlClient("/run/waihu/control.sock") as client:
+        print(client.request("status")["uptime"])
+
+Exit status: 0 on success, 1 when the daemon cannot be reached or answers
+with an error, 2 for a usage error, 130 when interrupted.
+
+What it is not: the server (``server``), or anything the daemon imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import attrs
+
+from waihu.control.protocol import (
+    COMMANDS,
+    COMMANDS_BY_NAME,
+    DEFAULT_SOCKET,
+    MAX_LINE_BYTES,
+    SOCKET_ENV,
+    WAIT_HELP,
+    Command,
+    ControlError,
+    Param,
+    decode_line,
+    encode_request,
+    parse_reply,
+)
+
+__all__ = [
+    "GLOBAL_OPTIONS",
+    "ConnectFailed",
+    "ControlClient",
+    "GlobalOption",
+    "NoReply",
+    "build_parser",
+    "main",
+]
+
+PROG = "waihuctl"
+DEFAULT_TIMEOUT = 10.0  # seconds for one reply; a `call` answers once dialling starts
+WAIT_POLL_SECONDS = 1.0  # --wait asks for the call's state this often
+RECEIVE_BYTES = 65536
+MAX_REPLY_BYTES = 64 * MAX_LINE_BYTES  # a call.show of a long call is large, but not this
+ENDED = ("ended", "failed")  # call states after which nothing changes
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+
+class ConnectFailed(Exception):
+    """The control socket cannot be reached; the message says why and what to check."""
+
+
+class NoReply(Exception):
+    """The daemon did not answer in time, or closed the connection, or answered garbage."""
+
+
+class ControlClient:
+    """A blocking connection to waihud's control socket.
+
+    Raises ConnectFailed from the constructor when the daemon cannot be
+    reached. ``request`` returns a method's result, raises ControlError for an
+    error reply and NoReply when no proper reply comes within ``timeout``.
+    """
+
+    def __init__(self, path: Path | str, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        self.path = str(path)
+        self._ids = itertools.count(1)
+        self._buffer = b""
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout)
+        try:
+            self._sock.connect(self.path)
+        except OSError as exc:
+            self._sock.close()
+            hint = (
+                "are you in the waihu group?"
+                if isinstance(exc, PermissionError)
+                else "is waihud running?"
+            )
+            reason = exc.strerror or str(exc)
+            raise ConnectFailed(f"cannot connect to {self.path}: {reason} ({hint})") from None
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._sock.close()
+
+    def request(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Send one request and return its result."""
+        request_id = next(self._ids)
+        try:
+            self._sock.sendall(encode_request(request_id, method, params))
+            while True:
+                message = decode_line(self._read_line())
+                if "event" in message and "ok" not in message:
+                    continue  # pushed events are not replies
+                if message.get("id") != request_id:
+                    raise NoReply(f"reply for request {message.get('id')!r}, not {request_id}")
+                return parse_reply(message)
+        except TimeoutError:
+            raise NoReply(f"no reply from waihud within {self._sock.gettimeout():g} s") from None
+        except OSError as exc:
+            raise NoReply(f"connection to waihud lost: {exc.strerror or exc}") from None
+
+    def _read_line(self) -> bytes:
+        while b"\n" not in self._buffer:
+            if len(self._buffer) > MAX_REPLY_BYTES:
+                raise NoReply(f"reply longer than {MAX_REPLY_BYTES} bytes")
+            data = self._sock.recv(RECEIVE_BYTES)
+            if not data:
+                raise NoReply("waihud closed the connection without replying")
+            self._buffer += data
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+
+# ───────────────────────── the command line ─────────────────────────
+
+
+@attrs.frozen(kw_only=True)
+class GlobalOption:
+    """An option of waihuctl itself, given before the subcommand."""
+
+    flag: str
+    help: str
+    metavar: str | None = None  # None: a switch taking no value
+
+
+GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
+    GlobalOption(
+        flag="--socket",
+        metavar="PATH",
+        help=f"the daemon's control socket (default: ${SOCKET_ENV}, else {DEFAULT_SOCKET})",
+    ),
+    GlobalOption(flag="--json", help="print the raw result as JSON instead of text"),
+    GlobalOption(
+        flag="--timeout",
+        metavar="SECONDS",
+        help=f"how long to wait for each reply (default {DEFAULT_TIMEOUT:g})",
+    ),
+)
+
+
+def _spoken(command: Command) -> str:
+    return " ".join(command.words)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, not {text}")
+    return value
+
+
+def _param_type(param: Param) -> Any:
+    """An argparse ``type`` that converts a word and checks it as the server would."""
+
+    def convert(text: str) -> Any:
+        if param.type is int:
+            try:
+                value: Any = int(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        elif param.type is dict:
+            key, sep, value = text.partition("=")
+            if not sep or not key:
+                raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
+            return (key, value)
+        else:
+            value = text
+        problem = param.problem(value)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    convert.__name__ = param.name  # argparse names it in "invalid NAME value"
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, one subcommand per entry of the command table."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Drive a running waihud (the phone robot daemon) over its control socket.",
+        epilog="See waihuctl(1) for the protocol and examples.",
+    )
+    for option in GLOBAL_OPTIONS:
+        if option.metavar is None:
+            parser.add_argument(option.flag, action="store_true", help=option.help)
+        else:
+            kind = _positive_seconds if option.flag == "--timeout" else str
+            parser.add_argument(option.flag, metavar=option.metavar, type=kind, help=option.help)
+    parser.set_defaults(
+        socket=os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET, timeout=DEFAULT_TIMEOUT
+    )
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        sub = subcommands.add_parser(
+            _spoken(command),
+            help=command.summary,
+            description=command.description or command.summary,
+        )
+        for param in command.params:
+            dest = f"param_{param.name}"
+            if param.positional:
+                sub.add_argument(
+                    dest, metavar=param.placeholder, type=_param_type(param), help=param.help
+                )
+            elif param.type is bool:
+                sub.add_argument(param.option, dest=dest, action="store_true", help=param.help)
+            elif param.type is dict:
+                sub.add_argument(
+                    param.option,
+                    dest=dest,
+                    metavar=param.placeholder,
+                    type=_param_type(param),
+                    action="append",
+                    help=param.help,
+                )
+            else:
+                sub.add_argument(
+                    param.option,
+                    dest=dest,
+                    metavar=param.placeholder,
+                    type=_param_type(param),
+                    required=param.required,
+                    help=param.help,
+                )
+        if command.waitable:
+            sub.add_argument("--wait", action="store_true", help=WAIT_HELP)
+    return parser
+
+
+def _join_command_words(argv: Sequence[str]) -> list[str]:
+    """Turn ``call show ID`` into ``["call show", "ID"]``, the subparser's name.
+
+    argparse cannot have ``call TARGET`` and ``call show ID`` side by side, so
+    the words of a multi-word command are joined before it parses.
+    """
+    takes_value = {o.flag for o in GLOBAL_OPTIONS if o.metavar is not None}
+    words = list(argv)
+    position = 0
+    while position < len(words) and words[position].startswith("-"):
+        position += 2 if words[position] in takes_value else 1
+    for command in sorted(COMMANDS, key=lambda c: -len(c.words)):
+        count = len(command.words)
+        if count > 1 and tuple(words[position : position + count]) == command.words:
+            return [*words[:position], _spoken(command), *words[position + count :]]
+    return words
+
+
+def _emit(text: str, stream: TextIO) -> None:
+    try:
+        stream.write(text + "\n")
+    except UnicodeEncodeError:
+        # a terminal that cannot show Korean/Chinese still gets every character, escaped
+        encoding = stream.encoding or "ascii"
+        stream.write((text + "\n").encode(encoding, "backslashreplace").decode(encoding))
+
+
+def _show(result: Any, command: Command, as_json: bool) -> None:
+    if as_json:
+        _emit(json.dumps(result, ensure_ascii=False, indent=2), sys.stdout)
+    else:
+        _emit(command.render(result), sys.stdout)
+
+
+def _wait_for_end(client: ControlClient, call_id: str) -> Any:
+    """Poll ``call.show`` until the call has ended; report each new state on stderr."""
+    seen = None
+    while True:
+        record = client.request("call.show", {"id": call_id})
+        status = record.get("status")
+        if status != seen:
+            _emit(f"{PROG}: call {call_id} {status}", sys.stderr)
+            seen = status
+        if status in ENDED:
+            return record
+        time.sleep(WAIT_POLL_SECONDS)
+
+
+def _run(args: argparse.Namespace) -> int:
+    command = next(c for c in COMMANDS if _spoken(c) == args.command)
+    params = {}
+    for param in command.params:
+        value = getattr(args, f"param_{param.name}")
+        if value is None or value is False:
+            continue
+        params[param.name] = dict(value) if param.type is dict else value
+    with ControlClient(args.socket, timeout=args.timeout) as client:
+        result = client.request(command.name, params)
+        if command.waitable and args.wait:
+            call_id = result["call_id"]
+            try:
+                result = _wait_for_end(client, call_id)
+            except KeyboardInterrupt:
+                _emit(f"{PROG}: stopped waiting; call {call_id} goes on", sys.stderr)
+                return EXIT_INTERRUPTED
+            command = COMMANDS_BY_NAME["call.show"]
+    _show(result, command, args.json)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``waihuctl`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(_join_command_words(sys.argv[1:] if argv is None else argv))
+    try:
+        return _run(args)
+    except (ConnectFailed, NoReply) as exc:
+        _emit(f"{PROG}: {exc}", sys.stderr)
+    except ControlError as exc:
+        _emit(f"{PROG}: {exc.message}", sys.stderr)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader (`| head`) has gone: stop quietly, and keep the interpreter's
+        # final flush of stdout from failing again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_FAILED

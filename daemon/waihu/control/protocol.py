@@ -1,0 +1,461 @@
+r"""The control socket's protocol: JSON lines, and the one table of commands.
+
+waihud listens on a unix stream socket (``/run/waihu/control.sock`` by
+default, mode 0660, so the ``waihu`` group may drive it). Every message is one
+line of UTF-8 JSON ending in ``\n``, at most ``MAX_LINE_BYTES`` long; never
+pickle, so any language (or ``socat``) can speak it. A client sends requests
+and gets one reply per request, in order; it may send the next request before
+the last reply has come.
+
+Request — ``id`` (a string, an integer or null) is echoed in the reply;
+``params`` may be left out when a method takes none::
+
+    {"id": 1, "method": "call", "params": {"target": "1001", "script": "demo"}}
+
+Reply, success::
+
+    {"id": 1, "ok": true, "result": {"call_id": "20261125-150001-a1b2c3"}}
+
+Reply, failure — ``code`` is one of a fixed set, ``message`` is for people::
+
+    {"id": 1, "ok": false, "error": {"code": "not_found",
+                                     "message": "no script named 'demo'"}}
+
+Error codes:
+
+- ``parse_error``: the line is not UTF-8 JSON, or longer than ``MAX_LINE_BYTES``
+  (the reply's ``id`` is then null);
+- ``bad_request``: valid JSON but not a request — not an object, ``method``
+  not a string, an unknown or missing param, a param of the wrong type;
+- ``unknown_method``: no such method;
+- ``not_found``: the thing named (call, script, trunk) does not exist;
+- ``unavailable``: the daemon cannot do it now (draining, at ``max_calls``);
+- ``internal``: a bug in waihud; the daemon logged it with a traceback.
+
+Pushed event (reserved for subscriptions): a line with an ``event`` key and no
+``id``/``ok``; a client waiting for a reply skips it::
+
+    {"event": "call.ended", "call_id": "20261125-150001-a1b2c3", "grade": "A"}
+
+By hand::
+
+    $ echo '{"id": 1, "method": "status"}' | socat - UNIX-CONNECT:/run/waihu/control.sock
+    {"id":1,"ok":true,"result":{"version":"0.1.0","uptime":12.5,"draining":false,...}}
+
+The methods are the ``COMMANDS`` table below. It drives the server's dispatch
+and param checks, ``waihuctl``'s subcommands and ``--help``, and the man page
+waihuctl(1) (``python -m waihu.control.manpage``): a new method is one entry
+here plus one handler method in the daemon.
+
+What it is not: the socket server (``server``), the client (``client``), or
+the daemon's answers (``waihu.daemon``).
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import attrs
+
+from waihu.api import WaihuError
+from waihu.control.render import (
+    render_call,
+    render_call_placed,
+    render_calls,
+    render_plugins,
+    render_shutdown,
+    render_status,
+)
+
+__all__ = [
+    "COMMANDS",
+    "COMMANDS_BY_NAME",
+    "DEFAULT_SOCKET",
+    "ERROR_CODES",
+    "MAX_LINE_BYTES",
+    "SOCKET_ENV",
+    "WAIT_HELP",
+    "Command",
+    "ControlError",
+    "ErrorCode",
+    "Param",
+    "RequestId",
+    "decode_line",
+    "encode_error",
+    "encode_event",
+    "encode_request",
+    "encode_result",
+    "parse_reply",
+    "parse_request",
+    "request_id",
+]
+
+DEFAULT_SOCKET = "/run/waihu/control.sock"  # systemd's RuntimeDirectory=waihu
+SOCKET_ENV = "WAIHU_SOCKET"  # overrides DEFAULT_SOCKET for waihuctl
+MAX_LINE_BYTES = 1 << 20  # 1 MiB: far above any request, low enough to bound a bad client
+
+ErrorCode = Literal[
+    "parse_error", "bad_request", "unknown_method", "not_found", "unavailable", "internal"
+]
+ERROR_CODES: tuple[str, ...] = typing.get_args(ErrorCode)
+
+RequestId = str | int | None
+
+CALL_LIMIT_MAX = 1000  # rows one `calls` request may ask for
+
+
+class ControlError(WaihuError):
+    """An expected failure of a control request, with one of the fixed ``ERROR_CODES``.
+
+    Handlers raise it (``ControlError("not_found", "no call with id 'x'")``);
+    the server sends it as the reply's ``error``; the client raises it again
+    from an error reply.
+    """
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown control error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def to_json(self) -> dict[str, str]:
+        """The ``error`` object of a reply."""
+        return {"code": self.code, "message": self.message}
+
+
+def _bad(message: str) -> ControlError:
+    return ControlError("bad_request", message)
+
+
+# ───────────────────────── the command table ─────────────────────────
+
+_TYPE_NAMES: dict[type, str] = {
+    str: "a string",
+    int: "an integer",
+    bool: "true or false",
+    dict: "an object of strings",
+}
+
+
+@attrs.frozen(kw_only=True)
+class Param:
+    """One named parameter of a method, and how ``waihuctl`` spells it.
+
+    ``type`` is ``str``, ``int``, ``bool`` or ``dict`` (an object whose values
+    are strings). On the command line a ``positional`` param is a bare word
+    (``waihuctl call show ID``), others are options (``--script NAME``); a
+    ``dict`` param is a repeatable ``--flag KEY=VALUE``.
+    """
+
+    name: str
+    type: type = attrs.field(validator=attrs.validators.in_(_TYPE_NAMES))
+    help: str
+    required: bool = False
+    default: Any = None
+    positional: bool = False
+    flag: str | None = None  # option spelling when not --name
+    metavar: str | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+
+    @property
+    def option(self) -> str:
+        """The command-line option (``--script``), for non-positional params."""
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    @property
+    def placeholder(self) -> str:
+        """The word standing for the value in usage lines and help (``NAME``, ``KEY=VALUE``)."""
+        if self.metavar:
+            return self.metavar
+        return "KEY=VALUE" if self.type is dict else self.name.upper()
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` for this param ("must be an integer, not a
+        string"), or None when it is of this param's type and range."""
+        wrong = f"must be {_TYPE_NAMES[self.type]}, not {_json_type(value)}"
+        # bool is an int in Python; JSON keeps them apart, and so do we
+        if isinstance(value, bool) != (self.type is bool) or not isinstance(value, self.type):
+            return wrong
+        if self.type is dict and not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            return wrong
+        if self.type is str and self.required and not value.strip():
+            return "must not be empty"
+        if self.minimum is not None and value < self.minimum:
+            return f"must be at least {self.minimum}, not {value}"
+        if self.maximum is not None and value > self.maximum:
+            return f"must be at most {self.maximum}, not {value}"
+        return None
+
+    def check(self, value: Any) -> Any:
+        """``value`` if it is fit for this param, else ControlError bad_request naming it."""
+        problem = self.problem(value)
+        if problem is not None:
+            raise _bad(f"param {self.name!r} {problem}")
+        return value
+
+
+@attrs.frozen(kw_only=True)
+class Command:
+    """One control method: its params, its help, and how waihuctl shows its result.
+
+    The daemon answers it with the async handler method ``handler_name`` (dots
+    become underscores: ``call.show`` → ``call_show``), called with every param
+    as a keyword argument (absent optional ones get their ``default``).
+    ``waihuctl`` spells it as its dot-separated ``words`` (``call show``).
+    """
+
+    name: str
+    summary: str  # one line, for --help listings
+    description: str = ""  # a paragraph, for the command's --help and the man page
+    params: tuple[Param, ...] = ()
+    render: Callable[[Any], str]
+    waitable: bool = False  # the result names a call: waihuctl --wait follows it to its end
+    changes_state: bool = False  # logged at info with the client's identity
+
+    @property
+    def handler_name(self) -> str:
+        """The daemon's method answering this command."""
+        return self.name.replace(".", "_")
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        """The command as waihuctl spells it, word by word."""
+        return tuple(self.name.split("."))
+
+    def bind(self, params: Any) -> dict[str, Any]:
+        """Check a request's ``params`` and return the handler's keyword arguments.
+
+        Raises ControlError bad_request naming the unknown, missing or ill-typed param.
+        """
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise _bad(f"params must be an object, not {_json_type(params)}")
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            takes = ", ".join(known) or "no params"
+            raise _bad(f"{self.name}: unknown param {unknown[0]!r} (takes: {takes})")
+        bound = {}
+        for param in self.params:
+            value = params.get(param.name)
+            if value is None:  # absent and null mean the same: not given
+                if param.required:
+                    raise _bad(f"{self.name}: missing required param {param.name!r}")
+                bound[param.name] = param.default
+            else:
+                bound[param.name] = param.check(value)
+        return bound
+
+
+WAIT_HELP = "wait until the call has ended, then show it as 'call show' does"
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        name="status",
+        summary="show the daemon's state: version, uptime, live calls, trunks, draining",
+        description="Show the running daemon's version, process id, uptime, whether it is "
+        "draining (refusing new calls before shutting down), the number of live calls, "
+        "the configured trunks, the loaded scripts and any script that failed to load.",
+        render=render_status,
+    ),
+    Command(
+        name="plugins",
+        summary="list the loaded plugins with their version and hooks",
+        description="List every plugin the daemon loaded through the waihu entry-point "
+        "group, built-in ones included: name, distribution, version and the hooks it "
+        "implements.",
+        render=render_plugins,
+    ),
+    Command(
+        name="call",
+        summary="place one call now",
+        description="Dial TARGET through a trunk and talk to the callee by the named script. "
+        "Prints the new call's id as soon as dialling starts; with --wait, follows the call "
+        "to its end and shows it.",
+        params=(
+            Param(
+                name="target",
+                type=str,
+                required=True,
+                positional=True,
+                help="the number to call, or a SIP URI",
+            ),
+            Param(
+                name="script",
+                type=str,
+                required=True,
+                metavar="NAME",
+                help="the script to follow (its name, as 'status' lists it)",
+            ),
+            Param(
+                name="trunk",
+                type=str,
+                metavar="NAME",
+                help="the trunk to call through (default: call.trunk, or the only one)",
+            ),
+            Param(
+                name="variables",
+                type=dict,
+                flag="--var",
+                metavar="KEY=VALUE",
+                help="a value for a {KEY} placeholder of the script; repeatable",
+            ),
+        ),
+        render=render_call_placed,
+        waitable=True,
+        changes_state=True,
+    ),
+    Command(
+        name="calls",
+        summary="list recent calls, newest first",
+        description="List the most recent calls from storage, newest first: id, time, number, "
+        "script, status, SIP status, grade and talk time.",
+        params=(
+            Param(
+                name="limit",
+                type=int,
+                default=20,
+                metavar="N",
+                minimum=1,
+                maximum=CALL_LIMIT_MAX,
+                help="how many calls to list (default 20)",
+            ),
+        ),
+        render=render_calls,
+    ),
+    Command(
+        name="call.show",
+        summary="show one call in full, with its transcript",
+        description="Show everything filed about one call, live or finished: number, script, "
+        "times, SIP outcome, who hung up, grade, tags, recording, and the transcript with "
+        "the node of every robot line and the intent and confidence of every reply.",
+        params=(
+            Param(
+                name="id",
+                type=str,
+                required=True,
+                positional=True,
+                help="the call's id, as 'call' printed it or 'calls' lists it",
+            ),
+        ),
+        render=render_call,
+    ),
+    Command(
+        name="shutdown",
+        summary="drain and stop the daemon",
+        description="Stop taking calls, let live calls finish up to daemon.drain_timeout, "
+        "hang up the rest cleanly, then exit, as SIGTERM does.",
+        render=render_shutdown,
+        changes_state=True,
+    ),
+)
+
+COMMANDS_BY_NAME: dict[str, Command] = {command.name: command for command in COMMANDS}
+
+
+# ───────────────────────── wire format ─────────────────────────
+
+
+def _json_type(value: Any) -> str:
+    return {
+        type(None): "null",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
+
+
+def _line(message: Mapping[str, Any]) -> bytes:
+    # ensure_ascii=False: Korean/Chinese transcripts stay readable in the raw stream;
+    # allow_nan=False: NaN is not JSON, and strict parsers (jq) would reject the line
+    text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.encode("utf-8") + b"\n"
+
+
+def encode_request(id: RequestId, method: str, params: Mapping[str, Any] | None = None) -> bytes:
+    """One request line."""
+    message: dict[str, Any] = {"id": id, "method": method}
+    if params:
+        message["params"] = dict(params)
+    return _line(message)
+
+
+def encode_result(id: RequestId, result: Any) -> bytes:
+    """One success reply line; TypeError/ValueError if ``result`` is not plain JSON."""
+    return _line({"id": id, "ok": True, "result": result})
+
+
+def encode_error(id: RequestId, error: ControlError) -> bytes:
+    """One failure reply line."""
+    return _line({"id": id, "ok": False, "error": error.to_json()})
+
+
+def encode_event(event: str, **fields: Any) -> bytes:
+    """One pushed event line (reserved for subscriptions)."""
+    return _line({"event": event, **fields})
+
+
+def decode_line(line: bytes) -> dict[str, Any]:
+    """The JSON object on one line; ControlError parse_error or bad_request if it is not one."""
+    try:
+        message = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ControlError("parse_error", f"line is not UTF-8: {exc.reason}") from None
+    except json.JSONDecodeError as exc:
+        raise ControlError("parse_error", f"line is not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise _bad(f"a message must be a JSON object, not {_json_type(message)}")
+    return message
+
+
+def request_id(message: Mapping[str, Any]) -> RequestId:
+    """The request's ``id``; ControlError bad_request if it is neither string, integer nor null."""
+    value = message.get("id")
+    if value is None or (isinstance(value, str | int) and not isinstance(value, bool)):
+        return value
+    raise _bad(f"id must be a string, an integer or null, not {_json_type(value)}")
+
+
+def parse_request(message: Mapping[str, Any]) -> tuple[Command, dict[str, Any]]:
+    """The command a request names and its handler's keyword arguments.
+
+    Raises ControlError: bad_request for a malformed request or params,
+    unknown_method for a method not in the table.
+    """
+    extra = sorted(set(message) - {"id", "method", "params"})
+    if extra:
+        raise _bad(f"unknown key {extra[0]!r} in request (keys: id, method, params)")
+    method = message.get("method")
+    if not isinstance(method, str):
+        raise _bad(f"method must be a string, not {_json_type(method)}")
+    command = COMMANDS_BY_NAME.get(method)
+    if command is None:
+        known = ", ".join(COMMANDS_BY_NAME)
+        raise ControlError("unknown_method", f"no method {method!r} (methods: {known})")
+    return command, command.bind(message.get("params"))
+
+
+def parse_reply(message: Mapping[str, Any]) -> Any:
+    """The ``result`` of a reply; raises the ControlError an error reply carries."""
+    if message.get("ok") is True and "result" in message:
+        return message["result"]
+    error = message.get("error")
+    if message.get("ok") is False and isinstance(error, dict):
+        code = error.get("code")
+        text = str(error.get("message", ""))
+        if code in ERROR_CODES:
+            raise ControlError(code, text)
+        # a newer daemon's code: keep its message, file it under the nearest meaning
+        raise ControlError("internal", f"{code}: {text}")
+    raise ControlError("parse_error", f"not a reply: {json.dumps(message)[:200]}")

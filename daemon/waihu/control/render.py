@@ -1,0 +1,208 @@
+"""How ``waihuctl`` shows each command's result to a person (``--json`` bypasses this).
+
+Each function takes the ``result`` of one control method, exactly as it came
+off the socket (plain JSON values), and returns the text to print. Results may
+carry keys these functions do not know (a newer daemon): they are shown
+generically, never dropped.
+
+What it is not: the protocol (``protocol``) or the socket client (``client``).
+"""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "render_call",
+    "render_call_placed",
+    "render_calls",
+    "render_plugins",
+    "render_shutdown",
+    "render_status",
+]
+
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # local time: operators read calls in their own day
+NONE = "-"  # how a missing value is shown in tables and headers
+
+
+def render_status(result: Mapping[str, Any]) -> str:
+    """``status``: one ``label  value`` line per fact, known ones first."""
+    known = {
+        "version": str,
+        "pid": str,
+        "uptime": _duration,
+        "draining": lambda v: "yes (no new calls)" if v else "no",
+        "live_calls": str,
+        "trunks": _listing,
+        "scripts": _listing,
+    }
+    lines = [
+        (key.replace("_", " "), show(result[key])) for key, show in known.items() if key in result
+    ]
+    for key, value in result.items():
+        if key in known:
+            continue
+        if key == "script_errors" and isinstance(value, Mapping):
+            lines += [("script error", f"{name}: {problem}") for name, problem in value.items()]
+        else:
+            lines.append((key.replace("_", " "), _value(value)))
+    return _fields(lines)
+
+
+def render_plugins(result: Sequence[Mapping[str, Any]]) -> str:
+    """``plugins``: a table of name, distribution, version and hooks."""
+    rows = [
+        [
+            p.get("name", NONE),
+            p.get("distribution") or NONE,
+            p.get("version") or NONE,
+            ", ".join(p.get("hooks") or ()) or NONE,
+        ]
+        for p in result
+    ]
+    return _table(["NAME", "DISTRIBUTION", "VERSION", "HOOKS"], rows) if rows else "no plugins"
+
+
+def render_call_placed(result: Mapping[str, Any]) -> str:
+    """``call``: the new call's id alone, so that ``id=$(waihuctl call …)`` works."""
+    return str(result.get("call_id", _value(result)))
+
+
+def render_calls(result: Sequence[Mapping[str, Any]]) -> str:
+    """``calls``: one line per call, newest first."""
+    if not result:
+        return "no calls yet"
+    rows = [
+        [
+            c.get("id", NONE),
+            _when(c.get("created_at")),
+            c.get("number", NONE),
+            c.get("script", NONE),
+            c.get("status", NONE),
+            _value(c.get("sip_status")),
+            _value(c.get("grade")),
+            _duration(c["duration"]) if c.get("duration") is not None else NONE,
+        ]
+        for c in result
+    ]
+    headers = ["ID", "CREATED", "NUMBER", "SCRIPT", "STATUS", "SIP", "GRADE", "TALK"]
+    return _table(headers, rows)
+
+
+def render_call(result: Mapping[str, Any]) -> str:
+    """``call.show``: header lines, then the transcript, one line per turn."""
+    answered, ended = result.get("answered_at"), result.get("ended_at")
+    end = _when(ended)
+    if answered is not None and ended is not None:
+        end += f"  (talked {_duration(ended - answered)})"
+    sip = " ".join(str(v) for v in (result.get("sip_status"), result.get("sip_reason")) if v)
+    header = [
+        ("number", _value(result.get("number"))),
+        ("script", _value(result.get("script"))),
+        ("trunk", _value(result.get("trunk"))),
+        ("created", _when(result.get("created_at"))),
+        ("answered", _when(answered)),
+        ("ended", end),
+        ("sip", sip or NONE),
+        ("hung up by", _value(result.get("hangup_by"))),
+        ("grade", _value(result.get("grade"))),
+        ("tags", _listing(result.get("tags") or [])),
+        ("recording", _value(result.get("recording"))),
+    ]
+    if result.get("error"):
+        header.append(("error", str(result["error"])))
+    lines = [f"call {result.get('id', NONE)}  {result.get('status', NONE)}", _fields(header)]
+    turns = result.get("turns") or []
+    lines.append("")
+    lines.append("transcript" if turns else "transcript: nothing said")
+    start = answered if answered is not None else result.get("created_at")
+    lines += [_turn(turn, start) for turn in turns]
+    return "\n".join(lines)
+
+
+def render_shutdown(result: Mapping[str, Any]) -> str:
+    """``shutdown``: what the daemon is now doing."""
+    live = result.get("live_calls", 0)
+    return f"waihud is shutting down; {live} live call(s) may finish first"
+
+
+# ───────────────────────── pieces ─────────────────────────
+
+
+def _turn(turn: Mapping[str, Any], start: float | None) -> str:
+    at = turn.get("started_at")
+    offset = _clock(at - start) if at is not None and start is not None else "    "
+    speaker = turn.get("speaker", "?")
+    if speaker == "callee":
+        label = turn.get("intent") or NONE
+        if turn.get("confidence") is not None:
+            label += f" {turn['confidence']:.2f}"
+    else:
+        label = turn.get("node") or NONE
+    cut = " (cut off)" if turn.get("interrupted") else ""
+    return f"  {offset}  {speaker} [{label}]{cut}: {turn.get('text', '')}"
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60:2d}:{seconds % 60:02d}"
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return NONE
+    return time.strftime(TIME_FORMAT, time.localtime(timestamp))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s"
+
+
+def _listing(values: Iterable[Any]) -> str:
+    return ", ".join(str(v) for v in values) or "none"
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return NONE
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_value(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, list):
+        return _listing(_value(v) for v in value)
+    return str(value)
+
+
+def _width(text: str) -> int:
+    """Columns a terminal gives ``text``: Korean and Chinese characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - _width(text))
+
+
+def _fields(pairs: Sequence[tuple[str, str]]) -> str:
+    width = max((_width(label) for label, _ in pairs), default=0)
+    return "\n".join(f"  {_pad(label, width)}  {value}" for label, value in pairs)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max(_width(r[i]) for r in [list(headers), *cells]) for i in range(len(headers))]
+    lines = [
+        "  ".join(_pad(cell, widths[i]) for i, cell in enumerate(row)).rstrip()
+        for row in [list(headers), *cells]
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,290 @@
+"""One call's media: RTP in and out, prompts, recording, endpointing, barge-in.
+
+``CallMedia`` glues the media parts together for one answered call leg and
+is owned by the call's task:
+
+- ``receive_loop`` (a task of the call) reads datagrams from the leg, parses
+  them, reports RFC 4733 DTMF digits, and hands the call's audio packets to
+  the jitter buffer;
+- ``tick`` (called by the daemon's one ``MediaClock`` every 20 ms) sends the
+  player's next frame as RTP — silence is sent as real encoded packets too,
+  so NATs and peers keep the stream — takes the next incoming frame from the
+  jitter buffer (or silence when nothing is due, so the endpointer keeps
+  time while the far end sends nothing), records both, and runs the
+  endpointer; confirmed speech during an interruptible prompt stops it
+  (barge-in) on that very tick;
+- ``events`` is the receiving end of a bounded channel carrying what
+  happened, in order: ``SpeechStarted``, ``SpeechAudio``, ``SpeechEnded``,
+  ``BargeIn``, ``PromptFinished``, ``DtmfDigit``. On barge-in the order is
+  ``BargeIn``, ``PromptFinished(interrupted=True)``, ``SpeechStarted``.
+
+Error handling: a malformed datagram is counted and dropped, logged once per
+kind of damage with the call id; packets of a payload type the call did not
+negotiate are counted and dropped the same way. ``tick`` never blocks: when
+the events channel is full (the consumer is stuck) the event is dropped and
+counted. ``receive_loop`` ends quietly when the leg's media is closed.
+
+What it is not: the dialogue (the engine reads ``events`` and queues prompts
+on ``player``) or speech recognition (the call feeds ``SpeechStarted.preroll``
+and ``SpeechAudio`` to its ASR stream).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+import attrs
+import numpy as np
+import trio
+
+from waihu.api import CallLeg
+from waihu.media.endpointer import Endpointer, SpeechAudio, SpeechEnded, SpeechStarted
+from waihu.media.g711 import codec_functions
+from waihu.media.jitter_buffer import DEFAULT_DEPTH, JitterBuffer, JitterStats
+from waihu.media.prompt_player import Playback, PromptPlayer
+from waihu.media.recorder import StereoRecorder
+from waihu.media.rtp import RtpError, RtpPacket, RtpSender, parse_rtp
+from waihu.media.telephone_event import TelephoneEventError, parse_telephone_event
+
+__all__ = [
+    "BargeIn",
+    "CallMedia",
+    "DtmfDigit",
+    "MediaEvent",
+    "MediaStats",
+    "PromptFinished",
+    "SpeechAudio",
+    "SpeechEnded",
+    "SpeechStarted",
+]
+
+log = logging.getLogger("waihu.media")
+
+EVENTS_CAPACITY = 1000  # 20 s of SpeechAudio frames: room for a slow recogniser to catch up
+DTMF_HISTORY = 8  # recent telephone events remembered to ignore their retransmitted ends
+
+
+@attrs.frozen
+class BargeIn:
+    """The callee started speaking over an interruptible prompt, which was stopped."""
+
+
+@attrs.frozen
+class PromptFinished:
+    """A prompt ended: played out, or cut short (``interrupted``) after ``played_ms``."""
+
+    label: str
+    interrupted: bool
+    played_ms: int = 0
+
+
+@attrs.frozen
+class DtmfDigit:
+    """The callee pressed a key: one of ``0123456789*#ABCD``."""
+
+    digit: str
+
+
+MediaEvent = SpeechStarted | SpeechAudio | SpeechEnded | BargeIn | PromptFinished | DtmfDigit
+
+
+@attrs.define
+class MediaStats:
+    """Counters of one call's media, for logs and the call's figures."""
+
+    datagrams_in: int = 0
+    packets_out: int = 0
+    malformed: dict[str, int] = attrs.Factory(dict)  # RtpError kind → count
+    foreign_payload: int = 0  # packets of a payload type the call did not negotiate
+    dtmf_digits: int = 0
+    silent_ticks: int = 0  # ticks with no incoming audio due
+    barge_ins: int = 0
+    events_dropped: int = 0
+    jitter: JitterStats = attrs.Factory(JitterStats)
+
+
+class CallMedia:
+    """Media for one answered call; see the module docstring for the flow."""
+
+    def __init__(
+        self,
+        leg: CallLeg,
+        *,
+        endpointer: Endpointer,
+        recorder: StereoRecorder | None = None,
+        jitter_depth: int = DEFAULT_DEPTH,
+        events_capacity: int = EVENTS_CAPACITY,
+    ) -> None:
+        codec = leg.codec
+        self._encode, self._decode = codec_functions(codec.name)
+        self.samples_per_frame = codec.samples_per_frame
+        if endpointer.samples_per_frame != self.samples_per_frame:
+            raise ValueError(
+                f"the endpointer runs at {endpointer.sample_rate} Hz but the call's codec "
+                f"{codec.name} at {codec.clock_rate} Hz"
+            )
+        self.leg = leg
+        self.call_id = leg.call_id
+        self.endpointer = endpointer
+        self.recorder = recorder
+        self.jitter = JitterBuffer(jitter_depth)
+        self.sender = RtpSender(codec.payload_type)
+        self.player = PromptPlayer(self.samples_per_frame, on_finished=self._prompt_finished)
+        self.stats = MediaStats(jitter=self.jitter.stats)
+        self._events_send, self.events = trio.open_memory_channel[MediaEvent](events_capacity)
+        self._audio_pt = codec.payload_type
+        self._clock_rate = codec.clock_rate
+        self._silence = np.zeros(self.samples_per_frame, dtype=np.int16)
+        self._silence.flags.writeable = False
+        self._pending = self._silence[:0]  # decoded samples beyond the last whole frame
+        self._first_packet = True
+        self._dtmf_seen: deque[tuple[int, int]] = deque(maxlen=DTMF_HISTORY)
+        self._logged: set[str] = set()
+
+    # ───────────── receiving (the call's task) ─────────────
+
+    async def receive_loop(self) -> None:
+        """Read and dispatch the leg's datagrams until its media is closed."""
+        while True:
+            try:
+                datagram = await self.leg.receive_media()
+            except (trio.ClosedResourceError, trio.EndOfChannel):
+                log.debug("call %s: media closed, receiving stops", self.call_id)
+                return
+            self._on_datagram(datagram)
+
+    def _on_datagram(self, datagram: bytes) -> None:
+        self.stats.datagrams_in += 1
+        try:
+            packet = parse_rtp(datagram)
+        except RtpError as exc:
+            self._count_malformed(exc.kind, str(exc))
+            return
+        if packet.payload_type == self._audio_pt:
+            self.jitter.push(packet)
+        elif packet.payload_type == self.leg.dtmf_payload_type:
+            self._on_telephone_event(packet)
+        else:
+            self.stats.foreign_payload += 1
+            self._log_once(
+                f"pt{packet.payload_type}",
+                "call %s: dropping RTP of payload type %d, which the call did not negotiate "
+                "(further ones are counted, not logged)",
+                self.call_id,
+                packet.payload_type,
+            )
+
+    def _on_telephone_event(self, packet: RtpPacket) -> None:
+        try:
+            event = parse_telephone_event(packet.payload)
+        except TelephoneEventError as exc:
+            self._count_malformed("telephone_event", str(exc))
+            return
+        if not event.end:
+            return  # a digit counts once, when it ends
+        key = (packet.ssrc, packet.timestamp)  # all reports of one event share its timestamp
+        if key in self._dtmf_seen:
+            return  # the end report is sent three times
+        self._dtmf_seen.append(key)
+        digit = event.digit
+        if digit is None:
+            self._log_once(
+                f"event{event.event}",
+                "call %s: ignoring telephone event %d (not a DTMF digit)",
+                self.call_id,
+                event.event,
+            )
+            return
+        self.stats.dtmf_digits += 1
+        self._emit(DtmfDigit(digit))
+
+    def _count_malformed(self, kind: str, detail: str) -> None:
+        self.stats.malformed[kind] = self.stats.malformed.get(kind, 0) + 1
+        self._log_once(
+            f"malformed:{kind}",
+            "call %s: dropped a malformed RTP datagram: %s (further ones of this kind are "
+            "counted, not logged)",
+            self.call_id,
+            detail,
+        )
+
+    def _log_once(self, key: str, message: str, *args: object) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning(message, *args)
+
+    # ───────────── the media tick (the media clock) ─────────────
+
+    def tick(self) -> None:
+        """Send this frame's audio, take the incoming frame, record, endpoint; never blocks."""
+        outgoing = self.player.next_frame()
+        self.leg.send_media(
+            self.sender.next_packet(
+                self._encode(outgoing), self.samples_per_frame, marker=self._first_packet
+            )
+        )
+        self._first_packet = False
+        self.stats.packets_out += 1
+
+        incoming = self._next_incoming()
+        if self.recorder is not None:
+            self.recorder.robot(outgoing)
+            self.recorder.callee(incoming)
+
+        for event in self.endpointer.feed(incoming):
+            if (
+                isinstance(event, SpeechStarted)
+                and self.player.playing
+                and self.player.interruptible
+            ):
+                self.stats.barge_ins += 1
+                self._emit(BargeIn())
+                self.player.stop(keep_uninterruptible=True)
+            self._emit(event)
+
+    def _next_incoming(self) -> np.ndarray:
+        """The next frame of the callee's audio; silence where nothing is due."""
+        size = self.samples_per_frame
+        pending = self._pending
+        if pending.size == 0:  # the usual case: one 20 ms packet per tick
+            packet = self.jitter.pop()
+            if packet is None:
+                self.stats.silent_ticks += 1
+                return self._silence
+            pending = self._decode(packet.payload)
+            if pending.size == size:
+                return pending
+        # a peer packetising at another ptime: re-cut its audio into frames
+        while pending.size < size:
+            packet = self.jitter.pop()
+            if packet is None:
+                break
+            pending = np.concatenate((pending, self._decode(packet.payload)))
+        if pending.size < size:
+            self._pending = self._silence[:0]
+            return np.concatenate((pending, self._silence[: size - pending.size]))
+        self._pending = pending[size:]
+        return pending[:size]
+
+    # ───────────── events ─────────────
+
+    def _prompt_finished(self, playback: Playback) -> None:
+        played_ms = playback.played_samples * 1000 // self._clock_rate
+        self._emit(PromptFinished(playback.label, playback.interrupted, played_ms))
+
+    def _emit(self, event: MediaEvent) -> None:
+        try:
+            self._events_send.send_nowait(event)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            self.stats.events_dropped += 1
+            self._log_once(
+                "events_dropped",
+                "call %s: media events are not being read; dropping them (first: %s)",
+                self.call_id,
+                type(event).__name__,
+            )
+
+    def close(self) -> None:
+        """End the ``events`` stream (its reader's loop finishes); idempotent."""
+        self._events_send.close()

@@ -1,0 +1,235 @@
+"""The endpointer: turns a call's incoming 20 ms frames into utterances.
+
+A plain synchronous state machine over webrtcvad, fed one frame per media
+tick::
+
+    quiet ──voiced frame──▶ starting ──start_ms voiced within the window──▶ speaking
+      ▲                        │ no voiced frame left in the window            │ ▲ unvoiced / voiced
+      └────────────────────────┘                                               ▼ │
+      └───────────── end_silence_ms of silence (or max_utterance_ms) ──── stopping
+
+``feed`` returns the events of that frame: ``SpeechStarted`` once speech is
+confirmed (carrying the audio from ``preroll_ms`` before the first voiced
+frame up to now, so the recogniser hears the word onset), then
+``SpeechAudio`` for every later frame — trailing silence included — and
+finally ``SpeechEnded``. A blip shorter than ``start_ms`` of voiced audio
+never starts speech, and an energy gate (``min_rms``) keeps digital silence
+and faint line noise from counting as voice whatever the VAD says; a frame
+must also stand 6 dB above the line's tracked noise floor, so the VAD's
+hangover after a click in line noise does not add up to speech.
+
+What it is not: an echo canceller or a recogniser. It hears whatever the far
+end sends, and decides only *when* someone speaks.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+import attrs
+import numpy as np
+import webrtcvad
+
+from waihu.api import FRAME_MS
+
+__all__ = [
+    "EndpointState",
+    "Endpointer",
+    "SpeechAudio",
+    "SpeechEnded",
+    "SpeechEvent",
+    "SpeechStarted",
+]
+
+VAD_RATES = (8000, 16000, 32000, 48000)  # what webrtcvad accepts
+DEFAULT_MIN_RMS = 100.0  # about -50 dBFS: quieter than any speech a phone line carries
+# webrtcvad keeps saying "speech" for ~150 ms after any loud sound (its hangover), so a
+# click in line noise would look like 200 ms of voice. A frame therefore only counts as
+# voiced when it also stands out from the line's noise floor:
+SNR_GATE = 4.0  # energy ratio over the noise floor a voiced frame needs (6 dB)
+FLOOR_FALL = 0.5  # the floor follows quieter frames quickly…
+FLOOR_RISE = 0.01  # …and louder ones slowly (a time constant of about a second)
+START_WINDOW_FACTOR = 1.5  # the start window is this many times start_ms by default
+
+
+class EndpointState(enum.Enum):
+    """Where the endpointer is between utterances."""
+
+    QUIET = "quiet"
+    STARTING = "starting"
+    SPEAKING = "speaking"
+    STOPPING = "stopping"
+
+
+@attrs.frozen(eq=False)
+class SpeechStarted:
+    """Speech is confirmed. ``preroll`` is the audio from ``lead_ms`` before the first
+    voiced frame up to and including the frame that confirmed it."""
+
+    preroll: np.ndarray = attrs.field(repr=False)
+    lead_ms: int
+
+
+@attrs.frozen(eq=False)
+class SpeechAudio:
+    """One more frame of the current utterance (voiced or not)."""
+
+    pcm: np.ndarray = attrs.field(repr=False)
+
+
+@attrs.frozen
+class SpeechEnded:
+    """The utterance is over. ``duration_ms`` runs from the first to the last voiced
+    frame; ``truncated`` when it was cut at ``max_utterance_ms``."""
+
+    duration_ms: int
+    truncated: bool = False
+
+
+SpeechEvent = SpeechStarted | SpeechAudio | SpeechEnded
+
+
+class Endpointer:
+    """Voice activity → utterance boundaries, for one call.
+
+    Frames are kept by reference for the pre-roll; callers must not reuse a
+    frame's buffer after feeding it.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 8000,
+        aggressiveness: int = 2,
+        start_ms: int = 200,
+        end_silence_ms: int = 700,
+        preroll_ms: int = 300,
+        max_utterance_ms: int = 15000,
+        *,
+        min_rms: float = DEFAULT_MIN_RMS,
+        start_window_ms: int | None = None,
+    ) -> None:
+        if sample_rate not in VAD_RATES:
+            raise ValueError(f"the VAD works at {VAD_RATES} Hz, not {sample_rate}")
+        if aggressiveness not in (0, 1, 2, 3):
+            raise ValueError(f"VAD aggressiveness is 0–3, not {aggressiveness}")
+        for name, value in (("start_ms", start_ms), ("end_silence_ms", end_silence_ms),
+                            ("max_utterance_ms", max_utterance_ms)):
+            if value < FRAME_MS:
+                raise ValueError(f"{name} must be at least one frame ({FRAME_MS} ms), not {value}")
+        if preroll_ms < 0:
+            raise ValueError(f"preroll_ms must not be negative, not {preroll_ms}")
+        if start_window_ms is None:
+            start_window_ms = round(start_ms * START_WINDOW_FACTOR)
+        if start_window_ms < start_ms:
+            raise ValueError(f"start_window_ms {start_window_ms} is shorter than start_ms {start_ms}")
+        self.sample_rate = sample_rate
+        self.samples_per_frame = sample_rate * FRAME_MS // 1000
+        self.min_rms = min_rms
+        self._vad = webrtcvad.Vad(aggressiveness)
+        self._start_frames = _frames(start_ms)
+        self._window_frames = _frames(start_window_ms)
+        self._end_frames = _frames(end_silence_ms)
+        self._preroll_frames = preroll_ms // FRAME_MS
+        self._max_frames = _frames(max_utterance_ms)
+        # energy below this (sum of squares over a frame) never counts as voice
+        self._min_energy = min_rms * min_rms * self.samples_per_frame
+        self._floor: float | None = None  # tracked noise energy per frame; None before any frame
+        self._history: deque[np.ndarray] = deque(maxlen=self._preroll_frames + self._window_frames)
+        self._window: deque[bool] = deque(maxlen=self._window_frames)
+        self._window_voiced = 0
+        self._state = EndpointState.QUIET
+        self._index = -1  # index of the last frame fed
+        self._onset = 0  # index of the utterance's first voiced frame
+        self._last_voiced = 0
+
+    @property
+    def state(self) -> EndpointState:
+        """The current state."""
+        return self._state
+
+    @property
+    def in_speech(self) -> bool:
+        """True between ``SpeechStarted`` and ``SpeechEnded``."""
+        return self._state in (EndpointState.SPEAKING, EndpointState.STOPPING)
+
+    def reset(self) -> None:
+        """Forget everything heard so far (no events); back to quiet."""
+        self._history.clear()
+        self._window.clear()
+        self._window_voiced = 0
+        self._state = EndpointState.QUIET
+        self._floor = None
+
+    def is_voiced(self, frame: np.ndarray) -> bool:
+        """The VAD's verdict on the next frame, behind the energy gates.
+
+        Updates the noise floor, so call it once per frame, in order.
+        """
+        samples = frame.astype(np.float32)
+        energy = float(np.dot(samples, samples))
+        floor = energy if self._floor is None else self._floor
+        rate = FLOOR_FALL if energy < floor else FLOOR_RISE
+        self._floor = floor + rate * (energy - floor)
+        if energy < max(self._min_energy, floor * SNR_GATE):
+            return False
+        return self._vad.is_speech(frame, self.sample_rate)
+
+    def feed(self, frame: np.ndarray) -> list[SpeechEvent]:
+        """Take the next frame (int16, ``samples_per_frame`` long); return its events.
+
+        Raises ``ValueError`` for a frame of the wrong type or length.
+        """
+        if frame.dtype != np.int16 or frame.shape != (self.samples_per_frame,):
+            raise ValueError(
+                f"the endpointer takes int16 frames of {self.samples_per_frame} samples, "
+                f"not {frame.dtype} {frame.shape}"
+            )
+        voiced = self.is_voiced(frame)
+        self._index += 1
+        self._history.append(frame)
+        if len(self._window) == self._window_frames:
+            self._window_voiced -= self._window[0]
+        self._window.append(voiced)
+        self._window_voiced += voiced
+
+        if not self.in_speech:
+            if self._window_voiced >= self._start_frames:
+                return [self._start()]
+            self._state = EndpointState.STARTING if self._window_voiced else EndpointState.QUIET
+            return []
+
+        events: list[SpeechEvent] = [SpeechAudio(frame)]
+        if voiced:
+            self._last_voiced = self._index
+            self._state = EndpointState.SPEAKING
+        else:
+            self._state = EndpointState.STOPPING
+        if self._index - self._last_voiced >= self._end_frames:
+            events.append(self._end(truncated=False))
+        elif self._index - self._onset + 1 >= self._max_frames:
+            events.append(self._end(truncated=True))
+        return events
+
+    def _start(self) -> SpeechStarted:
+        first_in_window = self._index - len(self._window) + 1
+        onset = first_in_window + self._window.index(True)
+        spoken = self._index - onset + 1
+        take = min(len(self._history), spoken + self._preroll_frames)
+        preroll = np.concatenate(list(self._history)[-take:])
+        self._onset = onset
+        self._last_voiced = self._index
+        self._state = EndpointState.SPEAKING
+        return SpeechStarted(preroll=preroll, lead_ms=(take - spoken) * FRAME_MS)
+
+    def _end(self, *, truncated: bool) -> SpeechEnded:
+        duration = (self._last_voiced - self._onset + 1) * FRAME_MS
+        self._window.clear()
+        self._window_voiced = 0
+        self._state = EndpointState.QUIET
+        return SpeechEnded(duration_ms=duration, truncated=truncated)
+
+
+def _frames(ms: int) -> int:
+    """Whole frames covering ``ms`` (at least one)."""
+    return max(1, -(-ms // FRAME_MS))

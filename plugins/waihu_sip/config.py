@@ -1,0 +1,128 @@
+"""The ``[trunk.NAME]`` table of a ``type = "sip"`` trunk, validated when the config loads.
+
+Every validator names its key first (``local_port: must be …``) so the core can
+report the full key path and file. Not for: runtime state of the trunk.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from waihu_sip.address import split_host_port
+from waihu_sip.errors import SipParseError
+from waihu_sip.sdp import KNOWN_CODECS
+
+__all__ = ["SipTrunkConfig"]
+
+DEFAULT_USER_AGENT = "waihu"
+
+
+def _check(test: Callable[[Any], bool], message: str) -> Callable[[Any, Any, Any], None]:
+    def validate(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None and not test(value):
+            raise ValueError(f"{attribute.name}: {message.format(value=value)}")
+
+    return validate
+
+
+def _is_host_port(text: str) -> bool:
+    try:
+        split_host_port(text)
+    except SipParseError:
+        return False
+    return True
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_port_range(value: tuple[int, ...]) -> bool:
+    return (
+        len(value) == 2
+        and 1024 <= value[0] < value[1] <= 65535
+        and value[1] - value[0] >= 2  # room for at least one even port and its RTCP neighbour
+    )
+
+
+def _no_space(text: str) -> bool:
+    return bool(text) and not any(c.isspace() or c in '<>@;:"' for c in text)
+
+
+@attrs.frozen(kw_only=True)
+class SipTrunkConfig:
+    """Settings of one SIP trunk (all IPv4, UDP).
+
+    ``proxy``: host[:port] every new INVITE is sent to (the trunk or an
+    outbound proxy); in-dialog requests follow Record-Route/Contact.
+    ``domain``: host part of the Request-URI for a bare number (default: the
+    proxy host). ``local_host``/``local_port``: where the signalling socket
+    binds (port 0 = any free port; host 0.0.0.0 = every interface).
+    ``public_host``: the address written into Via, Contact and SDP when it is
+    not ``local_host`` (NAT, or a 0.0.0.0 bind: then the default is the
+    address the kernel routes toward the proxy from). ``username``/``password``:
+    digest credentials, both or neither. ``from_user``/``display_name``: our
+    From when no caller ID is given. ``rtp_host``: where RTP sockets bind
+    (default ``local_host``). ``rtp_ports``: [low, high] range for RTP ports
+    (default: any free even port). ``codecs``: G.711 codecs in preference order.
+    """
+
+    proxy: str = attrs.field(
+        validator=_check(_is_host_port, "must be host or host:port, not {value!r}")
+    )
+    domain: str | None = attrs.field(
+        default=None, validator=_check(_no_space, "must be a host name, not {value!r}")
+    )
+    local_host: str = attrs.field(
+        default="127.0.0.1", validator=_check(_is_ip, "must be an IPv4 address, not {value!r}")
+    )
+    local_port: int = attrs.field(
+        default=5060, validator=_check(lambda v: 0 <= v <= 65535, "must be 0–65535, not {value}")
+    )
+    public_host: str | None = attrs.field(
+        default=None, validator=_check(_no_space, "must be a host name or address, not {value!r}")
+    )
+    username: str | None = None
+    password: str | None = attrs.field(default=None, repr=False)
+    from_user: str = attrs.field(
+        default="waihu", validator=_check(_no_space, "must be a SIP user name, not {value!r}")
+    )
+    display_name: str | None = None
+    rtp_host: str | None = attrs.field(
+        default=None, validator=_check(_is_ip, "must be an IPv4 address, not {value!r}")
+    )
+    rtp_ports: tuple[int, ...] | None = attrs.field(
+        default=None,
+        converter=attrs.converters.optional(tuple),
+        validator=_check(
+            _is_port_range,
+            "must be [low, high] with 1024 ≤ low < high ≤ 65535 and high - low ≥ 2, not {value}",
+        ),
+    )
+    codecs: list[str] = attrs.field(
+        factory=lambda: ["PCMU", "PCMA"],
+        validator=_check(
+            lambda v: bool(v) and len(set(v)) == len(v) and all(c in KNOWN_CODECS for c in v),
+            f"must be a non-empty list of distinct names from {', '.join(KNOWN_CODECS)}, "
+            "not {value}",
+        ),
+    )
+    user_agent: str = DEFAULT_USER_AGENT
+
+    def __attrs_post_init__(self) -> None:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username: username and password go together; set both or neither")
+
+    @property
+    def proxy_host_port(self) -> tuple[str, int]:
+        """The proxy as (host, port), port defaulting to 5060."""
+        host, port = split_host_port(self.proxy)
+        return host, port or 5060

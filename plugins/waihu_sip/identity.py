@@ -1,0 +1,44 @@
+"""How the trunk presents itself in messages: Via, Contact, User-Agent, Allow.
+
+Not for: the From identity of a call (caller ID), which ``trunk`` builds per call.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from waihu_sip.address import format_host_port
+
+__all__ = ["ALLOWED_METHODS", "LocalIdentity"]
+
+# What we accept from the far end; UPDATE and re-INVITE are answered for session refreshes.
+ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE")
+
+
+@attrs.frozen
+class LocalIdentity:
+    """The advertised address of the signalling socket and our product token."""
+
+    host: str
+    port: int
+    user: str
+    user_agent: str
+
+    @property
+    def hostport(self) -> str:
+        """``host:port`` as written in Via and Contact."""
+        return format_host_port(self.host, self.port)
+
+    def via(self, branch: str) -> str:
+        """A Via value for a new client transaction; ``rport`` asks for symmetric responses."""
+        return f"SIP/2.0/UDP {self.hostport};branch={branch};rport"
+
+    @property
+    def contact(self) -> str:
+        """Our Contact value: where the far end sends in-dialog requests."""
+        return f"<sip:{self.user}@{self.hostport}>"
+
+    @property
+    def allow(self) -> str:
+        """The Allow header value."""
+        return ", ".join(ALLOWED_METHODS)

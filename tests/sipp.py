@@ -1,0 +1,276 @@
+"""Run sipp (Debian ``sip-tester``) as a real SIP peer in tests.
+
+Usage::
+
+    async with sipp_peer(SCENARIOS / "answer.xml", tmp_path, rtp_echo=True) as peer:
+        trunk_config = SipTrunk.Config(proxy=peer.hostport, local_port=0)
+        ...  # dial, talk, hang up
+        result = await peer.wait()
+    result.check()  # AssertionError with sipp's logs unless the scenario passed
+
+What the harness does: picks free ports on 127.0.0.1 for signalling (``-p``),
+media (``-mp``, an even port with its three neighbours free: sipp uses mp and
+mp + 2) and the control socket (``-ci 127.0.0.1 -cp``), so tests can run side
+by side; renders the scenario into the test's tmp dir; starts sipp in the
+foreground with ``-m 1`` (one call) under trio with its output and traces
+(``-trace_err -trace_msg -trace_screen``) in that dir; waits until sipp owns
+its signalling port; kills it when the block ends.
+
+Scenario rendering. sipp substitutes ``-key`` values only inside messages, not
+in attributes such as ``<pause milliseconds>`` or ``<exec rtp_stream>``, so
+the harness replaces every ``[name]`` for the keys it is given (plus
+``DEFAULT_KEYS``) in the whole text itself. sipp's own keywords
+(``[last_Via:]``, ``[media_port]``…) are left alone. The line
+``<!-- WAIHU-PLAYS -->`` is replaced by one group per ``Play``: wait
+``after_ms``, stream the audio file as RTP (raw 8 kHz μ-law, e.g. from
+``sox in.wav -r 8000 -c 1 -t ul out.ul``), wait for it to finish.
+
+Scenarios in ``contrib/sipp/`` (each documents its keys):
+- ``answer.xml``: 180, 200 with PCMU SDP, ACK, plays, then waits for our BYE
+  and answers it (keys ``ring_ms``, ``bye_wait_ms``). Use with
+  ``rtp_echo=True`` to have every RTP packet sent to it echoed back.
+- ``hangup_mid.xml``: answers, plays, waits ``wait`` ms, sends BYE itself.
+- ``busy.xml``: 100, 486 Busy Here, expects the ACK.
+- ``auth.xml``: 401 digest challenge, checks the retried INVITE against keys
+  ``user``/``password``, answers, waits for BYE.
+- ``no_answer.xml``: rings until CANCEL, then 200/487, expects the ACK.
+
+The sipp process also ends itself after ``timeout`` seconds (``-timeout``),
+so a test killed hard leaves no sipp behind for long.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import attrs
+import trio
+
+__all__ = [
+    "DEFAULT_KEYS",
+    "SCENARIOS",
+    "Play",
+    "SippPeer",
+    "SippResult",
+    "free_udp_port",
+    "render_scenario",
+    "sipp_peer",
+]
+
+SCENARIOS = Path(__file__).resolve().parent.parent / "contrib" / "sipp"
+SIPP = shutil.which("sipp") or "sipp"
+HOST = "127.0.0.1"
+PLAYS_MARKER = "<!-- WAIHU-PLAYS -->"
+ULAW_BYTES_PER_MS = 8  # raw μ-law at 8 kHz: one byte per sample
+PCMU_PAYLOAD_TYPE = 0
+DEFAULT_KEYS = {
+    "ring_ms": "0",
+    "bye_wait_ms": "30000",
+    "wait": "1000",
+    "cancel_wait_ms": "30000",
+}
+READY_TIMEOUT = 5.0  # seconds for sipp to bind its signalling port
+READY_POLL = 0.02
+STOP_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
+LOG_TAIL = 6000  # characters of each log shown in a failure report
+
+
+def free_udp_port(host: str = HOST) -> int:
+    """A UDP port that is free right now on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _udp_ports_free(host: str, ports: Sequence[int]) -> bool:
+    socks = []
+    try:
+        for port in ports:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            socks.append(sock)
+            sock.bind((host, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def free_media_port(host: str = HOST) -> int:
+    """An even UDP port p with p..p+3 free (sipp's audio and video RTP/RTCP)."""
+    for _ in range(200):
+        port = free_udp_port(host) & ~1
+        if 1024 < port < 65530 and _udp_ports_free(host, range(port, port + 4)):
+            return port
+    raise OSError("no free block of four UDP ports for sipp media")
+
+
+@attrs.frozen
+class Play:
+    """One thing the callee says: wait ``after_ms``, then stream ``audio`` (raw 8 kHz μ-law)."""
+
+    after_ms: int
+    audio: Path
+
+    @property
+    def duration_ms(self) -> int:
+        """How long the audio plays."""
+        return self.audio.stat().st_size // ULAW_BYTES_PER_MS
+
+    def to_xml(self) -> str:
+        """sipp steps for this play."""
+        stream = escape(f"{self.audio.resolve()},1,{PCMU_PAYLOAD_TYPE}", {'"': "&quot;"})
+        return (
+            f'<pause milliseconds="{int(self.after_ms)}"/>\n'
+            f'  <nop><action><exec rtp_stream="{stream}"/></action></nop>\n'
+            f'  <pause milliseconds="{self.duration_ms}"/>'
+        )
+
+
+def render_scenario(text: str, keys: Mapping[str, str], plays: Sequence[Play] = ()) -> str:
+    """Scenario text with the plays put in and every ``[key]`` of ``keys`` filled in."""
+    if plays and PLAYS_MARKER not in text:
+        raise ValueError("scenario has no WAIHU-PLAYS line but plays were given")
+    text = text.replace(PLAYS_MARKER, "\n  ".join(p.to_xml() for p in plays))
+    for name, value in keys.items():
+        text = text.replace(f"[{name}]", escape(str(value), {'"': "&quot;"}))
+    return text
+
+
+@attrs.frozen
+class SippResult:
+    """How a sipp run ended: its exit code (0 = the scenario passed) and its logs."""
+
+    returncode: int
+    logs: tuple[Path, ...]
+
+    @property
+    def passed(self) -> bool:
+        """True when sipp exited 0."""
+        return self.returncode == 0
+
+    def report(self) -> str:
+        """Exit code and the tail of every log, for a failure message."""
+        parts = [f"sipp exited {self.returncode}"]
+        for path in self.logs:
+            text = path.read_text(errors="replace") if path.exists() else "(missing)"
+            parts.append(f"──── {path} ────\n{text[-LOG_TAIL:]}")
+        return "\n".join(parts)
+
+    def check(self) -> None:
+        """Raise AssertionError with the report unless the scenario passed."""
+        assert self.passed, self.report()
+
+
+@attrs.define
+class SippPeer:
+    """A running sipp: where it listens and how to wait for it."""
+
+    host: str
+    port: int
+    media_port: int
+    control_port: int
+    workdir: Path
+    process: trio.Process
+    _result: SippResult | None = None
+
+    @property
+    def hostport(self) -> str:
+        """``host:port`` of its signalling socket (what a trunk's ``proxy`` is set to)."""
+        return f"{self.host}:{self.port}"
+
+    def uri(self, user: str = "callee") -> str:
+        """A SIP URI that reaches it."""
+        return f"sip:{user}@{self.hostport}"
+
+    def logs(self) -> tuple[Path, ...]:
+        """Every log file sipp wrote so far."""
+        return tuple(sorted(p for p in self.workdir.iterdir() if p.suffix in (".log", ".txt")))
+
+    async def wait(self) -> SippResult:
+        """Wait for sipp to exit and return its result."""
+        if self._result is None:
+            returncode = await self.process.wait()
+            self._result = SippResult(returncode, self.logs())
+        return self._result
+
+
+@asynccontextmanager
+async def sipp_peer(
+    scenario: Path | str,
+    tmp_path: Path,
+    *,
+    keys: Mapping[str, str] | None = None,
+    plays: Sequence[Play] = (),
+    rtp_echo: bool = False,
+    timeout: float = 60.0,
+    extra_args: Sequence[str] = (),
+) -> AsyncIterator[SippPeer]:
+    """Start sipp as a UAS on free loopback ports running ``scenario`` for one call."""
+    scenario = Path(scenario)
+    if not scenario.is_absolute():
+        scenario = SCENARIOS / scenario
+    workdir = Path(tmp_path) / f"sipp-{scenario.stem}-{os.getpid()}-{free_udp_port()}"
+    workdir.mkdir(parents=True)
+    rendered = workdir / scenario.name
+    rendered.write_text(
+        render_scenario(scenario.read_text(), {**DEFAULT_KEYS, **(keys or {})}, plays)
+    )
+    port, media_port, control_port = free_udp_port(), free_media_port(), free_udp_port()
+    args = [
+        SIPP, "-sf", str(rendered),
+        "-i", HOST, "-p", str(port),
+        "-mi", HOST, "-mp", str(media_port),
+        "-ci", HOST, "-cp", str(control_port),
+        "-m", "1", "-nostdin",
+        "-timeout", f"{int(timeout)}s", "-timeout_error",
+        "-trace_err", "-error_file", str(workdir / "errors.log"),
+        "-trace_msg", "-message_file", str(workdir / "messages.log"),
+        "-trace_screen", "-screen_file", str(workdir / "screen.log"),
+        *(["-rtp_echo"] if rtp_echo else []),
+        *extra_args,
+    ]  # fmt: skip
+    (workdir / "command.txt").write_text(" ".join(args) + "\n")
+    with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
+        process = await trio.lowlevel.open_process(
+            args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=workdir
+        )
+    peer = SippPeer(HOST, port, media_port, control_port, workdir, process)
+    try:
+        await _wait_until_bound(peer)
+        yield peer
+    finally:
+        with trio.CancelScope(shield=True):
+            await _stop(process)
+
+
+async def _wait_until_bound(peer: SippPeer) -> None:
+    """Return once sipp holds its signalling port; fail with its logs if it exits first."""
+    with trio.move_on_after(READY_TIMEOUT):
+        while True:
+            if peer.process.poll() is not None:
+                raise AssertionError("sipp exited at start-up\n" + (await peer.wait()).report())
+            if not _udp_ports_free(peer.host, [peer.port]):
+                return
+            await trio.sleep(READY_POLL)
+    raise AssertionError(f"sipp did not bind {peer.hostport} within {READY_TIMEOUT} s")
+
+
+async def _stop(process: trio.Process) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    with trio.move_on_after(STOP_GRACE):
+        await process.wait()
+        return
+    process.kill()
+    await process.wait()

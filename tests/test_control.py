@@ -1,0 +1,576 @@
+"""The control socket: a real server on a unix socket in tmp_path, the real waihuctl client.
+
+The server answers through ``DaemonStandIn`` (below) instead of waihud: the
+protocol, dispatch and rendering are under test here, not calls. ``waihuctl``
+is run as ``main([...])`` in a worker thread, as blocking as on a terminal.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import re
+import socket
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from waihu.control import client
+from waihu.control.client import main
+from waihu.control.manpage import manpage
+from waihu.control.protocol import COMMANDS, MAX_LINE_BYTES, ControlError
+from waihu.control.server import MAX_CONNECTIONS, ControlHandler, ControlServer, ControlSocketError
+
+REPO = Path(__file__).resolve().parent.parent
+TIMEOUT = 30  # seconds; generous, the machine is shared
+
+STATUS = {
+    "version": "0.1.0",
+    "pid": 4242,
+    "uptime": 3725.0,
+    "draining": False,
+    "live_calls": 2,
+    "trunks": ["office"],
+    "scripts": ["demo-ko"],
+    "script_errors": {"broken": "node 'x': unknown intent 'maybe'"},
+}
+
+KOREAN_CALL = {
+    "id": "20261125-150001-a1b2c3",
+    "number": "01012345678",
+    "script": "demo-ko",
+    "trunk": "office",
+    "status": "ended",
+    "created_at": 1_795_000_000.0,
+    "answered_at": 1_795_000_003.0,
+    "ended_at": 1_795_000_041.5,
+    "sip_status": 200,
+    "sip_reason": "OK",
+    "hangup_by": "callee",
+    "grade": "A",
+    "tags": ["가격 문의"],
+    "turns": [
+        {
+            "speaker": "robot",
+            "text": "안녕하세요, 잠시 통화 괜찮으세요?",
+            "node": "greeting",
+            "intent": None,
+            "confidence": None,
+            "started_at": 1_795_000_003.5,
+            "ended_at": 1_795_000_006.0,
+            "interrupted": True,
+        },
+        {
+            "speaker": "callee",
+            "text": "네 좋아요",
+            "node": "greeting",
+            "intent": "affirm",
+            "confidence": 0.93,
+            "started_at": 1_795_000_005.0,
+            "ended_at": 1_795_000_006.2,
+            "interrupted": False,
+        },
+        {
+            "speaker": "robot",
+            "text": "价格是多少",
+            "node": "price",
+            "intent": None,
+            "confidence": None,
+            "started_at": 1_795_000_067.0,
+            "ended_at": None,
+            "interrupted": False,
+        },
+    ],
+    "recording": "/var/lib/waihu/recordings/20261125-150001-a1b2c3.wav",
+    "error": None,
+}
+
+
+class DaemonStandIn:
+    """Stands in for waihud behind the control socket.
+
+    The real daemon needs trunks, a speech model and scripts, none of which
+    these tests are about; this one answers from fixed data, remembers what it
+    was asked, and can be told to fail or to hold a request.
+    """
+
+    def __init__(self) -> None:
+        self.placed: list[dict[str, Any]] = []
+        self.calls_error: Exception | None = None
+        self.hold_status = False
+        self.inside_calls = 0
+        self.all_inside: trio.Event | None = None
+        self.expected_inside = 0
+        self.progress = ["ringing", "answered", "ended"]  # what call.show reports in turn
+
+    async def status(self) -> dict[str, Any]:
+        if self.hold_status:
+            await trio.sleep_forever()
+        return STATUS
+
+    async def plugins(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": "sqlite",
+                "distribution": "waihu",
+                "version": "0.1.0",
+                "hooks": ["waihu_storage_types"],
+            }
+        ]
+
+    async def call(
+        self,
+        target: str,
+        script: str,
+        trunk: str | None = None,
+        variables: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        self.placed.append(
+            {"target": target, "script": script, "trunk": trunk, "variables": variables}
+        )
+        return {"call_id": "c-1"}
+
+    async def calls(self, limit: int = 20) -> list[dict[str, Any]]:
+        if self.calls_error is not None:
+            raise self.calls_error
+        if self.all_inside is not None:  # hold every request until all have arrived
+            self.inside_calls += 1
+            if self.inside_calls == self.expected_inside:
+                self.all_inside.set()
+            await self.all_inside.wait()
+        summary = {
+            k: KOREAN_CALL[k]
+            for k in ("id", "number", "script", "status", "grade", "sip_status", "created_at")
+        }
+        return [{**summary, "duration": 38.5}][:limit]
+
+    async def call_show(self, id: str) -> dict[str, Any]:
+        if id == "c-1":
+            status = self.progress.pop(0) if len(self.progress) > 1 else self.progress[0]
+            return {**KOREAN_CALL, "id": "c-1", "status": status}
+        if id != KOREAN_CALL["id"]:
+            raise ControlError("not_found", f"no call with id {id!r}")
+        return KOREAN_CALL
+
+    async def shutdown(self) -> dict[str, Any]:
+        return {"draining": True, "live_calls": 2}
+
+
+@pytest.fixture
+def stand_in() -> DaemonStandIn:
+    return DaemonStandIn()
+
+
+@pytest.fixture
+async def sock(nursery: trio.Nursery, tmp_path: Path, stand_in: DaemonStandIn) -> Path:
+    path = tmp_path / "control.sock"
+    await nursery.start(ControlServer(path, stand_in).run)
+    return path
+
+
+class RawClient:
+    """Speaks the protocol byte by byte, to send what waihuctl never would."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    @classmethod
+    async def connect(cls, path: Path) -> RawClient:
+        return cls(await trio.open_unix_socket(str(path)))
+
+    async def send(self, data: bytes | dict[str, Any]) -> None:
+        if isinstance(data, dict):
+            data = json.dumps(data, ensure_ascii=False).encode() + b"\n"
+        await self.stream.send_all(data)
+
+    async def reply(self) -> dict[str, Any]:
+        while b"\n" not in self.buffer:
+            chunk = await self.stream.receive_some(65536)
+            assert chunk, "server closed the connection"
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return json.loads(line)
+
+    async def ask(self, data: bytes | dict[str, Any]) -> dict[str, Any]:
+        await self.send(data)
+        return await self.reply()
+
+
+async def waihuctl(*argv: str) -> int:
+    return await trio.to_thread.run_sync(main, list(argv))
+
+
+# ───────────────────────── waihuctl against the server ─────────────────────────
+
+
+async def test_status_round_trip(sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with trio.fail_after(TIMEOUT):
+        assert await waihuctl("--socket", str(sock), "status") == 0
+    lines = capsys.readouterr().out.splitlines()
+    fields = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in lines)
+    assert fields == {
+        "version": "0.1.0",
+        "pid": "4242",
+        "uptime": "1 h 02 min",
+        "draining": "no",
+        "live calls": "2",
+        "trunks": "office",
+        "scripts": "demo-ko",
+        "script error": "broken: node 'x': unknown intent 'maybe'",
+    }
+
+
+async def test_json_output_parses(sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with trio.fail_after(TIMEOUT):
+        assert (
+            await waihuctl("--socket", str(sock), "--json", "call", "show", KOREAN_CALL["id"]) == 0
+        )
+    assert json.loads(capsys.readouterr().out) == KOREAN_CALL
+
+
+async def test_socket_from_environment(
+    sock: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WAIHU_SOCKET", str(sock))
+    with trio.fail_after(TIMEOUT):
+        assert await waihuctl("--json", "plugins") == 0
+    assert json.loads(capsys.readouterr().out)[0]["name"] == "sqlite"
+
+
+async def test_call_show_renders_a_korean_transcript(
+    sock: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        assert await waihuctl("--socket", str(sock), "call", "show", KOREAN_CALL["id"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "call 20261125-150001-a1b2c3  ended"
+    assert "  grade       A" in out
+    assert "  sip         200 OK" in out
+    assert "  hung up by  callee" in out
+    assert "  tags        가격 문의" in out
+    assert "  recording   /var/lib/waihu/recordings/20261125-150001-a1b2c3.wav" in out
+    assert any(line.startswith("  ended") and "(talked 38.5 s)" in line for line in out)
+    transcript = out[out.index("transcript") + 1 :]
+    assert transcript == [
+        "   0:00  robot [greeting] (cut off): 안녕하세요, 잠시 통화 괜찮으세요?",
+        "   0:02  callee [affirm 0.93]: 네 좋아요",
+        "   1:04  robot [price]: 价格是多少",
+    ]
+
+
+async def test_call_passes_params_and_prints_the_id(
+    sock: Path, stand_in: DaemonStandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        rc = await waihuctl(
+            "--socket",
+            str(sock),
+            "call",
+            "01012345678",
+            "--script",
+            "demo-ko",
+            "--var",
+            "name=김민준",
+            "--var",
+            "product=보험",
+        )
+    assert rc == 0
+    assert capsys.readouterr().out == "c-1\n"
+    assert stand_in.placed == [
+        {
+            "target": "01012345678",
+            "script": "demo-ko",
+            "trunk": None,
+            "variables": {"name": "김민준", "product": "보험"},
+        }
+    ]
+
+
+async def test_call_wait_follows_the_call_to_its_end(
+    sock: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client, "WAIT_POLL_SECONDS", 0.01)
+    with trio.fail_after(TIMEOUT):
+        rc = await waihuctl(
+            "--socket",
+            str(sock),
+            "call",
+            "sip:bot@127.0.0.1",
+            "--script",
+            "demo-ko",
+            "--trunk",
+            "office",
+            "--wait",
+        )
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        "waihuctl: call c-1 ringing",
+        "waihuctl: call c-1 answered",
+        "waihuctl: call c-1 ended",
+    ]
+    assert captured.out.startswith("call c-1  ended\n")
+    assert "callee [affirm 0.93]: 네 좋아요" in captured.out
+
+
+async def test_calls_and_shutdown_render(sock: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with trio.fail_after(TIMEOUT):
+        assert await waihuctl("--socket", str(sock), "calls", "--limit", "5") == 0
+        assert await waihuctl("--socket", str(sock), "shutdown") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["ID", "CREATED", "NUMBER", "SCRIPT", "STATUS", "SIP", "GRADE", "TALK"]
+    assert out[1].startswith("20261125-150001-a1b2c3  ")
+    assert out[1].endswith("  200  A      38.5 s")
+    assert out[2] == "waihud is shutting down; 2 live call(s) may finish first"
+
+
+async def test_control_error_is_printed_with_exit_1(
+    sock: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        assert await waihuctl("--socket", str(sock), "call", "show", "nope") == 1
+    captured = capsys.readouterr()
+    assert captured.err == "waihuctl: no call with id 'nope'\n"
+    assert captured.out == ""
+
+
+async def test_no_reply_in_time_is_reported(
+    sock: Path, stand_in: DaemonStandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stand_in.hold_status = True
+    with trio.fail_after(TIMEOUT):
+        assert await waihuctl("--socket", str(sock), "--timeout", "0.3", "status") == 1
+    assert capsys.readouterr().err == "waihuctl: no reply from waihud within 0.3 s\n"
+
+
+def test_cannot_connect_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "control.sock"
+    assert main(["--socket", str(missing), "status"]) == 1
+    assert capsys.readouterr().err == (
+        f"waihuctl: cannot connect to {missing}: No such file or directory (is waihud running?)\n"
+    )
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["calls", "--limit", "0"])
+    assert exited.value.code == 2
+    assert "argument --limit: must be at least 1, not 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["call", "1001", "--var", "novalue", "--script", "s"])
+    assert "expected KEY=VALUE, not 'novalue'" in capsys.readouterr().err
+
+
+def test_help_lists_every_command_of_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for command in COMMANDS:
+        assert f"{' '.join(command.words)} {command.summary}" in out
+
+
+# ───────────────────────── the protocol, by hand ─────────────────────────
+
+
+async def test_unknown_method(sock: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        raw = await RawClient.connect(sock)
+        reply = await raw.ask({"id": 7, "method": "reboot"})
+    assert reply["id"] == 7 and reply["ok"] is False
+    assert reply["error"]["code"] == "unknown_method"
+    assert "'reboot'" in reply["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("request_", "names"),
+    [
+        ({"method": "calls", "params": {"limit": 5, "colour": "red"}}, "unknown param 'colour'"),
+        ({"method": "call", "params": {"target": "1001"}}, "missing required param 'script'"),
+        ({"method": "calls", "params": {"limit": "5"}}, "'limit' must be an integer, not a string"),
+        ({"method": "calls", "params": {"limit": True}}, "'limit' must be an integer, not a bool"),
+        ({"method": "calls", "params": {"limit": 0}}, "'limit' must be at least 1"),
+        (
+            {"method": "call", "params": {"target": "1", "script": "s", "variables": {"n": 1}}},
+            "'variables' must be an object of strings",
+        ),
+        ({"method": "status", "params": [1]}, "params must be an object, not an array"),
+        ({"method": 5}, "method must be a string"),
+        ({"method": "status", "verb": "x"}, "unknown key 'verb'"),
+    ],
+)
+async def test_bad_request_names_the_problem(
+    sock: Path, request_: dict[str, Any], names: str
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        raw = await RawClient.connect(sock)
+        reply = await raw.ask({"id": "r1", **request_})
+    assert reply["id"] == "r1"
+    assert reply["error"]["code"] == "bad_request"
+    assert names in reply["error"]["message"]
+
+
+async def test_garbage_lines_get_errors_and_the_connection_lives_on(sock: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        raw = await RawClient.connect(sock)
+        not_json = await raw.ask(b"status please\n")
+        not_utf8 = await raw.ask(b'{"id": 1, "method": "\xff"}\n')
+        not_object = await raw.ask(b"[1, 2]\n")
+        bad_id = await raw.ask(b'{"id": [1], "method": "status"}\n')
+        await raw.send(b"\n  \n")  # blank lines are ignored
+        fine = await raw.ask({"id": 2, "method": "status"})
+    assert (not_json["id"], not_json["error"]["code"]) == (None, "parse_error")
+    assert not_utf8["error"]["code"] == "parse_error"
+    assert "not UTF-8" in not_utf8["error"]["message"]
+    assert not_object["error"]["code"] == "bad_request"
+    assert bad_id["error"]["code"] == "bad_request"
+    assert fine == {"id": 2, "ok": True, "result": STATUS}
+
+
+async def test_over_long_line_is_refused_and_skipped(sock: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        raw = await RawClient.connect(sock)
+        await raw.send(b"x" * (MAX_LINE_BYTES + 1))  # the error comes before the newline
+        too_long = await raw.reply()
+        await raw.send(b"x" * 1000 + b"\n")  # the rest of that line
+        fine = await raw.ask({"id": 3, "method": "status"})
+    assert too_long["error"]["code"] == "parse_error"
+    assert str(MAX_LINE_BYTES) in too_long["error"]["message"]
+    assert fine["ok"] is True and fine["id"] == 3
+
+
+async def test_handler_error_is_internal_and_the_server_keeps_serving(
+    sock: Path, stand_in: DaemonStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    stand_in.calls_error = RuntimeError("disk on fire")
+    with trio.fail_after(TIMEOUT):
+        raw = await RawClient.connect(sock)
+        with caplog.at_level(logging.ERROR, logger="waihu.control"):
+            failed = await raw.ask({"id": 1, "method": "calls"})
+        same_connection = await raw.ask({"id": 2, "method": "status"})
+        new_connection = await (await RawClient.connect(sock)).ask({"id": 3, "method": "status"})
+    assert failed["error"] == {"code": "internal", "message": "RuntimeError: disk on fire"}
+    (logged,) = [r for r in caplog.records if r.name == "waihu.control"]
+    assert "calls failed" in logged.getMessage() and logged.exc_info is not None
+    assert same_connection["ok"] is True and new_connection["ok"] is True
+
+
+async def test_result_that_is_not_json_is_internal(sock: Path, stand_in: DaemonStandIn) -> None:
+    async def not_json() -> dict[str, Any]:
+        return {"uptime": float("nan")}
+
+    stand_in.status = not_json  # type: ignore[method-assign]
+    with trio.fail_after(TIMEOUT):
+        reply = await (await RawClient.connect(sock)).ask({"id": 1, "method": "status"})
+    assert reply["error"]["code"] == "internal"
+
+
+async def test_clients_are_served_at_the_same_time(sock: Path, stand_in: DaemonStandIn) -> None:
+    clients = 8
+    stand_in.all_inside = trio.Event()  # no reply until all requests are being handled
+    stand_in.expected_inside = clients
+    replies: list[dict[str, Any]] = []
+
+    async def one(n: int) -> None:
+        raw = await RawClient.connect(sock)
+        replies.append(await raw.ask({"id": n, "method": "calls", "params": {"limit": 1}}))
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            for n in range(clients):
+                nursery.start_soon(one, n)
+    assert sorted(r["id"] for r in replies) == list(range(clients))
+    assert all(r["ok"] for r in replies)
+
+
+async def test_connections_beyond_the_limit_are_refused(sock: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        held = [await RawClient.connect(sock) for _ in range(MAX_CONNECTIONS)]
+        await held[-1].ask({"id": 0, "method": "status"})  # all accepted by now
+        extra = await RawClient.connect(sock)
+        refused = await extra.reply()
+        for raw in held:
+            await raw.stream.aclose()
+        again = await (await RawClient.connect(sock)).ask({"id": 1, "method": "status"})
+    assert refused["error"]["code"] == "unavailable"
+    assert again["ok"] is True
+
+
+async def test_event_lines_are_skipped_by_the_client(tmp_path: Path) -> None:
+    """A hand-written peer pushes an event before its reply, as subscriptions will."""
+    path = tmp_path / "events.sock"
+    listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await listener.bind(str(path))
+    listener.listen(1)
+
+    async def peer() -> None:
+        conn, _ = await listener.accept()
+        with conn:
+            request = json.loads((await conn.recv(65536)).decode())
+            await conn.send(b'{"event":"call.ended","call_id":"x"}\n')
+            await conn.send(
+                json.dumps({"id": request["id"], "ok": True, "result": 42}).encode() + b"\n"
+            )
+
+    def ask() -> Any:
+        with client.ControlClient(path) as control:
+            return control.request("status")
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(peer)
+            assert await trio.to_thread.run_sync(ask) == 42
+    listener.close()
+
+
+# ───────────────────────── the socket file ─────────────────────────
+
+
+async def test_socket_file_mode_stale_file_and_cleanup(tmp_path: Path) -> None:
+    path = tmp_path / "control.sock"
+    leftover = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    leftover.bind(str(path))  # a socket file nobody listens on, as after a crash
+    leftover.close()
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(ControlServer(path, DaemonStandIn()).run)
+            mode = os.stat(path).st_mode
+            assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o660
+            with pytest.RaisesGroup(
+                pytest.RaisesExc(ControlSocketError, match="already listening")
+            ):
+                async with trio.open_nursery() as second:
+                    await second.start(ControlServer(path, DaemonStandIn()).run)
+            nursery.cancel_scope.cancel()
+    assert not path.exists()
+
+
+async def test_a_regular_file_at_the_path_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "control.sock"
+    path.write_text("precious")
+    with trio.fail_after(TIMEOUT):
+        with pytest.RaisesGroup(pytest.RaisesExc(ControlSocketError, match="not a socket")):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(ControlServer(path, DaemonStandIn()).run)
+    assert path.read_text() == "precious"
+
+
+# ───────────────────────── one table drives everything ─────────────────────────
+
+
+def test_handler_protocol_has_a_method_for_every_command() -> None:
+    for command in COMMANDS:
+        method = getattr(ControlHandler, command.handler_name)
+        assert inspect.iscoroutinefunction(method), command.name
+        params = list(inspect.signature(method).parameters)[1:]
+        assert params == [p.name for p in command.params], command.name
+
+
+def test_committed_man_page_matches_the_table() -> None:
+    committed = (REPO / "man" / "waihuctl.1").read_text(encoding="utf-8")
+    assert committed == manpage(), "regenerate: python -m waihu.control.manpage > man/waihuctl.1"

@@ -1,0 +1,285 @@
+"""The SQLite call store against real database files in tmp_path."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sqlite3
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+from waihu.api import CallRecord, ProviderContext, ProviderError, Storage, Turn
+from waihu.config import ConfigError, structure_strict
+from waihu_sqlite.schema import SCHEMA_VERSION
+from waihu_sqlite.storage import SqliteStorage
+
+TIMEOUT = 30  # seconds; generous, the machine is shared
+
+
+def make_storage(state_dir: Path, path: str = "waihu.db", **options: object) -> SqliteStorage:
+    context = ProviderContext(
+        name="storage",
+        state_dir=state_dir,
+        log=logging.getLogger("waihu.storage"),
+        cpu_limiter=trio.CapacityLimiter(2),
+    )
+    return SqliteStorage(SqliteStorage.Config(path=path, **options), context)
+
+
+@asynccontextmanager
+async def running(storage: SqliteStorage) -> AsyncIterator[SqliteStorage]:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(storage.run)
+        yield storage
+        nursery.cancel_scope.cancel()
+
+
+def sample_call(call_id: str = "c1", *, created_at: float = 1_700_000_000.0) -> CallRecord:
+    return CallRecord(
+        id=call_id,
+        number="01012345678",
+        script="demo-ko",
+        trunk="office",
+        status="ended",
+        created_at=created_at,
+        answered_at=created_at + 3.5,
+        ended_at=created_at + 40.25,
+        sip_status=200,
+        sip_reason="OK",
+        hangup_by="callee",
+        grade="A",
+        tags=["가격 문의", "hot"],
+        turns=[
+            Turn(
+                "robot",
+                "안녕하세요, 잠시 통화 괜찮으세요?",
+                "greeting",
+                started_at=created_at + 4,
+                ended_at=created_at + 7,
+                interrupted=True,
+            ),
+            Turn(
+                "callee",
+                "네 괜찮아요",
+                "greeting",
+                intent="affirm",
+                confidence=0.93,
+                started_at=created_at + 6.5,
+                ended_at=created_at + 8,
+            ),
+            Turn("robot", "감사합니다", "bye", started_at=created_at + 9),
+        ],
+        recording="recordings/c1.wav",
+        error=None,
+    )
+
+
+async def test_round_trip_keeps_every_field_and_turn(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path)) as storage:
+            assert isinstance(storage, Storage)
+            record = sample_call()
+            await storage.save_call(record)
+            assert await storage.get_call("c1") == record
+            assert await storage.get_call("nope") is None
+
+
+async def test_save_again_replaces_the_record_and_its_turns(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path)) as storage:
+            first = sample_call()
+            await storage.save_call(first)
+            second = attrs.evolve(
+                first,
+                status="failed",
+                grade=None,
+                tags=[],
+                turns=first.turns[:1],
+                error="trunk went away",
+            )
+            await storage.save_call(second)
+            assert await storage.get_call("c1") == second
+        with sqlite3.connect(tmp_path / "waihu.db") as conn:
+            assert conn.execute("SELECT count(*) FROM turns").fetchone() == (1,)
+            assert conn.execute("SELECT count(*) FROM calls").fetchone() == (1,)
+
+
+async def test_file_is_wal_with_schema_version_and_indexes(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path)) as storage:
+            await storage.save_call(sample_call())
+            conn = sqlite3.connect(tmp_path / "waihu.db")
+            try:
+                assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+                assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+                indexes = {row[1] for row in conn.execute("PRAGMA index_list(calls)")}
+                assert {"calls_created_at", "calls_number"} <= indexes
+            finally:
+                conn.close()
+
+
+@pytest.mark.parametrize(("mode", "pragma_value"), [("normal", 1), ("full", 2)])
+async def test_synchronous_mode_is_the_configured_one(
+    tmp_path: Path, mode: str, pragma_value: int
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path, synchronous=mode)) as storage:
+            # the setting belongs to the storage's own connection, so ask through it
+            found = await storage._in_thread(
+                lambda db: db.execute("PRAGMA synchronous").fetchone()[0]
+            )
+            assert found == pragma_value
+
+
+async def test_record_is_readable_while_the_writer_never_closed(tmp_path: Path) -> None:
+    """As after a crash: a second storage opens the file the first still holds open."""
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path)) as writer:
+            await writer.save_call(sample_call())
+            async with running(make_storage(tmp_path)) as reader:
+                assert await reader.get_call("c1") == sample_call()
+
+
+async def test_record_survives_kill_9_of_the_writing_process(tmp_path: Path) -> None:
+    writer = textwrap.dedent(
+        """
+        import logging, os, signal, sys
+        from pathlib import Path
+        import trio
+        from waihu.api import CallRecord, ProviderContext
+        from waihu_sqlite.storage import SqliteStorage
+
+        async def main():
+            context = ProviderContext(name="storage", state_dir=Path(sys.argv[1]),
+                                      log=logging.getLogger("w"),
+                                      cpu_limiter=trio.CapacityLimiter(1))
+            storage = SqliteStorage(SqliteStorage.Config(path="waihu.db"), context)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(storage.run)
+                await storage.save_call(CallRecord(id="k9", number="1001", script="s",
+                                                   trunk="t", status="ended", created_at=5.0))
+                os.kill(os.getpid(), signal.SIGKILL)  # no close, no checkpoint
+
+        trio.run(main)
+        """
+    )
+    with trio.fail_after(TIMEOUT):
+        done = await trio.run_process(
+            [sys.executable, "-c", writer, str(tmp_path)],
+            check=False,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        assert done.returncode == -signal.SIGKILL
+        async with running(make_storage(tmp_path)) as storage:
+            found = await storage.get_call("k9")
+            assert found is not None and found.status == "ended"
+
+
+async def test_recent_calls_are_newest_first_and_limited(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path)) as storage:
+            for call_id, created in [("b", 20.0), ("a", 10.0), ("d", 40.0), ("c", 30.0)]:
+                await storage.save_call(sample_call(call_id, created_at=created))
+            recent = await storage.recent_calls(3)
+            assert [r.id for r in recent] == ["d", "c", "b"]
+            assert [len(r.turns) for r in recent] == [3, 3, 3]
+            assert recent[0].turns[1].text == "네 괜찮아요"
+            assert await storage.recent_calls(0) == []
+
+
+async def test_concurrent_saves_all_land(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path)) as storage:
+            async with trio.open_nursery() as nursery:
+                for n in range(40):
+                    nursery.start_soon(storage.save_call, sample_call(f"c{n}", created_at=n))
+            recent = await storage.recent_calls(100)
+            assert sorted(r.id for r in recent) == sorted(f"c{n}" for n in range(40))
+
+
+async def test_unreadable_row_is_logged_and_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path)) as storage:
+            await storage.save_call(sample_call("good", created_at=1.0))
+            await storage.save_call(sample_call("bad", created_at=2.0))
+            with sqlite3.connect(tmp_path / "waihu.db") as conn:  # a hand edit gone wrong
+                conn.execute("UPDATE calls SET tags = 'hot, cold' WHERE id = 'bad'")
+            conn.close()
+            with caplog.at_level(logging.WARNING, logger="waihu.storage"):
+                recent = await storage.recent_calls(10)
+            assert [r.id for r in recent] == ["good"]
+            assert "calls row 'bad': tags is not JSON" in caplog.text
+            with pytest.raises(ProviderError, match="calls row 'bad': tags"):
+                await storage.get_call("bad")
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "waihu.db")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with trio.fail_after(TIMEOUT):
+        with pytest.RaisesGroup(pytest.RaisesExc(ProviderError, match="newer than this waihu")):
+            async with running(make_storage(tmp_path)):
+                pass
+
+
+async def test_unopenable_file_is_a_provider_error(tmp_path: Path) -> None:
+    (tmp_path / "plain-file").write_text("not a directory")
+    with trio.fail_after(TIMEOUT):
+        with pytest.RaisesGroup(pytest.RaisesExc(ProviderError, match="cannot open")):
+            async with running(make_storage(tmp_path, "plain-file/waihu.db")):
+                pass
+
+
+async def test_a_file_that_is_not_a_database_is_a_provider_error(tmp_path: Path) -> None:
+    (tmp_path / "waihu.db").write_bytes(b"call log, not SQLite\n" * 100)
+    with trio.fail_after(TIMEOUT):
+        with pytest.RaisesGroup(pytest.RaisesExc(ProviderError, match="cannot use .* database")):
+            async with running(make_storage(tmp_path)):
+                pass
+
+
+async def test_closed_storage_refuses_work(tmp_path: Path) -> None:
+    storage = make_storage(tmp_path)
+    with trio.fail_after(TIMEOUT):
+        async with running(storage):
+            pass
+        with pytest.raises(ProviderError, match="not open"):
+            await storage.save_call(sample_call())
+
+
+def test_relative_path_is_under_state_dir_and_absolute_stays(tmp_path: Path) -> None:
+    assert make_storage(tmp_path, "db/calls.db").path == tmp_path / "db" / "calls.db"
+    elsewhere = tmp_path.parent / "elsewhere.db"
+    assert make_storage(tmp_path, str(elsewhere)).path == elsewhere
+
+
+def test_config_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError) as found:
+        structure_strict(
+            SqliteStorage.Config,
+            {"path": "w.db", "synchronous": "fast"},
+            file="waihud.toml",
+            key="storage",
+        )
+    assert found.value.problems == [
+        'waihud.toml: storage.synchronous: must be "normal" or "full", not \'fast\''
+    ]
+    with pytest.raises(ConfigError, match=r"storage\.path: required key is missing"):
+        structure_strict(SqliteStorage.Config, {}, file="waihud.toml", key="storage")
+
+
+def test_registered_through_the_entry_point() -> None:
+    (point,) = entry_points(group="waihu", name="sqlite")
+    assert point.load().waihu_storage_types() == [SqliteStorage]
+    assert SqliteStorage.type_name == "sqlite"
