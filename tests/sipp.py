@@ -22,8 +22,12 @@ the harness replaces every ``[name]`` for the keys it is given (plus
 ``DEFAULT_KEYS``) in the whole text itself. sipp's own keywords
 (``[last_Via:]``, ``[media_port]``…) are left alone. The line
 ``<!-- WAIHU-PLAYS -->`` is replaced by one group per ``Play``: wait
-``after_ms``, stream the audio file as RTP (raw 8 kHz μ-law, e.g. from
-``sox in.wav -r 8000 -c 1 -t ul out.ul``), wait for it to finish.
+``after_ms`` after the previous play ended (or the call was answered), then
+stream the audio file as RTP (raw 8 kHz μ-law, e.g. from ``sox in.wav -r
+8000 -c 1 -t ul out.ul``); after the last play, wait for it to end. Every
+wait is a ``<recv request="BYE">`` with a timeout, so a BYE from the robot in
+the middle of the plays is answered normally (label ``got_bye``) rather than
+failing the scenario.
 
 Scenarios in ``contrib/sipp/`` (each documents its keys):
 - ``answer.xml``: 180, 200 with PCMU SDP, ACK, plays, then waits for our BYE
@@ -126,13 +130,15 @@ class Play:
         """How long the audio plays."""
         return self.audio.stat().st_size // ULAW_BYTES_PER_MS
 
-    def to_xml(self) -> str:
-        """sipp steps for this play."""
+    def to_xml(self, index: int, wait_ms: int) -> str:
+        """sipp steps: wait ``wait_ms`` for a BYE (jumping to ``got_bye`` if one comes), then
+        start streaming the audio (sipp streams in the background)."""
         stream = escape(f"{self.audio.resolve()},1,{PCMU_PAYLOAD_TYPE}", {'"': "&quot;"})
         return (
-            f'<pause milliseconds="{int(self.after_ms)}"/>\n'
-            f'  <nop><action><exec rtp_stream="{stream}"/></action></nop>\n'
-            f'  <pause milliseconds="{self.duration_ms}"/>'
+            f'<recv request="BYE" timeout="{max(1, wait_ms)}" ontimeout="play{index}"'
+            f' next="got_bye"/>\n'
+            f'  <label id="play{index}"/>\n'
+            f'  <nop><action><exec rtp_stream="{stream}"/></action></nop>'
         )
 
 
@@ -140,7 +146,18 @@ def render_scenario(text: str, keys: Mapping[str, str], plays: Sequence[Play] = 
     """Scenario text with the plays put in and every ``[key]`` of ``keys`` filled in."""
     if plays and PLAYS_MARKER not in text:
         raise ValueError("scenario has no WAIHU-PLAYS line but plays were given")
-    text = text.replace(PLAYS_MARKER, "\n  ".join(p.to_xml() for p in plays))
+    steps = []
+    previous_ms = 0  # a play starts after the one before it has finished
+    for index, play in enumerate(plays, 1):
+        steps.append(play.to_xml(index, previous_ms + play.after_ms))
+        previous_ms = play.duration_ms
+    if steps:
+        # let the last play finish before the scenario moves on
+        steps.append(
+            f'<recv request="BYE" timeout="{max(1, previous_ms)}" ontimeout="played"'
+            ' next="got_bye"/>\n  <label id="played"/>'
+        )
+    text = text.replace(PLAYS_MARKER, "\n  ".join(steps))
     for name, value in keys.items():
         text = text.replace(f"[{name}]", escape(str(value), {'"': "&quot;"}))
     return text

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
 from waihu.config import ConfigError, load_config
+
+from conftest import REPO
 
 MINIMAL = """
 [trunk.office]
@@ -55,8 +56,9 @@ def test_defaults_fill_in(tmp_path: Path, provider_types: dict) -> None:
 
 def test_wrong_type_names_file_and_key(tmp_path: Path, provider_types: dict) -> None:
     found = problems(tmp_path, MINIMAL + '\n[media]\nend_silence_ms = "long"\n', provider_types)
-    assert found == [f"{tmp_path / 'waihud.toml'}: media.end_silence_ms: must be an integer, "
-                     "not a string"]
+    assert found == [
+        f"{tmp_path / 'waihud.toml'}: media.end_silence_ms: must be an integer, not a string"
+    ]
 
 
 def test_unknown_key_in_provider_table(tmp_path: Path, provider_types: dict) -> None:
@@ -71,9 +73,8 @@ def test_boolean_is_not_an_integer(tmp_path: Path, provider_types: dict) -> None
     assert "daemon.max_calls: must be an integer, not a boolean" in found
 
 
-def test_validator_message_and_every_problem_reported(tmp_path: Path,
-                                                      provider_types: dict) -> None:
-    text = MINIMAL + "\n[media]\nvad_aggressiveness = 7\n[daemon]\nlog_level = \"loud\"\n"
+def test_validator_message_and_every_problem_reported(tmp_path: Path, provider_types: dict) -> None:
+    text = MINIMAL + '\n[media]\nvad_aggressiveness = 7\n[daemon]\nlog_level = "loud"\n'
     found = problems(tmp_path, text, provider_types)
     assert len(found) == 2
     assert any("media.vad_aggressiveness" in p for p in found)
@@ -81,8 +82,7 @@ def test_validator_message_and_every_problem_reported(tmp_path: Path,
 
 
 def test_unknown_provider_type_lists_installed(tmp_path: Path, provider_types: dict) -> None:
-    (found,) = problems(tmp_path, MINIMAL.replace('type = "sip"', 'type = "h323"'),
-                        provider_types)
+    (found,) = problems(tmp_path, MINIMAL.replace('type = "sip"', 'type = "h323"'), provider_types)
     assert "trunk.office.type: unknown trunk type 'h323' (installed: sip)" in found
 
 
@@ -102,13 +102,21 @@ def test_toml_syntax_error(tmp_path: Path, provider_types: dict) -> None:
 def test_waihud_check_config_exit_codes(tmp_path: Path) -> None:
     """The command line: 0 and OK for a good file, 78 (EX_CONFIG) and the key for a bad one."""
     good = write(tmp_path, MINIMAL + f'\n[daemon]\nscripts_dir = "{tmp_path}/none"\n')
-    run = subprocess.run([sys.executable, "-m", "waihu.daemon", "--check-config", str(good)],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "waihu.daemon", "--check-config", str(good)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr
     assert "OK" in run.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text(MINIMAL + "\n[media]\njitter_depth = -1\n", encoding="utf-8")
-    run = subprocess.run([sys.executable, "-m", "waihu.daemon", "--check-config", str(bad)],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "waihu.daemon", "--check-config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 78
     assert f"{bad}: media.jitter_depth: must be greater than 0" in run.stderr

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from conftest import SCRIPTS
 from waihu.api import ProviderContext, Turn
 from waihu.dialog.chat import TextSpeaker
 from waihu.dialog.engine import DialogueEngine, Ending, SpeechBegan, Utterance
 from waihu.dialog.script import Script, load_script
+
+from conftest import SCRIPTS
 
 
 @pytest.fixture
@@ -28,21 +29,33 @@ def script() -> Script:
 @pytest.fixture
 def classifier(provider_types: dict, script: Script, tmp_path: Path):
     cls = provider_types["nlu"]["keywords"]
-    context = ProviderContext(name="default", state_dir=tmp_path, log=logging.getLogger("t"),
-                              cpu_limiter=trio.CapacityLimiter(1))
+    context = ProviderContext(
+        name="default",
+        state_dir=tmp_path,
+        log=logging.getLogger("t"),
+        cpu_limiter=trio.CapacityLimiter(1),
+    )
     c = cls(cls.Config(), context)
     c.fit(script.intents)
     return c
 
 
-async def converse(script: Script, classifier, replies: list[object],
-                   min_confidence: float = 0.3) -> tuple[Ending, list[Turn], TextSpeaker]:
+async def converse(
+    script: Script, classifier, replies: list[object], min_confidence: float = 0.3
+) -> tuple[Ending, list[Turn], TextSpeaker]:
     """Run the engine; each reply is sent after the robot's previous line."""
     speaker = TextSpeaker()
     turns: list[Turn] = []
     send, receive = trio.open_memory_channel(10)
-    engine = DialogueEngine(script, classifier, speaker, receive, on_turn=turns.append,
-                            min_confidence=min_confidence, now=trio.current_time)
+    engine = DialogueEngine(
+        script,
+        classifier,
+        speaker,
+        receive,
+        on_turn=turns.append,
+        min_confidence=min_confidence,
+        now=trio.current_time,
+    )
 
     async def callee() -> None:
         for reply in replies:
@@ -92,10 +105,9 @@ async def test_kb_wins_over_affirm_by_priority(script, classifier, autojump_cloc
     assert [t.intent for t in turns if t.speaker == "callee"] == ["kb.price", "affirm"]
 
 
-async def test_silence_reprompts_once_then_says_goodbye(script, classifier,
-                                                        autojump_clock) -> None:
+async def test_silence_reprompts_once_then_says_goodbye(script, classifier, autojump_clock) -> None:
     start = trio.current_time()
-    ending, turns, speaker = await converse(script, classifier, [])
+    ending, _, speaker = await converse(script, classifier, [])
     assert (ending.node, ending.grade, ending.reason) == ("bye_silence", "D", "silence")
     assert speaker.lines == [
         script.nodes["greeting"].say[0].text,
@@ -106,10 +118,11 @@ async def test_silence_reprompts_once_then_says_goodbye(script, classifier,
     assert trio.current_time() - start == pytest.approx(2 * script.silence_timeout)
 
 
-async def test_unmatched_and_low_confidence_take_default(script, classifier,
-                                                         autojump_clock) -> None:
+async def test_unmatched_and_low_confidence_take_default(
+    script, classifier, autojump_clock
+) -> None:
     ending, turns, _ = await converse(
-        script, classifier, [Utterance("날씨가 좋네요", 0.9), Utterance("네", 0.1)]
+        script, classifier, [Utterance("오늘 날씨가 맑아요", 0.9), Utterance("네", 0.1)]
     )
     # both replies went to "default": greeting → ask_again → bye_unclear
     assert [t.intent for t in turns if t.speaker == "callee"] == ["default", "default"]
@@ -126,15 +139,25 @@ async def test_noise_restarts_the_silence_timer(script, classifier, autojump_clo
 
 
 async def test_variables_fill_text(script, classifier, autojump_clock, tmp_path) -> None:
-    text = (SCRIPTS / "demo-ko.toml").read_text(encoding="utf-8").replace(
-        "안녕하세요, 와이후", "{name} 님 안녕하세요, {unknown} 와이후", 1)
+    text = (
+        (SCRIPTS / "demo-ko.toml")
+        .read_text(encoding="utf-8")
+        .replace("안녕하세요, 와이후", "{name} 님 안녕하세요, {unknown} 와이후", 1)
+    )
     path = tmp_path / "vars.toml"
     path.write_text(text, encoding="utf-8")
     with_vars = load_script(path, check_recordings=False)
     speaker = TextSpeaker()
-    send, receive = trio.open_memory_channel(1)
-    engine = DialogueEngine(with_vars, classifier, speaker, receive, on_turn=lambda t: None,
-                            variables={"name": "김민수"}, now=trio.current_time)
+    _send, receive = trio.open_memory_channel(1)
+    engine = DialogueEngine(
+        with_vars,
+        classifier,
+        speaker,
+        receive,
+        on_turn=lambda t: None,
+        variables={"name": "김민수"},
+        now=trio.current_time,
+    )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(engine.run)
         await trio.sleep(0.1)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCRIPTS
 from waihu.dialog.script import ScriptError, load_script
+
+from conftest import SCRIPTS
 
 
 def test_demo_script_loads() -> None:
@@ -41,10 +42,11 @@ def broken(path: Path, old: str, new: str) -> list[str]:
 
 
 def test_unknown_intent_named(script_copy: Path) -> None:
-    found = broken(script_copy, 'on = { affirm = "bye_interested", deny = "bye_declined", '
-                   'default = "ask_again" }',
-                   'on = { afirm = "bye_interested", deny = "bye_declined", '
-                   'default = "ask_again" }')
+    found = broken(
+        script_copy,
+        'on = { affirm = "bye_interested", deny = "bye_declined", default = "ask_again" }',
+        'on = { afirm = "bye_interested", deny = "bye_declined", default = "ask_again" }',
+    )
     assert f"{script_copy}: nodes.greeting.on.afirm: unknown intent 'afirm'" in found
 
 
@@ -57,14 +59,15 @@ def test_unknown_target_node(script_copy: Path) -> None:
 
 def test_missing_recording(script_copy: Path) -> None:
     found = broken(script_copy, "prompts/demo-ko/price.wav", "prompts/demo-ko/prize.wav")
-    assert any("kb.price.say[0].recording: file not found" in p and "prize.wav" in p
-               for p in found)
+    assert any("kb.price.say[0].recording: file not found" in p and "prize.wav" in p for p in found)
 
 
 def test_node_with_no_way_out(script_copy: Path) -> None:
     found = broken(script_copy, 'end = true\ngrade = "B"', 'grade = "B"')
-    assert f"{script_copy}: nodes.bye_unclear: has no way out: give it 'on' routes or make it " \
+    assert (
+        f"{script_copy}: nodes.bye_unclear: has no way out: give it 'on' routes or make it "
         "an end node" in found
+    )
 
 
 def test_loop_with_no_exit(tmp_path: Path) -> None:

@@ -199,8 +199,9 @@ class ProgressCallback(Protocol):
 class Trunk(Protocol):
     """A way to place (and later receive) phone calls, such as a SIP trunk."""
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        ...
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None: ...
 
     async def dial(
         self,
@@ -256,8 +257,9 @@ class AsrStream(Protocol):
 class AsrEngine(Protocol):
     """A speech recogniser engine; ``run`` loads and warms its model."""
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        ...
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None: ...
 
     def open_stream(self, *, sample_rate: int) -> AsrStream:
         """A new recogniser for one call at the call's sample rate."""
@@ -345,15 +347,15 @@ class CallRecord:
 class Storage(Protocol):
     """Where call records live. The embedded default is SQLite."""
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        ...
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None: ...
 
     async def save_call(self, record: CallRecord) -> None:
         """Insert or replace the whole record, durably, before returning."""
         ...
 
-    async def get_call(self, call_id: str) -> CallRecord | None:
-        ...
+    async def get_call(self, call_id: str) -> CallRecord | None: ...
 
     async def recent_calls(self, limit: int = 20) -> list[CallRecord]:
         """Newest first."""
@@ -382,8 +384,9 @@ class CallEvent:
 class Notifier(Protocol):
     """Pushes chosen call events to people (WeChat Work robot, webhook…)."""
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        ...
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None: ...
 
     async def notify(self, event: CallEvent) -> None:
         """Deliver one event; errors are the notifier's to retry or log."""

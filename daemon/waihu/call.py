@@ -91,8 +91,9 @@ class _Filing:
             await self.flush()
 
     async def flush(self) -> None:
-        await self.storage.save_call(attrs.evolve(self.record, turns=list(self.record.turns),
-                                                  tags=list(self.record.tags)))
+        await self.storage.save_call(
+            attrs.evolve(self.record, turns=list(self.record.turns), tags=list(self.record.tags))
+        )
 
 
 class _VoiceSpeaker:
@@ -103,8 +104,9 @@ class _VoiceSpeaker:
         self.audio = audio
 
     def say(self, variant: Variant, text: str, *, interruptible: bool) -> PromptHandle:
-        return self.player.play(self.audio[variant.recording], interruptible=interruptible,
-                                label=text)
+        return self.player.play(
+            self.audio[variant.recording], interruptible=interruptible, label=text
+        )
 
 
 async def place_call(
@@ -139,7 +141,11 @@ async def place_call(
                     on_progress=progress,
                 )
             except CallFailed as exc:
-                record.status, record.sip_status, record.sip_reason = "failed", exc.status, exc.reason
+                record.status, record.sip_status, record.sip_reason = (
+                    "failed",
+                    exc.status,
+                    exc.reason,
+                )
                 log.info("call %s to %s: %s %s", record.id, record.number, exc.status, exc.reason)
             else:
                 record.status, record.sip_status, record.sip_reason = "answered", 200, "OK"
@@ -171,9 +177,14 @@ async def place_call(
                 record.error = record.error or "cancelled: daemon shutting down"
             record.ended_at = time.time()
             await filing.flush()
-            events.publish(record.id, record.status, grade=record.grade,
-                           sip_status=record.sip_status, hangup_by=record.hangup_by,
-                           error=record.error)
+            events.publish(
+                record.id,
+                record.status,
+                grade=record.grade,
+                sip_status=record.sip_status,
+                hangup_by=record.hangup_by,
+                error=record.error,
+            )
     return record
 
 
@@ -208,8 +219,14 @@ async def _converse(
     def on_turn(turn: Turn) -> None:
         record.turns.append(turn)
         filing.changed()
-        services.events.publish(record.id, "turn", speaker=turn.speaker, text=turn.text,
-                                node=turn.node, intent=turn.intent)
+        services.events.publish(
+            record.id,
+            "turn",
+            speaker=turn.speaker,
+            text=turn.text,
+            node=turn.node,
+            intent=turn.intent,
+        )
 
     engine = DialogueEngine(
         loaded.script,
@@ -227,8 +244,13 @@ async def _converse(
             nursery.start_soon(media.receive_loop)
             services.clock.add(media)
             nursery.start_soon(
-                _listen, media, stream, inbox_send, lambda: loaded.script.nodes[engine.node],
-                services.events, record.id,
+                _listen,
+                media,
+                stream,
+                inbox_send,
+                lambda: loaded.script.nodes[engine.node],
+                services.events,
+                record.id,
             )
 
             async def watch_hangup() -> None:
@@ -253,8 +275,9 @@ async def _converse(
                 try:
                     await recorder.save()
                 except OSError as exc:
-                    log.error("call %s: cannot save recording %s: %s", record.id, recorder.path,
-                              exc)
+                    log.error(
+                        "call %s: cannot save recording %s: %s", record.id, recorder.path, exc
+                    )
                     record.recording = None
         filing.changed()
 

@@ -28,17 +28,17 @@ from waihu.api import WaihuError
 
 __all__ = [
     "CallConfig",
-    "at_least",
-    "between",
-    "check",
-    "one_of",
-    "positive",
     "Config",
     "ConfigError",
     "DaemonConfig",
     "MediaConfig",
     "ProviderSection",
+    "at_least",
+    "between",
+    "check",
     "load_config",
+    "one_of",
+    "positive",
     "structure_strict",
 ]
 
@@ -95,7 +95,9 @@ class DaemonConfig:
     state_dir: str = "/var/lib/waihu"
     scripts_dir: str = "/etc/waihu/scripts"
     recordings_dir: str = "recordings"  # relative to state_dir unless absolute
-    log_level: str = attrs.field(default="info", validator=one_of("debug", "info", "warning", "error"))
+    log_level: str = attrs.field(
+        default="info", validator=one_of("debug", "info", "warning", "error")
+    )
     drain_timeout: float = attrs.field(default=30.0, validator=positive())
     max_calls: int = attrs.field(default=50, validator=positive())
     cpu_threads: int = attrs.field(default=2, validator=positive())
@@ -105,9 +107,7 @@ class DaemonConfig:
 class MediaConfig:
     """``[media]``: voice activity detection, turn-taking and recording."""
 
-    vad_aggressiveness: int = attrs.field(
-        default=2, validator=one_of(0, 1, 2, 3)
-    )
+    vad_aggressiveness: int = attrs.field(default=2, validator=one_of(0, 1, 2, 3))
     speech_start_ms: int = attrs.field(default=200, validator=positive())
     end_silence_ms: int = attrs.field(default=700, validator=positive())
     preroll_ms: int = attrs.field(default=300, validator=positive())
@@ -125,9 +125,7 @@ class CallConfig:
     nlu: str = "default"
     caller_id: str | None = None
     ring_timeout: float = attrs.field(default=45.0, validator=positive())
-    min_confidence: float = attrs.field(
-        default=0.3, validator=between(0.0, 1.0)
-    )
+    min_confidence: float = attrs.field(default=0.3, validator=between(0.0, 1.0))
     max_duration: float = attrs.field(default=600.0, validator=positive())
 
 
@@ -214,8 +212,10 @@ def _format_problem(exc: BaseException, _type: Any) -> str:
     if isinstance(exc, KeyError):
         return "required key is missing"
     if isinstance(exc, cattrs.ForbiddenExtraKeysError):
-        return "unknown key" + ("s " if len(exc.extra_fields) > 1 else " ") + ", ".join(
-            sorted(exc.extra_fields)
+        return (
+            "unknown key"
+            + ("s " if len(exc.extra_fields) > 1 else " ")
+            + ", ".join(sorted(exc.extra_fields))
         )
     return str(exc) or type(exc).__name__
 
@@ -287,8 +287,9 @@ def load_config(path: Path | str, provider_types: ProviderTypes) -> Config:
             if found:
                 providers.append(found)
     if "storage" in raw:
-        found = _provider(path, "storage", "storage", "storage", raw["storage"], provider_types,
-                          problems)
+        found = _provider(
+            path, "storage", "storage", "storage", raw["storage"], provider_types, problems
+        )
         if found:
             providers.append(found)
 
@@ -327,12 +328,16 @@ def _provider(
     type_name = table.pop("type", None)
     known = provider_types.get(kind, {})
     if type_name is None:
-        problems.append(f"{path}: {key}.type: required key is missing"
-                        f" (one of: {', '.join(sorted(known)) or 'none installed'})")
+        problems.append(
+            f"{path}: {key}.type: required key is missing"
+            f" (one of: {', '.join(sorted(known)) or 'none installed'})"
+        )
         return None
     if type_name not in known:
-        problems.append(f"{path}: {key}.type: unknown {kind} type {type_name!r}"
-                        f" (installed: {', '.join(sorted(known)) or 'none'})")
+        problems.append(
+            f"{path}: {key}.type: unknown {kind} type {type_name!r}"
+            f" (installed: {', '.join(sorted(known)) or 'none'})"
+        )
         return None
     cls = known[type_name]
     try:

@@ -102,8 +102,9 @@ class Daemon:
                     await nursery.start(provider.run)
                     self.providers[(kind, section.name)] = provider
                     if kind == "notify":
-                        nursery.start_soon(self._feed_notifier, section.key, provider,
-                                           self.events.subscribe())
+                        nursery.start_soon(
+                            self._feed_notifier, section.key, provider, self.events.subscribe()
+                        )
             await nursery.start(self.clock.run)
             nlu_name = self.config.call.nlu
             self.scripts = ScriptLibrary(
@@ -125,21 +126,26 @@ class Daemon:
         log.info("waihud stopped")
 
     @staticmethod
-    async def _feed_notifier(key: str, notifier: Any,
-                             events: trio.MemoryReceiveChannel[Any]) -> None:
+    async def _feed_notifier(
+        key: str, notifier: Any, events: trio.MemoryReceiveChannel[Any]
+    ) -> None:
         """Hand every call event to one notifier; its failures are logged, never fatal."""
         async for event in events:
             try:
                 await notifier.notify(event)
             except Exception:
-                log.exception("%s: notify failed for %s event of call %s", key, event.kind,
-                              event.call_id)
+                log.exception(
+                    "%s: notify failed for %s event of call %s", key, event.kind, event.call_id
+                )
 
     async def _drain(self, calls: trio.Nursery) -> None:
         self.draining = True
         if self.live:
-            log.info("draining: %d live call(s), up to %.0f s", len(self.live),
-                     self.config.daemon.drain_timeout)
+            log.info(
+                "draining: %d live call(s), up to %.0f s",
+                len(self.live),
+                self.config.daemon.drain_timeout,
+            )
         with trio.move_on_after(self.config.daemon.drain_timeout):
             await self._calls_done.wait()
         if self.live:
@@ -179,13 +185,19 @@ class Daemon:
     async def plugins(self) -> list[dict[str, Any]]:
         return plugin_info(self.pm)
 
-    async def call(self, target: str, script: str, trunk: str | None = None,
-                   variables: dict[str, str] | None = None) -> dict[str, Any]:
+    async def call(
+        self,
+        target: str,
+        script: str,
+        trunk: str | None = None,
+        variables: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         if self.draining or self._calls_nursery is None:
             raise ControlError("unavailable", "waihud is shutting down; no new calls")
         if len(self.live) >= self.config.daemon.max_calls:
-            raise ControlError("unavailable",
-                               f"{len(self.live)} calls live (daemon.max_calls); try later")
+            raise ControlError(
+                "unavailable", f"{len(self.live)} calls live (daemon.max_calls); try later"
+            )
         assert self.scripts is not None
         loaded = self.scripts.get(script)
         if loaded is None:
@@ -212,12 +224,14 @@ class Daemon:
     def _only_trunk(self) -> str:
         names = [s.name for s in self.config.sections("trunk")]
         if len(names) != 1:
-            raise ControlError("bad_request",
-                               f"say which trunk (configured: {', '.join(names) or 'none'})")
+            raise ControlError(
+                "bad_request", f"say which trunk (configured: {', '.join(names) or 'none'})"
+            )
         return names[0]
 
-    async def _run_call(self, trunk: Any, record: CallRecord, loaded: Any,
-                        variables: dict[str, str] | None) -> None:
+    async def _run_call(
+        self, trunk: Any, record: CallRecord, loaded: Any, variables: dict[str, str] | None
+    ) -> None:
         try:
             await place_call(self._services(), trunk, record, loaded, variables=variables)
         finally:
@@ -308,16 +322,24 @@ def check(config_path: Path, pm: pluggy.PluginManager) -> Config:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script ``waihud``."""
     parser = argparse.ArgumentParser(prog="waihud", description="waihu phone robot daemon")
-    parser.add_argument("--config", "-c", type=Path, default=DEFAULT_CONFIG_PATH,
-                        help=f"configuration file (default {DEFAULT_CONFIG_PATH})")
-    parser.add_argument("--check-config", nargs="?", const=True, metavar="FILE",
-                        help="validate the configuration and its scripts, then exit")
+    parser.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=DEFAULT_CONFIG_PATH,
+        help=f"configuration file (default {DEFAULT_CONFIG_PATH})",
+    )
+    parser.add_argument(
+        "--check-config",
+        nargs="?",
+        const=True,
+        metavar="FILE",
+        help="validate the configuration and its scripts, then exit",
+    )
     parser.add_argument("--log-level", help="override daemon.log_level")
     parser.add_argument("--version", action="version", version=f"waihud {_version()}")
     args = parser.parse_args(argv)
-    config_path = (
-        Path(args.check_config) if isinstance(args.check_config, str) else args.config
-    )
+    config_path = Path(args.check_config) if isinstance(args.check_config, str) else args.config
     _setup_logging(args.log_level or "info")
     try:
         pm = make_plugin_manager()

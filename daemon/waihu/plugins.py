@@ -20,8 +20,13 @@ import pluggy
 from waihu import hookspecs
 from waihu.api import PROJECT_NAME, Provider, WaihuError
 
-__all__ = ["KIND_HOOKS", "PluginError", "collect_provider_types", "make_plugin_manager",
-           "plugin_info"]
+__all__ = [
+    "KIND_HOOKS",
+    "PluginError",
+    "collect_provider_types",
+    "make_plugin_manager",
+    "plugin_info",
+]
 
 DISABLE_ENV = "WAIHU_DISABLE_PLUGINS"
 
@@ -71,7 +76,9 @@ def collect_provider_types(pm: pluggy.PluginManager) -> dict[str, dict[str, type
             for cls in impl.function() or ():
                 type_name = getattr(cls, "type_name", None)
                 if not isinstance(type_name, str) or not type_name:
-                    raise PluginError(f"plugin {plugin_name}: {kind} class {cls!r} has no type_name")
+                    raise PluginError(
+                        f"plugin {plugin_name}: {kind} class {cls!r} has no type_name"
+                    )
                 if not attrs_class(getattr(cls, "Config", None)):
                     raise PluginError(
                         f"plugin {plugin_name}: {kind} type {type_name!r} has no attrs Config class"

@@ -150,6 +150,14 @@ class SipCallLeg:
             await trio.sleep_forever()
             raise AssertionError("unreachable") from None
 
+    async def send_dtmf(self, digits: str) -> None:
+        """Not in this release: raises NotImplementedError."""
+        raise NotImplementedError("waihu_sip does not send DTMF (RFC 4733) in this release")
+
+    async def transfer(self, target: str) -> None:
+        """Not in this release: raises NotImplementedError."""
+        raise NotImplementedError("waihu_sip does not transfer calls (REFER) in this release")
+
     # ─────────────── ending ───────────────
 
     async def hangup(self) -> None:

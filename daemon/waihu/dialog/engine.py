@@ -143,8 +143,7 @@ class DialogueEngine:
             if node.end:
                 await handle.done.wait()
                 reason = "silence" if node.name == self.script.on_silence else "end"
-                return Ending(node.name, node.grade or self.script.default_grade, node.tags,
-                              reason)
+                return Ending(node.name, node.grade or self.script.default_grade, node.tags, reason)
             node = self.script.nodes[await self._converse(node, handle)]
 
     async def _converse(self, node: Node, handle: PromptHandle) -> str:
@@ -156,10 +155,14 @@ class DialogueEngine:
                 if silences >= self.script.silence_retries:
                     return self.script.on_silence
                 silences += 1
-                handle = self._say(node.reprompt or node.say, f"{node.name}/reprompt", node,
-                                   interruptible=node.interruptible)
+                handle = self._say(
+                    node.reprompt or node.say,
+                    f"{node.name}/reprompt",
+                    node,
+                    interruptible=node.interruptible,
+                )
                 continue
-            intent, score = self._classify(reply, node)
+            intent = self._classify(reply, node)
             self.on_turn(
                 Turn(
                     speaker="callee",
@@ -198,16 +201,16 @@ class DialogueEngine:
                 continue
             return None
 
-    def _classify(self, reply: Utterance, node: Node) -> tuple[str, float]:
+    def _classify(self, reply: Utterance, node: Node) -> str:
+        """The reply's class: the best allowed match, or ``default``."""
         if reply.confidence < self.min_confidence:
-            return DEFAULT_INTENT, reply.confidence
+            return DEFAULT_INTENT
         matches = self.classifier.classify(reply.text, self.script.allowed(node))
-        if not matches:
-            return DEFAULT_INTENT, 0.0
-        return matches[0].intent, matches[0].score
+        return matches[0].intent if matches else DEFAULT_INTENT
 
-    def _say(self, variants: tuple[Variant, ...], line: str, node: Node, *,
-             interruptible: bool) -> PromptHandle:
+    def _say(
+        self, variants: tuple[Variant, ...], line: str, node: Node, *, interruptible: bool
+    ) -> PromptHandle:
         variant = variants[self._said[line] % len(variants)]
         self._said[line] += 1
         text = string.Formatter().vformat(variant.text, (), _Missing(self.variables))

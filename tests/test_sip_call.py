@@ -1,0 +1,368 @@
+"""The SIP trunk placing real calls: sipp on 127.0.0.1 plays the far end.
+
+Each test starts its own sipp on free ports (see tests/sipp.py) and a trunk
+bound to port 0, built the way the core builds providers. Where sipp cannot
+do what a test needs (ignore a packet on purpose, stay silent), the peer is a
+plain UDP socket in the test, and the test's docstring says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+from sipp import Play, sipp_peer
+
+import waihu.api
+from waihu.api import CallFailed, CallLeg, TrunkError
+from waihu_sip.message import SipRequest, make_response, parse_message
+from waihu_sip.plugin import waihu_trunk_types
+from waihu_sip.trunk import SipTrunk
+
+REAL_TIME_LIMIT = 60  # seconds per real-time test; generous, the machine is shared
+RTP_HEADER = 12
+PCMU_FRAME = 160  # bytes of μ-law in one 20 ms packet
+
+
+@asynccontextmanager
+async def running_trunk(tmp_path: Path, **config: object) -> AsyncIterator[SipTrunk]:
+    """A SipTrunk on a free port, built and started as the core does."""
+    cfg = SipTrunk.Config(local_port=0, **config)
+    ctx = waihu.api.ProviderContext(
+        name="t", state_dir=tmp_path, log=logging.getLogger("waihu.test.sip"),
+        cpu_limiter=trio.CapacityLimiter(2),
+    )  # fmt: skip
+    trunk = SipTrunk(cfg, ctx)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trunk.run)
+        yield trunk
+        nursery.cancel_scope.cancel()
+
+
+def rtp_packet(seq: int, payload: bytes, payload_type: int = 0) -> bytes:
+    """A minimal RTP packet (version 2, no CSRC) for echo tests."""
+    header = bytes([0x80, payload_type]) + seq.to_bytes(2, "big") + (seq * 160).to_bytes(4, "big")
+    return header + b"\x00\x00\x12\x34" + payload
+
+
+def test_plugin_registers_the_trunk() -> None:
+    assert waihu_trunk_types() == [SipTrunk]
+    assert SipTrunk.type_name == "sip"
+
+
+async def test_answered_call_robot_hangs_up(tmp_path: Path) -> None:
+    with trio.fail_after(REAL_TIME_LIMIT):
+        async with sipp_peer("answer.xml", tmp_path) as peer:
+            async with running_trunk(tmp_path, proxy=peer.hostport) as trunk:
+                progress: list[tuple[int, str]] = []
+                leg = await trunk.dial("1001", on_progress=lambda s, r: progress.append((s, r)))
+                assert isinstance(leg, CallLeg)
+                assert progress == [(180, "Ringing")]
+                assert leg.codec == waihu.api.Codec("PCMU", 0, 8000)
+                assert leg.dtmf_payload_type == 101
+                assert leg.remote_rtp == ("127.0.0.1", peer.media_port)
+                assert not leg.ended.is_set()
+                await leg.hangup()
+                assert leg.ended.is_set() and leg.ended_by == "robot"
+                await leg.hangup()  # idempotent
+                result = await peer.wait()
+        result.check()
+        messages = (peer.workdir / "messages.log").read_text()
+        assert "ACK sip:callee@127.0.0.1" in messages  # ACK and BYE go to the Contact
+        assert "BYE sip:callee@127.0.0.1" in messages
+
+
+async def test_rtp_flows_both_ways_through_sipp_echo(tmp_path: Path) -> None:
+    with trio.fail_after(REAL_TIME_LIMIT):
+        async with sipp_peer("answer.xml", tmp_path, rtp_echo=True) as peer:
+            async with running_trunk(tmp_path, proxy=peer.hostport) as trunk:
+                leg = await trunk.dial(peer.uri("echo"))
+                sent = [rtp_packet(i, bytes([i]) * PCMU_FRAME) for i in range(10)]
+                for packet in sent:
+                    leg.send_media(packet)
+                received = [await leg.receive_media() for _ in sent]
+                assert sorted(received) == sorted(sent)
+                await leg.hangup()
+                leg.send_media(sent[0])  # after hang-up: dropped, no error
+                result = await peer.wait()
+        result.check()
+
+
+async def test_receives_the_callees_audio(tmp_path: Path) -> None:
+    audio = tmp_path / "hello.ul"
+    audio.write_bytes(bytes(range(256)) * 5)  # 1280 bytes: 8 packets of 20 ms
+    with trio.fail_after(REAL_TIME_LIMIT):
+        plays = [Play(after_ms=200, audio=audio)]
+        async with sipp_peer("answer.xml", tmp_path, plays=plays) as peer:
+            async with running_trunk(tmp_path, proxy=peer.hostport) as trunk:
+                leg = await trunk.dial("1001")
+                payload = b""
+                while len(payload) < len(audio.read_bytes()):
+                    packet = await leg.receive_media()
+                    assert packet[0] >> 6 == 2 and packet[1] & 0x7F == 0  # RTP v2, PCMU
+                    payload += packet[RTP_HEADER:]
+                assert payload == audio.read_bytes()
+                await leg.hangup()
+                result = await peer.wait()
+        result.check()
+
+
+async def test_callee_hangs_up(tmp_path: Path) -> None:
+    with trio.fail_after(REAL_TIME_LIMIT):
+        async with sipp_peer("hangup_mid.xml", tmp_path, keys={"wait": "300"}) as peer:
+            async with running_trunk(tmp_path, proxy=peer.hostport) as trunk:
+                leg = await trunk.dial("1001")
+                await leg.ended.wait()
+                assert leg.ended_by == "callee"
+                with trio.move_on_after(0.2) as scope:
+                    await leg.receive_media()  # the call is over: nothing comes, no error
+                assert scope.cancelled_caught
+                with trio.fail_after(1):
+                    await leg.hangup()  # nothing left to send
+                assert leg.ended_by == "callee"
+                result = await peer.wait()
+        result.check()
+
+
+async def test_busy_raises_call_failed_and_acks(tmp_path: Path) -> None:
+    with trio.fail_after(REAL_TIME_LIMIT):
+        async with sipp_peer("busy.xml", tmp_path) as peer:
+            async with running_trunk(tmp_path, proxy=peer.hostport) as trunk:
+                with pytest.raises(CallFailed) as failure:
+                    await trunk.dial("1001")
+                assert (failure.value.status, failure.value.reason) == (486, "Busy Here")
+                result = await peer.wait()
+        result.check()  # sipp saw the ACK
+
+
+async def test_digest_challenge_then_authenticated_retry(tmp_path: Path) -> None:
+    keys = {"user": "robot7", "password": "s3cret pass"}
+    with trio.fail_after(REAL_TIME_LIMIT):
+        async with sipp_peer("auth.xml", tmp_path, keys=keys) as peer:
+            async with running_trunk(
+                tmp_path, proxy=peer.hostport, username="robot7", password="s3cret pass"
+            ) as trunk:
+                leg = await trunk.dial("1001")
+                assert leg.codec.name == "PCMA"  # the answer listed PCMA first
+                assert leg.dtmf_payload_type is None  # the answer had no telephone-event
+                await leg.hangup()
+                result = await peer.wait()
+        result.check()
+
+
+async def test_wrong_password_fails_the_call(tmp_path: Path) -> None:
+    keys = {"user": "robot7", "password": "right"}
+    with trio.fail_after(REAL_TIME_LIMIT):
+        async with sipp_peer("auth.xml", tmp_path, keys=keys) as peer:
+            async with running_trunk(
+                tmp_path, proxy=peer.hostport, username="robot7", password="wrong"
+            ) as trunk:
+                with pytest.raises(CallFailed) as failure:
+                    await trunk.dial("1001")
+                assert failure.value.status == 403
+                result = await peer.wait()
+        assert not result.passed  # the scenario fails a call that sent bad credentials
+
+
+async def test_challenge_without_credentials_fails_with_401(tmp_path: Path) -> None:
+    keys = {"user": "robot7", "password": "right"}
+    with trio.fail_after(REAL_TIME_LIMIT):
+        async with sipp_peer("auth.xml", tmp_path, keys=keys) as peer:
+            async with running_trunk(tmp_path, proxy=peer.hostport) as trunk:
+                with pytest.raises(CallFailed) as failure:
+                    await trunk.dial("1001")
+                assert failure.value.status == 401
+
+
+async def test_ring_timeout_cancels_the_call(tmp_path: Path) -> None:
+    with trio.fail_after(REAL_TIME_LIMIT):
+        async with sipp_peer("no_answer.xml", tmp_path) as peer:
+            async with running_trunk(tmp_path, proxy=peer.hostport) as trunk:
+                started = trio.current_time()
+                with pytest.raises(CallFailed) as failure:
+                    await trunk.dial("1001", ring_timeout=1.0)
+                assert (failure.value.status, failure.value.reason) == (408, "Request Timeout")
+                assert 0.9 < trio.current_time() - started < 5
+                result = await peer.wait()  # CANCEL, 200, 487, ACK all happened
+        result.check()
+
+
+async def test_cancelling_dial_cancels_the_call(tmp_path: Path) -> None:
+    with trio.fail_after(REAL_TIME_LIMIT):
+        async with sipp_peer("no_answer.xml", tmp_path) as peer:
+            async with running_trunk(tmp_path, proxy=peer.hostport) as trunk:
+                ringing = trio.Event()
+                with trio.CancelScope() as scope:
+                    async with trio.open_nursery() as nursery:
+
+                        async def cancel_when_ringing() -> None:
+                            await ringing.wait()
+                            scope.cancel()
+
+                        nursery.start_soon(cancel_when_ringing)
+                        await trunk.dial("1001", on_progress=lambda s, r: ringing.set())
+                assert scope.cancelled_caught
+                result = await peer.wait()
+        result.check()
+
+
+# ───────────────────────── raw UDP peers ─────────────────────────
+
+
+class UdpPeer:
+    """A plain UDP socket standing in for the far end, for what sipp cannot do on purpose
+    (drop a packet, never answer, answer something odd)."""
+
+    def __init__(self) -> None:
+        self.sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    async def bind(self) -> str:
+        await self.sock.bind(("127.0.0.1", 0))
+        host, port = self.sock.getsockname()
+        return f"{host}:{port}"
+
+    def address(self) -> str:
+        """``host:port`` of the socket (for its Contact)."""
+        host, port = self.sock.getsockname()
+        return f"{host}:{port}"
+
+    async def receive(self) -> tuple[SipRequest, tuple[str, int], float]:
+        data, source = await self.sock.recvfrom(65535)
+        message = parse_message(data)
+        assert isinstance(message, SipRequest), message
+        return message, source, trio.current_time()
+
+    async def send(self, data: bytes, destination: tuple[str, int]) -> None:
+        await self.sock.sendto(data, destination)
+
+
+async def test_invite_is_retransmitted_after_t1_with_the_same_branch(tmp_path: Path) -> None:
+    """The peer is a raw UDP socket: it ignores the first INVITE on purpose, which sipp cannot
+    do, and answers the retransmission 486."""
+    with trio.fail_after(REAL_TIME_LIMIT):
+        peer = UdpPeer()
+        async with running_trunk(tmp_path, proxy=await peer.bind()) as trunk:
+            async with trio.open_nursery() as nursery:
+                outcome: list[BaseException] = []
+
+                async def dial() -> None:
+                    try:
+                        await trunk.dial("1001")
+                    except CallFailed as exc:
+                        outcome.append(exc)
+
+                nursery.start_soon(dial)
+                first, _, t0 = await peer.receive()
+                second, source, t1 = await peer.receive()
+                assert first.method == second.method == "INVITE"
+                assert second.top_via.branch == first.top_via.branch
+                assert first.to_bytes() == second.to_bytes()
+                assert 0.4 < t1 - t0 < 1.0  # T1 = 500 ms
+                await peer.send(make_response(second, 486, to_tag="x1").to_bytes(), source)
+                ack, _, _ = await peer.receive()
+            assert isinstance(outcome[0], CallFailed) and outcome[0].status == 486
+            assert ack.method == "ACK"
+            assert ack.top_via.branch == first.top_via.branch  # RFC 3261 §17.1.1.3
+            assert str(ack.cseq) == "1 ACK" and ack.to.tag == "x1"
+            assert ack.uri == first.uri
+
+
+async def test_no_response_at_all_is_a_trunk_error(tmp_path: Path, autojump_clock: object) -> None:
+    """The peer is a raw UDP socket that never answers (sipp always does); time is virtual."""
+    with trio.fail_after(100):
+        peer = UdpPeer()
+        async with running_trunk(tmp_path, proxy=await peer.bind()) as trunk:
+            sent_at: list[float] = []
+
+            async def count() -> None:
+                while True:
+                    _, _, at = await peer.receive()
+                    sent_at.append(at)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(count)
+                start = trio.current_time()
+                with pytest.raises(TrunkError, match="no response"):
+                    await trunk.dial("1001")
+                assert math.isclose(trio.current_time() - start, 32.0, abs_tol=0.01)  # Timer B
+                nursery.cancel_scope.cancel()
+            offsets = [round(t - start, 3) for t in sent_at]
+            assert offsets == [0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5]  # Timer A doubling
+
+
+async def test_answer_without_usable_sdp_is_acked_byed_and_fails_488(tmp_path: Path) -> None:
+    """The peer is a raw UDP socket answering 200 with a G.729-only SDP."""
+    with trio.fail_after(REAL_TIME_LIMIT):
+        peer = UdpPeer()
+        async with running_trunk(tmp_path, proxy=await peer.bind()) as trunk:
+            async with trio.open_nursery() as nursery:
+                outcome: list[BaseException] = []
+
+                async def dial() -> None:
+                    try:
+                        await trunk.dial("1001")
+                    except CallFailed as exc:
+                        outcome.append(exc)
+
+                nursery.start_soon(dial)
+                invite, source, _ = await peer.receive()
+                contact = f"<sip:callee@{peer.address()}>"
+                answer = make_response(
+                    invite, 200, to_tag="x2",
+                    extra=[("Contact", contact), ("Content-Type", "application/sdp")],
+                    body=b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 18\r\n",
+                )  # fmt: skip
+                await peer.send(answer.to_bytes(), source)
+                ack, _, _ = await peer.receive()
+                bye, bye_source, _ = await peer.receive()
+                await peer.send(make_response(bye, 200).to_bytes(), bye_source)
+            assert isinstance(outcome[0], CallFailed)
+            assert (outcome[0].status, outcome[0].reason) == (488, "Not Acceptable Here")
+            assert ack.method == "ACK" and ack.top_via.branch != invite.top_via.branch
+            assert bye.method == "BYE" and bye.to.tag == "x2"
+            assert str(bye.cseq) == "2 BYE"
+
+
+
+
+async def test_dial_before_run_is_a_trunk_error(tmp_path: Path) -> None:
+    cfg = SipTrunk.Config(proxy="127.0.0.1:9", local_port=0)
+    ctx = waihu.api.ProviderContext(
+        name="t", state_dir=tmp_path, log=logging.getLogger("t"),
+        cpu_limiter=trio.CapacityLimiter(1),
+    )  # fmt: skip
+    with pytest.raises(TrunkError, match="not running"):
+        await SipTrunk(cfg, ctx).dial("1001")
+
+
+async def test_bad_target_is_484(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with running_trunk(tmp_path, proxy="127.0.0.1:9") as trunk:
+            for bad in ("", "10 01<>", "sip:", "sip:a@host:99999"):
+                with pytest.raises(CallFailed) as failure:
+                    await trunk.dial(bad)
+                assert failure.value.status == 484
+            assert str(trunk.target_uri("138-0013 8000")) == "sip:13800138000@127.0.0.1:9"
+            assert str(trunk.target_uri("tel:+8613800138000")) == "sip:+8613800138000@127.0.0.1:9"
+            assert str(trunk.target_uri("alice@example.com")) == "sip:alice@example.com"
+            assert str(trunk.target_uri("sip:bob@10.0.0.1:5070")) == "sip:bob@10.0.0.1:5070"
+
+
+async def test_port_in_use_is_a_trunk_error(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        cfg = SipTrunk.Config(proxy="127.0.0.1:9", local_port=port)
+        ctx = waihu.api.ProviderContext(
+            name="t", state_dir=tmp_path, log=logging.getLogger("t"),
+            cpu_limiter=trio.CapacityLimiter(1),
+        )  # fmt: skip
+        with pytest.raises(TrunkError, match="cannot start SIP trunk"):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(SipTrunk(cfg, ctx).run)
