@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import trio
+
 from waihu.api import ProviderContext
 from waihu.testing.speech import CALL_RATE, speech_pcm
 from waihu_vosk.engine import VoskEngine
@@ -87,7 +88,7 @@ def first_utterance(engine: VoskEngine, pcm: np.ndarray, fresh: bool) -> float:
     recogniser.feed(pcm)
     recogniser.final()
     elapsed = time.perf_counter() - started
-    model.release(recogniser)
+    model.release(recogniser, engine.config.idle_recognisers)
     return elapsed
 
 

@@ -211,11 +211,12 @@ def far_ends(ports: list[int], seconds: float, ready: multiprocessing.Event) -> 
 class Probe:
     """Ticks first (or last) on the clock, noting when each tick began (or ended)."""
 
-    def __init__(self) -> None:
-        self.times: list[float] = []
+    def __init__(self, clock: MediaClock) -> None:
+        self.clock = clock
+        self.times: dict[int, float] = {}
 
     def tick(self) -> None:
-        self.times.append(time.perf_counter())
+        self.times[self.clock.stats.ticks] = time.perf_counter()
 
 
 async def pacing(calls: int, seconds: float) -> None:
@@ -246,7 +247,7 @@ async def pacing(calls: int, seconds: float) -> None:
         medias.append(media)
 
     clock = MediaClock()
-    first, last = Probe(), Probe()
+    first, last = Probe(clock), Probe(clock)
     clock.add(first)
     async with trio.open_nursery() as nursery:
         for media in medias:
@@ -269,10 +270,11 @@ async def pacing(calls: int, seconds: float) -> None:
     for s in socks:
         s.close()
 
-    starts = np.array(first.times[5:])  # the first few ticks include start-up
-    grid = starts[0] + np.arange(starts.size) * FRAME
+    measured = sorted(set(first.times) & set(last.times))[5:]  # skip start-up ticks
+    starts = np.array([first.times[n] for n in measured])
+    grid = starts[0] + (np.array(measured) - measured[0]) * FRAME
     lateness = np.maximum(starts - grid, 0) * 1000
-    spent = [b - a for a, b in zip(first.times[5:], last.times[5:], strict=False)]
+    spent = [last.times[n] - first.times[n] for n in measured]
     received = sum(m.stats.datagrams_in for m in medias)
     print(
         f"  {calls:4d} calls: lateness p50 {np.percentile(lateness, 50):5.2f} ms, "

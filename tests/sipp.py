@@ -38,6 +38,12 @@ Scenarios in ``contrib/sipp/`` (each documents its keys):
 - ``auth.xml``: 401 digest challenge, checks the retried INVITE against keys
   ``user``/``password``, answers, waits for BYE.
 - ``no_answer.xml``: rings until CANCEL, then 200/487, expects the ACK.
+- ``reinvite.xml``: answers, then re-INVITEs to move its media to
+  ``new_media_port`` and hold (sendonly); checks our answer, waits for BYE.
+
+``UdpPeer`` is the other kind of far end: a plain UDP socket a test scripts
+message by message, for what sipp cannot do on purpose (drop a packet, never
+answer, send something odd). Tests using it say so in their docstring.
 
 The sipp process also ends itself after ``timeout`` seconds (``-timeout``),
 so a test killed hard leaves no sipp behind for long.
@@ -58,12 +64,15 @@ from xml.sax.saxutils import escape
 import attrs
 import trio
 
+from waihu_sip.message import SipRequest, SipResponse, parse_message
+
 __all__ = [
     "DEFAULT_KEYS",
     "SCENARIOS",
     "Play",
     "SippPeer",
     "SippResult",
+    "UdpPeer",
     "free_udp_port",
     "render_scenario",
     "sipp_peer",
@@ -291,3 +300,54 @@ async def _stop(process: trio.Process) -> None:
         return
     process.kill()
     await process.wait()
+
+
+class UdpPeer:
+    """A plain UDP socket on 127.0.0.1 that a test drives by hand as the far end.
+
+    Not sipp: use it only for what sipp cannot do (ignore a packet, stay
+    silent, send a crafted message), and say so in the test's docstring.
+    """
+
+    def __init__(self, host: str = HOST) -> None:
+        self.host = host
+        self.sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    async def bind(self) -> str:
+        """Bind a free port; returns ``host:port`` (what a trunk's ``proxy`` is set to)."""
+        await self.sock.bind((self.host, 0))
+        return self.address()
+
+    def address(self) -> str:
+        """``host:port`` of the socket."""
+        host, port = self.sock.getsockname()
+        return f"{host}:{port}"
+
+    async def receive(self) -> tuple[SipRequest | SipResponse, tuple[str, int], float]:
+        """The next SIP message, where it came from and when (trio time)."""
+        data, source = await self.sock.recvfrom(65535)
+        return parse_message(data), (source[0], source[1]), trio.current_time()
+
+    async def receive_request(self) -> tuple[SipRequest, tuple[str, int], float]:
+        """The next message, which must be a request."""
+        message, source, at = await self.receive()
+        assert isinstance(message, SipRequest), message
+        return message, source, at
+
+    async def receive_response(self) -> SipResponse:
+        """The next message, which must be a response."""
+        message, _, _ = await self.receive()
+        assert isinstance(message, SipResponse), message
+        return message
+
+    async def send(
+        self, data: bytes | SipRequest | SipResponse, destination: tuple[str, int]
+    ) -> None:
+        """Send raw bytes or a message."""
+        if not isinstance(data, bytes):
+            data = data.to_bytes()
+        await self.sock.sendto(data, destination)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
+
 from waihu.api import Classifier, Intent, Match, ProviderContext
 from waihu_nlu.keywords import KeywordClassifier
 from waihu_nlu.normalize import normalize

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 import trio
-from sipp import Play, sipp_peer
 
 import waihu.api
 from waihu.api import CallFailed, CallLeg, TrunkError
-from waihu_sip.message import SipRequest, make_response, parse_message
+from waihu_sip.message import make_response
 from waihu_sip.plugin import waihu_trunk_types
 from waihu_sip.trunk import SipTrunk
+
+from sipp import Play, UdpPeer, free_udp_port, sipp_peer
 
 REAL_TIME_LIMIT = 60  # seconds per real-time test; generous, the machine is shared
 RTP_HEADER = 12
@@ -215,33 +216,6 @@ async def test_cancelling_dial_cancels_the_call(tmp_path: Path) -> None:
 # ───────────────────────── raw UDP peers ─────────────────────────
 
 
-class UdpPeer:
-    """A plain UDP socket standing in for the far end, for what sipp cannot do on purpose
-    (drop a packet, never answer, answer something odd)."""
-
-    def __init__(self) -> None:
-        self.sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-
-    async def bind(self) -> str:
-        await self.sock.bind(("127.0.0.1", 0))
-        host, port = self.sock.getsockname()
-        return f"{host}:{port}"
-
-    def address(self) -> str:
-        """``host:port`` of the socket (for its Contact)."""
-        host, port = self.sock.getsockname()
-        return f"{host}:{port}"
-
-    async def receive(self) -> tuple[SipRequest, tuple[str, int], float]:
-        data, source = await self.sock.recvfrom(65535)
-        message = parse_message(data)
-        assert isinstance(message, SipRequest), message
-        return message, source, trio.current_time()
-
-    async def send(self, data: bytes, destination: tuple[str, int]) -> None:
-        await self.sock.sendto(data, destination)
-
-
 async def test_invite_is_retransmitted_after_t1_with_the_same_branch(tmp_path: Path) -> None:
     """The peer is a raw UDP socket: it ignores the first INVITE on purpose, which sipp cannot
     do, and answers the retransmission 486."""
@@ -258,14 +232,14 @@ async def test_invite_is_retransmitted_after_t1_with_the_same_branch(tmp_path: P
                         outcome.append(exc)
 
                 nursery.start_soon(dial)
-                first, _, t0 = await peer.receive()
-                second, source, t1 = await peer.receive()
+                first, _, t0 = await peer.receive_request()
+                second, source, t1 = await peer.receive_request()
                 assert first.method == second.method == "INVITE"
                 assert second.top_via.branch == first.top_via.branch
                 assert first.to_bytes() == second.to_bytes()
                 assert 0.4 < t1 - t0 < 1.0  # T1 = 500 ms
-                await peer.send(make_response(second, 486, to_tag="x1").to_bytes(), source)
-                ack, _, _ = await peer.receive()
+                await peer.send(make_response(second, 486, to_tag="x1"), source)
+                ack, _, _ = await peer.receive_request()
             assert isinstance(outcome[0], CallFailed) and outcome[0].status == 486
             assert ack.method == "ACK"
             assert ack.top_via.branch == first.top_via.branch  # RFC 3261 §17.1.1.3
@@ -282,7 +256,7 @@ async def test_no_response_at_all_is_a_trunk_error(tmp_path: Path, autojump_cloc
 
             async def count() -> None:
                 while True:
-                    _, _, at = await peer.receive()
+                    _, _, at = await peer.receive_request()
                     sent_at.append(at)
 
             async with trio.open_nursery() as nursery:
@@ -311,24 +285,22 @@ async def test_answer_without_usable_sdp_is_acked_byed_and_fails_488(tmp_path: P
                         outcome.append(exc)
 
                 nursery.start_soon(dial)
-                invite, source, _ = await peer.receive()
+                invite, source, _ = await peer.receive_request()
                 contact = f"<sip:callee@{peer.address()}>"
                 answer = make_response(
                     invite, 200, to_tag="x2",
                     extra=[("Contact", contact), ("Content-Type", "application/sdp")],
                     body=b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/AVP 18\r\n",
                 )  # fmt: skip
-                await peer.send(answer.to_bytes(), source)
-                ack, _, _ = await peer.receive()
-                bye, bye_source, _ = await peer.receive()
-                await peer.send(make_response(bye, 200).to_bytes(), bye_source)
+                await peer.send(answer, source)
+                ack, _, _ = await peer.receive_request()
+                bye, bye_source, _ = await peer.receive_request()
+                await peer.send(make_response(bye, 200), bye_source)
             assert isinstance(outcome[0], CallFailed)
             assert (outcome[0].status, outcome[0].reason) == (488, "Not Acceptable Here")
             assert ack.method == "ACK" and ack.top_via.branch != invite.top_via.branch
             assert bye.method == "BYE" and bye.to.tag == "x2"
             assert str(bye.cseq) == "2 BYE"
-
-
 
 
 async def test_dial_before_run_is_a_trunk_error(tmp_path: Path) -> None:
@@ -364,5 +336,21 @@ async def test_port_in_use_is_a_trunk_error(tmp_path: Path) -> None:
             cpu_limiter=trio.CapacityLimiter(1),
         )  # fmt: skip
         with pytest.raises(TrunkError, match="cannot start SIP trunk"):
-            async with trio.open_nursery() as nursery:
-                await nursery.start(SipTrunk(cfg, ctx).run)
+            await SipTrunk(cfg, ctx).run()
+
+
+async def test_reinvite_moves_media_and_is_answered(tmp_path: Path) -> None:
+    new_port = free_udp_port()
+    keys = {"wait": "200", "new_media_port": str(new_port)}
+    with trio.fail_after(REAL_TIME_LIMIT):
+        async with sipp_peer("reinvite.xml", tmp_path, keys=keys) as peer:
+            async with running_trunk(tmp_path, proxy=peer.hostport) as trunk:
+                leg = await trunk.dial("1001")
+                assert leg.remote_rtp == ("127.0.0.1", peer.media_port)
+                while leg.remote_rtp != ("127.0.0.1", new_port):
+                    await trio.sleep(0.02)
+                assert leg.codec.name == "PCMU" and not leg.ended.is_set()
+                await trio.sleep(0.3)  # let sipp check the answer and ACK it
+                await leg.hangup()
+                result = await peer.wait()
+        result.check()  # the 200 kept PCMU, said recvonly, and was ACKed

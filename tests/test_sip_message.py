@@ -38,36 +38,36 @@ from waihu_sip.sdp import (
 )
 
 INVITE = (
-    "INVITE sip:1001@example.com SIP/2.0\r\n"
-    "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKabc;rport\r\n"
-    "Via: SIP/2.0/UDP 10.0.0.2:5070;branch=z9hG4bKdef, SIP/2.0/UDP [2001:db8::1]:5080"
-    ";branch=z9hG4bKghi\r\n"
-    "Max-Forwards: 70\r\n"
-    'From: "Robot, Inc." <sip:waihu@example.com>;tag=a1\r\n'
-    "To: <sip:1001@example.com>\r\n"
-    "Call-ID: c1@10.0.0.1\r\n"
-    "CSeq: 1 INVITE\r\n"
-    "Contact: <sip:waihu@10.0.0.1:5060>\r\n"
-    "Content-Type: application/sdp\r\n"
-    "Content-Length: 4\r\n"
-    "\r\n"
-    "v=0\n"
-).encode()
+    b"INVITE sip:1001@example.com SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKabc;rport\r\n"
+    b"Via: SIP/2.0/UDP 10.0.0.2:5070;branch=z9hG4bKdef, SIP/2.0/UDP [2001:db8::1]:5080"
+    b";branch=z9hG4bKghi\r\n"
+    b"Max-Forwards: 70\r\n"
+    b'From: "Robot, Inc." <sip:waihu@example.com>;tag=a1\r\n'
+    b"To: <sip:1001@example.com>\r\n"
+    b"Call-ID: c1@10.0.0.1\r\n"
+    b"CSeq: 1 INVITE\r\n"
+    b"Contact: <sip:waihu@10.0.0.1:5060>\r\n"
+    b"Content-Type: application/sdp\r\n"
+    b"Content-Length: 4\r\n"
+    b"\r\n"
+    b"v=0\n"
+)
 
 RESPONSE_COMPACT = (
-    "SIP/2.0 180 Ringing\n"
-    "v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKabc\n"
-    "f: <sip:waihu@example.com>;tag=a1\n"
-    "t: <sip:1001@example.com>;tag=b2\n"
-    "i: c1@10.0.0.1\n"
-    "cseq: 1 INVITE\n"
-    "m: <sip:1001@10.0.0.9>\n"
-    "X-Long: first\n"
-    "  second\n"
-    "\tthird\n"
-    "l: 0\n"
-    "\n"
-).encode()
+    b"SIP/2.0 180 Ringing\n"
+    b"v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKabc\n"
+    b"f: <sip:waihu@example.com>;tag=a1\n"
+    b"t: <sip:1001@example.com>;tag=b2\n"
+    b"i: c1@10.0.0.1\n"
+    b"cseq: 1 INVITE\n"
+    b"m: <sip:1001@10.0.0.9>\n"
+    b"X-Long: first\n"
+    b"  second\n"
+    b"\tthird\n"
+    b"l: 0\n"
+    b"\n"
+)
 
 
 # ───────────────────────────── messages ─────────────────────────────
@@ -393,9 +393,7 @@ def test_digest_without_qop_rfc2069() -> None:
         password="CircleOfLife", cnonce="unused",
     )  # fmt: skip
     assert (response, qop) == ("1949323746fe6a43ef61f9606e7febea", None)
-    value = authorization_value(
-        challenge, method="GET", uri="/x", username="u", password="p"
-    )
+    value = authorization_value(challenge, method="GET", uri="/x", username="u", password="p")
     assert "qop" not in value and "cnonce" not in value
 
 
@@ -426,16 +424,16 @@ def test_malformed_challenges(value: str) -> None:
 # ───────────────────────────── dialog routing ─────────────────────────────
 
 ANSWER_2XX = (
-    "SIP/2.0 200 OK\r\n"
-    "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKabc;rport\r\n"
-    "Record-Route: <sip:p2.example.com;lr>, <sip:p1.example.com;lr>\r\n"
-    'From: "Robot, Inc." <sip:waihu@example.com>;tag=a1\r\n'
-    "To: <sip:1001@example.com>;tag=b2\r\n"
-    "Call-ID: c1@10.0.0.1\r\n"
-    "CSeq: 1 INVITE\r\n"
-    "Contact: <sip:1001@192.0.2.5:5070>\r\n"
-    "Content-Length: 0\r\n\r\n"
-).encode()
+    b"SIP/2.0 200 OK\r\n"
+    b"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKabc;rport\r\n"
+    b"Record-Route: <sip:p2.example.com;lr>, <sip:p1.example.com;lr>\r\n"
+    b'From: "Robot, Inc." <sip:waihu@example.com>;tag=a1\r\n'
+    b"To: <sip:1001@example.com>;tag=b2\r\n"
+    b"Call-ID: c1@10.0.0.1\r\n"
+    b"CSeq: 1 INVITE\r\n"
+    b"Contact: <sip:1001@192.0.2.5:5070>\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
 
 
 def _dialog(answer: bytes = ANSWER_2XX) -> Dialog:
@@ -470,8 +468,11 @@ def test_dialog_strict_routing_puts_target_last() -> None:
 
 
 def test_dialog_without_record_route_goes_to_contact() -> None:
-    dialog = _dialog(ANSWER_2XX.replace(b"Record-Route: <sip:p2.example.com;lr>, "
-                                        b"<sip:p1.example.com;lr>\r\n", b""))
+    dialog = _dialog(
+        ANSWER_2XX.replace(
+            b"Record-Route: <sip:p2.example.com;lr>, <sip:p1.example.com;lr>\r\n", b""
+        )
+    )
     bye = dialog.request("BYE", via="SIP/2.0/UDP h;branch=z9hG4bKm")
     assert bye.uri == "sip:1001@192.0.2.5:5070" and bye.headers.get_all("Route") == []
     assert dialog.next_hop().transport_address() == ("192.0.2.5", 5070)

@@ -179,7 +179,7 @@ class Daemon:
             "trunks": [s.name for s in self.config.sections("trunk")],
             "scripts": sorted(self.scripts.scripts) if self.scripts else [],
             "script_errors": self.scripts.problems if self.scripts else {},
-            "media_clock": self.clock.stats() if hasattr(self.clock, "stats") else {},
+            "media_clock": attrs.asdict(self.clock.stats),
         }
 
     async def plugins(self) -> list[dict[str, Any]]:

@@ -25,8 +25,8 @@ import re
 from collections.abc import Sequence
 
 import attrs
-from waihu.api import Intent, Match, Provider, ProviderContext
 
+from waihu.api import Intent, Match, Provider, ProviderContext
 from waihu_nlu.normalize import (
     LATIN_ALNUM,
     compact,

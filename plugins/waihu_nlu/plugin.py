@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from waihu.api import Provider, hookimpl
-
 from waihu_nlu.keywords import KeywordClassifier
 
 __all__ = ["waihu_nlu_types"]

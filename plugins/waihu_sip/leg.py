@@ -23,8 +23,8 @@ from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
-from waihu.api import Codec, HangupSide
 
+from waihu.api import Codec, HangupSide
 from waihu_sip.dialog import Dialog
 from waihu_sip.errors import SdpError
 from waihu_sip.identity import LocalIdentity

@@ -34,8 +34,8 @@ import math
 from collections.abc import Callable
 
 import trio
-from waihu.api import CallFailed, Codec, ProgressCallback, TrunkError
 
+from waihu.api import CallFailed, Codec, ProgressCallback, TrunkError
 from waihu_sip.address import NameAddress, SipUri
 from waihu_sip.dialog import MAX_FORWARDS, Dialog
 from waihu_sip.digest import DigestError, authorization_value, choose_challenge

@@ -6,7 +6,6 @@ Not for: anything but registration; the trunk lives in ``trunk``.
 from __future__ import annotations
 
 from waihu.api import Provider, hookimpl
-
 from waihu_sip.trunk import SipTrunk
 
 __all__ = ["waihu_trunk_types"]

@@ -14,8 +14,8 @@ from __future__ import annotations
 import ipaddress
 
 import attrs
-from waihu.api import FRAME_MS, Codec
 
+from waihu.api import FRAME_MS, Codec
 from waihu_sip.errors import SdpError
 
 __all__ = [

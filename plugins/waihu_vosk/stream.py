@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 import trio
-from waihu.api import AsrResult, ProviderError
 
+from waihu.api import AsrResult, ProviderError
 from waihu_vosk.grammar import Grammar
 from waihu_vosk.model import LoadedModel, Recogniser
 
@@ -83,6 +83,7 @@ class VoskStream:
         use_grammar: bool,
         min_confidence: float,
         keep_words: bool,
+        max_idle: int,
         limiter: trio.CapacityLimiter,
         log: logging.Logger,
     ) -> None:
@@ -93,6 +94,7 @@ class VoskStream:
         self._use_grammar = use_grammar and model.runtime_grammars
         self._min_confidence = min_confidence
         self._keep_words = keep_words
+        self._max_idle = max_idle
         self._limiter = limiter
         self._log = log
         self._lock = trio.Lock()
@@ -166,7 +168,7 @@ class VoskStream:
         # A decode still running in a thread (its caller cancelled elsewhere)
         # owns the recogniser until it returns: do not hand it to another call.
         if free_form is not None and not self._lock.locked():
-            self._model.release(free_form)
+            self._model.release(free_form, self._max_idle)
 
     def _check_open(self) -> None:
         if self._closed:
