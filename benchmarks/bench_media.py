@@ -160,11 +160,15 @@ def frame_costs(number: int = 20000) -> None:
         jitter.pop()
 
     n = number // 4
-    print(f"  {'receive: parse + jitter push/pop':34s} "
-          f"{us(min(timeit.repeat(parse_and_push, number=n, repeat=5)) / n)}")
+    print(
+        f"  {'receive: parse + jitter push/pop':34s} "
+        f"{us(min(timeit.repeat(parse_and_push, number=n, repeat=5)) / n)}"
+    )
     tick_total = min(timeit.repeat(full_tick, number=n, repeat=5)) / n
-    print(f"  {'whole tick incl. UDP send + receive':34s} {us(tick_total)}"
-          "  (the loop also drains the sink: two recv calls)")
+    print(
+        f"  {'whole tick incl. UDP send + receive':34s} {us(tick_total)}"
+        "  (the loop also drains the sink: two recv calls)"
+    )
     robot.close()
     sink.close()
 

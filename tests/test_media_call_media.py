@@ -9,6 +9,7 @@ kernel's loopback for real.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 import wave
@@ -224,7 +225,7 @@ async def test_one_packet_per_tick_with_consecutive_numbers(
     assert len(far.received) == ticks
     times = [t for t, _ in far.received]
     packets = [p for _, p in far.received]
-    assert all(abs(b - a - FRAME) < 1e-6 for a, b in zip(times, times[1:], strict=False))
+    assert all(abs(b - a - FRAME) < 1e-6 for a, b in itertools.pairwise(times))
     first = packets[0]
     for k, packet in enumerate(packets):
         assert packet.sequence == (first.sequence + k) % 65536
@@ -319,8 +320,9 @@ async def test_garbage_is_counted_dropped_and_logged_once(
     autojump_clock: trio.testing.MockClock, hello: np.ndarray, caplog: pytest.LogCaptureFixture
 ) -> None:
     callee = np.concatenate((silence(0.4), hello, silence(1.0)))
-    comfort_noise = build_rtp(RtpPacket(payload_type=13, sequence=1, timestamp=0, ssrc=9,
-                                        payload=b"\x40"))
+    comfort_noise = build_rtp(
+        RtpPacket(payload_type=13, sequence=1, timestamp=0, ssrc=9, payload=b"\x40")
+    )
     with trio.fail_after(60), caplog.at_level(logging.WARNING, "waihu.media"):
         leg, far = await make_pair(PCMU)
         media = CallMedia(leg, endpointer=Endpointer())
@@ -351,11 +353,18 @@ async def test_dtmf_digit_once_per_event(autojump_clock: trio.testing.MockClock)
         rtp = RtpSender(DTMF_PT)
 
         async def press(event: int, timestamp: int) -> None:
-            for duration, end in ((160, False), (320, False), (480, False),
-                                  (640, True), (640, True), (640, True)):
+            for duration, end in (
+                (160, False),
+                (320, False),
+                (480, False),
+                (640, True),
+                (640, True),
+                (640, True),
+            ):
                 payload = build_telephone_event(TelephoneEvent(event, end, 10, duration))
-                packet = RtpPacket(DTMF_PT, rtp.sequence, timestamp, rtp.ssrc, payload,
-                                   marker=duration == 160)
+                packet = RtpPacket(
+                    DTMF_PT, rtp.sequence, timestamp, rtp.ssrc, payload, marker=duration == 160
+                )
                 rtp.sequence += 1
                 await far.send(build_rtp(packet))
                 await trio.sleep(0.05)

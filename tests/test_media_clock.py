@@ -17,8 +17,9 @@ PERIOD = 0.020
 class Recorder:
     """A tick source that notes the (virtual) time of every tick."""
 
-    def __init__(self, stop_after: int | None = None,
-                 on_tick: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, stop_after: int | None = None, on_tick: Callable[[int], None] | None = None
+    ) -> None:
         self.times: list[float] = []
         self.stop_after = stop_after
         self.on_tick = on_tick

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from waihu.media.endpointer import (
-    EndpointState,
     Endpointer,
+    EndpointState,
     SpeechAudio,
     SpeechEnded,
     SpeechEvent,
@@ -81,8 +81,7 @@ def test_one_word_is_one_utterance_with_sensible_bounds(ne: np.ndarray, noise_rm
     assert onset + 700 // FRAME_MS < end <= onset + spoken_frames + 700 // FRAME_MS + 1
     assert not ended.truncated
     assert 200 <= ended.duration_ms <= ne.size * 1000 // RATE
-    started = events[[i for i, (_, ev) in enumerate(events)
-                      if isinstance(ev, SpeechStarted)][0]][1]
+    started = next(ev for _, ev in events if isinstance(ev, SpeechStarted))
     assert started.lead_ms == 300
 
 
@@ -156,8 +155,8 @@ def test_max_utterance_cuts_long_speech(price: np.ndarray) -> None:
     assert ends[0].truncated
     assert ends[0].duration_ms <= 600
     [(start, end, _), *_rest] = utterances(events)
-    onset = RATE // 2 // SPF
-    assert end - onset < 600 // FRAME_MS + 3
+    # the onset precedes the confirmation, so the cut comes at most 600 ms after it
+    assert start < end <= start + 600 // FRAME_MS
 
 
 def test_reset_forgets_speech(ne: np.ndarray) -> None:

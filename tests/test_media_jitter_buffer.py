@@ -14,8 +14,9 @@ SSRC = 0x5EED
 
 def packet(seq: int, ssrc: int = SSRC) -> RtpPacket:
     seq %= 1 << 16
-    return RtpPacket(payload_type=0, sequence=seq, timestamp=seq * 160, ssrc=ssrc,
-                     payload=seq.to_bytes(2, "big"))
+    return RtpPacket(
+        payload_type=0, sequence=seq, timestamp=seq * 160, ssrc=ssrc, payload=seq.to_bytes(2, "big")
+    )
 
 
 def played(buffer: JitterBuffer, ticks: int) -> list[int | None]:

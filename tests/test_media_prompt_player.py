@@ -16,8 +16,9 @@ from waihu.media.resample import resample
 SPF = 160
 
 
-def write_wav(path: Path, frames: bytes, *, width: int, channels: int = 1,
-              rate: int = 8000) -> Path:
+def write_wav(
+    path: Path, frames: bytes, *, width: int, channels: int = 1, rate: int = 8000
+) -> Path:
     with wave.open(str(path), "wb") as wav:
         wav.setnchannels(channels)
         wav.setsampwidth(width)
@@ -103,8 +104,9 @@ def test_resample_passes_band_and_upsamples() -> None:
     up = resample(tone, 8000, 16000)
     assert up.size == 16000
     tu = np.arange(16000) / 16000
-    np.testing.assert_allclose(up[400:-400], 10000 * np.sin(2 * np.pi * 440 * tu)[400:-400],
-                               atol=30)
+    np.testing.assert_allclose(
+        up[400:-400], 10000 * np.sin(2 * np.pi * 440 * tu)[400:-400], atol=30
+    )
     with pytest.raises(ValueError, match="positive"):
         resample(tone, 0, 8000)
 
@@ -112,8 +114,7 @@ def test_resample_passes_band_and_upsamples() -> None:
 @pytest.mark.parametrize("bits", ["24", "32"])
 def test_wave_format_extensible_from_sox(tmp_path: Path, bits: str) -> None:
     path = tmp_path / "ext.wav"
-    sox("-n", "-r", "44100", "-c", "2", "-b", bits, str(path), "synth", "0.5", "sine", "700",
-        "vol", "0.5")
+    sox(*f"-n -r 44100 -c 2 -b {bits} {path} synth 0.5 sine 700 vol 0.5".split())
     assert path.read_bytes()[20:22] == b"\xfe\xff"  # sox wrote WAVE_FORMAT_EXTENSIBLE
     loaded = load_prompt(path)
     assert loaded.size == 4000
@@ -135,8 +136,7 @@ def test_not_a_wav_is_named(tmp_path: Path) -> None:
 
 def test_float_wav_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "float.wav"
-    sox("-n", "-r", "8000", "-c", "1", "-e", "floating-point", "-b", "32", str(path),
-        "synth", "0.1", "sine", "440")
+    sox(*f"-n -r 8000 -c 1 -e floating-point -b 32 {path} synth 0.1 sine 440".split())
     with pytest.raises(PromptError, match=r"float\.wav: unsupported WAV encoding \(format 0x0003"):
         load_prompt(path)
 

@@ -69,8 +69,11 @@ def test_build_is_inverse_of_parse() -> None:
         (bytes([0x00, 0]) + bytes(10), "bad_version", "version 0"),
         (bytes([0x83, 0]) + bytes(10) + bytes(8), "truncated_csrc", "3 CSRCs"),
         (bytes([0x90, 0]) + bytes(10) + b"\x00\x00", "truncated_extension", "extension"),
-        (bytes([0x90, 0]) + bytes(10) + b"\x00\x00\x00\x02" + bytes(4), "truncated_extension",
-         "2 words"),
+        (
+            bytes([0x90, 0]) + bytes(10) + b"\x00\x00\x00\x02" + bytes(4),
+            "truncated_extension",
+            "2 words",
+        ),
         (bytes([0xA0, 0]) + bytes(10) + b"ab\x00", "bad_padding", "count is 0"),
         (bytes([0xA0, 0]) + bytes(10) + b"ab\x09", "bad_padding", "count 9 exceeds"),
         (bytes([0x80, 200]) + bytes(10) + bytes(8), "rtcp", "RTCP"),

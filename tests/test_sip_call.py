@@ -354,3 +354,16 @@ async def test_reinvite_moves_media_and_is_answered(tmp_path: Path) -> None:
                 await leg.hangup()
                 result = await peer.wait()
         result.check()  # the 200 kept PCMU, said recvonly, and was ACKed
+
+
+async def test_stopping_the_trunk_hangs_up_live_calls(tmp_path: Path) -> None:
+    with trio.fail_after(REAL_TIME_LIMIT):
+        async with sipp_peer("answer.xml", tmp_path) as peer:
+            async with running_trunk(tmp_path, proxy=peer.hostport) as trunk:
+                leg = await trunk.dial("1001")
+            # the trunk is gone: its shutdown sent the BYE
+            assert leg.ended.is_set() and leg.ended_by == "robot"
+            with trio.fail_after(1):
+                await leg.hangup()  # nothing left to do, returns at once
+            result = await peer.wait()
+        result.check()

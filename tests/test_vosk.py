@@ -17,7 +17,16 @@ import pytest
 import trio
 
 from waihu.api import AsrEngine, AsrStream, ProviderContext, ProviderError
-from waihu.testing.speech import CALL_RATE, speech_pcm
+from waihu.testing.speech import (
+    CALL_RATE,
+    SpeechToolMissing,
+    pad_silence,
+    read_wav_pcm,
+    speech_pcm,
+    synthesize,
+    to_ulaw,
+    wav_rate,
+)
 from waihu_vosk.engine import VoskEngine
 from waihu_vosk.grammar import build_grammar
 from waihu_vosk.model import RETIRE_AFTER_UTTERANCES, LoadedModel, Recogniser
@@ -153,9 +162,9 @@ async def test_phrases_set_during_an_utterance_wait_for_the_next(
         stream = engine.open_stream(sample_rate=CALL_RATE)
         stream.set_phrases(["아니요", "네"])
         audio = said["아니요"]
-        await say(stream, audio[: len(audio) // 2])
+        await say(stream, audio[:FRAME])  # one frame: still waiting for a full batch
         stream.set_phrases(["가격이 얼마 예요"])
-        await say(stream, audio[len(audio) // 2 :])
+        await say(stream, audio[FRAME:])
         current = await stream.finish()
         await say(stream, said["가격이 얼마 예요"])
         following = await stream.finish()
@@ -229,7 +238,6 @@ async def test_decoding_does_not_block_the_trio_thread(
     # a decode on the trio thread would leave a gap as long as itself
     assert decode_s > MAX_TICK_GAP_S, "the decode was too short to show anything"
     assert len(gaps) >= decode_s / TICK_S / 2
-    print(f"decode {decode_s:.3f} s, {len(gaps)} ticks, max gap {max(gaps):.3f} s")
     assert max(gaps) < MAX_TICK_GAP_S
 
 
@@ -335,3 +343,24 @@ def test_result_keeps_unsure_words_out_of_the_text() -> None:
 
 def test_plugin_manager_hook_returns_the_engine(pm: pluggy.PluginManager) -> None:
     assert [VoskEngine] in pm.hook.waihu_asr_types()
+
+
+def test_speech_helpers_make_call_audio(tmp_path: Path) -> None:
+    wav = synthesize("네", tmp_path / "ne.wav")
+    assert wav == tmp_path / "ne.wav" and wav_rate(wav) == CALL_RATE
+    pcm = read_wav_pcm(wav)
+    assert pcm.dtype == np.int16 and np.abs(pcm).max() > 1000  # speech, not silence
+    padded = read_wav_pcm(pad_silence(wav, 0.5, 1.0))
+    assert len(padded) == len(pcm) + int(1.5 * CALL_RATE)
+    assert not padded[: CALL_RATE // 2].any() and not padded[-CALL_RATE:].any()
+    ulaw = to_ulaw(wav, tmp_path / "ne.ul")
+    assert ulaw.stat().st_size == len(pcm)  # one byte per sample, no header
+
+
+def test_speech_without_espeak_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WAIHU_SPEECH_CACHE", str(tmp_path / "cache"))  # nothing cached
+    monkeypatch.setenv("PATH", str(tmp_path))  # no tools at all
+    with pytest.raises(SpeechToolMissing, match="espeak-ng"):
+        synthesize("네")

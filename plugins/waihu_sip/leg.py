@@ -116,7 +116,8 @@ class SipCallLeg:
         self._spawn = spawn
         self._on_gone = on_gone
         self._log = log
-        self._bye_done: trio.Event | None = None
+        self._bye_done: trio.Event | None = None  # set once our BYE transaction is over
+        self._bye_sent = False
         self._awaiting_ack: dict[int, trio.Event] = {}  # CSeq of a re-INVITE we answered 2xx
 
     def __repr__(self) -> str:
@@ -176,19 +177,16 @@ class SipCallLeg:
                 self._finish()
                 try:
                     self._spawn(self._send_bye)
-                except RuntimeError:  # the trunk is shutting down: no nursery to run in
-                    await self._send_bye()
+                except RuntimeError:  # the trunk has stopped: nothing can be sent any more
+                    self._on_gone(self)
+                    self._bye_done.set()
         await self._bye_done.wait()
 
     async def _send_bye(self) -> None:
         assert self._bye_done is not None
         try:
-            bye = self.dialog.request(
-                "BYE",
-                via=self._identity.via(new_branch()),
-                extra=[("User-Agent", self._identity.user_agent)],
-            )
-            destination = await self._transport.resolve(*self.dialog.next_hop().transport_address())
+            bye, destination = await self._bye()
+            self._bye_sent = True  # the transaction's first send happens before it can block
             response = await send_non_invite(self._transport, bye, destination)
             if response is None:
                 self._log.warning("call %s: no answer to BYE within 32 s", self.call_id)
@@ -204,26 +202,36 @@ class SipCallLeg:
             self._on_gone(self)
             self._bye_done.set()
 
+    async def _bye(self) -> tuple[SipRequest, Address]:
+        bye = self.dialog.request(
+            "BYE",
+            via=self._identity.via(new_branch()),
+            extra=[("User-Agent", self._identity.user_agent)],
+        )
+        destination = await self._transport.resolve(*self.dialog.next_hop().transport_address())
+        return bye, destination
+
     def _finish(self) -> None:
         self._media.close()
         self.ended.set()
 
     async def release(self) -> None:
-        """Hang up in the background without waiting (used when the trunk stops or a dial was
-        abandoned): one BYE datagram, no retransmission."""
-        if self.ended.is_set():
-            return
-        self.ended_by = "robot"
-        self._finish()
-        self._bye_done = trio.Event()
+        """End the call without waiting, for a trunk that is stopping: one BYE datagram, no
+        retransmission, unless the far end hung up or our BYE already went out."""
         try:
-            bye = self.dialog.request("BYE", via=self._identity.via(new_branch()))
-            destination = await self._transport.resolve(*self.dialog.next_hop().transport_address())
+            if self.ended_by == "callee" or self._bye_sent:
+                return
+            self.ended_by = "robot"
+            self._finish()
+            self._bye_sent = True
+            bye, destination = await self._bye()
             await self._transport.send(bye, destination)
         except OSError as exc:
             self._log.warning("call %s: cannot send BYE: %s", self.call_id, exc)
         finally:
             self._on_gone(self)
+            if self._bye_done is None:
+                self._bye_done = trio.Event()
             self._bye_done.set()
 
     # ─────────────── requests from the far end ───────────────

@@ -112,7 +112,9 @@ class OutgoingCall:
         self._retransmit_at = math.inf
         self._retransmit_interval = T1
         self._timer_b = math.inf
+        self._final: SipResponse | None = None  # a non-2xx final to the current INVITE
         self._leg: SipCallLeg | None = None
+        self._unusable: tuple[Dialog, Address] | None = None  # answered, but we cannot talk
 
     # ─────────────── used by dial ───────────────
 
@@ -140,12 +142,16 @@ class OutgoingCall:
     async def run(self) -> None:
         """Place the call; sets ``done`` with a result and finishes any CANCEL/BYE after it."""
         try:
-            with self._attempt_scope:
-                await self._attempt()
+            try:
+                with self._attempt_scope:
+                    await self._attempt()
+            except (CallFailed, TrunkError) as exc:
+                self._finish(exc)
+            # outside the attempt's scope: abandoning the dial must not cut these short
             if self._result is None:
                 await self._give_up()
-        except (CallFailed, TrunkError) as exc:
-            self._finish(exc)
+            elif self._unusable is not None:
+                await self._hang_up_unusable()
         except Exception as exc:
             self._log.exception("call %s: unexpected error placing the call", self.call_id)
             self._finish(TrunkError(f"internal error: {exc!r}"))
@@ -170,6 +176,7 @@ class OutgoingCall:
             if response.success:
                 self._finish(await self._accept(response))
                 return
+            self._final = response
             await self._ack_failure(response)
             if response.status in CHALLENGES and not authenticated:
                 authenticated = True
@@ -179,6 +186,11 @@ class OutgoingCall:
 
     async def _give_up(self) -> None:
         """Ring timeout or abandoned: report, then CANCEL/ACK/BYE in the background."""
+        if self._final is not None:
+            # the far end's final answer came just as we gave up: it decides the outcome
+            self._finish(CallFailed(self._final.status, self._final.reason))
+            await self._ack_failure(self._final)
+            return
         if self._heard:
             self._finish(CallFailed(408, "Request Timeout"))
         else:
@@ -206,7 +218,9 @@ class OutgoingCall:
                         try:
                             answer = await self._accept(response)
                         except CallFailed:
-                            pass  # _accept already hung up
+                            await self._hang_up_unusable()
+                        except TrunkError:
+                            pass  # logged by _accept; nothing more can be done
                         else:
                             await answer.leg.hangup()
                     else:
@@ -276,6 +290,7 @@ class OutgoingCall:
         self._invite = invite
         self._invite_bytes = b""  # set once sent: a cancelled send must not be retransmitted
         self._provisional = False
+        self._final = None
         now = trio.current_time()
         self._retransmit_interval = T1
         self._retransmit_at = now + T1
@@ -350,7 +365,13 @@ class OutgoingCall:
             cseq=invite.cseq.number,
             extra=[("User-Agent", self._identity.user_agent)],
         )
-        next_hop = await self._transport.resolve(*dialog.next_hop().transport_address())
+        try:
+            next_hop = await self._transport.resolve(*dialog.next_hop().transport_address())
+        except OSError as exc:
+            self._log.warning(
+                "call %s: cannot reach %s to ACK: %s", self.call_id, dialog.next_hop(), exc
+            )
+            raise TrunkError(f"answered, but cannot reach {dialog.next_hop()}: {exc}") from None
         data = await self._transport.send(ack, next_hop)
         self._transport.remember_ack(invite.top_via.branch or "", data, next_hop)
 
@@ -363,18 +384,24 @@ class OutgoingCall:
                 problem = f"cannot resolve media host {sdp.host}: {exc}"
         if problem is not None or codec is None or sdp is None or remote is None:
             self._log.warning("call %s: answered but %s; hanging up", self.call_id, problem)
-            self._finish(CallFailed(488, "Not Acceptable Here"))
-            bye = dialog.request(
-                "BYE",
-                via=self._identity.via(new_branch()),
-                extra=[("User-Agent", self._identity.user_agent)],
-            )
-            await send_non_invite(self._transport, bye, next_hop)
+            self._unusable = (dialog, next_hop)
             raise CallFailed(488, "Not Acceptable Here")
         leg = self._make_leg(dialog, codec, sdp.telephone_event_pt, remote)
         self._leg = leg
         self._log.info("call %s answered: %s, media %s:%d", self.call_id, codec.name, *remote)
         return Answer(leg)
+
+    async def _hang_up_unusable(self) -> None:
+        """BYE a call that was answered with nothing we can use (run after the result)."""
+        assert self._unusable is not None
+        dialog, next_hop = self._unusable
+        self._unusable = None
+        bye = dialog.request(
+            "BYE",
+            via=self._identity.via(new_branch()),
+            extra=[("User-Agent", self._identity.user_agent)],
+        )
+        await send_non_invite(self._transport, bye, next_hop)
 
     def _read_answer_sdp(
         self, response: SipResponse

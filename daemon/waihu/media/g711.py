@@ -140,6 +140,4 @@ def codec_functions(name: str) -> tuple[Encoder, Decoder]:
     try:
         return CODECS[name.upper()]
     except KeyError:
-        raise ValueError(
-            f"unsupported codec {name!r}: supported are {', '.join(CODECS)}"
-        ) from None
+        raise ValueError(f"unsupported codec {name!r}: supported are {', '.join(CODECS)}") from None

@@ -80,8 +80,7 @@ def _plain_pcm_header(data: bytes, path: Path) -> bytes:
                 return bytes(patched)
             tag = subformat
         raise PromptError(
-            f"prompt {path}: unsupported WAV encoding (format 0x{tag:04x}); "
-            "save it as integer PCM"
+            f"prompt {path}: unsupported WAV encoding (format 0x{tag:04x}); save it as integer PCM"
         )
     raise PromptError(f"prompt {path}: WAV file has no format chunk")
 
@@ -236,9 +235,7 @@ class PromptPlayer:
         many prompts were stopped.
         """
         stopped: list[Playback] = []
-        if self._current is not None and (
-            not keep_uninterruptible or self._current.interruptible
-        ):
+        if self._current is not None and (not keep_uninterruptible or self._current.interruptible):
             stopped.append(self._current)
             self._current = None
         kept: deque[Playback] = deque()

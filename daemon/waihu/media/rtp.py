@@ -84,9 +84,7 @@ def parse_rtp(data: bytes) -> RtpPacket:
     marker = bool(second & 0x80)
     payload_type = second & 0x7F
     if second in RTCP_PACKET_TYPES:
-        raise RtpError(
-            "rtcp", f"RTCP packet (type {second}) on the RTP port; RTCP is not handled"
-        )
+        raise RtpError("rtcp", f"RTCP packet (type {second}) on the RTP port; RTCP is not handled")
 
     offset = HEADER_SIZE
     end_of_csrcs = offset + CSRC_SIZE * csrc_count
@@ -205,9 +203,7 @@ class RtpSender:
         self.payload_type = payload_type
         self.ssrc = secrets.randbits(32) if ssrc is None else ssrc
         self.sequence = secrets.randbits(16) if sequence is None else sequence % SEQUENCE_MODULO
-        self.timestamp = (
-            secrets.randbits(32) if timestamp is None else timestamp % TIMESTAMP_MODULO
-        )
+        self.timestamp = secrets.randbits(32) if timestamp is None else timestamp % TIMESTAMP_MODULO
         self.packets_sent = 0
         self.octets_sent = 0  # payload octets, as RTCP counts them
 

@@ -42,14 +42,29 @@ def _toml(value: Any) -> str:
 def write_config(
     directory: Path,
     *,
-    proxy: str,
+    proxy: str | Mapping[str, str],
     scripts_dir: Path = SCRIPTS_DIR,
     model: str | None = None,
     media: Mapping[str, Any] | None = None,
     extra: str = "",
 ) -> Path:
-    """A complete waihud.toml for one loopback trunk; returns its path."""
+    """A complete waihud.toml; returns its path.
+
+    ``proxy`` is the SIP peer of the one trunk ``loopback``, or a mapping of
+    trunk names to peers (the first is the default trunk).
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    proxies = {"loopback": proxy} if isinstance(proxy, str) else dict(proxy)
+    trunks: list[str] = []
+    for name, hostport in proxies.items():
+        trunks += [
+            f"[trunk.{name}]",
+            'type = "sip"',
+            f"proxy = {_toml(hostport)}",
+            'local_host = "127.0.0.1"',
+            "local_port = 0",
+            "",
+        ]
     lines = [
         "[daemon]",
         f"control_socket = {_toml(str(directory / 'control.sock'))}",
@@ -60,12 +75,10 @@ def write_config(
         "[media]",
         *(f"{k} = {_toml(v)}" for k, v in (media or {}).items()),
         "",
-        "[trunk.loopback]",
-        'type = "sip"',
-        f"proxy = {_toml(proxy)}",
-        'local_host = "127.0.0.1"',
-        "local_port = 0",
+        "[call]",
+        f"trunk = {_toml(next(iter(proxies)))}",
         "",
+        *trunks,
         "[asr.default]",
         'type = "vosk"',
         *([f"model = {_toml(model)}"] if model else []),
