@@ -323,6 +323,9 @@ async def test_bad_target_is_484(tmp_path: Path) -> None:
             assert str(trunk.target_uri("138-0013 8000")) == "sip:13800138000@127.0.0.1:9"
             assert str(trunk.target_uri("tel:+8613800138000")) == "sip:+8613800138000@127.0.0.1:9"
             assert str(trunk.target_uri("alice@example.com")) == "sip:alice@example.com"
+            assert str(trunk.target_uri("*99#")) == "sip:*99%23@127.0.0.1:9"
+            with pytest.raises(TrunkError, match="caller ID"):
+                await trunk.dial("1001", caller_id="<bad>")
             assert str(trunk.target_uri("sip:bob@10.0.0.1:5070")) == "sip:bob@10.0.0.1:5070"
 
 

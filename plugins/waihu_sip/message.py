@@ -213,12 +213,17 @@ class Headers:
     def set(self, name: str, value: str) -> None:
         """Replace every field called ``name`` with one, kept at the first one's place."""
         wanted = canonical_name(name)
-        for i, (n, _) in enumerate(self._fields):
-            if n == wanted:
-                self._fields[i] = (wanted, value)
-                self._fields = [f for j, f in enumerate(self._fields) if j <= i or f[0] != wanted]
-                return
-        self._fields.append((wanted, value))
+        fields: list[tuple[str, str]] = []
+        placed = False
+        for field in self._fields:
+            if field[0] != wanted:
+                fields.append(field)
+            elif not placed:
+                fields.append((wanted, value))
+                placed = True
+        if not placed:
+            fields.append((wanted, value))
+        self._fields = fields
 
     def remove(self, name: str) -> None:
         """Drop every field called ``name``."""
@@ -479,12 +484,14 @@ def _parse_request_line(line: str, headers: Headers, body: bytes) -> SipRequest:
 
 
 def _check_core_headers(message: SipRequest | SipResponse) -> None:
+    """Parse the headers every message needs, so a bad one is refused here, not mid-call."""
     for name in ("Via", "From", "To", "Call-ID", "CSeq"):
         if message.headers.get(name) is None:
             raise SipParseError(f"missing {name}")
     cseq = message.cseq
-    message.from_  # noqa: B018 - parsed for validation only
-    message.to  # noqa: B018
-    message.vias  # noqa: B018
+    for value in (message.headers.get("From"), message.headers.get("To")):
+        NameAddress.parse(value or "")
+    for value in message.headers.get_all("Via"):
+        Via.parse(value)
     if isinstance(message, SipRequest) and cseq.method != message.method:
         raise SipParseError(f"CSeq method {cseq.method} differs from request {message.method}")

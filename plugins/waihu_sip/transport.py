@@ -7,7 +7,8 @@ Routing rules:
   ACKed again, RFC 3261 §13.2.2.4 and §17.1.1.3) and otherwise dropped;
 - a request that repeats one we already answered (same branch, sent-by and
   method) gets the cached answer again, so every request handler is
-  idempotent for free; anything else goes to the request handler;
+  idempotent for free; anything else, and every ACK, goes to the request
+  handler;
 - a datagram that does not parse is logged at warning, naming the sender and
   the problem, and dropped. Nothing a peer sends ends the receive loop.
 
@@ -214,10 +215,10 @@ class SipTransport:
             return
         key = self._request_key(message)
         cached = self._answered.get(key) if key is not None else None
-        if cached is not None:
-            if message.method != "ACK":
-                await self.send_bytes(cached[0], source)
-            return  # an ACK of our non-2xx answer ends that transaction; nothing to do
+        if cached is not None and message.method != "ACK":
+            await self.send_bytes(cached[0], source)
+            return
+        # every ACK goes on: some peers reuse the INVITE's branch even when ACKing a 2xx
         await on_request(message, source)
 
     async def _route_response(self, response: SipResponse, source: Address) -> None:

@@ -44,7 +44,10 @@ UNSPECIFIED_IPV4 = "0.0.0.0"
 SHUTDOWN_BYE_GRACE = 1.0  # seconds to spend sending BYEs when the trunk stops
 SESSION_ID_MAX = 2**62  # o= session ids: random, well inside what peers parse as integers
 VISUAL_SEPARATORS = str.maketrans("", "", " -().")  # RFC 3966 §5.1.1, dropped from numbers
-_USER_CHARS = frozenset("0123456789+*#abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_.!~'")
+# RFC 3261 §25.1 user characters we accept as typed; '#' is allowed and sent escaped (%23)
+_USER_CHARS = frozenset(
+    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ+*#%-_.!~'&=$,?/"
+)
 
 
 class SipTrunk(Provider):
@@ -221,6 +224,7 @@ class SipTrunk(Provider):
             user = user.translate(VISUAL_SEPARATORS) if not at else user
             if not user or not set(user) <= _USER_CHARS:
                 raise SipParseError(f"not a number or SIP user: {target!r}")
+            user = user.replace("#", "%23")
             if at:
                 return SipUri.parse(f"sip:{user}@{host}")
             return SipUri.parse(f"sip:{user}@{self._domain()}")
@@ -237,7 +241,8 @@ class SipTrunk(Provider):
     def _from_address(self, caller_id: str | None) -> NameAddress:
         user = (caller_id or self.config.from_user).translate(VISUAL_SEPARATORS)
         if not user or not set(user) <= _USER_CHARS:
-            raise CallFailed(484, "Address Incomplete")  # a caller ID we cannot write in From
+            # our own configuration, not the callee's number, is at fault
+            raise TrunkError(f"caller ID {caller_id!r} cannot be written in a SIP From")
         host = self.config.domain or self.config.proxy_host_port[0]
         return NameAddress(uri=SipUri(host=host, user=user), display=self.config.display_name)
 

@@ -3,7 +3,7 @@
 ``running_waihud`` writes a config into a directory of its own (state,
 socket, log all inside it), starts ``python -m waihu.daemon`` as a child
 process, waits until its control socket answers, and on exit stops it with
-SIGTERM (the graceful drain) and checks it exited 0.
+SIGTERM (the graceful drain); tests check its exit status with ``stop()``.
 
 What it is not: a fake daemon. Everything runs for real; only the SIP peer
 address and the paths are chosen here.
@@ -46,6 +46,7 @@ def write_config(
     scripts_dir: Path = SCRIPTS_DIR,
     model: str | None = None,
     media: Mapping[str, Any] | None = None,
+    daemon: Mapping[str, Any] | None = None,
     extra: str = "",
 ) -> Path:
     """A complete waihud.toml; returns its path.
@@ -70,7 +71,7 @@ def write_config(
         f"control_socket = {_toml(str(directory / 'control.sock'))}",
         f"state_dir = {_toml(str(directory / 'state'))}",
         f"scripts_dir = {_toml(str(scripts_dir))}",
-        "drain_timeout = 10.0",
+        *(f"{k} = {_toml(v)}" for k, v in {"drain_timeout": 10.0, **(daemon or {})}.items()),
         "",
         "[media]",
         *(f"{k} = {_toml(v)}" for k, v in (media or {}).items()),
