@@ -27,7 +27,11 @@ stream the audio file as RTP (raw 8 kHz μ-law, e.g. from ``sox in.wav -r
 8000 -c 1 -t ul out.ul``); after the last play, wait for it to end. Every
 wait is a ``<recv request="BYE">`` with a timeout, so a BYE from the robot in
 the middle of the plays is answered normally (label ``got_bye``) rather than
-failing the scenario.
+failing the scenario. A ``<pause milliseconds="0"/>`` (e.g. ``ring_ms`` left
+at 0) is dropped from the rendered text.
+
+``extra_args`` go last on sipp's command line, and sipp keeps the last value
+of an option: ``extra_args=["-m", "300"]`` serves 300 calls instead of one.
 
 Scenarios in ``contrib/sipp/`` (each documents its keys):
 - ``answer.xml``: 180, 200 with PCMU SDP, ACK, plays, then waits for our BYE
@@ -74,6 +78,7 @@ __all__ = [
     "SippPeer",
     "SippResult",
     "UdpPeer",
+    "free_media_port",
     "free_udp_port",
     "render_scenario",
     "sipp_peer",

@@ -8,6 +8,7 @@ Everything runs over real sockets on 127.0.0.1.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -18,6 +19,8 @@ import pytest
 import trio
 
 import waihu.api
+from waihu.api import CallFailed
+from waihu_sip.digest import parse_auth_params
 from waihu_sip.leg import SipCallLeg
 from waihu_sip.message import Headers, SipRequest, SipResponse, make_response
 from waihu_sip.trunk import SipTrunk
@@ -333,3 +336,109 @@ async def test_media_only_from_the_far_end_host_and_latches_to_its_port(tmp_path
                 leg.send_media(b"\x80\x00robot")
                 data, _ = await callee.recvfrom(100)
                 assert data == b"\x80\x00robot"
+
+
+async def test_reinvite_answer_is_retransmitted_until_acked(tmp_path: Path) -> None:
+    with trio.fail_after(TIME_LIMIT):
+        async with trunk_and_peer(tmp_path) as (trunk, peer):
+            leg, invite, _, _ = await answer_call(trunk, peer, media_port=40000)
+            reinvite = callee_request("INVITE", peer, invite, branch="z9hG4bKre", cseq=2)
+            reinvite.headers.add("Content-Type", "application/sdp")
+            reinvite.body = answer_sdp(40010).replace(b"RTP/AVP 0 101", b"RTP/AVP 8 0")
+            reinvite.body += b"a=sendonly\r\n"
+            await peer.send(reinvite, trunk_addr(trunk))
+            ok = await peer.receive_response()
+            assert ok.status == 200 and ok.headers.get("Contact")
+            assert b"m=audio " + str(leg.local_rtp[1]).encode() + b" RTP/AVP 0\r\n" in ok.body
+            assert b"a=recvonly" in ok.body and b"telephone-event" not in ok.body
+            assert leg.remote_rtp == ("127.0.0.1", 40010)
+            assert leg.codec.name == "PCMU"  # the call's codec never changes
+            with trio.fail_after(1.0):
+                again = await peer.receive_response()  # no ACK yet: the 200 comes again
+            assert again.to_bytes() == ok.to_bytes()
+            ack = callee_request("ACK", peer, invite, branch="z9hG4bKreack", cseq=2)
+            await peer.send(ack, trunk_addr(trunk))
+            assert await no_message(peer, 1.2)  # ACKed: no more 200s
+
+
+async def test_session_updates_we_cannot_accept(tmp_path: Path) -> None:
+    with trio.fail_after(TIME_LIMIT):
+        async with trunk_and_peer(tmp_path) as (trunk, peer):
+            leg, invite, _, _ = await answer_call(trunk, peer, media_port=40000)
+            g729 = callee_request("INVITE", peer, invite, branch="z9hG4bKg729", cseq=2)
+            g729.body = answer_sdp(40020).replace(b"RTP/AVP 0 101", b"RTP/AVP 18")
+            await peer.send(g729, trunk_addr(trunk))
+            assert (await peer.receive_response()).status == 488
+            assert leg.remote_rtp == ("127.0.0.1", 40000)  # unchanged
+            refresh = callee_request("UPDATE", peer, invite, branch="z9hG4bKupd", cseq=3)
+            await peer.send(refresh, trunk_addr(trunk))  # a session-timer refresh, no SDP
+            assert (await peer.receive_response()).status == 200
+            assert not leg.ended.is_set()
+
+
+async def test_proxy_challenge_is_answered_with_proxy_authorization(tmp_path: Path) -> None:
+    """The peer plays a proxy sending 407: sipp can only check Authorization, not
+    Proxy-Authorization, so the test checks the digest itself."""
+    with trio.fail_after(TIME_LIMIT):
+        async with trunk_and_peer(tmp_path, username="bot", password="pw") as (trunk, peer):
+            async with trio.open_nursery() as nursery:
+                failures: list[CallFailed] = []
+
+                async def dial() -> None:
+                    try:
+                        await trunk.dial("1001")
+                    except CallFailed as exc:
+                        failures.append(exc)
+
+                nursery.start_soon(dial)
+                first, source, _ = await peer.receive_request()
+                challenge = 'Digest realm="proxy.test", nonce="abc123", qop="auth", opaque="op"'
+                await peer.send(
+                    make_response(
+                        first, 407, to_tag="px", extra=[("Proxy-Authenticate", challenge)]
+                    ),
+                    source,
+                )
+                ack, _, _ = await peer.receive_request()
+                second, source, _ = await peer.receive_request()
+                # a second challenge ends the call: one retry only
+                await peer.send(
+                    make_response(
+                        second, 407, to_tag="py", extra=[("Proxy-Authenticate", challenge)]
+                    ),
+                    source,
+                )
+                await peer.receive_request()  # its ACK
+            assert ack.method == "ACK" and ack.top_via.branch == first.top_via.branch
+            assert second.method == "INVITE"
+            assert str(second.cseq) == "2 INVITE"
+            assert second.top_via.branch != first.top_via.branch
+            assert second.call_id == first.call_id and second.from_.tag == first.from_.tag
+            assert second.headers.get("Authorization") is None
+            value = second.headers.get("Proxy-Authorization") or ""
+            params = parse_auth_params(value.removeprefix("Digest "))
+            ha1 = md5("bot:proxy.test:pw")
+            ha2 = md5(f"INVITE:{second.uri}")
+            expected = md5(f"{ha1}:abc123:{params['nc']}:{params['cnonce']}:auth:{ha2}")
+            assert params["response"] == expected
+            assert (params["username"], params["uri"], params["opaque"]) == (
+                "bot",
+                second.uri,
+                "op",
+            )
+            assert params["nc"] == "00000001" and params["qop"] == "auth"
+            assert failures and failures[0].status == 407
+
+
+def md5(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+async def test_dtmf_and_transfer_are_not_offered(tmp_path: Path) -> None:
+    with trio.fail_after(TIME_LIMIT):
+        async with trunk_and_peer(tmp_path) as (trunk, peer):
+            leg, _, _, _ = await answer_call(trunk, peer, media_port=40000)
+            with pytest.raises(NotImplementedError, match="DTMF"):
+                await leg.send_dtmf("1")
+            with pytest.raises(NotImplementedError, match="transfer"):
+                await leg.transfer("sip:agent@example.com")

@@ -280,7 +280,7 @@ class SipCallLeg:
                 return make_response(request, 488)
             self._apply_remote_sdp(offer)
             direction = answer_direction(offer.direction)
-            dtmf = offer.telephone_event_pt
+            dtmf = self.dtmf_payload_type = offer.telephone_event_pt
         elif request.method == "UPDATE":
             return make_response(request, 200, extra=[("Contact", self._identity.contact)])
         body = self._session.describe(self.codec, dtmf, direction)

@@ -51,7 +51,7 @@ from waihu_sip.transport import Address, ResponseInbox, SipTransport, new_branch
 __all__ = ["Answer", "OutgoingCall"]
 
 # Builds the leg for an answered call: (dialog, codec, DTMF payload type, remote RTP address).
-LegFactory = Callable[[Dialog, Codec, "int | None", Address], SipCallLeg]
+LegFactory = Callable[[Dialog, Codec, int | None, Address], SipCallLeg]
 
 CHALLENGES = {
     401: ("WWW-Authenticate", "Authorization"),

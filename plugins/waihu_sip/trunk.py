@@ -136,6 +136,8 @@ class SipTrunk(Provider):
         ``TrunkError`` when the proxy does not respond at all or the trunk is
         not running. Cancelling the caller abandons the attempt cleanly.
         """
+        if not ring_timeout > 0:
+            raise ValueError(f"ring_timeout must be positive, not {ring_timeout}")
         nursery, transport, identity = self._nursery, self._transport, self._identity
         if nursery is None or transport is None or identity is None:
             raise TrunkError("SIP trunk is not running")
