@@ -24,7 +24,17 @@ import attrs
 import numpy as np
 import trio
 
-from waihu.api import AsrEngine, AsrStream, CallFailed, CallLeg, CallRecord, Storage, Trunk, Turn
+from waihu.api import (
+    AsrEngine,
+    AsrStream,
+    CallFailed,
+    CallLeg,
+    CallRecord,
+    Storage,
+    Trunk,
+    TrunkError,
+    Turn,
+)
 from waihu.config import CallConfig, MediaConfig
 from waihu.dialog.engine import (
     DialogueEngine,
@@ -147,13 +157,19 @@ async def place_call(
                     exc.reason,
                 )
                 log.info("call %s to %s: %s %s", record.id, record.number, exc.status, exc.reason)
+            except TrunkError as exc:
+                record.status, record.error = "failed", f"trunk: {exc}"
+                log.warning("call %s to %s: %s", record.id, record.number, exc)
             else:
                 record.status, record.sip_status, record.sip_reason = "answered", 200, "OK"
                 record.answered_at = time.time()
                 filing.changed()
                 events.publish(record.id, "answered", codec=leg.codec.name)
-                with trio.move_on_after(services.call.max_duration):
+                log.info("call %s to %s answered (%s)", record.id, record.number, leg.codec.name)
+                with trio.move_on_after(services.call.max_duration) as too_long:
                     await _converse(services, leg, record, loaded, filing, variables or {})
+                if too_long.cancelled_caught:
+                    record.error = f"hung up after call.max_duration ({services.call.max_duration} s)"
                 if not leg.ended.is_set():
                     await leg.hangup()
                 record.hangup_by = record.hangup_by or leg.ended_by or "robot"
@@ -161,6 +177,8 @@ async def place_call(
             nursery.cancel_scope.cancel()  # the filing loop
     except Exception as exc:
         log.exception("call %s to %s failed", record.id, record.number)
+        while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]  # the nursery's wrapping says nothing to an operator
         record.error = f"{type(exc).__name__}: {exc}"
         record.status = "ended" if record.answered_at else "failed"
     finally:
@@ -177,6 +195,11 @@ async def place_call(
                 record.error = record.error or "cancelled: daemon shutting down"
             record.ended_at = time.time()
             await filing.flush()
+            log.info(
+                "call %s to %s %s: sip %s, grade %s, hung up by %s%s",
+                record.id, record.number, record.status, record.sip_status, record.grade,
+                record.hangup_by or "-", f", error: {record.error}" if record.error else "",
+            )  # fmt: skip
             events.publish(
                 record.id,
                 record.status,
@@ -217,6 +240,9 @@ async def _converse(
     inbox_send, inbox = trio.open_memory_channel[EngineEvent](ENGINE_INBOX)
 
     def on_turn(turn: Turn) -> None:
+        if turn.speaker == "callee":
+            log.info("call %s [%s] callee: %r → %s (%.2f)", record.id, turn.node, turn.text,
+                     turn.intent, turn.confidence or 0.0)
         record.turns.append(turn)
         filing.changed()
         services.events.publish(
