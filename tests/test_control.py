@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import trio
+
 from waihu.control import client
 from waihu.control.client import main
 from waihu.control.manpage import manpage

@@ -24,9 +24,8 @@ import pytest
 import trio
 
 from waihu.testing.daemon import running_waihud, write_config
+from waihu.testing.sipp import Play, sipp_peer
 from waihu.testing.speech import synthesize, to_ulaw
-
-from sipp import Play, sipp_peer
 
 pytestmark = pytest.mark.e2e
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from sipp import sipp_peer
 from waihu.control.protocol import ControlError
 from waihu.testing.daemon import running_waihud, write_config
+from waihu.testing.sipp import sipp_peer
 
 pytestmark = pytest.mark.e2e
 
@@ -21,8 +21,9 @@ async def test_sigterm_drains_then_hangs_up_live_calls_cleanly(tmp_path: Path) -
     """A live call outlasting the drain deadline is hung up with a BYE and filed; exit 0."""
     with trio.fail_after(150):
         async with sipp_peer("answer.xml", tmp_path, keys={"bye_wait_ms": "60000"}) as peer:
-            config = write_config(tmp_path / "waihud", proxy=peer.hostport,
-                                  daemon={"drain_timeout": 2.0})
+            config = write_config(
+                tmp_path / "waihud", proxy=peer.hostport, daemon={"drain_timeout": 2.0}
+            )
             async with running_waihud(config) as daemon:
                 call = await daemon.request("call", target="callee", script="demo-ko")
                 with trio.fail_after(30):
@@ -53,16 +54,24 @@ async def test_sigterm_drains_then_hangs_up_live_calls_cleanly(tmp_path: Path) -
 
 def test_config_error_at_start_exits_78_naming_the_key(tmp_path: Path) -> None:
     config = write_config(tmp_path, proxy="127.0.0.1:5999", media={"vad_aggressiveness": 9})
-    run = subprocess.run([sys.executable, "-m", "waihu.daemon", "--config", str(config)],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "waihu.daemon", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 78
     assert f"{config}: media.vad_aggressiveness: must be one of 0, 1, 2, 3, not 9" in run.stderr
 
 
 def test_missing_speech_model_stops_start_up_naming_the_path(tmp_path: Path) -> None:
     config = write_config(tmp_path, proxy="127.0.0.1:5999", model=str(tmp_path / "no-model"))
-    run = subprocess.run([sys.executable, "-m", "waihu.daemon", "--config", str(config)],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "waihu.daemon", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 1, run.stderr
     assert str(tmp_path / "no-model") in run.stderr
     assert "Traceback" not in run.stderr

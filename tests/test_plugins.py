@@ -12,11 +12,12 @@ import attrs
 import pytest
 import trio
 
-from conftest import REPO
-from sipp import sipp_peer
 from waihu.api import Provider, hookimpl
 from waihu.plugins import PluginError, collect_provider_types, make_plugin_manager, plugin_info
 from waihu.testing.daemon import running_waihud, write_config
+from waihu.testing.sipp import sipp_peer
+
+from conftest import REPO
 
 
 def test_built_in_plugins_are_found_through_entry_points() -> None:
@@ -102,8 +103,11 @@ def jsonl_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 async def test_third_party_plugin_is_listed_and_used(tmp_path: Path, jsonl_plugin: Path) -> None:
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(jsonl_plugin),
-                                                       os.environ.get("PYTHONPATH")]))}
+    env = {
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(jsonl_plugin), os.environ.get("PYTHONPATH")])
+        )
+    }
     listed = subprocess.run(
         [sys.executable, "-c", "import json, waihu.plugins as p;"
          "print(json.dumps(p.plugin_info(p.make_plugin_manager())))"],
@@ -132,6 +136,7 @@ async def test_third_party_plugin_is_listed_and_used(tmp_path: Path, jsonl_plugi
                 assert await daemon.stop() == 0
     events = [json.loads(line) for line in events_file.read_text().splitlines()]
     assert [(e["call_id"], e["kind"]) for e in events] == [
-        (call["call_id"], "dialing"), (call["call_id"], "failed")
+        (call["call_id"], "dialing"),
+        (call["call_id"], "failed"),
     ]
     assert events[1]["sip_status"] == 486

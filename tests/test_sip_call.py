@@ -1,6 +1,6 @@
 """The SIP trunk placing real calls: sipp on 127.0.0.1 plays the far end.
 
-Each test starts its own sipp on free ports (see tests/sipp.py) and a trunk
+Each test starts its own sipp on free ports (see waihu/testing/sipp.py) and a trunk
 bound to port 0, built the way the core builds providers. Where sipp cannot
 do what a test needs (ignore a packet on purpose, stay silent), the peer is a
 plain UDP socket in the test, and the test's docstring says so.
@@ -20,11 +20,10 @@ import trio
 
 import waihu.api
 from waihu.api import CallFailed, CallLeg, TrunkError
+from waihu.testing.sipp import Play, UdpPeer, free_udp_port, sipp_peer
 from waihu_sip.message import make_response
 from waihu_sip.plugin import waihu_trunk_types
 from waihu_sip.trunk import SipTrunk
-
-from sipp import Play, UdpPeer, free_udp_port, sipp_peer
 
 REAL_TIME_LIMIT = 60  # seconds per real-time test; generous, the machine is shared
 RTP_HEADER = 12

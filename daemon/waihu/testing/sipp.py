@@ -84,7 +84,7 @@ __all__ = [
     "sipp_peer",
 ]
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "contrib" / "sipp"
+SCENARIOS = Path(__file__).resolve().parents[3] / "contrib" / "sipp"
 SIPP = shutil.which("sipp") or "sipp"
 HOST = "127.0.0.1"
 PLAYS_MARKER = "<!-- WAIHU-PLAYS -->"
