@@ -23,7 +23,8 @@ lint: venv
 	$(BIN)/ruff format --check daemon plugins tests contrib benchmarks
 
 bench: deps venv
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/bench_media.py
+	$(BIN)/python benchmarks/bench_asr.py
 
 deps:
 	@missing=""; \

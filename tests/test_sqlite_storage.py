@@ -274,7 +274,7 @@ def test_config_errors_name_the_key() -> None:
             key="storage",
         )
     assert found.value.problems == [
-        'waihud.toml: storage.synchronous: must be "normal" or "full", not \'fast\''
+        "waihud.toml: storage.synchronous: must be one of normal, full, not 'fast'"
     ]
     with pytest.raises(ConfigError, match=r"storage\.path: required key is missing"):
         structure_strict(SqliteStorage.Config, {}, file="waihud.toml", key="storage")

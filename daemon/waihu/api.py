@@ -19,7 +19,7 @@ threads; it only names the shapes both sides agree on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -53,7 +53,12 @@ __all__ = [
     "TrunkError",
     "Turn",
     "WaihuError",
+    "at_least",
+    "between",
+    "check",
     "hookimpl",
+    "one_of",
+    "positive",
 ]
 
 PROJECT_NAME = "waihu"  # pluggy project name and entry-point group
@@ -88,6 +93,41 @@ class CallFailed(WaihuError):
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
+
+
+# ───────────────────────────── config validators ─────────────────────────────
+# For the attrs ``Config`` classes of providers (and of the core).
+# Validators name their attribute first ("port: must be …") so that the message
+# can be placed at the full key path: attrs runs them inside __init__, where
+# cattrs only knows the enclosing table.
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]  # attrs validator signature
+
+
+def check(test: Callable[[Any], bool], message: str) -> Validator:
+    """An attrs validator: ``test(value)`` must hold, else ``message`` (``{value}`` filled in)."""
+
+    def validate(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None and not test(value):
+            raise ValueError(f"{attribute.name}: {message.format(value=value)}")
+
+    return validate
+
+
+def positive() -> Validator:
+    return check(lambda v: v > 0, "must be greater than 0, not {value}")
+
+
+def at_least(low: float) -> Validator:
+    return check(lambda v: v >= low, f"must be at least {low}, not {{value}}")
+
+
+def between(low: float, high: float) -> Validator:
+    return check(lambda v: low <= v <= high, f"must be {low}–{high}, not {{value}}")
+
+
+def one_of(*choices: Any) -> Validator:
+    listed = ", ".join(map(str, choices))
+    return check(lambda v: v in choices, f"must be one of {listed}, not {{value!r}}")
 
 
 # ───────────────────────────── providers ─────────────────────────────

@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 import cattrs
 
-from waihu.api import WaihuError
+from waihu.api import WaihuError, between, one_of, positive
 
 __all__ = [
     "CallConfig",
@@ -33,12 +33,7 @@ __all__ = [
     "DaemonConfig",
     "MediaConfig",
     "ProviderSection",
-    "at_least",
-    "between",
-    "check",
     "load_config",
-    "one_of",
-    "positive",
     "structure_strict",
 ]
 
@@ -52,39 +47,6 @@ class ConfigError(WaihuError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
-
-
-# Validators name their attribute first ("port: must be …") so that the message
-# can be placed at the full key path: attrs runs them inside __init__, where
-# cattrs only knows the enclosing table.
-Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
-
-
-def check(test: Callable[[Any], bool], message: str) -> Validator:
-    """An attrs validator: ``test(value)`` must hold, else ``message`` (``{value}`` filled in)."""
-
-    def validate(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value is not None and not test(value):
-            raise ValueError(f"{attribute.name}: {message.format(value=value)}")
-
-    return validate
-
-
-def positive() -> Validator:
-    return check(lambda v: v > 0, "must be greater than 0, not {value}")
-
-
-def at_least(low: float) -> Validator:
-    return check(lambda v: v >= low, f"must be at least {low}, not {{value}}")
-
-
-def between(low: float, high: float) -> Validator:
-    return check(lambda v: low <= v <= high, f"must be {low}–{high}, not {{value}}")
-
-
-def one_of(*choices: Any) -> Validator:
-    listed = ", ".join(map(str, choices))
-    return check(lambda v: v in choices, f"must be one of {listed}, not {{value!r}}")
 
 
 @attrs.frozen(kw_only=True)

@@ -7,11 +7,10 @@ report the full key path and file. Not for: runtime state of the trunk.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
-from typing import Any
 
 import attrs
 
+from waihu.api import check
 from waihu_sip.address import split_host_port
 from waihu_sip.errors import SipParseError
 from waihu_sip.sdp import KNOWN_CODECS
@@ -19,14 +18,6 @@ from waihu_sip.sdp import KNOWN_CODECS
 __all__ = ["SipTrunkConfig"]
 
 DEFAULT_USER_AGENT = "waihu"
-
-
-def _check(test: Callable[[Any], bool], message: str) -> Callable[[Any, Any, Any], None]:
-    def validate(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value is not None and not test(value):
-            raise ValueError(f"{attribute.name}: {message.format(value=value)}")
-
-    return validate
 
 
 def _is_host_port(text: str) -> bool:
@@ -76,40 +67,40 @@ class SipTrunkConfig:
     """
 
     proxy: str = attrs.field(
-        validator=_check(_is_host_port, "must be host or host:port, not {value!r}")
+        validator=check(_is_host_port, "must be host or host:port, not {value!r}")
     )
     domain: str | None = attrs.field(
-        default=None, validator=_check(_no_space, "must be a host name, not {value!r}")
+        default=None, validator=check(_no_space, "must be a host name, not {value!r}")
     )
     local_host: str = attrs.field(
-        default="127.0.0.1", validator=_check(_is_ip, "must be an IPv4 address, not {value!r}")
+        default="127.0.0.1", validator=check(_is_ip, "must be an IPv4 address, not {value!r}")
     )
     local_port: int = attrs.field(
-        default=5060, validator=_check(lambda v: 0 <= v <= 65535, "must be 0–65535, not {value}")
+        default=5060, validator=check(lambda v: 0 <= v <= 65535, "must be 0–65535, not {value}")
     )
     public_host: str | None = attrs.field(
-        default=None, validator=_check(_no_space, "must be a host name or address, not {value!r}")
+        default=None, validator=check(_no_space, "must be a host name or address, not {value!r}")
     )
     username: str | None = None
     password: str | None = attrs.field(default=None, repr=False)
     from_user: str = attrs.field(
-        default="waihu", validator=_check(_no_space, "must be a SIP user name, not {value!r}")
+        default="waihu", validator=check(_no_space, "must be a SIP user name, not {value!r}")
     )
     display_name: str | None = None
     rtp_host: str | None = attrs.field(
-        default=None, validator=_check(_is_ip, "must be an IPv4 address, not {value!r}")
+        default=None, validator=check(_is_ip, "must be an IPv4 address, not {value!r}")
     )
     rtp_ports: tuple[int, ...] | None = attrs.field(
         default=None,
         converter=attrs.converters.optional(tuple),
-        validator=_check(
+        validator=check(
             _is_port_range,
             "must be [low, high] with 1024 ≤ low < high ≤ 65535 and high - low ≥ 2, not {value}",
         ),
     )
     codecs: list[str] = attrs.field(
         factory=lambda: ["PCMU", "PCMA"],
-        validator=_check(
+        validator=check(
             lambda v: bool(v) and len(set(v)) == len(v) and all(c in KNOWN_CODECS for c in v),
             f"must be a non-empty list of distinct names from {', '.join(KNOWN_CODECS)}, "
             "not {value}",

