@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import trio
 
 from waihu.control.protocol import ControlError
-from waihu.testing.daemon import running_waihud, write_config
+from waihu.testing.daemon import SCRIPTS_DIR, running_waihud, write_config
 from waihu.testing.sipp import sipp_peer
 
 pytestmark = pytest.mark.e2e
@@ -75,3 +76,35 @@ def test_missing_speech_model_stops_start_up_naming_the_path(tmp_path: Path) -> 
     assert run.returncode == 1, run.stderr
     assert str(tmp_path / "no-model") in run.stderr
     assert "Traceback" not in run.stderr
+
+
+async def test_sighup_reloads_scripts_and_reports_broken_ones(tmp_path: Path) -> None:
+    scripts = tmp_path / "scripts"
+    shutil.copytree(SCRIPTS_DIR / "prompts", scripts / "prompts")
+    demo = (SCRIPTS_DIR / "demo-ko.toml").read_text(encoding="utf-8")
+    (scripts / "demo-ko.toml").write_text(demo, encoding="utf-8")
+    config = write_config(tmp_path / "waihud", proxy="127.0.0.1:5999", scripts_dir=scripts)
+    with trio.fail_after(120):
+        async with running_waihud(config) as daemon:
+            assert (await daemon.request("status"))["scripts"] == ["demo-ko"]
+            (scripts / "second.toml").write_text(
+                demo.replace('name = "demo-ko"', 'name = "second"'), encoding="utf-8"
+            )
+            (scripts / "broken.toml").write_text(
+                demo.replace('default = "bye_unclear"', 'default = "bye_unclaer"'),
+                encoding="utf-8",
+            )
+            daemon.process.send_signal(signal.SIGHUP)
+            while "second" not in (status := await daemon.request("status"))["scripts"]:
+                await trio.sleep(0.1)
+            assert status["scripts"] == ["demo-ko", "second"]
+            (problem,) = [
+                p
+                for p in status["script_errors"][str(scripts / "broken.toml")]
+                if "bye_unclaer" in p
+            ]
+            assert "nodes.ask_again.on.default: no node named 'bye_unclaer'" in problem
+            # a call naming the broken script is refused with a clear error
+            with pytest.raises(ControlError, match="no script named 'broken'"):
+                await daemon.request("call", target="x", script="broken")
+            assert await daemon.stop() == 0

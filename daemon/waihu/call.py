@@ -300,6 +300,8 @@ async def _converse(
             nursery.cancel_scope.cancel()
     finally:
         services.clock.remove(media)
+        media.close()
+        log.debug("call %s media: %s", record.id, media.stats)
         engine.settle_turns()
         stream.close()
         if record.grade is None:
