@@ -32,7 +32,7 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $(APT_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Use-Pty=0 $(APT_PACKAGES) >/dev/null; \
 	fi
 
 venv: $(VENV)/.installed
