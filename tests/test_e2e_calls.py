@@ -135,3 +135,14 @@ async def test_busy_callee_is_recorded(tmp_path: Path) -> None:
     assert record["answered_at"] is None and record["turns"] == []
     call, _ = stored(daemon.database, record["id"])
     assert (call["status"], call["sip_status"], call["sip_reason"]) == ("failed", 486, "Busy Here")
+
+
+async def test_callee_barging_in_stops_the_greeting(tmp_path: Path) -> None:
+    record, _ = await place(tmp_path, "answer.xml", plays=[Play(2000, say(tmp_path, "네"))])
+    greeting, *_ = record["turns"]
+    assert (greeting["node"], greeting["interrupted"]) == ("greeting", True)
+    assert callee_turns(record) == [("네", "affirm")]
+    assert record["grade"] == "A"
+    # the robot answered well before the 6.4 s greeting would have ended
+    reply = next(t for t in record["turns"] if t["node"] == "bye_interested")
+    assert reply["started_at"] - record["answered_at"] < 5.5

@@ -1,14 +1,14 @@
 """The SIP trunk placing real calls: sipp on 127.0.0.1 plays the far end.
 
 Each test starts its own sipp on free ports (see waihu/testing/sipp.py) and a trunk
-bound to port 0, built the way the core builds providers. Where sipp cannot
-do what a test needs (ignore a packet on purpose, stay silent), the peer is a
-plain UDP socket in the test, and the test's docstring says so.
+bound to port 0, built the way the core builds providers (see sip_harness.py).
+Where sipp cannot do what a test needs (ignore a packet on purpose, stay
+silent), the peer is a plain UDP socket in the test, and the test's docstring
+says so.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import socket
 from collections.abc import AsyncIterator
@@ -20,29 +20,31 @@ import trio
 
 import waihu.api
 from waihu.api import CallFailed, CallLeg, TrunkError
-from waihu.testing.sipp import Play, UdpPeer, free_udp_port, sipp_peer
+from waihu.testing.sipp import Play, SippPeer, free_udp_port, sipp_peer
 from waihu_sip.message import make_response
 from waihu_sip.plugin import waihu_trunk_types
 from waihu_sip.trunk import SipTrunk
 
+from sip_harness import dialling, running_trunk, sip_trunk, trunk_and_peer
+
 REAL_TIME_LIMIT = 60  # seconds per real-time test; generous, the machine is shared
 RTP_HEADER = 12
 PCMU_FRAME = 160  # bytes of μ-law in one 20 ms packet
+AUTH_USER = "robot7"  # the digest user auth.xml is told to expect
+PASSWORD = "s3cret pass"
 
 
 @asynccontextmanager
-async def running_trunk(tmp_path: Path, **config: object) -> AsyncIterator[SipTrunk]:
-    """A SipTrunk on a free port, built and started as the core does."""
-    cfg = SipTrunk.Config(local_port=0, **config)
-    ctx = waihu.api.ProviderContext(
-        name="t", state_dir=tmp_path, log=logging.getLogger("waihu.test.sip"),
-        cpu_limiter=trio.CapacityLimiter(2),
-    )  # fmt: skip
-    trunk = SipTrunk(cfg, ctx)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(trunk.run)
-        yield trunk
-        nursery.cancel_scope.cancel()
+async def digest_peer(
+    tmp_path: Path, *, expects: str, sends: str | None
+) -> AsyncIterator[tuple[SippPeer, SipTrunk]]:
+    """sipp's auth.xml challenging for AUTH_USER with password ``expects``, and a running trunk
+    that dials through it with password ``sends`` (no credentials at all when None)."""
+    keys = {"user": AUTH_USER, "password": expects}
+    credentials = {} if sends is None else {"username": AUTH_USER, "password": sends}
+    async with sipp_peer("auth.xml", tmp_path, keys=keys) as peer:
+        async with running_trunk(tmp_path, proxy=peer.hostport, **credentials) as trunk:
+            yield peer, trunk
 
 
 def rtp_packet(seq: int, payload: bytes, payload_type: int = 0) -> bytes:
@@ -142,42 +144,32 @@ async def test_busy_raises_call_failed_and_acks(tmp_path: Path) -> None:
 
 
 async def test_digest_challenge_then_authenticated_retry(tmp_path: Path) -> None:
-    keys = {"user": "robot7", "password": "s3cret pass"}
     with trio.fail_after(REAL_TIME_LIMIT):
-        async with sipp_peer("auth.xml", tmp_path, keys=keys) as peer:
-            async with running_trunk(
-                tmp_path, proxy=peer.hostport, username="robot7", password="s3cret pass"
-            ) as trunk:
-                leg = await trunk.dial("1001")
-                assert leg.codec.name == "PCMA"  # the answer listed PCMA first
-                assert leg.dtmf_payload_type is None  # the answer had no telephone-event
-                await leg.hangup()
-                result = await peer.wait()
+        async with digest_peer(tmp_path, expects=PASSWORD, sends=PASSWORD) as (peer, trunk):
+            leg = await trunk.dial("1001")
+            assert leg.codec.name == "PCMA"  # the answer listed PCMA first
+            assert leg.dtmf_payload_type is None  # the answer had no telephone-event
+            await leg.hangup()
+            result = await peer.wait()
         result.check()
 
 
 async def test_wrong_password_fails_the_call(tmp_path: Path) -> None:
-    keys = {"user": "robot7", "password": "right"}
     with trio.fail_after(REAL_TIME_LIMIT):
-        async with sipp_peer("auth.xml", tmp_path, keys=keys) as peer:
-            async with running_trunk(
-                tmp_path, proxy=peer.hostport, username="robot7", password="wrong"
-            ) as trunk:
-                with pytest.raises(CallFailed) as failure:
-                    await trunk.dial("1001")
-                assert failure.value.status == 403
-                result = await peer.wait()
+        async with digest_peer(tmp_path, expects=PASSWORD, sends="wrong") as (peer, trunk):
+            with pytest.raises(CallFailed) as failure:
+                await trunk.dial("1001")
+            assert failure.value.status == 403
+            result = await peer.wait()
         assert not result.passed  # the scenario fails a call that sent bad credentials
 
 
 async def test_challenge_without_credentials_fails_with_401(tmp_path: Path) -> None:
-    keys = {"user": "robot7", "password": "right"}
     with trio.fail_after(REAL_TIME_LIMIT):
-        async with sipp_peer("auth.xml", tmp_path, keys=keys) as peer:
-            async with running_trunk(tmp_path, proxy=peer.hostport) as trunk:
-                with pytest.raises(CallFailed) as failure:
-                    await trunk.dial("1001")
-                assert failure.value.status == 401
+        async with digest_peer(tmp_path, expects=PASSWORD, sends=None) as (_, trunk):
+            with pytest.raises(CallFailed) as failure:
+                await trunk.dial("1001")
+            assert failure.value.status == 401
 
 
 async def test_ring_timeout_cancels_the_call(tmp_path: Path) -> None:
@@ -219,18 +211,8 @@ async def test_invite_is_retransmitted_after_t1_with_the_same_branch(tmp_path: P
     """The peer is a raw UDP socket: it ignores the first INVITE on purpose, which sipp cannot
     do, and answers the retransmission 486."""
     with trio.fail_after(REAL_TIME_LIMIT):
-        peer = UdpPeer()
-        async with running_trunk(tmp_path, proxy=await peer.bind()) as trunk:
-            async with trio.open_nursery() as nursery:
-                outcome: list[BaseException] = []
-
-                async def dial() -> None:
-                    try:
-                        await trunk.dial("1001")
-                    except CallFailed as exc:
-                        outcome.append(exc)
-
-                nursery.start_soon(dial)
+        async with trunk_and_peer(tmp_path) as (trunk, peer):
+            async with dialling(trunk) as outcome:
                 first, _, t0 = await peer.receive_request()
                 second, source, t1 = await peer.receive_request()
                 assert first.method == second.method == "INVITE"
@@ -239,7 +221,7 @@ async def test_invite_is_retransmitted_after_t1_with_the_same_branch(tmp_path: P
                 assert 0.4 < t1 - t0 < 1.0  # T1 = 500 ms
                 await peer.send(make_response(second, 486, to_tag="x1"), source)
                 ack, _, _ = await peer.receive_request()
-            assert isinstance(outcome[0], CallFailed) and outcome[0].status == 486
+            assert isinstance(outcome.failure, CallFailed) and outcome.failure.status == 486
             assert ack.method == "ACK"
             assert ack.top_via.branch == first.top_via.branch  # RFC 3261 §17.1.1.3
             assert str(ack.cseq) == "1 ACK" and ack.to.tag == "x1"
@@ -249,8 +231,7 @@ async def test_invite_is_retransmitted_after_t1_with_the_same_branch(tmp_path: P
 async def test_no_response_at_all_is_a_trunk_error(tmp_path: Path, autojump_clock: object) -> None:
     """The peer is a raw UDP socket that never answers (sipp always does); time is virtual."""
     with trio.fail_after(100):
-        peer = UdpPeer()
-        async with running_trunk(tmp_path, proxy=await peer.bind()) as trunk:
+        async with trunk_and_peer(tmp_path) as (trunk, peer):
             sent_at: list[float] = []
 
             async def count() -> None:
@@ -272,18 +253,8 @@ async def test_no_response_at_all_is_a_trunk_error(tmp_path: Path, autojump_cloc
 async def test_answer_without_usable_sdp_is_acked_byed_and_fails_488(tmp_path: Path) -> None:
     """The peer is a raw UDP socket answering 200 with a G.729-only SDP."""
     with trio.fail_after(REAL_TIME_LIMIT):
-        peer = UdpPeer()
-        async with running_trunk(tmp_path, proxy=await peer.bind()) as trunk:
-            async with trio.open_nursery() as nursery:
-                outcome: list[BaseException] = []
-
-                async def dial() -> None:
-                    try:
-                        await trunk.dial("1001")
-                    except CallFailed as exc:
-                        outcome.append(exc)
-
-                nursery.start_soon(dial)
+        async with trunk_and_peer(tmp_path) as (trunk, peer):
+            async with dialling(trunk) as outcome:
                 invite, source, _ = await peer.receive_request()
                 contact = f"<sip:callee@{peer.address()}>"
                 answer = make_response(
@@ -295,21 +266,16 @@ async def test_answer_without_usable_sdp_is_acked_byed_and_fails_488(tmp_path: P
                 ack, _, _ = await peer.receive_request()
                 bye, bye_source, _ = await peer.receive_request()
                 await peer.send(make_response(bye, 200), bye_source)
-            assert isinstance(outcome[0], CallFailed)
-            assert (outcome[0].status, outcome[0].reason) == (488, "Not Acceptable Here")
+            assert isinstance(outcome.failure, CallFailed)
+            assert (outcome.failure.status, outcome.failure.reason) == (488, "Not Acceptable Here")
             assert ack.method == "ACK" and ack.top_via.branch != invite.top_via.branch
             assert bye.method == "BYE" and bye.to.tag == "x2"
             assert str(bye.cseq) == "2 BYE"
 
 
 async def test_dial_before_run_is_a_trunk_error(tmp_path: Path) -> None:
-    cfg = SipTrunk.Config(proxy="127.0.0.1:9", local_port=0)
-    ctx = waihu.api.ProviderContext(
-        name="t", state_dir=tmp_path, log=logging.getLogger("t"),
-        cpu_limiter=trio.CapacityLimiter(1),
-    )  # fmt: skip
     with pytest.raises(TrunkError, match="not running"):
-        await SipTrunk(cfg, ctx).dial("1001")
+        await sip_trunk(tmp_path, proxy="127.0.0.1:9").dial("1001")
 
 
 async def test_bad_target_is_484(tmp_path: Path) -> None:
@@ -332,13 +298,8 @@ async def test_port_in_use_is_a_trunk_error(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
-        cfg = SipTrunk.Config(proxy="127.0.0.1:9", local_port=port)
-        ctx = waihu.api.ProviderContext(
-            name="t", state_dir=tmp_path, log=logging.getLogger("t"),
-            cpu_limiter=trio.CapacityLimiter(1),
-        )  # fmt: skip
         with pytest.raises(TrunkError, match="cannot start SIP trunk"):
-            await SipTrunk(cfg, ctx).run()
+            await sip_trunk(tmp_path, proxy="127.0.0.1:9", local_port=port).run()
 
 
 async def test_reinvite_moves_media_and_is_answered(tmp_path: Path) -> None:

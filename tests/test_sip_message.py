@@ -73,9 +73,15 @@ RESPONSE_COMPACT = (
 # ───────────────────────────── messages ─────────────────────────────
 
 
-def test_parse_request_with_multiple_vias_and_body() -> None:
-    msg = parse_message(INVITE)
+def parse_request(data: bytes = INVITE) -> SipRequest:
+    """``data`` parsed; it must be a request."""
+    msg = parse_message(data)
     assert isinstance(msg, SipRequest)
+    return msg
+
+
+def test_parse_request_with_multiple_vias_and_body() -> None:
+    msg = parse_request()
     assert msg.method == "INVITE"
     assert msg.uri == "sip:1001@example.com"
     assert [v.branch for v in msg.vias] == ["z9hG4bKabc", "z9hG4bKdef", "z9hG4bKghi"]
@@ -114,8 +120,7 @@ def test_body_without_content_length_runs_to_end_of_datagram() -> None:
 
 
 def test_serialise_round_trip_recomputes_content_length() -> None:
-    msg = parse_message(INVITE)
-    assert isinstance(msg, SipRequest)
+    msg = parse_request()
     msg.body = b"v=0\r\no=x\r\n"
     again = parse_message(msg.to_bytes())
     assert again.body == b"v=0\r\no=x\r\n"
@@ -126,9 +131,7 @@ def test_serialise_round_trip_recomputes_content_length() -> None:
 
 def test_non_utf8_display_name_survives_round_trip() -> None:
     data = INVITE.replace(b'"Robot, Inc."', b'"\xc4\xe3\xba\xc3"')  # GBK, not UTF-8
-    msg = parse_message(data)
-    assert isinstance(msg, SipRequest)
-    assert b'"\xc4\xe3\xba\xc3"' in msg.to_bytes()
+    assert b'"\xc4\xe3\xba\xc3"' in parse_request(data).to_bytes()
 
 
 @pytest.mark.parametrize(
@@ -196,8 +199,7 @@ def test_list_headers_split_on_commas_outside_quotes_and_brackets() -> None:
 
 
 def test_make_response_copies_the_transaction_headers_and_adds_a_tag() -> None:
-    request = parse_message(INVITE)
-    assert isinstance(request, SipRequest)
+    request = parse_request()
     response = make_response(request, 486, to_tag="zz", extra=[("Server", "x")])
     assert response.reason == "Busy Here"
     assert response.headers.get_all("Via") == request.headers.get_all("Via")
@@ -337,18 +339,56 @@ RFC2617_CHALLENGE = (
     'Digest realm="testrealm@host.com", qop="auth,auth-int", '
     'nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", opaque="5ccc069c403ebaf9f0171e9517f40e41"'
 )
+RFC2069_CHALLENGE = 'Digest realm="testrealm@host.com", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093"'
+RFC7616_CNONCE = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ"
 
 
-def test_digest_rfc2617_worked_example() -> None:
-    challenge = DigestChallenge.parse(RFC2617_CHALLENGE)
-    response, qop = digest_response(
+def rfc7616_challenge(algorithm: str) -> DigestChallenge:
+    """The challenge of RFC 7616 §3.9.1's examples."""
+    return DigestChallenge(
+        realm="http-auth@example.org",
+        nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
+        algorithm=algorithm,
+        qop=("auth", "auth-int"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("challenge", "password", "cnonce", "response", "qop"),
+    [
+        pytest.param(
+            DigestChallenge.parse(RFC2617_CHALLENGE), "Circle Of Life", "0a4f113b",
+            "6629fae49393a05397450978507c4ef1", "auth", id="rfc2617",
+        ),
+        pytest.param(
+            rfc7616_challenge("MD5"), "Circle of Life", RFC7616_CNONCE,
+            "8ca523f5e9506fed4657c9700eebdbec", "auth", id="rfc7616-md5",
+        ),
+        pytest.param(
+            rfc7616_challenge("SHA-256"), "Circle of Life", RFC7616_CNONCE,
+            "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1", "auth",
+            id="rfc7616-sha256",
+        ),
+        pytest.param(
+            DigestChallenge.parse(RFC2069_CHALLENGE), "CircleOfLife", "unused",
+            "1949323746fe6a43ef61f9606e7febea", None, id="rfc2069-no-qop",
+        ),
+    ],
+)  # fmt: skip
+def test_digest_rfc_examples(
+    challenge: DigestChallenge, password: str, cnonce: str, response: str, qop: str | None
+) -> None:
+    """Each RFC's worked example: Mufasa asks for GET /dir/index.html."""
+    assert digest_response(
         challenge, method="GET", uri="/dir/index.html", username="Mufasa",
-        password="Circle Of Life", cnonce="0a4f113b", nc=1,
-    )  # fmt: skip
-    assert (response, qop) == ("6629fae49393a05397450978507c4ef1", "auth")
+        password=password, cnonce=cnonce,
+    ) == (response, qop)  # fmt: skip
+
+
+def test_authorization_value_rfc2617_worked_example() -> None:
     value = authorization_value(
-        challenge, method="GET", uri="/dir/index.html", username="Mufasa",
-        password="Circle Of Life", cnonce="0a4f113b",
+        DigestChallenge.parse(RFC2617_CHALLENGE), method="GET", uri="/dir/index.html",
+        username="Mufasa", password="Circle Of Life", cnonce="0a4f113b",
     )  # fmt: skip
     params = parse_auth_params(value.removeprefix("Digest "))
     assert params == {
@@ -365,34 +405,8 @@ def test_digest_rfc2617_worked_example() -> None:
     }
 
 
-@pytest.mark.parametrize(
-    ("algorithm", "expected"),
-    [("MD5", "8ca523f5e9506fed4657c9700eebdbec"),
-     ("SHA-256", "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1")],
-)  # fmt: skip
-def test_digest_rfc7616_examples(algorithm: str, expected: str) -> None:
-    challenge = DigestChallenge(
-        realm="http-auth@example.org",
-        nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
-        algorithm=algorithm,
-        qop=("auth", "auth-int"),
-    )
-    response, _ = digest_response(
-        challenge, method="GET", uri="/dir/index.html", username="Mufasa",
-        password="Circle of Life", cnonce="f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
-    )  # fmt: skip
-    assert response == expected
-
-
-def test_digest_without_qop_rfc2069() -> None:
-    challenge = DigestChallenge.parse(
-        'Digest realm="testrealm@host.com", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093"'
-    )
-    response, qop = digest_response(
-        challenge, method="GET", uri="/dir/index.html", username="Mufasa",
-        password="CircleOfLife", cnonce="unused",
-    )  # fmt: skip
-    assert (response, qop) == ("1949323746fe6a43ef61f9606e7febea", None)
+def test_authorization_value_without_qop_rfc2069() -> None:
+    challenge = DigestChallenge.parse(RFC2069_CHALLENGE)
     value = authorization_value(challenge, method="GET", uri="/x", username="u", password="p")
     assert "qop" not in value and "cnonce" not in value
 
@@ -437,10 +451,9 @@ ANSWER_2XX = (
 
 
 def _dialog(answer: bytes = ANSWER_2XX) -> Dialog:
-    invite = parse_message(INVITE)
     response = parse_message(answer)
-    assert isinstance(invite, SipRequest) and isinstance(response, SipResponse)
-    return Dialog.from_answer(invite, response)
+    assert isinstance(response, SipResponse)
+    return Dialog.from_answer(parse_request(), response)
 
 
 def test_dialog_loose_routing_uses_reversed_record_route() -> None:
@@ -480,19 +493,18 @@ def test_dialog_without_record_route_goes_to_contact() -> None:
 
 def test_dialog_matches_requests_from_the_far_end_and_orders_cseq() -> None:
     dialog = _dialog()
-    bye = parse_message(
+    bye = parse_request(
         b"BYE sip:waihu@10.0.0.1 SIP/2.0\r\n"
         b"Via: SIP/2.0/UDP 192.0.2.5:5070;branch=z9hG4bKr\r\n"
         b"From: <sip:1001@example.com>;tag=b2\r\n"
         b"To: <sip:waihu@example.com>;tag=a1\r\n"
         b"Call-ID: c1@10.0.0.1\r\nCSeq: 5 BYE\r\n\r\n"
     )
-    assert isinstance(bye, SipRequest)
     assert dialog.matches(bye)
     assert dialog.accept_remote_cseq(bye)
     assert not dialog.accept_remote_cseq(bye)  # same number again: out of order
-    other = parse_message(bye.to_bytes().replace(b"tag=b2", b"tag=zz"))
-    assert isinstance(other, SipRequest) and not dialog.matches(other)
+    other = parse_request(bye.to_bytes().replace(b"tag=b2", b"tag=zz"))
+    assert not dialog.matches(other)
 
 
 def test_dialog_needs_a_to_tag() -> None:

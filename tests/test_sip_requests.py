@@ -11,45 +11,21 @@ from __future__ import annotations
 import hashlib
 import logging
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
 
-import waihu.api
-from waihu.api import CallFailed
 from waihu.testing.sipp import UdpPeer
 from waihu_sip.digest import parse_auth_params
 from waihu_sip.leg import SipCallLeg
 from waihu_sip.message import Headers, SipRequest, SipResponse, make_response
 from waihu_sip.trunk import SipTrunk
 
+from sip_harness import LOGGER, dialling, trunk_and_peer
+
 TIME_LIMIT = 30  # seconds per test; generous, the machine is shared
 Address = tuple[str, int]
-
-
-@asynccontextmanager
-async def trunk_and_peer(
-    tmp_path: Path, **config: object
-) -> AsyncIterator[tuple[SipTrunk, UdpPeer]]:
-    """A running trunk whose proxy is a fresh UdpPeer."""
-    peer = UdpPeer()
-    proxy = await peer.bind()
-    cfg = SipTrunk.Config(proxy=proxy, local_port=0, **config)
-    ctx = waihu.api.ProviderContext(
-        name="t", state_dir=tmp_path, log=logging.getLogger("waihu.test.sip"),
-        cpu_limiter=trio.CapacityLimiter(1),
-    )  # fmt: skip
-    trunk = SipTrunk(cfg, ctx)
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(trunk.run)
-            yield trunk, peer
-            nursery.cancel_scope.cancel()
-    finally:
-        peer.close()
 
 
 def trunk_addr(trunk: SipTrunk) -> Address:
@@ -147,7 +123,7 @@ async def test_retransmitted_request_gets_the_same_answer_and_ack_is_silent(
 async def test_malformed_datagrams_are_logged_and_dropped(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="waihu.test.sip")
+    caplog.set_level(logging.WARNING, logger=LOGGER)
     with trio.fail_after(TIME_LIMIT):
         async with trunk_and_peer(tmp_path) as (trunk, peer):
             peer_address = peer.address()
@@ -193,13 +169,7 @@ async def answer_call(
     When ``record_route`` is given, the ACK is read by the caller (it goes elsewhere)
     and the returned ACK slot holds the INVITE again.
     """
-    async with trio.open_nursery() as nursery:
-        legs: list[SipCallLeg] = []
-
-        async def dial() -> None:
-            legs.append(await trunk.dial("1001"))
-
-        nursery.start_soon(dial)
+    async with dialling(trunk) as outcome:
         invite, source, _ = await peer.receive_request()
         extra = [
             ("Contact", contact or f"<sip:callee@{peer.address()}>"),
@@ -212,7 +182,8 @@ async def answer_call(
         ack = invite
         if record_route is None:
             ack, _, _ = await peer.receive_request()
-    return legs[0], invite, ok, ack
+    assert outcome.leg is not None, outcome.failure
+    return outcome.leg, invite, ok, ack
 
 
 def callee_request(
@@ -380,16 +351,7 @@ async def test_proxy_challenge_is_answered_with_proxy_authorization(tmp_path: Pa
     Proxy-Authorization, so the test checks the digest itself."""
     with trio.fail_after(TIME_LIMIT):
         async with trunk_and_peer(tmp_path, username="bot", password="pw") as (trunk, peer):
-            async with trio.open_nursery() as nursery:
-                failures: list[CallFailed] = []
-
-                async def dial() -> None:
-                    try:
-                        await trunk.dial("1001")
-                    except CallFailed as exc:
-                        failures.append(exc)
-
-                nursery.start_soon(dial)
+            async with dialling(trunk) as outcome:
                 first, source, _ = await peer.receive_request()
                 challenge = 'Digest realm="proxy.test", nonce="abc123", qop="auth", opaque="op"'
                 await peer.send(
@@ -426,7 +388,7 @@ async def test_proxy_challenge_is_answered_with_proxy_authorization(tmp_path: Pa
                 "op",
             )
             assert params["nc"] == "00000001" and params["qop"] == "auth"
-            assert failures and failures[0].status == 407
+            assert outcome.failure is not None and outcome.failure.status == 407
 
 
 def md5(text: str) -> str:

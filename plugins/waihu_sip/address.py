@@ -1,17 +1,29 @@
 """SIP URIs and name-addr values (RFC 3261 §19.1, §20.10, §25.1), parsed and written back.
 
-For: the Request-URI, From/To/Contact/Route/Record-Route values and the host
-and port a request is sent to. Not for: tel: URIs, URI escaping rules beyond
-keeping the text as it came, or header value splitting (see ``message``).
+For: the Request-URI, From/To/Contact/Route/Record-Route values, the host
+and port a request is sent to, and finding what stands outside quoted strings
+(``OutsideQuotes``, which ``message`` also splits header values with). Not
+for: tel: URIs, URI escaping rules beyond keeping the text as it came, or
+header value splitting (see ``message``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import pairwise
 
 import attrs
 
 from waihu_sip.errors import SipParseError
 
-__all__ = ["DEFAULT_SIP_PORT", "NameAddress", "SipUri", "parse_params", "split_host_port"]
+__all__ = [
+    "DEFAULT_SIP_PORT",
+    "NameAddress",
+    "OutsideQuotes",
+    "SipUri",
+    "parse_params",
+    "split_host_port",
+]
 
 DEFAULT_SIP_PORT = 5060  # RFC 3261 §19.1.2, UDP and TCP
 
@@ -76,27 +88,37 @@ def format_params(params: dict[str, str | None]) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
 
 
+class OutsideQuotes:
+    """The characters of ``text`` outside its quoted strings (RFC 3261 §25.1), with their index.
+
+    Iterating yields ``(index, char)``; the quote marks and everything between
+    them, backslash escapes included, are passed over. After a full walk,
+    ``open`` is True when the text ended inside a quoted string.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.open = False
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        self.open = escaped = False
+        for i, ch in enumerate(self.text):
+            if escaped:
+                escaped = False
+            elif ch == "\\" and self.open:
+                escaped = True
+            elif ch == '"':
+                self.open = not self.open
+            elif not self.open:
+                yield i, ch
+
+
 def _split_outside_quotes(text: str, sep: str) -> list[str]:
-    parts: list[str] = []
-    current: list[str] = []
-    quoted = False
-    escaped = False
-    for ch in text:
-        if escaped:
-            escaped = False
-        elif ch == "\\" and quoted:
-            escaped = True
-        elif ch == '"':
-            quoted = not quoted
-        elif ch == sep and not quoted:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(ch)
-    if quoted:
+    scan = OutsideQuotes(text)
+    cuts = [i for i, ch in scan if ch == sep]
+    if scan.open:
         raise SipParseError(f"unterminated quoted string in {text!r}")
-    parts.append("".join(current))
-    return parts
+    return [text[start + 1 : end] for start, end in pairwise([-1, *cuts, len(text)])]
 
 
 @attrs.frozen
@@ -164,7 +186,7 @@ class NameAddress:
     def parse(cls, text: str) -> NameAddress:
         """Parse ``"Name" <uri>;p=v``, ``Name <uri>`` or a bare ``uri;p=v``."""
         text = text.strip()
-        lt = _find_outside_quotes(text, "<")
+        lt = next((i for i, ch in OutsideQuotes(text) if ch == "<"), -1)
         if lt >= 0:
             gt = text.find(">", lt)
             if gt < 0:
@@ -196,18 +218,3 @@ class NameAddress:
             escaped = self.display.replace("\\", "\\\\").replace('"', '\\"')
             display = f'"{escaped}" '
         return f"{display}<{self.uri}>{format_params(self.params)}"
-
-
-def _find_outside_quotes(text: str, needle: str) -> int:
-    quoted = False
-    escaped = False
-    for i, ch in enumerate(text):
-        if escaped:
-            escaped = False
-        elif ch == "\\" and quoted:
-            escaped = True
-        elif ch == '"':
-            quoted = not quoted
-        elif ch == needle and not quoted:
-            return i
-    return -1

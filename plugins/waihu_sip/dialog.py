@@ -13,7 +13,9 @@ import attrs
 
 from waihu_sip.address import NameAddress, SipUri
 from waihu_sip.errors import SipParseError
+from waihu_sip.identity import LocalIdentity
 from waihu_sip.message import Headers, SipRequest, SipResponse
+from waihu_sip.transport import new_branch
 
 __all__ = ["MAX_FORWARDS", "Dialog"]
 
@@ -120,6 +122,17 @@ class Dialog:
         for name, value in extra or []:
             headers.add(name, value)
         return SipRequest(headers=headers, body=body, method=method, uri=uri)
+
+    def new_request(
+        self, identity: LocalIdentity, method: str, *, cseq: int | None = None
+    ) -> SipRequest:
+        """``request`` on a new client transaction of ours: a fresh Via branch, our User-Agent."""
+        return self.request(
+            method,
+            via=identity.via(new_branch()),
+            cseq=cseq,
+            extra=[("User-Agent", identity.user_agent)],
+        )
 
     def accept_remote_cseq(self, request: SipRequest) -> bool:
         """Record the far end's CSeq; False when it went backwards (§12.2.2: answer 500)."""

@@ -33,12 +33,13 @@ from waihu_sip.message import SipRequest, SipResponse, make_response
 from waihu_sip.sdp import (
     SessionDescription,
     answer_direction,
+    build_offer,
     build_sdp,
     parse_sdp,
 )
 from waihu_sip.timers import T1, T2, TIMER_H
 from waihu_sip.transaction import send_non_invite
-from waihu_sip.transport import Address, SipTransport, new_branch
+from waihu_sip.transport import Address, SipTransport
 
 __all__ = ["SessionState", "SipCallLeg"]
 
@@ -56,20 +57,22 @@ class SessionState:
     version: int
     last_body: bytes = b""
 
-    def describe(self, codec: Codec, dtmf_payload_type: int | None, direction: str) -> bytes:
-        """An SDP body for the current session; the version goes up only when it changed."""
-        body = build_sdp(
+    def offer(self, codecs: list[str]) -> bytes:
+        """Our first offer (the named codecs plus telephone-event), kept as the last body sent."""
+        self.last_body = build_offer(
             host=self.host,
             port=self.port,
-            codecs=[codec],
-            dtmf_payload_type=dtmf_payload_type,
+            codecs=codecs,
             session_id=self.session_id,
             version=self.version,
-            direction=direction,
         )
-        if self.last_body and body != self.last_body:
-            self.version += 1
-            body = build_sdp(
+        return self.last_body
+
+    def describe(self, codec: Codec, dtmf_payload_type: int | None, direction: str) -> bytes:
+        """An SDP body for the current session; the version goes up only when it changed."""
+
+        def build() -> bytes:
+            return build_sdp(
                 host=self.host,
                 port=self.port,
                 codecs=[codec],
@@ -78,6 +81,11 @@ class SessionState:
                 version=self.version,
                 direction=direction,
             )
+
+        body = build()
+        if self.last_body and body != self.last_body:
+            self.version += 1
+            body = build()
         self.last_body = body
         return body
 
@@ -203,11 +211,7 @@ class SipCallLeg:
             self._bye_done.set()
 
     async def _bye(self) -> tuple[SipRequest, Address]:
-        bye = self.dialog.request(
-            "BYE",
-            via=self._identity.via(new_branch()),
-            extra=[("User-Agent", self._identity.user_agent)],
-        )
+        bye = self.dialog.new_request(self._identity, "BYE")
         destination = await self._transport.resolve(*self.dialog.next_hop().transport_address())
         return bye, destination
 

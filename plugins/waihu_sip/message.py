@@ -22,6 +22,7 @@ import attrs
 
 from waihu_sip.address import (
     NameAddress,
+    OutsideQuotes,
     format_host_port,
     format_params,
     parse_params,
@@ -144,26 +145,16 @@ def canonical_name(name: str) -> str:
 def split_list_value(value: str) -> list[str]:
     """Split a comma-joined header value, leaving commas inside quotes and <> alone."""
     parts: list[str] = []
-    current: list[str] = []
-    quoted = escaped = False
-    angle = 0
-    for ch in value:
-        if escaped:
-            escaped = False
-        elif ch == "\\" and quoted:
-            escaped = True
-        elif ch == '"':
-            quoted = not quoted
-        elif not quoted and ch == "<":
+    start = angle = 0
+    for i, ch in OutsideQuotes(value):
+        if ch == "<":
             angle += 1
-        elif not quoted and ch == ">":
+        elif ch == ">":
             angle = max(0, angle - 1)
-        elif ch == "," and not quoted and angle == 0:
-            parts.append("".join(current).strip())
-            current = []
-            continue
-        current.append(ch)
-    parts.append("".join(current).strip())
+        elif ch == "," and angle == 0:
+            parts.append(value[start:i].strip())
+            start = i + 1
+    parts.append(value[start:].strip())
     return [p for p in parts if p]
 
 

@@ -330,23 +330,39 @@ class OutgoingCall:
 
     async def _ack_failure(self, response: SipResponse) -> None:
         """ACK a non-2xx final on the INVITE's branch (§17.1.1.3) and keep it for repeats."""
+        ack = self._on_invite_transaction("ACK", to=response.headers.get("To") or "")
+        await self._send_ack(ack, self._destination)
+
+    def _on_invite_transaction(
+        self, method: str, *, to: str | None = None, extra: list[tuple[str, str]] | None = None
+    ) -> SipRequest:
+        """ACK (non-2xx) or CANCEL: the INVITE's Request-URI, top Via (so its branch), From,
+        Call-ID, CSeq number and Route headers; To is the INVITE's unless ``to`` is given."""
         invite = self._invite
         assert invite is not None
+        if to is None:
+            to = invite.headers.get("To") or ""
         headers = Headers(
             [
                 ("Via", invite.headers.get_all("Via")[0]),
                 ("Max-Forwards", str(MAX_FORWARDS)),
                 ("From", invite.headers.get("From") or ""),
-                ("To", response.headers.get("To") or ""),
+                ("To", to),
                 ("Call-ID", self.call_id),
-                ("CSeq", f"{invite.cseq.number} ACK"),
+                ("CSeq", f"{invite.cseq.number} {method}"),
+                *(extra or []),
             ]
         )
         for route in invite.headers.get_all("Route"):
             headers.add("Route", route)
-        ack = SipRequest(headers=headers, body=b"", method="ACK", uri=invite.uri)
-        data = await self._transport.send(ack, self._destination)
-        self._transport.remember_ack(invite.top_via.branch or "", data, self._destination)
+        return SipRequest(headers=headers, body=b"", method=method, uri=invite.uri)
+
+    async def _send_ack(self, ack: SipRequest, destination: Address) -> None:
+        """Send an ACK and have the transport repeat it whenever the INVITE's final comes again."""
+        invite = self._invite
+        assert invite is not None
+        data = await self._transport.send(ack, destination)
+        self._transport.remember_ack(invite.top_via.branch or "", data, destination)
 
     # ─────────────── the answer ───────────────
 
@@ -359,12 +375,7 @@ class OutgoingCall:
         except SipParseError as exc:
             self._log.warning("call %s: unusable 2xx: %s", self.call_id, exc)
             raise TrunkError(f"unusable 2xx answer: {exc}") from None
-        ack = dialog.request(
-            "ACK",
-            via=self._identity.via(new_branch()),
-            cseq=invite.cseq.number,
-            extra=[("User-Agent", self._identity.user_agent)],
-        )
+        ack = dialog.new_request(self._identity, "ACK", cseq=invite.cseq.number)
         try:
             next_hop = await self._transport.resolve(*dialog.next_hop().transport_address())
         except OSError as exc:
@@ -372,8 +383,7 @@ class OutgoingCall:
                 "call %s: cannot reach %s to ACK: %s", self.call_id, dialog.next_hop(), exc
             )
             raise TrunkError(f"answered, but cannot reach {dialog.next_hop()}: {exc}") from None
-        data = await self._transport.send(ack, next_hop)
-        self._transport.remember_ack(invite.top_via.branch or "", data, next_hop)
+        await self._send_ack(ack, next_hop)
 
         codec, sdp, problem = self._read_answer_sdp(response)
         remote: Address | None = None
@@ -396,11 +406,7 @@ class OutgoingCall:
         assert self._unusable is not None
         dialog, next_hop = self._unusable
         self._unusable = None
-        bye = dialog.request(
-            "BYE",
-            via=self._identity.via(new_branch()),
-            extra=[("User-Agent", self._identity.user_agent)],
-        )
+        bye = dialog.new_request(self._identity, "BYE")
         await send_non_invite(self._transport, bye, next_hop)
 
     def _read_answer_sdp(
@@ -421,22 +427,9 @@ class OutgoingCall:
 
     async def _send_cancel(self) -> None:
         """CANCEL the INVITE (§9.1): same Request-URI, Call-ID, From, To, CSeq number, Via."""
-        invite = self._invite
-        assert invite is not None
-        headers = Headers(
-            [
-                ("Via", invite.headers.get_all("Via")[0]),
-                ("Max-Forwards", str(MAX_FORWARDS)),
-                ("From", invite.headers.get("From") or ""),
-                ("To", invite.headers.get("To") or ""),
-                ("Call-ID", self.call_id),
-                ("CSeq", f"{invite.cseq.number} CANCEL"),
-                ("User-Agent", self._identity.user_agent),
-            ]
+        cancel = self._on_invite_transaction(
+            "CANCEL", extra=[("User-Agent", self._identity.user_agent)]
         )
-        for route in invite.headers.get_all("Route"):
-            headers.add("Route", route)
-        cancel = SipRequest(headers=headers, body=b"", method="CANCEL", uri=invite.uri)
         response = await send_non_invite(self._transport, cancel, self._destination)
         if response is None or not response.success:
             self._log.info(

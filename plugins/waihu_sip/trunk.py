@@ -35,7 +35,6 @@ from waihu_sip.leg import SessionState, SipCallLeg
 from waihu_sip.media_socket import open_media_socket
 from waihu_sip.message import SipRequest, SipResponse, make_response
 from waihu_sip.outgoing import OutgoingCall
-from waihu_sip.sdp import build_offer
 from waihu_sip.transport import Address, SipTransport, new_token
 
 __all__ = ["SipTrunk"]
@@ -156,14 +155,7 @@ class SipTrunk(Provider):
             session_id=random.randrange(1, SESSION_ID_MAX),
             version=1,
         )
-        offer = build_offer(
-            host=session.host,
-            port=session.port,
-            codecs=cfg.codecs,
-            session_id=session.session_id,
-            version=session.version,
-        )
-        session.last_body = offer
+        offer = session.offer(cfg.codecs)
         credentials = (cfg.username, cfg.password) if cfg.username and cfg.password else None
 
         def make_leg(dialog: Dialog, codec: Codec, dtmf: int | None, remote: Address) -> SipCallLeg:
