@@ -1,8 +1,10 @@
 """The control socket: a real server on a unix socket in tmp_path, the real waihuctl client.
 
 The server answers through ``DaemonStandIn`` (below) instead of waihud: the
-protocol, dispatch and rendering are under test here, not calls. ``waihuctl``
-is run as ``main([...])`` in a worker thread, as blocking as on a terminal.
+protocol, dispatch and rendering are under test here, not calls. Its ``watch``
+is the daemon's live monitor on a real ``EventBus`` that the tests publish to
+by hand, as calls would. ``waihuctl`` is run as ``main([...])`` in a worker
+thread, as blocking as on a terminal (and once as a process, for Ctrl-C).
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +27,20 @@ import trio
 
 from waihu.control import client
 from waihu.control.client import main
+from waihu.control.local import LOCAL_COMMANDS
 from waihu.control.manpage import manpage
+from waihu.control.monitor import Monitor
 from waihu.control.protocol import COMMANDS, MAX_LINE_BYTES, ControlError
-from waihu.control.server import MAX_CONNECTIONS, ControlHandler, ControlServer, ControlSocketError
+from waihu.control.render import CALL_ID_WIDTH
+from waihu.control.server import (
+    MAX_CONNECTIONS,
+    ControlHandler,
+    ControlServer,
+    ControlSocketError,
+    EventStream,
+)
+from waihu.events import SUBSCRIBER_BUFFER, EventBus
+from waihu.plugins import make_plugin_manager
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 30  # seconds; generous, the machine is shared
@@ -91,15 +107,32 @@ KOREAN_CALL = {
 }
 
 
+class ClosingMonitor(Monitor):
+    """The daemon's monitor, saying when the server closed it."""
+
+    def __init__(self, bus: EventBus, call_id: str | None) -> None:
+        super().__init__(bus, call_id)
+        self.closed = trio.Event()
+
+    def close(self) -> None:
+        super().close()
+        self.closed.set()
+
+
 class DaemonStandIn:
     """Stands in for waihud behind the control socket.
 
     The real daemon needs trunks, a speech model and scripts, none of which
     these tests are about; this one answers from fixed data, remembers what it
-    was asked, and can be told to fail or to hold a request.
+    was asked, and can be told to fail or to hold a request. ``watch`` is the
+    daemon's: a ``Monitor`` on a real ``EventBus`` (``events``), which the
+    tests publish to in place of calls.
     """
 
     def __init__(self) -> None:
+        self.events = EventBus(make_plugin_manager(entry_points=False))
+        self.monitors: list[ClosingMonitor] = []
+        self.watching = trio.Event()  # set once a watch has subscribed
         self.placed: list[dict[str, Any]] = []
         self.calls_error: Exception | None = None
         self.hold_status = False
@@ -156,6 +189,14 @@ class DaemonStandIn:
         if id != KOREAN_CALL["id"]:
             raise ControlError("not_found", f"no call with id {id!r}")
         return KOREAN_CALL
+
+    async def watch(self, call_id: str | None = None) -> EventStream:
+        if call_id not in (None, "c-1"):
+            raise ControlError("not_found", f"no call with id {call_id!r}")
+        monitor = ClosingMonitor(self.events, call_id)
+        self.monitors.append(monitor)
+        self.watching.set()
+        return EventStream(result={"call_id": call_id, "live_calls": ["c-1"]}, events=monitor)
 
     async def shutdown(self) -> dict[str, Any]:
         return {"draining": True, "live_calls": 2}
@@ -372,8 +413,185 @@ def test_help_lists_every_command_of_the_table(capsys: pytest.CaptureFixture[str
         main(["--help"])
     assert exited.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
-    for command in COMMANDS:
+    for command in (*COMMANDS, *LOCAL_COMMANDS):
         assert f"{' '.join(command.words)} {command.summary}" in out
+
+
+# ───────────────────────── watch: the live monitor ─────────────────────────
+
+CALL_EVENTS: list[tuple[str, str, dict[str, Any]]] = [
+    ("c-1", "dialing", {"number": "01012345678", "script": "demo-ko"}),
+    ("c-2", "dialing", {"number": "01099998888", "script": "demo-ko"}),  # not the watched call
+    ("c-1", "ringing", {"status": 180, "reason": "Ringing"}),
+    ("c-1", "answered", {"codec": "PCMU"}),
+    ("c-1", "node", {"node": "greeting"}),
+    (
+        "c-1",
+        "turn",
+        {"speaker": "robot", "text": "안녕하세요?", "node": "greeting", "intent": None},
+    ),
+    ("c-1", "barge_in", {}),
+    ("c-1", "utterance", {"text": "价格是多少", "confidence": 0.875}),
+    ("c-1", "turn", {"speaker": "callee", "text": "네", "node": "greeting", "intent": "affirm"}),
+    ("c-1", "dtmf", {"digit": "5"}),  # a kind this waihuctl does not know
+    ("c-1", "hangup", {"by": "callee"}),
+    (
+        "c-1",
+        "ended",
+        {"grade": "A", "sip_status": 200, "hangup_by": "callee", "error": None},
+    ),
+]
+
+
+def publish_all(stand_in: DaemonStandIn) -> None:
+    for call_id, kind, data in CALL_EVENTS:
+        stand_in.events.publish(call_id, kind, **data)
+
+
+async def test_watch_prints_a_line_per_event_and_stops_when_the_call_ends(
+    sock: Path, stand_in: DaemonStandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            codes: list[int] = []
+
+            async def watch() -> None:
+                codes.append(await waihuctl("--socket", str(sock), "watch", "--call", "c-1"))
+
+            nursery.start_soon(watch)
+            await stand_in.watching.wait()
+            publish_all(stand_in)
+    assert codes == [0]
+    captured = capsys.readouterr()
+    assert captured.err == "waihuctl: watching call c-1; Ctrl-C to stop\n"
+    lines = captured.out.splitlines()
+    column = "c-1".ljust(CALL_ID_WIDTH)  # ids the daemon makes are this wide
+    assert all(re.match(rf"\d\d:\d\d:\d\d\.\d{{3}}  {column}  ", line) for line in lines)
+    assert [line[len(f"00:00:00.000  {column}  ") :] for line in lines] == [
+        "dialing   01012345678 (script demo-ko)",
+        "ringing   180 Ringing",
+        "answered  codec PCMU",
+        "node      greeting",
+        "turn      robot [greeting]: 안녕하세요?",
+        "barge_in",
+        "utterance '价格是多少' (0.88)",
+        "turn      callee [affirm]: 네",
+        "dtmf      digit=5",
+        "hangup    by callee",
+        "ended     grade A, sip 200, hung up by callee",
+    ]
+
+
+async def test_watch_json_prints_the_raw_event_lines(
+    sock: Path, stand_in: DaemonStandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            # global options may follow the command
+            nursery.start_soon(waihuctl, "watch", "--call", "c-1", "--json", "--socket", str(sock))
+            await stand_in.watching.wait()
+            publish_all(stand_in)
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = [(kind, data) for call_id, kind, data in CALL_EVENTS if call_id == "c-1"]
+    assert [(e.pop("event"), e.pop("call_id"), e.pop("at") > 0) for e in events] == [
+        (kind, "c-1", True) for kind, _ in expected
+    ]
+    assert events == [data for _, data in expected]
+
+
+async def test_watch_by_hand_answers_requests_meanwhile_and_unsubscribes_on_close(
+    sock: Path, stand_in: DaemonStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        raw = await RawClient.connect(sock)
+        reply = await raw.ask({"id": 1, "method": "watch"})
+        assert reply == {"id": 1, "ok": True, "result": {"call_id": None, "live_calls": ["c-1"]}}
+        stand_in.events.publish("c-2", "ringing", status=183, reason="Session Progress")
+        pushed = await raw.reply()
+        assert pushed.pop("at") > 0
+        assert pushed == {
+            "event": "ringing",
+            "call_id": "c-2",
+            "status": 183,
+            "reason": "Session Progress",
+        }
+        # the connection still answers requests, and refuses a second stream
+        assert (await raw.ask({"id": 2, "method": "status"}))["result"] == STATUS
+        again = await raw.ask({"id": 3, "method": "watch", "params": {"call_id": "c-1"}})
+        assert again["error"]["code"] == "unavailable"
+        assert len(stand_in.monitors) == 1
+        # an event the protocol cannot carry is logged and skipped; the next one comes
+        with caplog.at_level(logging.WARNING, logger="waihu.control"):
+            stand_in.events.publish("c-2", "node", node=float("nan"))
+            stand_in.events.publish("c-2", "node", node="offer")
+            assert (await raw.reply())["node"] == "offer"
+        assert "node event not sent" in caplog.text
+        await raw.stream.aclose()
+        await stand_in.monitors[0].closed.wait()  # the client went: its subscription ends
+
+
+async def test_watch_of_an_unknown_call_is_refused(
+    sock: Path, stand_in: DaemonStandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        assert await waihuctl("--socket", str(sock), "watch", "--call", "nope") == 1
+    assert capsys.readouterr().err == "waihuctl: no call with id 'nope'\n"
+    assert stand_in.monitors == []
+
+
+async def test_a_slow_watcher_is_told_where_and_how_many_events_it_lost() -> None:
+    bus = EventBus(make_plugin_manager(entry_points=False))
+    one_call = Monitor(bus, call_id="c-1")
+    every_call = Monitor(bus)
+    lost = 10
+    with trio.fail_after(TIMEOUT):
+        for n in range(SUBSCRIBER_BUFFER + lost):  # fills both channels, then overflows them
+            bus.publish("c-1", "utterance", text=str(n))
+        bus.publish("c-2", "utterance", text="lost by both; not one_call's to count")
+        first = [await one_call.__anext__() for _ in range(3)]
+        bus.publish("c-1", "utterance", text="after")  # one_call has room: queued after its gap
+        rest = [await one_call.__anext__() for _ in range(SUBSCRIBER_BUFFER - 3 + 2)]
+        everything = [await every_call.__anext__() for _ in range(SUBSCRIBER_BUFFER + 1)]
+        bus.publish("c-1", "utterance", text="later")  # each gap is told once, not again
+        later = [await one_call.__anext__(), await every_call.__anext__()]
+    texts = [m.get("text") for m in first + rest]
+    assert texts == [*(str(n) for n in range(SUBSCRIBER_BUFFER)), None, "after"]
+    gap = rest[-2]
+    assert gap["event"] == "dropped" and gap["call_id"] == "c-1" and gap["count"] == lost
+    assert rest[-3]["at"] <= gap["at"] <= rest[-1]["at"]
+    # the watcher of every call lost the other call's event and "after" in the same gap
+    assert [m.get("text") for m in everything[-2:]] == [str(SUBSCRIBER_BUFFER - 1), None]
+    assert everything[-1]["count"] == lost + 2 and everything[-1]["call_id"] is None
+    assert [m["text"] for m in later] == ["later", "later"]
+    one_call.close()
+    with pytest.raises(StopAsyncIteration):
+        await one_call.__anext__()
+
+
+async def test_ctrl_c_stops_watch_quietly_with_130(sock: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "waihu.control.client", "--socket", str(sock), "watch"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert process.stderr is not None
+            header = b""
+            while not header.endswith(b"\n"):
+                header += await process.stderr.receive_some(4096)
+            process.send_signal(signal.SIGINT)
+            assert await process.wait() == 130
+            rest = b""
+            while chunk := await process.stderr.receive_some(4096):
+                rest += chunk
+        finally:
+            if process.poll() is None:
+                process.kill()
+                await process.wait()
+            await process.stderr.aclose()
+    assert header == b"waihuctl: watching all calls (1 live now); Ctrl-C to stop\n"
+    assert rest == b""  # no traceback
 
 
 # ───────────────────────── the protocol, by hand ─────────────────────────

@@ -1,7 +1,9 @@
-"""The daemon's life cycle with real processes: drain on SIGTERM, start-up failures."""
+"""The daemon's life cycle with real processes: drain on SIGTERM, start-up failures, and
+``waihuctl watch`` following a real call."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -108,3 +110,48 @@ async def test_sighup_reloads_scripts_and_reports_broken_ones(tmp_path: Path) ->
             with pytest.raises(ControlError, match="no script named 'broken'"):
                 await daemon.request("call", target="x", script="broken")
             assert await daemon.stop() == 0
+
+
+async def test_watch_follows_a_busy_call_from_dialing_to_failed(tmp_path: Path) -> None:
+    """``waihuctl --json watch`` (a real process) against real waihud; sipp answers 486."""
+    with trio.fail_after(150):
+        async with sipp_peer("busy.xml", tmp_path) as peer:
+            config = write_config(tmp_path / "waihud", proxy=peer.hostport)
+            async with running_waihud(config) as daemon:
+                watcher = await trio.lowlevel.open_process(
+                    [sys.executable, "-m", "waihu.control.client", "--socket", str(daemon.socket),
+                     "--json", "watch"],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )  # fmt: skip
+                try:
+                    assert watcher.stdout is not None and watcher.stderr is not None
+                    header = b""
+                    while not header.endswith(b"\n"):  # subscribed: nothing is missed now
+                        header += await watcher.stderr.receive_some(4096)
+                    call = await daemon.request("call", target="callee", script="demo-ko")
+                    events: list[dict] = []
+                    buffer = b""
+                    while not events or events[-1]["event"] != "failed":
+                        chunk = await watcher.stdout.receive_some(65536)
+                        assert chunk, "waihuctl watch stopped"
+                        buffer += chunk
+                        *lines, buffer = buffer.split(b"\n")
+                        events += [json.loads(line) for line in lines]
+                    watcher.send_signal(signal.SIGINT)
+                    assert await watcher.wait() == 130
+                finally:
+                    if watcher.poll() is None:
+                        watcher.kill()
+                        await watcher.wait()
+                with pytest.raises(ControlError, match="has ended; 'call show"):
+                    await daemon.request("watch", call_id=call["call_id"])
+                assert await daemon.stop() == 0
+            (await peer.wait()).check()
+    assert header == b"waihuctl: watching all calls (0 live now); Ctrl-C to stop\n"
+    assert {e["call_id"] for e in events} == {call["call_id"]}
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "dialing" and kinds[-1] == "failed"
+    assert set(kinds[1:-1]) <= {"ringing"}  # provisional responses, if the trunk reports them
+    assert events[0]["number"] == "callee" and events[0]["script"] == "demo-ko"
+    assert events[-1]["sip_status"] == 486 and events[-1]["grade"] is None

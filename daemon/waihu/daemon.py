@@ -39,8 +39,9 @@ from waihu import sd_notify
 from waihu.api import CallRecord, Provider, ProviderContext, WaihuError
 from waihu.call import CallServices, place_call
 from waihu.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from waihu.control.monitor import Monitor
 from waihu.control.protocol import ControlError
-from waihu.control.server import ControlServer
+from waihu.control.server import ControlServer, EventStream
 from waihu.dialog.library import ScriptLibrary
 from waihu.dialog.script import ScriptError, load_script
 from waihu.events import EventBus
@@ -261,6 +262,19 @@ class Daemon:
         if record is None:
             raise ControlError("not_found", f"no call with id {id!r}")
         return _unstructure(attrs.evolve(record))
+
+    async def watch(self, call_id: str | None = None) -> EventStream:
+        # subscribe before looking: a call live now cannot end unseen in between
+        monitor = Monitor(self.events, call_id)
+        if call_id is not None and call_id not in self.live:
+            monitor.close()
+            if await self.providers[("storage", "storage")].get_call(call_id) is not None:
+                raise ControlError(
+                    "not_found", f"call {call_id!r} has ended; 'call show {call_id}' shows it"
+                )
+            raise ControlError("not_found", f"no call with id {call_id!r}")
+        live = sorted(i for i in self.live if call_id in (None, i))
+        return EventStream(result={"call_id": call_id, "live_calls": live}, events=monitor)
 
     async def shutdown(self) -> dict[str, Any]:
         self._stop.set()

@@ -4,13 +4,15 @@ Every event goes to the plugins' ``waihu_call_event`` hooks and to local
 subscribers (the control socket's live monitor, later notifiers and metrics).
 Publishing never blocks and never fails the call: a plugin that raises is
 logged with its name, and a subscriber that does not keep up loses events
-(counted) rather than stalling the media path.
+(counted, and told through its ``on_drop``) rather than stalling the media
+path.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pluggy
@@ -23,13 +25,16 @@ __all__ = ["EventBus"]
 log = logging.getLogger("waihu.events")
 SUBSCRIBER_BUFFER = 256  # events a slow subscriber may lag behind before losing some
 
+DropCallback = Callable[[CallEvent], None]
+
 
 class EventBus:
     """Fans call events out to plugin hooks and subscribers."""
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self._pm = pm
-        self._subscribers: set[trio.MemorySendChannel[CallEvent]] = set()
+        # each subscriber's channel, and what to tell when it loses an event
+        self._subscribers: dict[trio.MemorySendChannel[CallEvent], DropCallback | None] = {}
         self.dropped = 0
 
     def publish(self, call_id: str, kind: str, **data: Any) -> CallEvent:
@@ -40,17 +45,29 @@ class EventBus:
                 impl.function(event=event)
             except Exception:
                 log.exception("plugin %s: waihu_call_event failed on %s", impl.plugin_name, kind)
-        for channel in list(self._subscribers):
+        for channel, on_drop in list(self._subscribers.items()):
             try:
                 channel.send_nowait(event)
             except trio.WouldBlock:
                 self.dropped += 1
+                if on_drop is not None:
+                    try:
+                        on_drop(event)
+                    except Exception:
+                        log.exception("subscriber's on_drop failed on %s", kind)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._subscribers.discard(channel)
+                del self._subscribers[channel]
         return event
 
-    def subscribe(self) -> trio.MemoryReceiveChannel[CallEvent]:
-        """A channel receiving every event from now on; close it to unsubscribe."""
+    def subscribe(
+        self, *, on_drop: DropCallback | None = None
+    ) -> trio.MemoryReceiveChannel[CallEvent]:
+        """A channel receiving every event from now on; close it to unsubscribe.
+
+        ``on_drop`` is called (synchronously, in the publisher) with each event
+        this subscriber loses because its channel is full; it should not
+        block or raise (an exception is logged and ignored).
+        """
         send, receive = trio.open_memory_channel[CallEvent](SUBSCRIBER_BUFFER)
-        self._subscribers.add(send)
+        self._subscribers[send] = on_drop
         return receive

@@ -1,9 +1,12 @@
 """``waihuctl``: the operator's command line for a running waihud.
 
 Its subcommands, their options and ``--help`` come from the command table in
-``protocol``; this module adds the global options, the connection and the
-output. It talks to the daemon over the control socket with blocking stdlib
-sockets: it is a short-lived command, not part of the daemon.
+``protocol`` and, for the commands it runs itself without the daemon
+(``script validate``, ``script chat``), from ``local``; this module adds the
+global options, the connection and the output. It talks to the daemon over
+the control socket with blocking stdlib sockets: it is a short-lived command,
+not part of the daemon. ``watch`` prints the events the daemon pushes after
+its reply, one line each, until interrupted (or until the watched call ends).
 
 ``ControlClient`` is also usable on its own, by scripts and tests::
 
@@ -11,7 +14,8 @@ sockets: it is a short-lived command, not part of the daemon.
         print(client.request("status")["uptime"])
 
 Exit status: 0 on success, 1 when the daemon cannot be reached or answers
-with an error, 2 for a usage error, 130 when interrupted.
+with an error (or a local command fails), 2 for a usage error, 130 when
+interrupted.
 
 What it is not: the server (``server``), or anything the daemon imports.
 """
@@ -25,12 +29,13 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import attrs
 
+from waihu.control.local import LOCAL_COMMANDS, LocalCommand
 from waihu.control.protocol import (
     COMMANDS,
     COMMANDS_BY_NAME,
@@ -45,6 +50,7 @@ from waihu.control.protocol import (
     encode_request,
     parse_reply,
 )
+from waihu.control.render import emit, render_event
 
 __all__ = [
     "GLOBAL_OPTIONS",
@@ -61,7 +67,7 @@ DEFAULT_TIMEOUT = 10.0  # seconds for one reply; a `call` answers once dialling 
 WAIT_POLL_SECONDS = 1.0  # --wait asks for the call's state this often
 RECEIVE_BYTES = 65536
 MAX_REPLY_BYTES = 64 * MAX_LINE_BYTES  # a call.show of a long call is large, but not this
-ENDED = ("ended", "failed")  # call states after which nothing changes
+ENDED = ("ended", "failed")  # call states, and kinds of a call's last event
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
@@ -80,6 +86,7 @@ class ControlClient:
     Raises ConnectFailed from the constructor when the daemon cannot be
     reached. ``request`` returns a method's result, raises ControlError for an
     error reply and NoReply when no proper reply comes within ``timeout``.
+    After a streaming request (``watch``), ``events`` yields what is pushed.
     """
 
     def __init__(self, path: Path | str, *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
@@ -127,13 +134,28 @@ class ControlClient:
         except OSError as exc:
             raise NoReply(f"connection to waihud lost: {exc.strerror or exc}") from None
 
-    def _read_line(self) -> bytes:
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Pushed event messages as they come, with no time limit.
+
+        Ends only by raising NoReply when the connection ends; lines that are
+        not events (there are none unless requests are sent meanwhile) are skipped.
+        """
+        self._sock.settimeout(None)  # a quiet hour without calls is not a failure
+        try:
+            while True:
+                message = decode_line(self._read_line("waihud closed the connection"))
+                if "event" in message and "ok" not in message:
+                    yield message
+        except OSError as exc:
+            raise NoReply(f"connection to waihud lost: {exc.strerror or exc}") from None
+
+    def _read_line(self, closed: str = "waihud closed the connection without replying") -> bytes:
         while b"\n" not in self._buffer:
             if len(self._buffer) > MAX_REPLY_BYTES:
                 raise NoReply(f"reply longer than {MAX_REPLY_BYTES} bytes")
             data = self._sock.recv(RECEIVE_BYTES)
             if not data:
-                raise NoReply("waihud closed the connection without replying")
+                raise NoReply(closed)
             self._buffer += data
         line, _, self._buffer = self._buffer.partition(b"\n")
         return line
@@ -151,6 +173,7 @@ class GlobalOption:
     metavar: str | None = None  # None: a switch taking no value
 
 
+# given before or after the command: `waihuctl --json calls` and `waihuctl calls --json`
 GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
     GlobalOption(
         flag="--socket",
@@ -166,7 +189,10 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
 )
 
 
-def _spoken(command: Command) -> str:
+AnyCommand = Command | LocalCommand
+
+
+def _spoken(command: AnyCommand) -> str:
     return " ".join(command.words)
 
 
@@ -194,6 +220,8 @@ def _param_type(param: Param) -> Any:
             if not sep or not key:
                 raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
             return (key, value)
+        elif param.type is list:
+            return text  # one word of the list; argparse gathers them
         else:
             value = text
         problem = param.problem(value)
@@ -205,57 +233,76 @@ def _param_type(param: Param) -> Any:
     return convert
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, one subcommand per entry of the command table."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Drive a running waihud (the phone robot daemon) over its control socket.",
-        epilog="See waihuctl(1) for the protocol and examples.",
-    )
+def _add_global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
     for option in GLOBAL_OPTIONS:
+        # after the command, an option left out must not undo one given before it
+        extra: dict[str, Any] = {"default": argparse.SUPPRESS} if after_command else {}
         if option.metavar is None:
-            parser.add_argument(option.flag, action="store_true", help=option.help)
+            parser.add_argument(option.flag, action="store_true", help=option.help, **extra)
         else:
             kind = _positive_seconds if option.flag == "--timeout" else str
-            parser.add_argument(option.flag, metavar=option.metavar, type=kind, help=option.help)
+            parser.add_argument(
+                option.flag, metavar=option.metavar, type=kind, help=option.help, **extra
+            )
+
+
+def _add_param(sub: argparse.ArgumentParser, param: Param) -> None:
+    dest = f"param_{param.name}"
+    if param.positional:
+        sub.add_argument(
+            dest,
+            metavar=param.placeholder,
+            type=_param_type(param),
+            nargs="+" if param.type is list else None,
+            help=param.help,
+        )
+    elif param.type is bool:
+        sub.add_argument(param.option, dest=dest, action="store_true", help=param.help)
+    elif param.type in (dict, list):
+        sub.add_argument(
+            param.option,
+            dest=dest,
+            metavar=param.placeholder,
+            type=_param_type(param),
+            action="append",
+            help=param.help,
+        )
+    else:
+        sub.add_argument(
+            param.option,
+            dest=dest,
+            metavar=param.placeholder,
+            type=_param_type(param),
+            required=param.required,
+            help=param.help,
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, one subcommand per entry of the command tables."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Drive a running waihud (the phone robot daemon) over its control socket, "
+        "and check and try out scripts without one.",
+        epilog="See waihuctl(1) for the protocol and examples.",
+    )
+    _add_global_options(parser, after_command=False)
     parser.set_defaults(
         socket=os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET, timeout=DEFAULT_TIMEOUT
     )
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in COMMANDS:
+    for command in (*COMMANDS, *LOCAL_COMMANDS):
         sub = subcommands.add_parser(
             _spoken(command),
             help=command.summary,
             description=command.description or command.summary,
         )
         for param in command.params:
-            dest = f"param_{param.name}"
-            if param.positional:
-                sub.add_argument(
-                    dest, metavar=param.placeholder, type=_param_type(param), help=param.help
-                )
-            elif param.type is bool:
-                sub.add_argument(param.option, dest=dest, action="store_true", help=param.help)
-            elif param.type is dict:
-                sub.add_argument(
-                    param.option,
-                    dest=dest,
-                    metavar=param.placeholder,
-                    type=_param_type(param),
-                    action="append",
-                    help=param.help,
-                )
-            else:
-                sub.add_argument(
-                    param.option,
-                    dest=dest,
-                    metavar=param.placeholder,
-                    type=_param_type(param),
-                    required=param.required,
-                    help=param.help,
-                )
-        if command.waitable:
+            _add_param(sub, param)
+        if isinstance(command, Command) and command.waitable:
             sub.add_argument("--wait", action="store_true", help=WAIT_HELP)
+        if isinstance(command, Command):
+            _add_global_options(sub, after_command=True)
     return parser
 
 
@@ -270,27 +317,18 @@ def _join_command_words(argv: Sequence[str]) -> list[str]:
     position = 0
     while position < len(words) and words[position].startswith("-"):
         position += 2 if words[position] in takes_value else 1
-    for command in sorted(COMMANDS, key=lambda c: -len(c.words)):
+    for command in sorted((*COMMANDS, *LOCAL_COMMANDS), key=lambda c: -len(c.words)):
         count = len(command.words)
         if count > 1 and tuple(words[position : position + count]) == command.words:
             return [*words[:position], _spoken(command), *words[position + count :]]
     return words
 
 
-def _emit(text: str, stream: TextIO) -> None:
-    try:
-        stream.write(text + "\n")
-    except UnicodeEncodeError:
-        # a terminal that cannot show Korean/Chinese still gets every character, escaped
-        encoding = stream.encoding or "ascii"
-        stream.write((text + "\n").encode(encoding, "backslashreplace").decode(encoding))
-
-
 def _show(result: Any, command: Command, as_json: bool) -> None:
     if as_json:
-        _emit(json.dumps(result, ensure_ascii=False, indent=2), sys.stdout)
+        emit(json.dumps(result, ensure_ascii=False, indent=2), sys.stdout)
     else:
-        _emit(command.render(result), sys.stdout)
+        emit(command.render(result), sys.stdout)
 
 
 def _wait_for_end(client: ControlClient, call_id: str) -> Any:
@@ -300,29 +338,55 @@ def _wait_for_end(client: ControlClient, call_id: str) -> Any:
         record = client.request("call.show", {"id": call_id})
         status = record.get("status")
         if status != seen:
-            _emit(f"{PROG}: call {call_id} {status}", sys.stderr)
+            emit(f"{PROG}: call {call_id} {status}", sys.stderr)
             seen = status
         if status in ENDED:
             return record
         time.sleep(WAIT_POLL_SECONDS)
 
 
-def _run(args: argparse.Namespace) -> int:
-    command = next(c for c in COMMANDS if _spoken(c) == args.command)
+def _follow(client: ControlClient, result: Any, as_json: bool) -> int:
+    """Print each pushed event as it comes; returns once the watched call (if any) has ended."""
+    watched = result.get("call_id") if isinstance(result, dict) else None
+    for message in client.events():
+        if as_json:
+            emit(json.dumps(message, ensure_ascii=False, separators=(",", ":")), sys.stdout)
+        else:
+            emit(render_event(message), sys.stdout)
+        sys.stdout.flush()  # a live monitor: every line as it happens, into a pipe too
+        if watched and message.get("call_id") == watched and message.get("event") in ENDED:
+            return 0
+    return 0  # events() ends only by raising NoReply
+
+
+def _params(command: AnyCommand, args: argparse.Namespace) -> dict[str, Any]:
     params = {}
     for param in command.params:
         value = getattr(args, f"param_{param.name}")
         if value is None or value is False:
             continue
         params[param.name] = dict(value) if param.type is dict else value
+    return params
+
+
+def _run(args: argparse.Namespace) -> int:
+    local = next((c for c in LOCAL_COMMANDS if _spoken(c) == args.command), None)
+    if local is not None:
+        defaults = {p.name: p.default for p in local.params}
+        return local.run(**{**defaults, **_params(local, args)})
+    command = next(c for c in COMMANDS if _spoken(c) == args.command)
+    params = _params(command, args)
     with ControlClient(args.socket, timeout=args.timeout) as client:
         result = client.request(command.name, params)
+        if command.streams:
+            emit(f"{PROG}: {command.render(result)}", sys.stderr)
+            return _follow(client, result, args.json)
         if command.waitable and args.wait:
             call_id = result["call_id"]
             try:
                 result = _wait_for_end(client, call_id)
             except KeyboardInterrupt:
-                _emit(f"{PROG}: stopped waiting; call {call_id} goes on", sys.stderr)
+                emit(f"{PROG}: stopped waiting; call {call_id} goes on", sys.stderr)
                 return EXIT_INTERRUPTED
             command = COMMANDS_BY_NAME["call.show"]
     _show(result, command, args.json)
@@ -336,9 +400,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     except (ConnectFailed, NoReply) as exc:
-        _emit(f"{PROG}: {exc}", sys.stderr)
+        emit(f"{PROG}: {exc}", sys.stderr)
     except ControlError as exc:
-        _emit(f"{PROG}: {exc.message}", sys.stderr)
+        emit(f"{PROG}: {exc.message}", sys.stderr)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:

@@ -32,20 +32,38 @@ Error codes:
 - ``unavailable``: the daemon cannot do it now (draining, at ``max_calls``);
 - ``internal``: a bug in waihud; the daemon logged it with a traceback.
 
-Pushed event (reserved for subscriptions): a line with an ``event`` key and no
-``id``/``ok``; a client waiting for a reply skips it::
+Pushed events: after its reply to ``watch`` the server keeps the connection
+open and pushes one line per call event until the client disconnects (the
+connection still answers requests meanwhile). An event line has an ``event``
+key — the kind (``waihu.api.CallEvent`` lists them) — and no ``id``/``ok``, so
+a client waiting for a reply skips it. ``call_id`` and ``at`` (seconds since
+the epoch) follow, then the event's own fields::
 
-    {"event": "call.ended", "call_id": "20261125-150001-a1b2c3", "grade": "A"}
+    {"event": "ringing", "call_id": "20261125-150001-a1b2c3", "at": 1795000001.25,
+     "status": 180, "reason": "Ringing"}
+    {"event": "failed", "call_id": "20261125-150001-a1b2c3", "at": 1795000002.5,
+     "grade": null, "sip_status": 486, "hangup_by": null, "error": null}
+
+A watcher that reads too slowly loses events rather than slowing the calls
+down; where the gap was, the stream says how many were lost and when the
+first of them happened (``call_id`` is the watched call, or null)::
+
+    {"event": "dropped", "call_id": null, "at": 1795000003.0, "count": 17}
 
 By hand::
 
     $ echo '{"id": 1, "method": "status"}' | socat - UNIX-CONNECT:/run/waihu/control.sock
     {"id":1,"ok":true,"result":{"version":"0.1.0","uptime":12.5,"draining":false,...}}
 
+End of input counts as disconnecting, so a watch by hand keeps its input open::
+
+    $ (echo '{"id": 1, "method": "watch"}'; cat) | socat - UNIX-CONNECT:/run/waihu/control.sock
+
 The methods are the ``COMMANDS`` table below. It drives the server's dispatch
 and param checks, ``waihuctl``'s subcommands and ``--help``, and the man page
 waihuctl(1) (``python -m waihu.control.manpage``): a new method is one entry
-here plus one handler method in the daemon.
+here plus one handler method in the daemon. (Commands waihuctl runs itself,
+without the daemon, are the sibling table in ``local``.)
 
 What it is not: the socket server (``server``), the client (``client``), or
 the daemon's answers (``waihu.daemon``).
@@ -60,7 +78,7 @@ from typing import Any, Literal
 
 import attrs
 
-from waihu.api import WaihuError
+from waihu.api import CallEvent, WaihuError
 from waihu.control.render import (
     render_call,
     render_call_placed,
@@ -68,12 +86,15 @@ from waihu.control.render import (
     render_plugins,
     render_shutdown,
     render_status,
+    render_watching,
 )
 
 __all__ = [
     "COMMANDS",
     "COMMANDS_BY_NAME",
     "DEFAULT_SOCKET",
+    "DROPPED_EVENT",
+    "ENDED_EVENTS",
     "ERROR_CODES",
     "MAX_LINE_BYTES",
     "SOCKET_ENV",
@@ -83,7 +104,9 @@ __all__ = [
     "ErrorCode",
     "Param",
     "RequestId",
+    "call_event_message",
     "decode_line",
+    "dropped_message",
     "encode_error",
     "encode_event",
     "encode_request",
@@ -105,6 +128,9 @@ ERROR_CODES: tuple[str, ...] = typing.get_args(ErrorCode)
 RequestId = str | int | None
 
 CALL_LIMIT_MAX = 1000  # rows one `calls` request may ask for
+DROPPED_EVENT = "dropped"  # pushed in place of events a slow watcher lost
+ENDED_EVENTS = ("ended", "failed")  # the last event of every call
+_EVENT_HEAD = ("event", "call_id", "at")  # keys every pushed event starts with
 
 
 class ControlError(WaihuError):
@@ -138,6 +164,7 @@ _TYPE_NAMES: dict[type, str] = {
     int: "an integer",
     bool: "true or false",
     dict: "an object of strings",
+    list: "an array of strings",
 }
 
 
@@ -145,10 +172,11 @@ _TYPE_NAMES: dict[type, str] = {
 class Param:
     """One named parameter of a method, and how ``waihuctl`` spells it.
 
-    ``type`` is ``str``, ``int``, ``bool`` or ``dict`` (an object whose values
-    are strings). On the command line a ``positional`` param is a bare word
-    (``waihuctl call show ID``), others are options (``--script NAME``); a
-    ``dict`` param is a repeatable ``--flag KEY=VALUE``.
+    ``type`` is ``str``, ``int``, ``bool``, ``dict`` (an object whose values
+    are strings) or ``list`` (of strings). On the command line a
+    ``positional`` param is a bare word (``waihuctl call show ID``), others are
+    options (``--script NAME``); a ``dict`` param is a repeatable ``--flag
+    KEY=VALUE``; a ``list`` param takes one or more words.
     """
 
     name: str
@@ -185,6 +213,8 @@ class Param:
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         ):
             return wrong
+        if self.type is list and not all(isinstance(v, str) for v in value):
+            return wrong
         if self.type is str and self.required and not value.strip():
             return "must not be empty"
         if self.minimum is not None and value < self.minimum:
@@ -218,6 +248,7 @@ class Command:
     render: Callable[[Any], str]
     waitable: bool = False  # the result names a call: waihuctl --wait follows it to its end
     changes_state: bool = False  # logged at info with the client's identity
+    streams: bool = False  # after the reply, events are pushed until the client disconnects
 
     @property
     def handler_name(self) -> str:
@@ -349,6 +380,27 @@ COMMANDS: tuple[Command, ...] = (
         render=render_call,
     ),
     Command(
+        name="watch",
+        summary="follow calls live: one line per call event",
+        description="Print every event of every call as it happens (dialling, ringing, "
+        "answer, each line said and heard with its intent, node changes, hang-up, the end "
+        "with its grade), one line each, until interrupted. With --call, only that call's "
+        "events, and stop when it has ended. A monitor that falls behind loses events "
+        "rather than slowing calls down, and says so. With --json, prints each event as "
+        "its raw JSON line.",
+        params=(
+            Param(
+                name="call_id",
+                type=str,
+                flag="--call",
+                metavar="ID",
+                help="follow only this live call, and stop when it has ended",
+            ),
+        ),
+        render=render_watching,
+        streams=True,
+    ),
+    Command(
         name="shutdown",
         summary="drain and stop the daemon",
         description="Stop taking calls, let live calls finish up to daemon.drain_timeout, "
@@ -402,8 +454,24 @@ def encode_error(id: RequestId, error: ControlError) -> bytes:
 
 
 def encode_event(event: str, **fields: Any) -> bytes:
-    """One pushed event line (reserved for subscriptions)."""
+    """One pushed event line; TypeError/ValueError if a field is not plain JSON."""
     return _line({"event": event, **fields})
+
+
+def call_event_message(event: CallEvent) -> dict[str, Any]:
+    """The pushed message for one call event: ``event``, ``call_id``, ``at``, then its data.
+
+    A data field named like one of the first three is left out rather than
+    allowed to hide them.
+    """
+    message: dict[str, Any] = {"event": event.kind, "call_id": event.call_id, "at": event.at}
+    message.update((k, v) for k, v in event.data.items() if k not in _EVENT_HEAD)
+    return message
+
+
+def dropped_message(call_id: str | None, at: float, count: int) -> dict[str, Any]:
+    """The pushed message standing for ``count`` events lost, the first at ``at``."""
+    return {"event": DROPPED_EVENT, "call_id": call_id, "at": at, "count": count}
 
 
 def decode_line(line: bytes) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """How ``waihuctl`` shows each command's result to a person (``--json`` bypasses this).
 
-Each function takes the ``result`` of one control method, exactly as it came
-off the socket (plain JSON values), and returns the text to print. Results may
-carry keys these functions do not know (a newer daemon): they are shown
-generically, never dropped.
+Each ``render_*`` function takes the ``result`` of one control method, exactly
+as it came off the socket (plain JSON values), and returns the text to print;
+``render_event`` does the same for one pushed event of ``watch``. Results and
+events may carry keys these functions do not know (a newer daemon): they are
+shown generically, never dropped. ``emit`` prints such text on any terminal.
 
 What it is not: the protocol (``protocol``) or the socket client (``client``).
 """
@@ -12,20 +13,36 @@ from __future__ import annotations
 
 import time
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TextIO
 
 __all__ = [
+    "emit",
     "render_call",
     "render_call_placed",
     "render_calls",
+    "render_event",
     "render_plugins",
     "render_shutdown",
     "render_status",
+    "render_watching",
 ]
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # local time: operators read calls in their own day
+CLOCK_FORMAT = "%H:%M:%S"  # a live event's time of day; milliseconds are added
 NONE = "-"  # how a missing value is shown in tables and headers
+CALL_ID_WIDTH = len("20261125-150001-a1b2c3")  # ids the daemon makes; keeps columns aligned
+KIND_WIDTH = len("utterance")  # the longest event kind
+
+
+def emit(text: str, stream: TextIO) -> None:
+    """Write ``text`` and a newline; characters the stream cannot encode are escaped."""
+    try:
+        stream.write(text + "\n")
+    except UnicodeEncodeError:
+        # a terminal that cannot show Korean/Chinese still gets every character, escaped
+        encoding = stream.encoding or "ascii"
+        stream.write((text + "\n").encode(encoding, "backslashreplace").decode(encoding))
 
 
 def render_status(result: Mapping[str, Any]) -> str:
@@ -129,7 +146,75 @@ def render_shutdown(result: Mapping[str, Any]) -> str:
     return f"waihud is shutting down; {live} live call(s) may finish first"
 
 
+def render_watching(result: Mapping[str, Any]) -> str:
+    """``watch``: what is being followed (the events themselves are ``render_event``'s)."""
+    live = result.get("live_calls") or []
+    if result.get("call_id"):
+        return f"watching call {result['call_id']}; Ctrl-C to stop"
+    return f"watching all calls ({len(live)} live now); Ctrl-C to stop"
+
+
+# one pushed event kind → the fields its line shows, and how
+_EventDetail = tuple[tuple[str, ...], Callable[[Mapping[str, Any]], str]]
+
+
+def _ended(f: Mapping[str, Any]) -> str:
+    labels = (("grade", "grade "), ("sip_status", "sip "), ("hangup_by", "hung up by "))
+    parts = [label + str(f[key]) for key, label in labels if f.get(key) is not None]
+    if f.get("error"):
+        parts.append(f"error: {f['error']}")
+    return ", ".join(parts)
+
+
+def _turn_event(f: Mapping[str, Any]) -> str:
+    label = f.get("intent") if f.get("speaker") == "callee" else f.get("node")
+    return f"{f.get('speaker', '?')} [{label or NONE}]: {f.get('text', '')}"
+
+
+def _heard(f: Mapping[str, Any]) -> str:
+    confidence = f.get("confidence")
+    shown = f" ({confidence:.2f})" if isinstance(confidence, int | float) else ""
+    return f"{f.get('text', '')!r}{shown}"
+
+
+_EVENT_DETAILS: dict[str, _EventDetail] = {
+    "dialing": (("number", "script"), lambda f: f"{f.get('number')} (script {f.get('script')})"),
+    "ringing": (("status", "reason"), lambda f: f"{f.get('status')} {f.get('reason', '')}"),
+    "answered": (("codec",), lambda f: f"codec {f.get('codec')}"),
+    "turn": (("speaker", "node", "intent", "text"), _turn_event),
+    "utterance": (("text", "confidence"), _heard),
+    "node": (("node",), lambda f: str(f.get("node"))),
+    "hangup": (("by",), lambda f: f"by {f.get('by')}"),
+    "ended": (("grade", "sip_status", "hangup_by", "error"), _ended),
+    "failed": (("grade", "sip_status", "hangup_by", "error"), _ended),
+    "dropped": (
+        ("count",),
+        lambda f: f"{f.get('count')} event(s) lost here: this monitor fell behind",
+    ),
+}
+
+
+def render_event(message: Mapping[str, Any]) -> str:
+    """One pushed event of ``watch`` as one line: time, call, kind, what happened."""
+    fields = {k: v for k, v in message.items() if k not in ("event", "call_id", "at")}
+    kind = str(message.get("event", "?"))
+    used, detail = _EVENT_DETAILS.get(kind, ((), lambda f: ""))
+    text = detail(fields)
+    rest = ", ".join(f"{k}={_value(v)}" for k, v in fields.items() if k not in used)
+    at = message.get("at")
+    when = _time_of_day(at) if isinstance(at, int | float) else NONE
+    call = _pad(str(message.get("call_id") or NONE), CALL_ID_WIDTH)
+    return " ".join(
+        part for part in (f"{when}  {call}  {kind.ljust(KIND_WIDTH)}", text, rest) if part
+    ).rstrip()
+
+
 # ───────────────────────── pieces ─────────────────────────
+
+
+def _time_of_day(timestamp: float) -> str:
+    millis = int(timestamp * 1000) % 1000
+    return time.strftime(CLOCK_FORMAT, time.localtime(timestamp)) + f".{millis:03d}"
 
 
 def _turn(turn: Mapping[str, Any], start: float | None) -> str:

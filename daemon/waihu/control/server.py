@@ -6,11 +6,21 @@ one connection answered in order — and removes the socket file when it stops.
 Each request is checked against the command table in ``protocol`` and handed
 to ``handler``, the daemon, as a call of one of the ``ControlHandler`` methods.
 
+Streaming (``watch``): the handler returns an ``EventStream`` — the reply's
+result and an ``EventSource`` of messages. The server sends the reply, then
+pushes each message as an event line from a task of that connection, while
+the connection goes on answering requests (replies and events never
+interleave within a line). When the client disconnects the pushing stops and
+the source is closed, which ends the daemon's subscription. One stream per
+connection: a second ``watch`` on it is refused.
+
 Error handling: a bad line (not JSON, too long, not a request) gets an error
 reply and the connection stays usable. A handler's ``ControlError`` becomes
 that error's reply; any other exception becomes ``internal``, logged with its
-traceback. A client that disconnects mid-reply ends only its own connection.
-Nothing a client sends, and no handler failure, stops the server.
+traceback. An event that is not plain JSON is logged and skipped. A client
+that disconnects mid-reply ends only its own connection; one that reads its
+events too slowly holds up only its own events (the daemon drops them rather
+than wait). Nothing a client sends, and no handler failure, stops the server.
 
 What it is not: the daemon's logic (``waihu.daemon`` implements the handler)
 or the client (``client``).
@@ -24,9 +34,11 @@ import os
 import socket
 import stat
 import struct
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+import attrs
 import trio
 
 from waihu.api import WaihuError
@@ -35,12 +47,13 @@ from waihu.control.protocol import (
     ControlError,
     decode_line,
     encode_error,
+    encode_event,
     encode_result,
     parse_request,
     request_id,
 )
 
-__all__ = ["ControlHandler", "ControlServer", "ControlSocketError"]
+__all__ = ["ControlHandler", "ControlServer", "ControlSocketError", "EventSource", "EventStream"]
 
 log = logging.getLogger("waihu.control")
 
@@ -53,6 +66,26 @@ _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid (Linux SO_PEERCRE
 
 class ControlSocketError(WaihuError):
     """The control socket cannot be opened (path taken by a file, another daemon on it…)."""
+
+
+class EventSource(Protocol):
+    """The messages a streaming method pushes: iterated by the server, closed when done.
+
+    Each message is a JSON object with an ``event`` key (``protocol`` shows
+    the shape). ``close`` must end the iteration and release what feeds it.
+    """
+
+    def __aiter__(self) -> AsyncIterator[Mapping[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+@attrs.frozen
+class EventStream:
+    """What a streaming method returns: its reply's ``result``, then ``events`` to push."""
+
+    result: Any
+    events: EventSource
 
 
 class ControlHandler(Protocol):
@@ -87,6 +120,10 @@ class ControlHandler(Protocol):
 
     async def call_show(self, id: str) -> dict[str, Any]:
         """The whole record of one call, transcript included."""
+        ...
+
+    async def watch(self, call_id: str | None = None) -> EventStream:
+        """Subscribe to call events (of one live call, if given) for this client."""
         ...
 
     async def shutdown(self) -> dict[str, Any]:
@@ -227,58 +264,123 @@ class ControlServer:
                     await stream.send_all(encode_error(None, busy))
                     return
                 log.debug("control client connected: %s", peer)
-                reader = _LineReader(stream, MAX_LINE_BYTES)
-                while True:
-                    try:
-                        line = await reader.next_line()
-                    except _LineTooLong:
-                        log.warning(
-                            "control client %s: line longer than %d bytes; dropped",
-                            peer,
-                            MAX_LINE_BYTES,
-                        )
-                        too_long = ControlError(
-                            "parse_error", f"line longer than {MAX_LINE_BYTES} bytes; dropped"
-                        )
-                        await stream.send_all(encode_error(None, too_long))
-                        continue
-                    if line is None:
-                        break
-                    if line.strip():
-                        await stream.send_all(await self._answer(line, peer))
+                async with trio.open_nursery() as pushes:
+                    await self._serve_requests(stream, peer, pushes)
+                    pushes.cancel_scope.cancel()  # the client has gone: stop pushing to it
                 log.debug("control client disconnected: %s", peer)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except* (trio.BrokenResourceError, trio.ClosedResourceError):
             log.debug("control client %s went away", peer)
-        except Exception:
+        except* Exception:
             log.exception("control connection %s failed; closed it", peer)
         finally:
             self._connections -= 1
 
-    async def _answer(self, line: bytes, peer: str) -> bytes:
-        """The reply line to one request line."""
+    async def _serve_requests(
+        self, stream: trio.SocketStream, peer: str, pushes: trio.Nursery
+    ) -> None:
+        """Answer requests in order until the client closes; start a push task for a stream."""
+        sender = _Sender(stream)
+        reader = _LineReader(stream, MAX_LINE_BYTES)
+        streaming = False
+        while True:
+            try:
+                line = await reader.next_line()
+            except _LineTooLong:
+                log.warning(
+                    "control client %s: line longer than %d bytes; dropped",
+                    peer,
+                    MAX_LINE_BYTES,
+                )
+                too_long = ControlError(
+                    "parse_error", f"line longer than {MAX_LINE_BYTES} bytes; dropped"
+                )
+                await sender.send(encode_error(None, too_long))
+                continue
+            if line is None:
+                return
+            if not line.strip():
+                continue
+            reply, events = await self._answer(line, peer, may_stream=not streaming)
+            try:
+                await sender.send(reply)
+            except BaseException:
+                if events is not None:
+                    events.close()
+                raise
+            if events is not None:
+                streaming = True
+                pushes.start_soon(self._push, events, sender, peer)
+
+    async def _push(self, events: EventSource, sender: _Sender, peer: str) -> None:
+        """Send every message of ``events`` as an event line; close it when done."""
+        try:
+            async for message in events:
+                fields = dict(message)
+                kind = fields.pop("event", None)
+                try:
+                    if not isinstance(kind, str):
+                        raise TypeError(f"event kind must be a string, not {kind!r}")
+                    line = encode_event(kind, **fields)  # TypeError/ValueError: not plain JSON
+                except (TypeError, ValueError) as exc:
+                    log.warning("control client %s: %s event not sent: %s", peer, kind, exc)
+                    continue
+                await sender.send(line)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away; its reading side notices and ends the connection
+        finally:
+            events.close()
+
+    async def _answer(
+        self, line: bytes, peer: str, *, may_stream: bool
+    ) -> tuple[bytes, EventSource | None]:
+        """The reply line to one request line, and the events to push after it if any."""
         try:
             message = decode_line(line)
             rid = request_id(message)
         except ControlError as exc:
             log.warning("control client %s: %s", peer, exc.message)
-            return encode_error(None, exc)
+            return encode_error(None, exc), None
         try:
             command, params = parse_request(message)
         except ControlError as exc:
             log.warning("control client %s: %s", peer, exc.message)
-            return encode_error(rid, exc)
+            return encode_error(rid, exc), None
+        if command.streams and not may_stream:
+            busy = ControlError(
+                "unavailable",
+                f"this connection already receives events; send {command.name} on another one",
+            )
+            return encode_error(rid, busy), None
         if command.changes_state:
             log.info("%s %s from %s", command.name, _describe(params), peer)
         else:
             log.debug("%s from %s", command.name, peer)
         try:
             result = await getattr(self.handler, command.handler_name)(**params)
-            return encode_result(rid, result)
+            if not command.streams:
+                return encode_result(rid, result), None
+            try:
+                return encode_result(rid, result.result), result.events
+            except BaseException:
+                result.events.close()
+                raise
         except ControlError as exc:
-            return encode_error(rid, exc)
+            return encode_error(rid, exc), None
         except Exception as exc:
             log.exception("control method %s failed", command.name)
-            return encode_error(rid, ControlError("internal", f"{type(exc).__name__}: {exc}"))
+            return encode_error(rid, ControlError("internal", f"{type(exc).__name__}: {exc}")), None
+
+
+class _Sender:
+    """Writes whole lines to a connection from more than one task, one line at a time."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+        self._lock = trio.Lock()
+
+    async def send(self, data: bytes) -> None:
+        async with self._lock:
+            await self._stream.send_all(data)
 
 
 def _describe(params: dict[str, Any]) -> str:
