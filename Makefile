@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := sip-tester espeak-ng sox
+APT_PACKAGES := sip-tester espeak-ng sox baresip-core kamailio
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint bench deps venv clean
@@ -28,11 +28,17 @@ bench: deps venv
 
 deps:
 	@missing=""; \
-	for cmd in sipp espeak-ng sox; do command -v $$cmd >/dev/null || missing=1; done; \
+	for cmd in sipp espeak-ng sox baresip kamailio; do \
+	  command -v $$cmd >/dev/null || test -x /usr/sbin/$$cmd || missing=1; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $(APT_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Use-Pty=0 $(APT_PACKAGES) >/dev/null; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Use-Pty=0 $(APT_PACKAGES) >/dev/null && \
+	  if [ -d /run/systemd/system ]; then \
+	    echo "stopping the kamailio service the package enabled (the tests run their own)"; \
+	    $(SUDO) systemctl disable --now kamailio >/dev/null 2>&1 || true; \
+	  fi; \
 	fi
 
 venv: $(VENV)/.installed

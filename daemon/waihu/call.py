@@ -67,6 +67,7 @@ __all__ = ["CallServices", "place_call"]
 log = logging.getLogger("waihu.call")
 
 HANGUP_GRACE = 5.0  # seconds a cancelled call gets to send BYE and file its record
+BYE_WAIT = 2.0  # seconds to wait for the answer to our BYE before filing the record
 ENGINE_INBOX = 64  # events between the voice pipeline and the engine
 
 
@@ -173,7 +174,10 @@ async def place_call(
                         f"hung up after call.max_duration ({services.call.max_duration} s)"
                     )
                 if not leg.ended.is_set():
-                    await leg.hangup()
+                    # the BYE transaction lives on in the trunk; a callee that never answers
+                    # it must not hold back the record for Timer F (32 s)
+                    with trio.move_on_after(BYE_WAIT):
+                        await leg.hangup()
                 record.hangup_by = record.hangup_by or leg.ended_by or "robot"
                 record.status = "ended"
             nursery.cancel_scope.cancel()  # the filing loop

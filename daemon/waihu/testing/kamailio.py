@@ -1,0 +1,206 @@
+"""Run kamailio (Debian ``kamailio``, 5.6) as a real record-routing proxy in tests.
+
+Usage::
+
+    async with sipp_peer("answer.xml", tmp_path) as callee:
+        async with kamailio_proxy(tmp_path, next_hop=callee.hostport) as proxy:
+            config = write_config(tmp_path / "waihud", proxy=proxy.hostport)
+            ...  # place the call through the proxy
+        assert "BYE" in proxy.methods_seen()
+
+The proxy runs ``contrib/kamailio/relay.cfg`` (read it for what it does:
+record-route every dialog, relay every new request to ``next_hop``, loose-route
+in-dialog requests). What the harness does: picks a free UDP port on
+127.0.0.1 (``-A LISTEN_PORT=…``; TCP and SCTP are off, so nothing else is
+bound), gives the process a directory of its own for its pid file (``-P``),
+runtime files (``-Y``) and working directory (``-w``), starts it in the
+foreground logging to stderr (``-DD -E``) with one worker (``-n 1``) and
+small memory pools, waits until it owns its port, and stops it when the block
+ends. It never touches port 5060 or ``/etc/kamailio``.
+
+kamailio has no "quit after N seconds" option, so it runs under coreutils
+``timeout`` in a process group of its own: the block's end stops the whole
+group (SIGTERM, then SIGKILL), and a test process killed hard still leaves
+nothing behind after ``timeout`` seconds.
+
+What it is not: a general kamailio wrapper; one config, loopback, UDP.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import attrs
+import trio
+
+from waihu.testing.sipp import free_udp_port
+
+__all__ = ["RELAY_CONFIG", "KamailioFailed", "KamailioProxy", "RelayedRequest", "kamailio_proxy"]
+
+RELAY_CONFIG = Path(__file__).resolve().parents[3] / "contrib" / "kamailio" / "relay.cfg"
+# Debian installs kamailio in /usr/sbin, which is not on every user's PATH
+KAMAILIO = shutil.which("kamailio") or shutil.which("kamailio", path="/usr/sbin:/sbin")
+TIMEOUT_TOOL = shutil.which("timeout") or "timeout"  # coreutils
+HOST = "127.0.0.1"
+SHARED_MEMORY_MB = 32
+PRIVATE_MEMORY_MB = 8
+READY_TIMEOUT = 15.0  # seconds for kamailio to bind its port (it parses and forks first)
+READY_POLL = 0.02
+STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
+KILL_AFTER = 5  # seconds ``timeout`` waits after its own TERM before KILL
+LOG_TAIL = 8000  # characters of the log shown in a failure report
+# the line relay.cfg logs for every request it receives
+_RELAY_LINE = re.compile(
+    r"relay: (?P<method>\S+) (?P<uri>\S+) from (?P<source>\S+) call-id (?P<call_id>\S+)$",
+    re.MULTILINE,
+)
+
+
+class KamailioFailed(AssertionError):
+    """kamailio did not start; the message carries its log."""
+
+
+@attrs.frozen
+class RelayedRequest:
+    """One request kamailio received, as relay.cfg logged it."""
+
+    method: str
+    uri: str
+    source: str  # ip:port it came from
+    call_id: str
+
+
+@attrs.define
+class KamailioProxy:
+    """A running kamailio: where it listens, its log, and what it saw."""
+
+    host: str
+    port: int
+    next_hop: str
+    workdir: Path
+    log: Path
+    process: trio.Process
+
+    @property
+    def hostport(self) -> str:
+        """``host:port`` of its UDP socket (what a trunk's ``proxy`` is set to)."""
+        return f"{self.host}:{self.port}"
+
+    def log_text(self) -> str:
+        """Everything kamailio wrote so far."""
+        return self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
+
+    def requests(self) -> list[RelayedRequest]:
+        """Every request it received so far, in order."""
+        return [RelayedRequest(**m.groupdict()) for m in _RELAY_LINE.finditer(self.log_text())]
+
+    def methods_seen(self, call_id: str | None = None) -> list[str]:
+        """The methods of the requests it received (for one Call-ID if given), in order."""
+        return [r.method for r in self.requests() if call_id is None or r.call_id == call_id]
+
+    def report(self) -> str:
+        """Exit status and the tail of its log, for a failure message."""
+        status = self.process.poll()
+        state = "running" if status is None else f"exited {status}"
+        return f"kamailio {state}; its log ({self.log}):\n{self.log_text()[-LOG_TAIL:]}"
+
+
+def _udp_port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _next_hop_uri(next_hop: str) -> str:
+    return next_hop if next_hop.startswith("sip:") else f"sip:{next_hop}"
+
+
+@asynccontextmanager
+async def kamailio_proxy(
+    workdir: Path,
+    *,
+    next_hop: str,
+    config: Path = RELAY_CONFIG,
+    timeout: float = 180.0,
+) -> AsyncIterator[KamailioProxy]:
+    """Start kamailio on a free loopback port relaying new requests to ``next_hop``.
+
+    ``next_hop`` is ``host:port`` or a SIP URI. Raises ``KamailioFailed``
+    with its log when kamailio is missing, exits at start-up or does not bind
+    its port. kamailio is stopped when the block ends, and after ``timeout``
+    seconds in any case.
+    """
+    if KAMAILIO is None:
+        raise KamailioFailed("kamailio is not installed: apt-get install kamailio")
+    port = free_udp_port()
+    workdir = Path(workdir) / f"kamailio-{port}"
+    runtime = workdir / "run"
+    runtime.mkdir(parents=True)
+    log = workdir / "kamailio.log"
+    uri = _next_hop_uri(next_hop)
+    args = [
+        TIMEOUT_TOOL, f"--kill-after={KILL_AFTER}", str(int(timeout)),
+        KAMAILIO, "-DD", "-E", "-f", str(config),
+        "-A", f"LISTEN_PORT={port}", "-A", f'NEXT_HOP="{uri}"',
+        "-n", "1", "-m", str(SHARED_MEMORY_MB), "-M", str(PRIVATE_MEMORY_MB),
+        "-P", str(workdir / "kamailio.pid"), "-Y", str(runtime), "-w", str(workdir),
+    ]  # fmt: skip
+    (workdir / "command.txt").write_text(" ".join(args) + "\n")
+    with log.open("wb") as out:
+        process = await trio.lowlevel.open_process(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            start_new_session=True,  # its own process group: kamailio forks workers
+        )
+    proxy = KamailioProxy(HOST, port, uri, workdir, log, process)
+    try:
+        await _wait_until_bound(proxy)
+        yield proxy
+    finally:
+        with trio.CancelScope(shield=True):
+            await _stop(process)
+
+
+async def _wait_until_bound(proxy: KamailioProxy) -> None:
+    """Return once kamailio holds its port; fail with its log if it exits first."""
+    with trio.move_on_after(READY_TIMEOUT):
+        while True:
+            if proxy.process.poll() is not None:
+                raise KamailioFailed("kamailio exited at start-up\n" + proxy.report())
+            if not _udp_port_free(proxy.host, proxy.port):
+                return
+            await trio.sleep(READY_POLL)
+    raise KamailioFailed(
+        f"kamailio did not bind {proxy.hostport} within {READY_TIMEOUT} s\n" + proxy.report()
+    )
+
+
+def _signal_group(process: trio.Process, signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)  # the group leader's pid is the group's id
+    except ProcessLookupError:
+        pass  # the whole group is gone already
+
+
+async def _stop(process: trio.Process) -> None:
+    """SIGTERM to the group (timeout passes it on; kamailio stops its workers), then SIGKILL."""
+    _signal_group(process, signal.SIGTERM)
+    with trio.move_on_after(STOP_GRACE):
+        await process.wait()
+    _signal_group(process, signal.SIGKILL)  # any worker left behind
+    if process.poll() is None:
+        await process.wait()
