@@ -16,14 +16,14 @@ from collections.abc import Callable
 
 import attrs
 
-from waihu.control.protocol import Param
+from waihu.control.protocol import VARIABLES_PARAM, CommandEntry, Param
 from waihu.control.script_tools import DEFAULT_NLU, chat, validate
 
 __all__ = ["LOCAL_COMMANDS", "LOCAL_COMMANDS_BY_NAME", "LocalCommand"]
 
 
 @attrs.frozen(kw_only=True)
-class LocalCommand:
+class LocalCommand(CommandEntry):
     """A command waihuctl runs itself: its params, its help, and the function doing it.
 
     ``run`` is called with every param as a keyword argument (absent optional
@@ -31,16 +31,7 @@ class LocalCommand:
     status. ``waihuctl`` spells it as its dot-separated ``words``.
     """
 
-    name: str
-    summary: str  # one line, for --help listings
-    description: str = ""  # a paragraph, for the command's --help and the man page
-    params: tuple[Param, ...] = ()
     run: Callable[..., int]
-
-    @property
-    def words(self) -> tuple[str, ...]:
-        """The command as waihuctl spells it, word by word."""
-        return tuple(self.name.split("."))
 
 
 LOCAL_COMMANDS: tuple[LocalCommand, ...] = (
@@ -86,13 +77,7 @@ LOCAL_COMMANDS: tuple[LocalCommand, ...] = (
                 metavar="TYPE",
                 help=f"the intent classifier type, run with its defaults (default {DEFAULT_NLU})",
             ),
-            Param(
-                name="variables",
-                type=dict,
-                flag="--var",
-                metavar="KEY=VALUE",
-                help="a value for a {KEY} placeholder of the script; repeatable",
-            ),
+            VARIABLES_PARAM,
         ),
         run=chat,
     ),

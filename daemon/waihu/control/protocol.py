@@ -98,8 +98,10 @@ __all__ = [
     "ERROR_CODES",
     "MAX_LINE_BYTES",
     "SOCKET_ENV",
+    "VARIABLES_PARAM",
     "WAIT_HELP",
     "Command",
+    "CommandEntry",
     "ControlError",
     "ErrorCode",
     "Param",
@@ -232,7 +234,25 @@ class Param:
 
 
 @attrs.frozen(kw_only=True)
-class Command:
+class CommandEntry:
+    """What every entry of waihuctl's command tables has, whether the daemon runs it
+    (``Command``) or waihuctl itself (``local.LocalCommand``): its name, its help and its
+    params, from which waihuctl's subcommands, ``--help`` and the man page are built.
+    """
+
+    name: str
+    summary: str  # one line, for --help listings
+    description: str = ""  # a paragraph, for the command's --help and the man page
+    params: tuple[Param, ...] = ()
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        """The command as waihuctl spells it, word by word."""
+        return tuple(self.name.split("."))
+
+
+@attrs.frozen(kw_only=True)
+class Command(CommandEntry):
     """One control method: its params, its help, and how waihuctl shows its result.
 
     The daemon answers it with the async handler method ``handler_name`` (dots
@@ -241,10 +261,6 @@ class Command:
     ``waihuctl`` spells it as its dot-separated ``words`` (``call show``).
     """
 
-    name: str
-    summary: str  # one line, for --help listings
-    description: str = ""  # a paragraph, for the command's --help and the man page
-    params: tuple[Param, ...] = ()
     render: Callable[[Any], str]
     waitable: bool = False  # the result names a call: waihuctl --wait follows it to its end
     changes_state: bool = False  # logged at info with the client's identity
@@ -254,11 +270,6 @@ class Command:
     def handler_name(self) -> str:
         """The daemon's method answering this command."""
         return self.name.replace(".", "_")
-
-    @property
-    def words(self) -> tuple[str, ...]:
-        """The command as waihuctl spells it, word by word."""
-        return tuple(self.name.split("."))
 
     def bind(self, params: Any) -> dict[str, Any]:
         """Check a request's ``params`` and return the handler's keyword arguments.
@@ -287,6 +298,14 @@ class Command:
 
 
 WAIT_HELP = "wait until the call has ended, then show it as 'call show' does"
+# a script's {KEY} placeholders are filled the same way for a real call and a typed chat
+VARIABLES_PARAM = Param(
+    name="variables",
+    type=dict,
+    flag="--var",
+    metavar="KEY=VALUE",
+    help="a value for a {KEY} placeholder of the script; repeatable",
+)
 
 COMMANDS: tuple[Command, ...] = (
     Command(
@@ -332,13 +351,7 @@ COMMANDS: tuple[Command, ...] = (
                 metavar="NAME",
                 help="the trunk to call through (default: call.trunk, or the only one)",
             ),
-            Param(
-                name="variables",
-                type=dict,
-                flag="--var",
-                metavar="KEY=VALUE",
-                help="a value for a {KEY} placeholder of the script; repeatable",
-            ),
+            VARIABLES_PARAM,
         ),
         render=render_call_placed,
         waitable=True,

@@ -33,7 +33,8 @@ harness does:
 - starts ``baresip -f CONFDIR -t TIMEOUT`` (it quits by itself after
   ``timeout`` seconds, so a test killed hard leaves nothing behind for long)
   with its output in ``baresip.log``, waits until it owns its port, and stops
-  it when the block ends (SIGTERM, then SIGKILL).
+  it when the block ends (SIGTERM, then SIGKILL), with the process handling
+  of ``waihu.testing.peer_process``.
 
 What it is not: a general baresip wrapper. It is built for loopback tests of
 one call at a time; registration, NAT traversal and video are switched off.
@@ -43,9 +44,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import wave
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -55,7 +53,15 @@ import attrs
 import numpy as np
 import trio
 
-from waihu.testing.sipp import free_udp_port
+from waihu.testing.peer_process import (
+    HOST,
+    READY_POLL,
+    free_udp_port,
+    running_peer,
+    stop,
+    wait_until_bound,
+)
+from waihu.testing.peer_process import free_udp_tcp_port as free_sip_port
 from waihu.testing.speech import CALL_RATE, pad_silence, write_wav_pcm
 
 __all__ = [
@@ -69,9 +75,7 @@ __all__ = [
 
 BARESIP = shutil.which("baresip") or "baresip"
 MODULE_PATH = Path("/usr/lib/baresip/modules")  # where Debian's baresip-core puts its modules
-HOST = "127.0.0.1"
 READY_TIMEOUT = 10.0  # seconds for baresip to bind its signalling port
-READY_POLL = 0.02
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL: baresip hangs up and closes its files
 LOG_TAIL = 6000  # characters of the log shown in a failure report
 SAMPLE_WIDTH = 2  # bytes: aufile reads S16LE only
@@ -91,33 +95,6 @@ CLOSED_BY_FAR_END = "Connection reset by peer"
 
 class BaresipFailed(AssertionError):
     """baresip did not start or did not behave; the message carries its log."""
-
-
-def _tcp_port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def _udp_port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def free_sip_port(host: str = HOST) -> int:
-    """A port free for both UDP and TCP on ``host`` right now (baresip listens on both)."""
-    for _ in range(100):
-        port = free_udp_port(host)
-        if _tcp_port_free(host, port):
-            return port
-    raise OSError(f"no port free for both UDP and TCP on {host}")
 
 
 @attrs.define
@@ -198,7 +175,7 @@ class BaresipPeer:
     async def stop(self) -> int:
         """Stop baresip (SIGTERM: it hangs up and closes its files; SIGKILL after a grace);
         its exit status."""
-        await _stop(self.process)
+        await stop(self.process, STOP_GRACE)
         return self.process.returncode if self.process.returncode is not None else -1
 
 
@@ -269,40 +246,9 @@ async def baresip_callee(
     write_baresip_config(confdir, port=port, user=user, voice=voice, snd_dir=snd_dir)
     log = workdir / "baresip.log"
     args = [BARESIP, "-f", str(confdir), "-t", str(int(timeout))]
-    (workdir / "command.txt").write_text(" ".join(args) + "\n")
-    with log.open("wb") as out:
-        process = await trio.lowlevel.open_process(
-            args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=workdir
+    async with running_peer(args, cwd=workdir, stdout=log, stop_grace=STOP_GRACE) as process:
+        peer = BaresipPeer(HOST, port, user, workdir, log, snd_dir, voice, process)
+        await wait_until_bound(
+            peer, name="baresip", timeout=READY_TIMEOUT, report=peer.report, failure=BaresipFailed
         )
-    peer = BaresipPeer(HOST, port, user, workdir, log, snd_dir, voice, process)
-    try:
-        await _wait_until_bound(peer)
         yield peer
-    finally:
-        with trio.CancelScope(shield=True):
-            await _stop(process)
-
-
-async def _wait_until_bound(peer: BaresipPeer) -> None:
-    """Return once baresip holds its SIP port; fail with its log if it exits first."""
-    with trio.move_on_after(READY_TIMEOUT):
-        while True:
-            if peer.process.poll() is not None:
-                raise BaresipFailed("baresip exited at start-up\n" + peer.report())
-            if not _udp_port_free(peer.host, peer.port):
-                return
-            await trio.sleep(READY_POLL)
-    raise BaresipFailed(
-        f"baresip did not bind {peer.hostport} within {READY_TIMEOUT} s\n" + peer.report()
-    )
-
-
-async def _stop(process: trio.Process) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    with trio.move_on_after(STOP_GRACE):
-        await process.wait()
-        return
-    process.kill()
-    await process.wait()

@@ -16,7 +16,8 @@ bound), gives the process a directory of its own for its pid file (``-P``),
 runtime files (``-Y``) and working directory (``-w``), starts it in the
 foreground logging to stderr (``-DD -E``) with one worker (``-n 1``) and
 small memory pools, waits until it owns its port, and stops it when the block
-ends. It never touches port 5060 or ``/etc/kamailio``.
+ends (the process handling is ``waihu.testing.peer_process``'s). It never
+touches port 5060 or ``/etc/kamailio``.
 
 kamailio has no "quit after N seconds" option, so it runs under coreutils
 ``timeout`` in a process group of its own: the block's end stops the whole
@@ -28,12 +29,8 @@ What it is not: a general kamailio wrapper; one config, loopback, UDP.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -41,7 +38,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from waihu.testing.sipp import free_udp_port
+from waihu.testing.peer_process import HOST, free_udp_port, running_peer, wait_until_bound
 
 __all__ = ["RELAY_CONFIG", "KamailioFailed", "KamailioProxy", "RelayedRequest", "kamailio_proxy"]
 
@@ -49,11 +46,9 @@ RELAY_CONFIG = Path(__file__).resolve().parents[3] / "contrib" / "kamailio" / "r
 # Debian installs kamailio in /usr/sbin, which is not on every user's PATH
 KAMAILIO = shutil.which("kamailio") or shutil.which("kamailio", path="/usr/sbin:/sbin")
 TIMEOUT_TOOL = shutil.which("timeout") or "timeout"  # coreutils
-HOST = "127.0.0.1"
 SHARED_MEMORY_MB = 32
 PRIVATE_MEMORY_MB = 8
 READY_TIMEOUT = 15.0  # seconds for kamailio to bind its port (it parses and forks first)
-READY_POLL = 0.02
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 KILL_AFTER = 5  # seconds ``timeout`` waits after its own TERM before KILL
 LOG_TAIL = 8000  # characters of the log shown in a failure report
@@ -113,15 +108,6 @@ class KamailioProxy:
         return f"kamailio {state}; its log ({self.log}):\n{self.log_text()[-LOG_TAIL:]}"
 
 
-def _udp_port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
 def _next_hop_uri(next_hop: str) -> str:
     return next_hop if next_hop.startswith("sip:") else f"sip:{next_hop}"
 
@@ -156,51 +142,20 @@ async def kamailio_proxy(
         "-n", "1", "-m", str(SHARED_MEMORY_MB), "-M", str(PRIVATE_MEMORY_MB),
         "-P", str(workdir / "kamailio.pid"), "-Y", str(runtime), "-w", str(workdir),
     ]  # fmt: skip
-    (workdir / "command.txt").write_text(" ".join(args) + "\n")
-    with log.open("wb") as out:
-        process = await trio.lowlevel.open_process(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-            start_new_session=True,  # its own process group: kamailio forks workers
+    async with running_peer(
+        args,
+        cwd=workdir,
+        stdout=log,
+        stop_grace=STOP_GRACE,
+        # its own process group, stopped as one: timeout, kamailio and the workers it forks
+        process_group=True,
+    ) as process:
+        proxy = KamailioProxy(HOST, port, uri, workdir, log, process)
+        await wait_until_bound(
+            proxy,
+            name="kamailio",
+            timeout=READY_TIMEOUT,
+            report=proxy.report,
+            failure=KamailioFailed,
         )
-    proxy = KamailioProxy(HOST, port, uri, workdir, log, process)
-    try:
-        await _wait_until_bound(proxy)
         yield proxy
-    finally:
-        with trio.CancelScope(shield=True):
-            await _stop(process)
-
-
-async def _wait_until_bound(proxy: KamailioProxy) -> None:
-    """Return once kamailio holds its port; fail with its log if it exits first."""
-    with trio.move_on_after(READY_TIMEOUT):
-        while True:
-            if proxy.process.poll() is not None:
-                raise KamailioFailed("kamailio exited at start-up\n" + proxy.report())
-            if not _udp_port_free(proxy.host, proxy.port):
-                return
-            await trio.sleep(READY_POLL)
-    raise KamailioFailed(
-        f"kamailio did not bind {proxy.hostport} within {READY_TIMEOUT} s\n" + proxy.report()
-    )
-
-
-def _signal_group(process: trio.Process, signum: int) -> None:
-    try:
-        os.killpg(process.pid, signum)  # the group leader's pid is the group's id
-    except ProcessLookupError:
-        pass  # the whole group is gone already
-
-
-async def _stop(process: trio.Process) -> None:
-    """SIGTERM to the group (timeout passes it on; kamailio stops its workers), then SIGKILL."""
-    _signal_group(process, signal.SIGTERM)
-    with trio.move_on_after(STOP_GRACE):
-        await process.wait()
-    _signal_group(process, signal.SIGKILL)  # any worker left behind
-    if process.poll() is None:
-        await process.wait()

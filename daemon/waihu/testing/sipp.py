@@ -14,7 +14,8 @@ mp + 2) and the control socket (``-ci 127.0.0.1 -cp``), so tests can run side
 by side; renders the scenario into the test's tmp dir; starts sipp in the
 foreground with ``-m 1`` (one call) under trio with its output and traces
 (``-trace_err -trace_msg -trace_screen``) in that dir; waits until sipp owns
-its signalling port; kills it when the block ends.
+its signalling port; kills it when the block ends (the process handling is
+``waihu.testing.peer_process``'s).
 
 Scenario rendering. sipp substitutes ``-key`` values only inside messages, not
 in attributes such as ``<pause milliseconds>`` or ``<exec rtp_stream>``, so
@@ -58,17 +59,23 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 import attrs
 import trio
 
+from waihu.testing.peer_process import (
+    HOST,
+    free_udp_port,
+    ports_free,
+    running_peer,
+    wait_until_bound,
+)
 from waihu_sip.message import SipRequest, SipResponse, parse_message
 
 __all__ = [
@@ -86,7 +93,6 @@ __all__ = [
 
 SCENARIOS = Path(__file__).resolve().parents[3] / "contrib" / "sipp"
 SIPP = shutil.which("sipp") or "sipp"
-HOST = "127.0.0.1"
 PLAYS_MARKER = "<!-- WAIHU-PLAYS -->"
 ZERO_PAUSE = re.compile(r'<pause milliseconds="0+"\s*/>')
 ULAW_BYTES_PER_MS = 8  # raw μ-law at 8 kHz: one byte per sample
@@ -98,38 +104,15 @@ DEFAULT_KEYS = {
     "cancel_wait_ms": "30000",
 }
 READY_TIMEOUT = 5.0  # seconds for sipp to bind its signalling port
-READY_POLL = 0.02
 STOP_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 LOG_TAIL = 6000  # characters of each log shown in a failure report
-
-
-def free_udp_port(host: str = HOST) -> int:
-    """A UDP port that is free right now on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _udp_ports_free(host: str, ports: Sequence[int]) -> bool:
-    socks = []
-    try:
-        for port in ports:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            socks.append(sock)
-            sock.bind((host, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def free_media_port(host: str = HOST) -> int:
     """An even UDP port p with p..p+3 free (sipp's audio and video RTP/RTCP)."""
     for _ in range(200):
         port = free_udp_port(host) & ~1
-        if 1024 < port < 65530 and _udp_ports_free(host, range(port, port + 4)):
+        if 1024 < port < 65530 and ports_free(host, range(port, port + 4)):
             return port
     raise OSError("no free block of four UDP ports for sipp media")
 
@@ -273,41 +256,24 @@ async def sipp_peer(
         *(["-rtp_echo"] if rtp_echo else []),
         *extra_args,
     ]  # fmt: skip
-    (workdir / "command.txt").write_text(" ".join(args) + "\n")
-    with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
-        process = await trio.lowlevel.open_process(
-            args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=workdir
+    async with running_peer(
+        args,
+        cwd=workdir,
+        stdout=workdir / "stdout.txt",
+        stderr=workdir / "stderr.txt",
+        stop_grace=STOP_GRACE,
+    ) as process:
+        peer = SippPeer(HOST, port, media_port, control_port, workdir, process)
+        await wait_until_bound(
+            peer, name="sipp", timeout=READY_TIMEOUT, report=partial(_exit_report, peer)
         )
-    peer = SippPeer(HOST, port, media_port, control_port, workdir, process)
-    try:
-        await _wait_until_bound(peer)
         yield peer
-    finally:
-        with trio.CancelScope(shield=True):
-            await _stop(process)
 
 
-async def _wait_until_bound(peer: SippPeer) -> None:
-    """Return once sipp holds its signalling port; fail with its logs if it exits first."""
-    with trio.move_on_after(READY_TIMEOUT):
-        while True:
-            if peer.process.poll() is not None:
-                raise AssertionError("sipp exited at start-up\n" + (await peer.wait()).report())
-            if not _udp_ports_free(peer.host, [peer.port]):
-                return
-            await trio.sleep(READY_POLL)
-    raise AssertionError(f"sipp did not bind {peer.hostport} within {READY_TIMEOUT} s")
-
-
-async def _stop(process: trio.Process) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    with trio.move_on_after(STOP_GRACE):
-        await process.wait()
-        return
-    process.kill()
-    await process.wait()
+def _exit_report(peer: SippPeer) -> str:
+    """sipp's result report once it has exited; empty while it runs (there is no result yet)."""
+    returncode = peer.process.poll()
+    return "" if returncode is None else SippResult(returncode, peer.logs()).report()
 
 
 class UdpPeer:
