@@ -122,7 +122,7 @@ async def test_unmatched_and_low_confidence_take_default(
     script, classifier, autojump_clock
 ) -> None:
     ending, turns, _ = await converse(
-        script, classifier, [Utterance("오늘 날씨가 맑아요", 0.9), Utterance("네", 0.1)]
+        script, classifier, [Utterance("날씨가 좋네요", 0.9), Utterance("네", 0.1)]
     )
     # both replies went to "default": greeting → ask_again → bye_unclear
     assert [t.intent for t in turns if t.speaker == "callee"] == ["default", "default"]

@@ -158,3 +158,29 @@ def test_negation_seam_can_veto_a_keyword(tmp_path: Path) -> None:
 def test_normalize_folds_width_case_and_punctuation() -> None:
     assert normalize("  ＨＥＬＬＯ，  World!! 네. ") == "hello world 네"
     assert normalize("ＨＩ", width=False) == "ｈｉ"
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("네", ["affirm"]),
+        ("네네", ["affirm"]),
+        ("네 알겠습니다", ["affirm"]),
+        ("네, 좋아요", ["affirm"]),
+        ("지금 바쁘네요", []),  # "I'm busy now": 네 here is only a word ending
+        ("그러네요", []),
+    ],
+)
+def test_single_syllable_keyword_is_a_word_of_its_own(
+    tmp_path: Path, reply: str, expected: list[str]
+) -> None:
+    classifier = make([Intent("affirm", keywords=("네",))], tmp_path)
+    assert names(classifier.classify(reply, ["affirm"])) == expected
+
+
+def test_single_chinese_character_keyword(tmp_path: Path) -> None:
+    classifier = make(
+        [Intent("affirm", keywords=("对",)), Intent("deny", keywords=("不对",))], tmp_path
+    )
+    assert names(classifier.classify("对 对", ["affirm", "deny"])) == ["affirm"]
+    assert names(classifier.classify("不对", ["affirm", "deny"])) == ["deny"]

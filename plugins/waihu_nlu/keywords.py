@@ -5,7 +5,10 @@ examples (matching the whole reply). Both the script's words and the reply are
 normalised alike (``waihu_nlu.normalize``). Korean and Chinese recognisers
 space words unpredictably ("얼마 예요" / "얼마예요"), so keywords without Latin
 letters are also matched with every space removed; keywords with Latin letters
-match whole words only, so "no" is not found in "know".
+match whole words only, so "no" is not found in "know". A keyword of a single
+Korean or Chinese character is a word of its own too (repeats allowed): "네"
+is found in "네", "네네" and "네, 좋아요" but not inside "바쁘네요" (I'm busy),
+and "对" not inside "不对".
 
 Candidates come back in the order of ``allowed``, which is the script's
 priority order (knowledge base, then affirmative, then negative…): the first
@@ -166,6 +169,11 @@ class KeywordClassifier(Provider):
             after = f"(?![{LATIN_ALNUM}])" if is_latin_alnum(spaced[-1]) else ""
             pattern = re.compile(before + re.escape(spaced) + after)
             return _Keyword(word, pattern, in_compact=False, size=len(compact(spaced)))
+        if len(spaced) == 1:
+            # one syllable is the ending of countless words (바쁘네요, 그러네요): only a
+            # word of its own counts, said once or repeated (네네)
+            pattern = re.compile(rf"(?<!\w)(?:{re.escape(spaced)})+(?!\w)")
+            return _Keyword(word, pattern, in_compact=False, size=1)
         in_compact = self.config.ignore_spaces
         target = compact(spaced) if in_compact else spaced
         return _Keyword(word, re.compile(re.escape(target)), in_compact, len(compact(spaced)))
