@@ -155,3 +155,49 @@ async def test_watch_follows_a_busy_call_from_dialing_to_failed(tmp_path: Path) 
     assert set(kinds[1:-1]) <= {"ringing"}  # provisional responses, if the trunk reports them
     assert events[0]["number"] == "callee" and events[0]["script"] == "demo-ko"
     assert events[-1]["sip_status"] == 486 and events[-1]["grade"] is None
+
+
+async def test_locked_database_loses_no_result_and_the_daemon_carries_on(tmp_path: Path) -> None:
+    """Another process holds the database locked: the result goes to the log; calls go on."""
+    import json
+    import sqlite3
+
+    with trio.fail_after(150):
+        async with (
+            sipp_peer("busy.xml", tmp_path / "first") as first,
+            sipp_peer("busy.xml", tmp_path / "second") as second,
+        ):
+            config = write_config(
+                tmp_path / "waihud",
+                proxy={"first": first.hostport, "second": second.hostport},
+                storage={"busy_timeout_ms": 200},
+            )
+            async with running_waihud(config) as daemon:
+                locker = sqlite3.connect(daemon.database, isolation_level=None)
+                locker.execute("BEGIN EXCLUSIVE")
+                try:
+                    call = await daemon.request(
+                        "call", target="callee", script="demo-ko", trunk="first"
+                    )
+                    unsaved_mark = f"call {call['call_id']}: unsaved record: "
+                    with trio.fail_after(30):
+                        while unsaved_mark not in daemon.log_text():
+                            await trio.sleep(0.1)
+                finally:
+                    locker.execute("ROLLBACK")
+                    locker.close()
+                line = next(ln for ln in daemon.log_text().splitlines() if unsaved_mark in ln)
+                unsaved = json.loads(line.split(unsaved_mark, 1)[1])
+                assert (unsaved["id"], unsaved["status"], unsaved["sip_status"]) == (
+                    call["call_id"], "failed", 486
+                )  # fmt: skip
+                # the daemon carries on and files the next call normally
+                again = await daemon.request(
+                    "call", target="callee", script="demo-ko", trunk="second"
+                )
+                record = await daemon.wait_call(again["call_id"])
+                assert (record["status"], record["sip_status"]) == ("failed", 486)
+                assert await daemon.stop() == 0
+    db = sqlite3.connect(daemon.database)
+    ids = {row[0] for row in db.execute("select id from calls")}
+    assert again["call_id"] in ids

@@ -284,3 +284,23 @@ def test_registered_through_the_entry_point() -> None:
     (point,) = entry_points(group="waihu", name="sqlite")
     assert point.load().waihu_storage_types() == [SqliteStorage]
     assert SqliteStorage.type_name == "sqlite"
+
+
+async def test_saves_after_a_locked_database_are_kept(tmp_path: Path) -> None:
+    """Another process locks the file: that save fails loudly; later saves land for real."""
+    with trio.fail_after(30):
+        async with running(make_storage(tmp_path, busy_timeout_ms=100)) as storage:
+            locker = sqlite3.connect(storage.path, isolation_level=None)
+            locker.execute("BEGIN EXCLUSIVE")
+            with pytest.raises(ProviderError, match="database is locked"):
+                await storage.save_call(sample_call("locked-out"))
+            locker.execute("ROLLBACK")
+            locker.close()
+            await storage.save_call(sample_call("after"))
+            assert (await storage.get_call("after")) is not None
+            other = sqlite3.connect(storage.path)
+            try:
+                ids = [row[0] for row in other.execute("SELECT id FROM calls")]
+            finally:
+                other.close()
+            assert ids == ["after"]

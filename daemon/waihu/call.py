@@ -15,12 +15,15 @@ deadline, shutdown) also hangs up cleanly, under a shielded, bounded scope.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import attrs
+import cattrs
 import numpy as np
 import trio
 
@@ -62,9 +65,17 @@ from waihu.media.media_clock import MediaClock
 from waihu.media.prompt_player import PromptPlayer
 from waihu.media.recorder import StereoRecorder
 
-__all__ = ["CallServices", "place_call"]
+__all__ = ["CallServices", "place_call", "record_as_dict"]
 
 log = logging.getLogger("waihu.call")
+
+_unstructure = cattrs.Converter().unstructure
+
+
+def record_as_dict(record: CallRecord) -> dict[str, Any]:
+    """A call record as plain JSON-ready data (control socket replies, the log)."""
+    return _unstructure(record)
+
 
 HANGUP_GRACE = 5.0  # seconds a cancelled call gets to send BYE and file its record
 BYE_WAIT = 2.0  # seconds to wait for the answer to our BYE before filing the record
@@ -85,7 +96,13 @@ class CallServices:
 
 
 class _Filing:
-    """Saves the record whenever it changed, one save at a time, newest state last."""
+    """Saves the record whenever it changed, one save at a time, newest state last.
+
+    Error handling: a failed save (database locked past its timeout, disk
+    full) is logged and retried at the next change; the call goes on. If the
+    final save fails, the whole record goes to the log as JSON, so the result
+    is not lost even when storage is.
+    """
 
     def __init__(self, storage: Storage, record: CallRecord) -> None:
         self.storage = storage
@@ -101,10 +118,23 @@ class _Filing:
             self._changed = trio.Event()
             await self.flush()
 
-    async def flush(self) -> None:
-        await self.storage.save_call(
-            attrs.evolve(self.record, turns=list(self.record.turns), tags=list(self.record.tags))
+    async def flush(self, *, final: bool = False) -> bool:
+        """Save the record as it is now; False (and logged) if storage failed."""
+        snapshot = attrs.evolve(
+            self.record, turns=list(self.record.turns), tags=list(self.record.tags)
         )
+        try:
+            await self.storage.save_call(snapshot)
+        except Exception as exc:
+            log.error("call %s: cannot save its record: %s", self.record.id, exc)
+            if final:
+                log.error(
+                    "call %s: unsaved record: %s",
+                    self.record.id,
+                    json.dumps(record_as_dict(snapshot), ensure_ascii=False),
+                )
+            return False
+        return True
 
 
 class _VoiceSpeaker:
@@ -200,7 +230,7 @@ async def place_call(
                 record.status = "ended" if record.answered_at else "failed"
                 record.error = record.error or "cancelled: daemon shutting down"
             record.ended_at = time.time()
-            await filing.flush()
+            await filing.flush(final=True)
             log.info(
                 "call %s to %s %s: sip %s, grade %s, hung up by %s%s",
                 record.id, record.number, record.status, record.sip_status, record.grade,

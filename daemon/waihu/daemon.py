@@ -31,13 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import cattrs
 import pluggy
 import trio
 
 from waihu import sd_notify
 from waihu.api import CallRecord, Provider, ProviderContext, WaihuError
-from waihu.call import CallServices, place_call
+from waihu.call import CallServices, place_call, record_as_dict
 from waihu.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from waihu.control.monitor import Monitor
 from waihu.control.protocol import ControlError
@@ -53,7 +52,6 @@ __all__ = ["Daemon", "main"]
 log = logging.getLogger("waihu.daemon")
 
 EX_CONFIG = 78  # sysexits.h: configuration error; systemd's RestartPreventExitStatus
-_unstructure = cattrs.Converter().unstructure
 
 
 class Daemon:
@@ -261,7 +259,7 @@ class Daemon:
         record = self.live.get(id) or await self.providers[("storage", "storage")].get_call(id)
         if record is None:
             raise ControlError("not_found", f"no call with id {id!r}")
-        return _unstructure(attrs.evolve(record))
+        return record_as_dict(record)
 
     async def watch(self, call_id: str | None = None) -> EventStream:
         # subscribe before looking: a call live now cannot end unseen in between

@@ -120,9 +120,24 @@ class SqliteStorage(Provider):
             try:
                 return work(db)
             except sqlite3.Error as exc:
+                # After a failed transaction (e.g. "database is locked") this connection was
+                # seen to drop every later write without an error: start afresh.
+                self._reopen(db)
                 raise ProviderError(f"{self.path}: {exc}") from None
 
         return await trio.to_thread.run_sync(guarded, limiter=self._limiter)
+
+    def _reopen(self, db: sqlite_utils.Database) -> None:
+        """Replace a connection that failed with a new one (in the storage thread)."""
+        try:
+            db.close()
+        except sqlite3.Error:
+            pass
+        if self._db is db:
+            try:
+                self._db = self._open()
+            except ProviderError as exc:
+                self.context.log.error("%s", exc)
 
     # ───────────────────────── waihu.api.Storage ─────────────────────────
 

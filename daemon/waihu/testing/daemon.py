@@ -47,6 +47,7 @@ def write_config(
     model: str | None = None,
     media: Mapping[str, Any] | None = None,
     daemon: Mapping[str, Any] | None = None,
+    storage: Mapping[str, Any] | None = None,
     extra: str = "",
 ) -> Path:
     """A complete waihud.toml; returns its path.
@@ -90,6 +91,7 @@ def write_config(
         "[storage]",
         'type = "sqlite"',
         'path = "waihu.db"',
+        *(f"{k} = {_toml(v)}" for k, v in (storage or {}).items()),
         "",
         extra,
     ]
