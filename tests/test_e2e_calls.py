@@ -110,6 +110,11 @@ async def test_knowledge_base_question_is_answered_and_the_flow_resumes(tmp_path
     assert robot == ["greeting", "greeting", "greeting", "bye_declined"]  # ask, price, re-ask
     robot_text = [t["text"] for t in record["turns"] if t["speaker"] == "robot"]
     assert robot_text[1] == "한 달에 만 원부터 시작합니다."
+    # each robot line carries the time it was really heard: the question is asked again
+    # only once the 2.8 s price answer has been played
+    starts = [t["started_at"] for t in record["turns"] if t["speaker"] == "robot"]
+    assert starts == sorted(starts)
+    assert 2.0 < starts[2] - starts[1] < 4.0
     assert (record["grade"], record["hangup_by"]) == ("C", "robot")
 
 

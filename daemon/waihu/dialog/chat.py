@@ -7,6 +7,7 @@ it) and is what the engine's own tests drive it with.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import attrs
@@ -24,6 +25,8 @@ class SaidLine:
     text: str
     done: trio.Event = attrs.Factory(trio.Event)
     interrupted: bool = False
+    started_at: float | None = None
+    ended_at: float | None = None
 
 
 class TextSpeaker:
@@ -37,6 +40,7 @@ class TextSpeaker:
         self.lines.append(text)
         if self.echo is not None:
             self.echo(text)
-        line = SaidLine(text)
+        now = time.time()
+        line = SaidLine(text, started_at=now, ended_at=now)
         line.done.set()
         return line

@@ -77,10 +77,16 @@ EngineEvent = SpeechBegan | Utterance | PromptDone | Dtmf
 
 
 class PromptHandle(Protocol):
-    """A line being said: ``done`` is set when it ended; ``interrupted`` if cut off."""
+    """A line being said: ``done`` is set when it ended; ``interrupted`` if cut off.
+
+    ``started_at``/``ended_at`` (wall clock) say when it was really heard; None
+    while it has not started (or if it never did).
+    """
 
     done: trio.Event
     interrupted: bool
+    started_at: float | None
+    ended_at: float | None
 
 
 class Speaker(Protocol):
@@ -198,6 +204,8 @@ class DialogueEngine:
                     if event.text.strip():
                         return event
                     speaking = False  # noise: the silence timer starts over
+                elif isinstance(event, PromptDone):
+                    self.settle_turns()
                 continue
             return None
 
@@ -221,10 +229,13 @@ class DialogueEngine:
         return handle
 
     def settle_turns(self) -> None:
-        """Mark robot lines cut off by barge-in; call before filing the transcript."""
+        """Give robot lines the times they were really heard and mark those cut off by
+        barge-in; call before filing the transcript."""
         for turn, handle in self._robot_turns:
-            if handle.interrupted:
-                turn.interrupted = True
+            turn.interrupted = handle.interrupted
+            if handle.started_at is not None:
+                turn.started_at = handle.started_at
+            turn.ended_at = handle.ended_at
         self._robot_turns = [(t, h) for t, h in self._robot_turns if not h.done.is_set()]
 
 

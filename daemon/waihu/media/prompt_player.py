@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import struct
+import time
 import wave
 from collections import deque
 from collections.abc import Callable
@@ -153,6 +154,8 @@ class Playback:
     done: trio.Event = attrs.field(factory=trio.Event, repr=False)
     interrupted: bool = False
     played_samples: int = 0
+    started_at: float | None = None  # wall clock when its first frame went out; None if never
+    ended_at: float | None = None  # wall clock when it ended
 
 
 class PromptPlayer:
@@ -212,6 +215,7 @@ class PromptPlayer:
                 if not self._queue:
                     return self._silence
                 self._current = self._queue.popleft()
+                self._current.started_at = time.time()
             playback = self._current
             if playback.played_samples < playback.audio.size:
                 break
@@ -253,6 +257,7 @@ class PromptPlayer:
         if self._current is playback:
             self._current = None
         playback.interrupted = interrupted
+        playback.ended_at = time.time()
         playback.done.set()
         if self.on_finished is not None:
             self.on_finished(playback)
