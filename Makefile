@@ -25,6 +25,7 @@ lint: venv
 bench: deps venv
 	$(BIN)/python benchmarks/bench_media.py
 	$(BIN)/python benchmarks/bench_asr.py
+	$(BIN)/python benchmarks/bench_calls.py --calls 10
 
 deps:
 	@missing=""; \

@@ -371,9 +371,10 @@ async def _listen(
         elif isinstance(event, SpeechAudio):
             await stream.accept(event.pcm)
         elif isinstance(event, SpeechEnded):
+            ended_at = time.time()  # when the endpointer decided, before recognition
             result = await stream.finish()
             events.publish(call_id, "utterance", text=result.text, confidence=result.confidence)
-            await inbox.send(Utterance(result.text, result.confidence, started_at, time.time()))
+            await inbox.send(Utterance(result.text, result.confidence, started_at, ended_at))
         elif isinstance(event, BargeIn):
             events.publish(call_id, "barge_in")
         elif isinstance(event, PromptFinished):
