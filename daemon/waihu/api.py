@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+import typing
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import attrs
@@ -29,22 +30,38 @@ import pluggy
 import trio
 
 __all__ = [
+    "EVENT_KINDS",
+    "FINAL_OUTCOMES",
     "FRAME_MS",
+    "OUTCOMES",
     "PROJECT_NAME",
     "AsrEngine",
     "AsrResult",
     "AsrStream",
+    "Attempt",
+    "AuditEntry",
     "CallEvent",
     "CallFailed",
     "CallLeg",
     "CallRecord",
     "CallStatus",
+    "CampaignRow",
+    "CampaignState",
+    "CampaignStats",
+    "CampaignStore",
     "Classifier",
     "Codec",
+    "Contact",
+    "ContactState",
+    "DeliveryFailed",
+    "EventKind",
     "HangupSide",
     "Intent",
     "Match",
+    "Notification",
     "Notifier",
+    "OutboxItem",
+    "Outcome",
     "Provider",
     "ProviderContext",
     "ProviderError",
@@ -381,6 +398,8 @@ class CallRecord:
     turns: list[Turn] = attrs.Factory(list)
     recording: str | None = None
     error: str | None = None
+    campaign_id: str | None = None  # the campaign that placed it; None for a single call
+    outcome: str | None = None  # one of OUTCOMES, once the call is over
 
 
 @runtime_checkable
@@ -402,32 +421,371 @@ class Storage(Protocol):
         ...
 
 
-# ───────────────────────────── events and notifiers ─────────────────────────────
+# ───────────────────────────── events ─────────────────────────────
+
+EventKind = Literal[
+    "dialing",
+    "ringing",
+    "answered",
+    "turn",
+    "node",
+    "utterance",
+    "barge_in",
+    "hangup",
+    "ended",
+    "failed",
+    "campaign",
+]
+
+# The closed set of event kinds and the data fields each carries, in order.
+# ``EventBus.publish`` refuses anything else, and a test holds what the daemon
+# publishes to this table: a new kind or field is a row here first.
+EVENT_KINDS: Mapping[str, tuple[str, ...]] = {
+    "dialing": ("number", "script", "trunk"),  # the call record is filed; the INVITE goes next
+    "ringing": ("status", "reason"),  # a provisional answer (180/183)
+    "answered": ("codec",),  # 200 OK: media flows
+    "turn": ("speaker", "text", "node", "intent"),  # one transcript line, robot or callee
+    "node": ("node",),  # the script moved to a node
+    "utterance": ("text", "confidence"),  # the recogniser's final result for one reply
+    "barge_in": (),  # the callee cut into a prompt
+    "hangup": ("by",),  # "robot" or "callee"
+    # the last event of every call: answered calls end, others fail
+    "ended": ("outcome", "grade", "tags", "sip_status", "hangup_by", "error"),
+    "failed": ("outcome", "grade", "tags", "sip_status", "hangup_by", "error"),
+    # a campaign changed state (started, paused by the breaker, completed…); call_id is None
+    "campaign": ("state", "reason"),
+}
 
 
 @attrs.frozen
 class CallEvent:
-    """Something that happened to a call, published to every observer.
+    """Something that happened to a call or a campaign, published to every observer.
 
-    ``kind`` is one of: ``dialing``, ``ringing``, ``answered``, ``prompt``,
-    ``barge_in``, ``utterance``, ``intent``, ``node``, ``hangup``, ``ended``,
-    ``failed``. ``data`` holds the details (JSON-serialisable).
+    ``kind`` is one of ``EVENT_KINDS``, and ``data`` holds exactly the fields
+    that table lists for it (JSON-serialisable). ``campaign`` names the
+    campaign the call belongs to (None for a single call); campaign-wide
+    events have ``call_id`` None.
     """
 
-    call_id: str
-    kind: str
+    call_id: str | None
+    kind: str = attrs.field(validator=attrs.validators.in_(EVENT_KINDS))
     at: float
     data: Mapping[str, Any] = attrs.field(factory=dict)
+    campaign: str | None = None
+
+
+# ───────────────────────────── campaigns ─────────────────────────────
+# The values a campaign store keeps. The scheduler (waihu.campaign) decides;
+# the store only commits, atomically, what it is told — so a second store
+# (PostgreSQL) is one more implementation of ``CampaignStore``.
+
+Outcome = Literal[
+    "answered",  # a conversation took place (whatever its grade)
+    "busy",  # 486, 600
+    "no_answer",  # 480, 408, ring timeout
+    "rejected",  # 603: the callee declined; never retried
+    "invalid_number",  # 404, 484, 604, or a number that is not one; never retried
+    "unreachable",  # 410, 503 from the far end's network, 5xx that says so
+    "failed",  # any other failure, ours or the trunk's
+    "interrupted",  # the daemon stopped between INVITE and a final answer
+    "opted_out",  # the callee asked not to be called again (dnc); never retried
+]
+OUTCOMES: tuple[str, ...] = typing.get_args(Outcome)
+# outcomes after which a contact is never dialled again in this campaign
+FINAL_OUTCOMES: frozenset[str] = frozenset({"answered", "rejected", "invalid_number", "opted_out"})
+
+CampaignState = Literal["draft", "running", "paused", "stopped", "completed"]
+ContactState = Literal[
+    "pending",  # waiting for its next attempt (at or after ``next_at``)
+    "leased",  # claimed by a scheduler (``lease_owner`` until ``lease_until``), not yet dialled
+    "calling",  # an attempt is open: committed before its INVITE
+    "done",  # final: an outcome that ends it, or attempts used up
+    "skipped",  # never dialled: do-not-call, frequency cap, campaign ended…
+    "cancelled",  # the operator cancelled it while pending
+]
+
+
+@attrs.frozen(kw_only=True)
+class Contact:
+    """One number of a campaign's list, as imported and as it progresses.
+
+    ``number`` is E.164 (``+8613800138000``); ``variables`` are the import's
+    other columns (``{"name": "张三"}``), filled into the script's text;
+    ``timezone`` is an IANA name, or None for the campaign's default.
+    """
+
+    id: int = 0  # assigned by the store
+    campaign_id: str
+    number: str
+    variables: Mapping[str, str] = attrs.field(factory=dict)
+    timezone: str | None = None
+    source_line: int | None = None  # line of the import file, for reports
+    state: ContactState = "pending"
+    attempts: int = 0
+    next_at: float = 0.0  # not before (seconds since the epoch)
+    last_outcome: str | None = None
+    lease_owner: str | None = None
+    lease_until: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Attempt:
+    """One dial of one contact: inserted before the INVITE, finished once.
+
+    Rows are never deleted or rewritten after ``finish_attempt``: the history a
+    redial or reset keeps. ``script_hash`` is the content hash of the script
+    version that spoke.
+    """
+
+    id: int = 0  # assigned by the store
+    campaign_id: str
+    contact_id: int
+    number: str
+    call_id: str  # the call record's id, chosen before dialling
+    seq: int  # 1 for the contact's first attempt
+    node: str  # the daemon that dialled it
+    started_at: float
+    script_hash: str = ""
+    ended_at: float | None = None
+    outcome: str | None = None  # one of OUTCOMES once finished
+    sip_status: int | None = None
+    grade: str | None = None
+    tags: tuple[str, ...] = ()
+    note: str | None = None  # e.g. how it was reconciled after a crash
+
+
+@attrs.frozen(kw_only=True)
+class CampaignRow:
+    """A campaign as stored: its id, name, state and settings (plain JSON data).
+
+    ``settings`` is the campaign's configuration as the core validated it
+    (script, trunk, caller ID, lines, windows, retry policy…); the store
+    keeps it as JSON and does not interpret it.
+    """
+
+    id: str
+    name: str
+    state: CampaignState = "draft"
+    reason: str | None = None  # why it is in this state ("trunk office failing: …")
+    settings: Mapping[str, Any] = attrs.field(factory=dict)
+    created_at: float = 0.0
+    started_at: float | None = None
+    ended_at: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CampaignStats:
+    """Counts for ``campaign show``/``list``: contacts by state, attempts by outcome,
+    answered calls by grade, and the per-node funnel (calls that reached each node,
+    calls whose last node it was)."""
+
+    contacts: Mapping[str, int]
+    outcomes: Mapping[str, int]
+    grades: Mapping[str, int]
+    reached: Mapping[str, int]  # node → answered calls whose robot spoke at it
+    last_node: Mapping[str, int]  # node → answered calls that ended there
+    hangups: Mapping[str, int]  # node → calls the callee hung up at it
+    attempts: int
+    reconciled: int  # attempts finished at start-up after a crash
+
+
+@attrs.frozen(kw_only=True)
+class OutboxItem:
+    """One notification waiting in the durable outbox for its notifier."""
+
+    id: int
+    notifier: str
+    payload: Mapping[str, Any]  # a Notification as JSON data
+    due_at: float
+    tries: int = 0
+    last_error: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AuditEntry:
+    """One operator action: who (unix user), what, with which params, when."""
+
+    at: float
+    user: str
+    action: str
+    params: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@runtime_checkable
+class CampaignStore(Protocol):
+    """Campaigns, contacts, attempts, do-not-call, outbox and audit, kept durably.
+
+    Every method commits before it returns. The claim/finish methods are the
+    lead queue: written so that several daemons may share one store (a claim
+    never hands the same contact to two callers; PostgreSQL does it with
+    ``FOR UPDATE SKIP LOCKED``), and nothing here assumes one process.
+    """
+
+    # campaigns
+    async def create_campaign(self, row: CampaignRow) -> None:
+        """Insert; ProviderError if the id or the name is taken."""
+        ...
+
+    async def update_campaign(self, row: CampaignRow) -> None: ...
+
+    async def get_campaign(self, campaign_id: str) -> CampaignRow | None: ...
+
+    async def list_campaigns(self) -> list[CampaignRow]: ...
+
+    # contacts
+    async def add_contacts(self, contacts: Sequence[Contact]) -> int:
+        """Insert contacts (ids assigned); returns how many."""
+        ...
+
+    async def campaign_numbers(self, campaign_id: str) -> set[str]:
+        """Every number already in the campaign (to refuse duplicates at import)."""
+        ...
+
+    async def claim_contacts(
+        self, campaign_id: str, *, now: float, limit: int, owner: str, lease_until: float
+    ) -> list[Contact]:
+        """Lease up to ``limit`` pending contacts due by ``now`` (oldest ``next_at`` first)."""
+        ...
+
+    async def release_contact(self, contact_id: int, *, next_at: float) -> None:
+        """Give a leased contact back, due again at ``next_at`` (a closed window…)."""
+        ...
+
+    async def skip_contact(self, contact_id: int, *, outcome: str) -> None:
+        """Finish a leased contact without dialling it (state ``skipped``)."""
+        ...
+
+    async def begin_attempt(self, attempt: Attempt) -> Attempt:
+        """Commit the intent to dial: the attempt row, and the contact ``calling``."""
+        ...
+
+    async def finish_attempt(
+        self,
+        attempt: Attempt,
+        *,
+        contact_state: ContactState,
+        next_at: float,
+    ) -> None:
+        """Set the attempt's outcome fields (once) and move its contact, atomically."""
+        ...
+
+    async def open_attempts(self, *, node: str | None = None) -> list[Attempt]:
+        """Attempts begun and never finished (of one daemon, or all)."""
+        ...
+
+    async def expire_leases(self, *, now: float) -> int:
+        """Leased contacts whose lease ran out go back to pending; returns how many."""
+        ...
+
+    async def renew_leases(self, *, owner: str, lease_until: float) -> None:
+        """Extend the leases a live daemon holds (its heartbeat)."""
+        ...
+
+    async def set_contacts_state(
+        self,
+        campaign_id: str,
+        *,
+        from_states: Sequence[str],
+        to_state: ContactState,
+        outcomes: Sequence[str] | None = None,
+        reset_attempts: bool = False,
+        next_at: float | None = None,
+    ) -> int:
+        """Move contacts in bulk (cancel pending, redial by outcome, reset); returns how many."""
+        ...
+
+    async def campaign_stats(self, campaign_id: str) -> CampaignStats: ...
+
+    async def campaign_attempts(
+        self, campaign_id: str, *, after_id: int = 0, limit: int = 1000
+    ) -> list[tuple[Attempt, Contact]]:
+        """Attempts with their contacts in id order, a page at a time (exports)."""
+        ...
+
+    # compliance
+    async def dnc_add(self, numbers: Sequence[str], *, reason: str, at: float) -> int: ...
+
+    async def dnc_remove(self, numbers: Sequence[str]) -> int: ...
+
+    async def dnc_contains(self, number: str) -> bool: ...
+
+    async def dnc_numbers(self) -> list[tuple[str, str, float]]:
+        """Every entry: (number, reason, added at)."""
+        ...
+
+    async def answered_since(self, number: str, since: float) -> int:
+        """Answered attempts to this number, in any campaign, since ``since``."""
+        ...
+
+    async def audit(self, entry: AuditEntry) -> None: ...
+
+    async def audit_entries(self, *, limit: int = 100) -> list[AuditEntry]: ...
+
+    # the notification outbox
+    async def outbox_put(self, notifier: str, payload: Mapping[str, Any], *, due_at: float) -> int:
+        ...
+
+    async def outbox_due(self, notifier: str, *, now: float, limit: int) -> list[OutboxItem]: ...
+
+    async def outbox_done(self, item_id: int, *, at: float) -> None: ...
+
+    async def outbox_retry(self, item_id: int, *, due_at: float, error: str) -> None: ...
+
+    # the daemon's heartbeat, for "last known alive" after a crash
+    async def set_alive(self, node: str, at: float) -> None: ...
+
+    async def last_alive(self, node: str) -> float | None: ...
+
+
+# ───────────────────────────── notifiers ─────────────────────────────
+
+
+class DeliveryFailed(WaihuError):
+    """A notifier could not deliver now. ``retry_after`` (seconds) asks for a later
+    try (rate limit, endpoint down); ``permanent`` says retrying cannot help (a bad
+    key) — the outbox then gives up on the item and logs it."""
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, permanent: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.permanent = permanent
+
+
+@attrs.frozen(kw_only=True)
+class Notification:
+    """What a notifier delivers: a hot lead as it happens, or a campaign's digest.
+
+    ``kind`` is ``lead`` (one call: ``calls`` holds it) or ``digest`` (a
+    campaign's matching calls at its end). Each call is a mapping with
+    ``call_id``, ``number`` (E.164), ``masked_number`` (``138****8000``),
+    ``grade``, ``tags``, ``replies`` (the callee's key lines), ``variables``
+    (the contact's columns, e.g. ``name``), ``duration`` and ``ended_at``.
+    ``id`` is stable across retries: endpoints may use it to drop duplicates.
+    """
+
+    id: str
+    kind: Literal["lead", "digest"]
+    campaign_id: str | None
+    campaign_name: str | None
+    calls: tuple[Mapping[str, Any], ...]
+    created_at: float
 
 
 @runtime_checkable
 class Notifier(Protocol):
-    """Pushes chosen call events to people (WeChat Work robot, webhook…)."""
+    """Pushes hot leads to people (WeChat Work group robot, webhook…).
+
+    The core keeps each notification in a durable outbox and calls
+    ``deliver`` from one task per notifier, so a slow or down endpoint never
+    holds up a call; ``deliver`` raises ``DeliveryFailed`` to be retried later.
+    """
 
     async def run(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None: ...
 
-    async def notify(self, event: CallEvent) -> None:
-        """Deliver one event; errors are the notifier's to retry or log."""
+    async def deliver(self, notification: Notification) -> None:
+        """Deliver one notification, or raise DeliveryFailed."""
         ...
