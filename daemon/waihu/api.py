@@ -19,9 +19,9 @@ threads; it only names the shapes both sides agree on.
 from __future__ import annotations
 
 import logging
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-import typing
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import attrs
@@ -722,8 +722,9 @@ class CampaignStore(Protocol):
     async def audit_entries(self, *, limit: int = 100) -> list[AuditEntry]: ...
 
     # the notification outbox
-    async def outbox_put(self, notifier: str, payload: Mapping[str, Any], *, due_at: float) -> int:
-        ...
+    async def outbox_put(
+        self, notifier: str, payload: Mapping[str, Any], *, due_at: float
+    ) -> int: ...
 
     async def outbox_due(self, notifier: str, *, now: float, limit: int) -> list[OutboxItem]: ...
 
