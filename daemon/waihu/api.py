@@ -420,6 +420,31 @@ class Storage(Protocol):
         """Newest first."""
         ...
 
+    async def find_calls(
+        self,
+        *,
+        campaign_id: str | None = None,
+        grade: str | None = None,
+        outcome: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 20,
+    ) -> list[CallRecord]:
+        """Calls matching every filter given (``created_at`` in [since, until)), newest first."""
+        ...
+
+    async def unfinished_calls(self) -> list[CallRecord]:
+        """Calls filed as dialing, ringing or answered: after a crash, to reconcile."""
+        ...
+
+    async def set_alive(self, node: str, at: float) -> None:
+        """The daemon ``node`` was alive at ``at`` (its heartbeat)."""
+        ...
+
+    async def last_alive(self, node: str) -> float | None:
+        """When ``node`` last said it was alive, or None."""
+        ...
+
 
 # ───────────────────────────── events ─────────────────────────────
 
@@ -731,11 +756,6 @@ class CampaignStore(Protocol):
     async def outbox_done(self, item_id: int, *, at: float) -> None: ...
 
     async def outbox_retry(self, item_id: int, *, due_at: float, error: str) -> None: ...
-
-    # the daemon's heartbeat, for "last known alive" after a crash
-    async def set_alive(self, node: str, at: float) -> None: ...
-
-    async def last_alive(self, node: str) -> float | None: ...
 
 
 # ───────────────────────────── notifiers ─────────────────────────────
