@@ -106,3 +106,35 @@ def test_wrong_type_and_unknown_key(script_copy: Path) -> None:
 def test_bad_grade(script_copy: Path) -> None:
     found = broken(script_copy, 'grade = "A"', 'grade = "Z"')
     assert any("nodes.bye_interested.grade: must be one of A, B, C, D, E, F" in p for p in found)
+
+
+def test_placeholders_and_content_hash_identify_what_a_script_needs(tmp_path: Path) -> None:
+    """A campaign checks contacts against the script's {fields}, and files which version spoke."""
+    path = tmp_path / "s.toml"
+    text = (
+        '[script]\nstart = "a"\non_silence = "b"\n[intents.affirm]\nkeywords = ["네"]\n[intents.deny]\nkeywords = ["아니요"]\n'
+        '[nodes.a]\nsay = [{ text = "{name}님, {company.x} 입니다", recording = "a.wav" }]\n'
+        'on = { affirm = "b", default = "b" }\n'
+        '[nodes.b]\nsay = [{ text = "{{literal}} 안녕히", recording = "b.wav" }]\nend = true\n'
+        "dnc = true\n"
+    )
+    path.write_text(text, encoding="utf-8")
+    script = load_script(path, check_recordings=False)
+    assert script.placeholders == {"name", "company"}
+    assert script.nodes["b"].dnc and not script.nodes["a"].dnc
+    first = script.content_hash
+    path.write_text(text.replace("안녕히", "안녕"), encoding="utf-8")
+    assert len(first) == 64 and load_script(path, check_recordings=False).content_hash != first
+
+
+def test_dnc_on_a_node_that_is_not_an_end_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(
+        '[script]\nstart = "a"\non_silence = "b"\n[nodes.a]\nsay = [{ text = "x", recording = "a.wav" }]\n'
+        'on = { default = "b" }\ndnc = true\n'
+        '[nodes.b]\nsay = [{ text = "y", recording = "b.wav" }]\nend = true\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ScriptError) as err:
+        load_script(path, check_recordings=False)
+    assert any("nodes.a.dnc: only an end node" in p for p in err.value.problems)

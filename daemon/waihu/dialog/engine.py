@@ -105,6 +105,7 @@ class Ending:
     grade: str
     tags: tuple[str, ...]
     reason: str  # "end" | "silence"
+    dnc: bool = False  # the callee asked not to be called again: add the number before hang-up
 
 
 # ───────────────────────── the engine ─────────────────────────
@@ -149,7 +150,9 @@ class DialogueEngine:
             if node.end:
                 await handle.done.wait()
                 reason = "silence" if node.name == self.script.on_silence else "end"
-                return Ending(node.name, node.grade or self.script.default_grade, node.tags, reason)
+                return Ending(
+                    node.name, node.grade or self.script.default_grade, node.tags, reason, node.dnc
+                )
             node = self.script.nodes[await self._converse(node, handle)]
 
     async def _converse(self, node: Node, handle: PromptHandle) -> str:

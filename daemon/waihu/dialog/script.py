@@ -41,6 +41,8 @@ once. It does not load audio: the daemon decodes recordings once per script.
 
 from __future__ import annotations
 
+import hashlib
+import string
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -94,6 +96,7 @@ class NodeTable:
     interruptible: bool | None = None  # default: true, false for end nodes
     reprompt: list[Variant] = attrs.Factory(list)
     phrases: list[str] | None = None
+    dnc: bool = False  # an end node that puts the callee's number on the do-not-call list
 
 
 @attrs.frozen(kw_only=True)
@@ -138,6 +141,7 @@ class Node:
     interruptible: bool
     reprompt: tuple[Variant, ...]
     phrases: tuple[str, ...]  # what the recogniser should expect after this node
+    dnc: bool = False  # ending here adds the number to the do-not-call list before hanging up
 
 
 @attrs.frozen(kw_only=True)
@@ -167,6 +171,23 @@ class Script:
     nodes: Mapping[str, Node]
     kb: Mapping[str, KbEntry]  # by intent name ("kb.price")
     intents: tuple[Intent, ...]  # script intents and kb entries, for the classifier
+    content_hash: str = ""  # sha256 of the file's bytes: which version spoke to a callee
+
+    @property
+    def placeholders(self) -> frozenset[str]:
+        """Every ``{field}`` the script's lines fill in from a contact's variables.
+
+        A campaign refuses contacts with an empty value for one of these, so that no
+        callee ever hears a placeholder read out.
+        """
+        variants = [v for n in self.nodes.values() for v in (*n.say, *n.reprompt)]
+        variants += [v for k in self.kb.values() for v in k.say]
+        return frozenset(
+            field.split(".")[0].split("[")[0]
+            for v in variants
+            for _text, field, _spec, _conv in string.Formatter().parse(v.text)
+            if field
+        )
 
     def allowed(self, node: Node) -> list[str]:
         """Intent names a reply at ``node`` may be classified as, in priority order."""
@@ -191,7 +212,8 @@ def load_script(path: Path | str, *, check_recordings: bool = True) -> Script:
     """Parse and validate a script file; raise ScriptError listing every problem."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        content = path.read_bytes()
+        raw = tomllib.loads(content.decode("utf-8"))
     except OSError as exc:
         raise ScriptError([f"{path}: cannot read: {exc.strerror}"]) from None
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -255,6 +277,7 @@ def load_script(path: Path | str, *, check_recordings: bool = True) -> Script:
             interruptible=(not t.end) if t.interruptible is None else t.interruptible,
             reprompt=tuple(t.reprompt),
             phrases=tuple(phrases or ()),
+            dnc=t.dnc,
         )
     return Script(
         name=head.name or path.stem,
@@ -270,6 +293,7 @@ def load_script(path: Path | str, *, check_recordings: bool = True) -> Script:
         nodes=built_nodes,
         kb=kb_entries,
         intents=tuple(all_intents),
+        content_hash=hashlib.sha256(content).hexdigest(),
     )
 
 
@@ -318,6 +342,8 @@ def _check(
             if t.on:
                 bad(f"{key}.on", "an end node routes nowhere; remove 'on' or 'end'")
             continue
+        if t.dnc:
+            bad(f"{key}.dnc", "only an end node can add the number to the do-not-call list")
         if not t.on:
             bad(key, "has no way out: give it 'on' routes or make it an end node")
             continue
