@@ -112,7 +112,8 @@ def test_placeholders_and_content_hash_identify_what_a_script_needs(tmp_path: Pa
     """A campaign checks contacts against the script's {fields}, and files which version spoke."""
     path = tmp_path / "s.toml"
     text = (
-        '[script]\nstart = "a"\non_silence = "b"\n[intents.affirm]\nkeywords = ["네"]\n[intents.deny]\nkeywords = ["아니요"]\n'
+        '[script]\nstart = "a"\non_silence = "b"\n'
+        '[intents.affirm]\nkeywords = ["네"]\n[intents.deny]\nkeywords = ["아니요"]\n'
         '[nodes.a]\nsay = [{ text = "{name}님, {company.x} 입니다", recording = "a.wav" }]\n'
         'on = { affirm = "b", default = "b" }\n'
         '[nodes.b]\nsay = [{ text = "{{literal}} 안녕히", recording = "b.wav" }]\nend = true\n'
@@ -130,7 +131,8 @@ def test_placeholders_and_content_hash_identify_what_a_script_needs(tmp_path: Pa
 def test_dnc_on_a_node_that_is_not_an_end_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.toml"
     path.write_text(
-        '[script]\nstart = "a"\non_silence = "b"\n[nodes.a]\nsay = [{ text = "x", recording = "a.wav" }]\n'
+        '[script]\nstart = "a"\non_silence = "b"\n'
+        '[nodes.a]\nsay = [{ text = "x", recording = "a.wav" }]\n'
         'on = { default = "b" }\ndnc = true\n'
         '[nodes.b]\nsay = [{ text = "y", recording = "b.wav" }]\nend = true\n',
         encoding="utf-8",
