@@ -721,6 +721,14 @@ class CampaignStore(Protocol):
 
     async def campaign_stats(self, campaign_id: str) -> CampaignStats: ...
 
+    async def contact_counts(self, campaign_id: str) -> Mapping[str, int]:
+        """Contacts by state, cheaply (the scheduler asks when it runs dry)."""
+        ...
+
+    async def next_due(self, campaign_id: str) -> float | None:
+        """The earliest ``next_at`` of the campaign's pending contacts, or None."""
+        ...
+
     async def campaign_attempts(
         self, campaign_id: str, *, after_id: int = 0, limit: int = 1000
     ) -> list[tuple[Attempt, Contact]]:
