@@ -666,6 +666,12 @@ class CampaignStore(Protocol):
         """Every number already in the campaign (to refuse duplicates at import)."""
         ...
 
+    async def campaign_contacts(
+        self, campaign_id: str, *, after_id: int = 0, limit: int = 1000
+    ) -> list[Contact]:
+        """The campaign's contacts in id order, a page at a time (clones, exports)."""
+        ...
+
     async def claim_contacts(
         self, campaign_id: str, *, now: float, limit: int, owner: str, lease_until: float
     ) -> list[Contact]:
