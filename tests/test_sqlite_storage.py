@@ -304,3 +304,16 @@ async def test_saves_after_a_locked_database_are_kept(tmp_path: Path) -> None:
             finally:
                 other.close()
             assert ids == ["after"]
+
+
+async def test_heartbeats_keep_the_latest_time_per_node(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path)) as storage:
+            assert await storage.last_alive("node-a") is None
+            await storage.set_alive("node-a", 100.0)
+            await storage.set_alive("node-b", 50.0)
+            await storage.set_alive("node-a", 110.5)
+            assert await storage.last_alive("node-a") == 110.5
+            assert await storage.last_alive("node-b") == 50.0
+        async with running(make_storage(tmp_path)) as storage:
+            assert await storage.last_alive("node-a") == 110.5

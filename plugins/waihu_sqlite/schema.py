@@ -1,12 +1,22 @@
-"""The tables of the SQLite call store, and how a database file is brought up to date.
+"""The tables of the SQLite call and campaign store, and how a file is brought up to date.
 
 A database carries its schema version in ``PRAGMA user_version``: 0 is a new
 (empty) file, ``SCHEMA_VERSION`` is what this code writes. Each step in
 ``_MIGRATIONS`` takes a database from one version to the next inside one
 transaction, so an interrupted upgrade leaves the file at the old version.
+A step, once released, is never edited: files out there were made by it.
 
-What it is not: row conversion (``rows``) or the provider that runs queries
-(``storage``).
+- v1: ``calls`` and their ``turns``.
+- v2: calls get ``campaign_id`` and ``outcome``; the campaign store
+  (``campaigns``, ``contacts``, ``attempts``), compliance (``dnc``, ``audit``),
+  the notification ``outbox`` and the daemons' heartbeats (``alive``).
+
+The v2 tables are plain SQL DDL, written to read the same on PostgreSQL where
+that costs nothing (``REAL`` is ``double precision`` there, ``INTEGER PRIMARY
+KEY AUTOINCREMENT`` an identity column). JSON columns are TEXT.
+
+What it is not: row conversion (``rows``), the queries (``storage`` for calls,
+``campaigns`` for the rest) or the provider that runs them (``storage``).
 """
 
 from __future__ import annotations
@@ -15,12 +25,37 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-__all__ = ["SCHEMA_VERSION", "SchemaTooNew", "ensure_schema"]
+__all__ = [
+    "ALIVE",
+    "ATTEMPTS",
+    "AUDIT",
+    "CALLS",
+    "CAMPAIGNS",
+    "CONTACTS",
+    "DNC",
+    "OUTBOX",
+    "SCHEMA_VERSION",
+    "TURNS",
+    "UNFINISHED_CALLS",
+    "SchemaTooNew",
+    "ensure_schema",
+]
 
-SCHEMA_VERSION = 1  # bump with a new step in _MIGRATIONS
+SCHEMA_VERSION = 2  # bump with a new step in _MIGRATIONS
 
 CALLS = "calls"
 TURNS = "turns"
+CAMPAIGNS = "campaigns"
+CONTACTS = "contacts"
+ATTEMPTS = "attempts"
+DNC = "dnc"
+AUDIT = "audit"
+OUTBOX = "outbox"
+ALIVE = "alive"
+
+# Calls not seen to their end. A query must say exactly this for SQLite to use the
+# calls_unfinished partial index; it is part of migration v2, so it never changes.
+UNFINISHED_CALLS = "status IN ('dialing', 'ringing', 'answered')"
 
 
 class SchemaTooNew(Exception):
@@ -70,8 +105,117 @@ def _create_v1(db: sqlite_utils.Database) -> None:
     )
 
 
+# Ids handed out to callers (contacts, attempts, outbox items) are AUTOINCREMENT: never
+# reused, and increasing, so an export can page by "id > last seen".
+_V2_STATEMENTS = (
+    "ALTER TABLE calls ADD COLUMN campaign_id TEXT",  # None for a single call
+    "ALTER TABLE calls ADD COLUMN outcome TEXT",  # one of waihu.api.OUTCOMES once over
+    "CREATE INDEX calls_campaign ON calls (campaign_id, created_at)",
+    # a handful among millions, listed at start-up to reconcile after a crash
+    f"CREATE INDEX calls_unfinished ON calls (created_at) WHERE {UNFINISHED_CALLS}",
+    """
+    CREATE TABLE campaigns (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL,
+        reason TEXT,
+        settings TEXT NOT NULL,  -- JSON object, kept as the core validated it
+        created_at REAL NOT NULL,
+        started_at REAL,
+        ended_at REAL
+    )
+    """,
+    """
+    CREATE TABLE contacts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        campaign_id TEXT NOT NULL REFERENCES campaigns (id),
+        number TEXT NOT NULL,  -- E.164
+        variables TEXT NOT NULL,  -- JSON object of strings
+        timezone TEXT,
+        source_line INTEGER,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_at REAL NOT NULL,
+        last_outcome TEXT,
+        lease_owner TEXT,  -- set exactly while the state is leased or calling
+        lease_until REAL,
+        UNIQUE (campaign_id, number)
+    )
+    """,
+    # the lead queue: a campaign's pending contacts in next_at order
+    "CREATE INDEX contacts_queue ON contacts (campaign_id, state, next_at)",
+    # Leases are few (the contacts in flight) among millions: partial indexes keep
+    # expire_leases ("lease_until < ?") and renew_leases ("lease_owner = ?") from scanning.
+    "CREATE INDEX contacts_lease_until ON contacts (lease_until) WHERE lease_until IS NOT NULL",
+    "CREATE INDEX contacts_lease_owner ON contacts (lease_owner) WHERE lease_owner IS NOT NULL",
+    """
+    CREATE TABLE attempts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        campaign_id TEXT NOT NULL REFERENCES campaigns (id),
+        contact_id INTEGER NOT NULL REFERENCES contacts (id),
+        number TEXT NOT NULL,
+        call_id TEXT NOT NULL UNIQUE,
+        seq INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        script_hash TEXT NOT NULL,
+        ended_at REAL,
+        outcome TEXT,  -- NULL while the attempt is open
+        sip_status INTEGER,
+        grade TEXT,
+        tags TEXT NOT NULL,  -- JSON array of strings
+        note TEXT
+    )
+    """,
+    "CREATE INDEX attempts_campaign ON attempts (campaign_id, id)",
+    # the frequency cap: answered calls to one number since a time, across campaigns
+    "CREATE INDEX attempts_number ON attempts (number, outcome, started_at)",
+    # open attempts are a handful among millions; found at start-up to reconcile
+    "CREATE INDEX attempts_open ON attempts (node) WHERE outcome IS NULL",
+    """
+    CREATE TABLE dnc (
+        number TEXT PRIMARY KEY,  -- E.164
+        reason TEXT NOT NULL,
+        added_at REAL NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        "user" TEXT NOT NULL,  -- quoted: a reserved word in PostgreSQL
+        action TEXT NOT NULL,
+        params TEXT NOT NULL  -- JSON object
+    )
+    """,
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        notifier TEXT NOT NULL,
+        payload TEXT NOT NULL,  -- JSON object: a Notification
+        due_at REAL NOT NULL,
+        tries INTEGER NOT NULL,
+        last_error TEXT,
+        done_at REAL  -- NULL while waiting
+    )
+    """,
+    "CREATE INDEX outbox_due ON outbox (notifier, done_at, due_at)",
+    """
+    CREATE TABLE alive (
+        node TEXT PRIMARY KEY,
+        at REAL NOT NULL
+    )
+    """,
+)
+
+
+def _campaigns_v2(db: sqlite_utils.Database) -> None:
+    for statement in _V2_STATEMENTS:
+        db.execute(statement)
+
+
 # _MIGRATIONS[n] takes a database at version n to version n + 1
-_MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_create_v1]
+_MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_create_v1, _campaigns_v2]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 

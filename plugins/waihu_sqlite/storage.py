@@ -1,4 +1,9 @@
-"""``SqliteStorage``: the embedded call store, one SQLite file written through sqlite-utils.
+"""``SqliteStorage``: the embedded call and campaign store, one SQLite file (sqlite-utils).
+
+It is both ``waihu.api.Storage`` (call records, the daemons' heartbeats) and
+``waihu.api.CampaignStore`` (campaigns, the lead queue, attempts, do-not-call,
+audit, the notification outbox). The call queries are here; the campaign
+store's are in ``campaigns``, each run here as one transaction.
 
 The promise is that a crash of the daemon loses no finished call: ``save_call``
 returns only once the record is committed. The file runs in WAL mode, which
@@ -12,33 +17,50 @@ survives that too, at the cost of an fsync per save.
 All database work runs in one worker thread at a time: a private
 ``CapacityLimiter(1)`` serialises every call into ``trio.to_thread.run_sync``,
 so the one connection (opened with ``check_same_thread=False``) is never used
-by two threads at once and the trio thread never waits on disk.
+by two threads at once and the trio thread never waits on disk. Every method
+is one transaction, committed before it returns.
 
 Error handling: any ``sqlite3`` error (disk full, file locked by another
 process for longer than ``busy_timeout_ms``…) reaches the caller as
-``ProviderError`` naming the file. A stored row that cannot be read back is
-logged, naming the row and column, and left out of ``recent_calls``;
-``get_call`` of such a row raises ``ProviderError``.
+``ProviderError`` naming the file, and the connection is replaced (a failed
+transaction was seen to leave it dropping later writes); a constraint
+violation (a campaign name taken, a contact imported twice) keeps the
+connection. A lead-queue change that finds another state than it expects (a
+second finish of one attempt…) raises ``campaigns.StaleChange``, a
+``ProviderError``, and changes nothing. A stored call row that cannot be read
+back is logged, naming the row and column, and left out of lists;
+``get_call`` of such a row, or any unreadable campaign-store row, raises
+``ProviderError``.
 
-What it is not: a campaign or contact store (later tables), or a query API for
+What it is not: the campaign policy (``waihu.campaign``), or a query API for
 reports (read the file with any SQLite tool).
 """
 
 from __future__ import annotations
 
+import functools
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 import sqlite_utils
 import trio
 
-from waihu.api import CallRecord, Provider, ProviderContext, ProviderError, one_of, positive
+from waihu.api import (
+    CallRecord,
+    OutboxItem,
+    Provider,
+    ProviderContext,
+    ProviderError,
+    one_of,
+    positive,
+)
 
+from . import campaigns
 from .rows import BadRow, call_row, record_from_rows, turn_rows
-from .schema import CALLS, TURNS, SchemaTooNew, ensure_schema
+from .schema import ALIVE, CALLS, TURNS, UNFINISHED_CALLS, SchemaTooNew, ensure_schema
 
 __all__ = ["SqliteStorage"]
 
@@ -48,7 +70,7 @@ SYNCHRONOUS_MODES = ("normal", "full")  # see the module docstring for what each
 
 
 class SqliteStorage(Provider):
-    """Call records in a SQLite file (``waihu.api.Storage``)."""
+    """Calls and campaigns in a SQLite file (``waihu.api.Storage`` and ``CampaignStore``)."""
 
     type_name: ClassVar[str] = "sqlite"
 
@@ -119,6 +141,11 @@ class SqliteStorage(Provider):
                 raise ProviderError(f"storage {self.path} is not open")
             try:
                 return work(db)
+            except BadRow as exc:
+                raise ProviderError(f"{self.path}: {exc}") from None
+            except sqlite3.IntegrityError as exc:
+                # a refused row (name taken, duplicate number): the connection is fine
+                raise ProviderError(f"{self.path}: {exc}") from None
             except sqlite3.Error as exc:
                 # After a failed transaction (e.g. "database is locked") this connection was
                 # seen to drop every later write without an error: start afresh.
@@ -126,6 +153,15 @@ class SqliteStorage(Provider):
                 raise ProviderError(f"{self.path}: {exc}") from None
 
         return await trio.to_thread.run_sync(guarded, limiter=self._limiter)
+
+    async def _atomic(self, work: Callable[[sqlite_utils.Database], T]) -> T:
+        """Run ``work`` as one transaction in the storage thread: committed, or rolled back."""
+
+        def transaction(db: sqlite_utils.Database) -> T:
+            with db.atomic():
+                return work(db)
+
+        return await self._in_thread(transaction)
 
     def _reopen(self, db: sqlite_utils.Database) -> None:
         """Replace a connection that failed with a new one (in the storage thread)."""
@@ -147,50 +183,76 @@ class SqliteStorage(Provider):
         turns = turn_rows(record)
 
         def save(db: sqlite_utils.Database) -> None:
-            with db.atomic():
-                db.table(CALLS).upsert(call, pk="id")
-                db.table(TURNS).delete_where("call_id = ?", [record.id])
-                if turns:
-                    db.table(TURNS).insert_all(turns)
+            db.table(CALLS).upsert(call, pk="id")
+            db.table(TURNS).delete_where("call_id = ?", [record.id])
+            if turns:
+                db.table(TURNS).insert_all(turns)
 
-        await self._in_thread(save)
+        await self._atomic(save)
 
     async def get_call(self, call_id: str) -> CallRecord | None:
         """The record with this id, or None."""
 
         def get(db: sqlite_utils.Database) -> CallRecord | None:
-            with db.atomic():  # one snapshot for the call and its turns
-                rows = list(db.query(f"SELECT * FROM {CALLS} WHERE id = ?", [call_id]))
-                if not rows:
-                    return None
-                turns = self._turns(db, "call_id = ?", [call_id])
-            try:
-                return record_from_rows(rows[0], turns.get(call_id, []))
-            except BadRow as exc:
-                raise ProviderError(f"{self.path}: {exc}") from None
+            rows = list(db.query(f"SELECT * FROM {CALLS} WHERE id = ?", [call_id]))
+            if not rows:
+                return None
+            turns = self._turns(db, "call_id = ?", [call_id])
+            return record_from_rows(rows[0], turns.get(call_id, []))  # BadRow: ProviderError
 
-        return await self._in_thread(get)
+        return await self._atomic(get)  # one snapshot for the call and its turns
 
     async def recent_calls(self, limit: int = 20) -> list[CallRecord]:
         """Up to ``limit`` records, newest ``created_at`` first; unreadable rows are skipped."""
-        if limit <= 0:
+        return await self._atomic(lambda db: self._select_calls(db, "1", [], limit))
+
+    async def find_calls(
+        self,
+        *,
+        campaign_id: str | None = None,
+        grade: str | None = None,
+        outcome: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 20,
+    ) -> list[CallRecord]:
+        """Up to ``limit`` records matching every filter given (``created_at`` in
+        [since, until)), newest first; unreadable rows are skipped."""
+        terms = [
+            ("campaign_id = ?", campaign_id),
+            ("grade = ?", grade),
+            ("outcome = ?", outcome),
+            ("created_at >= ?", since),
+            ("created_at < ?", until),
+        ]
+        given = [(term, value) for term, value in terms if value is not None]
+        where = " AND ".join(term for term, _ in given) or "1"
+        params = [value for _, value in given]
+        return await self._atomic(lambda db: self._select_calls(db, where, params, limit))
+
+    async def unfinished_calls(self) -> list[CallRecord]:
+        """Every record still dialing, ringing or answered (after a crash), newest first."""
+        return await self._atomic(lambda db: self._select_calls(db, UNFINISHED_CALLS, [], None))
+
+    def _select_calls(
+        self, db: sqlite_utils.Database, where: str, params: list[Any], limit: int | None
+    ) -> list[CallRecord]:
+        if limit is not None and limit <= 0:  # SQLite reads LIMIT -1 as "no limit"
             return []
-
-        def recent(db: sqlite_utils.Database) -> list[CallRecord]:
-            newest = f"SELECT * FROM {CALLS} ORDER BY created_at DESC, id DESC LIMIT ?"
-            with db.atomic():
-                rows = list(db.query(newest, [limit]))
-                # a subquery, not a list of ids: no limit on SQL variables to run into
-                turns = self._turns(db, f"call_id IN (SELECT id FROM ({newest}))", [limit])
-            records = []
-            for row in rows:
-                try:
-                    records.append(record_from_rows(row, turns.get(row["id"], [])))
-                except BadRow as exc:
-                    self.context.log.warning("%s: skipped: %s", self.path, exc)
-            return records
-
-        return await self._in_thread(recent)
+        selected = f"SELECT * FROM {CALLS} WHERE {where} ORDER BY created_at DESC, id DESC"
+        if limit is not None:
+            selected += " LIMIT ?"
+            params = [*params, limit]
+        rows = list(db.query(selected, params))
+        # a subquery, not a list of ids: no limit on SQL variables to run into
+        turns = self._turns(db, f"call_id IN (SELECT id FROM ({selected}))", params)
+        records = []
+        for row in rows:
+            try:
+                records.append(record_from_rows(row, turns.get(row["id"], [])))
+            except BadRow as exc:
+                self.context.log.warning("%s: skipped: %s", self.path, exc)
+        return records
 
     @staticmethod
     def _turns(
@@ -201,3 +263,52 @@ class SqliteStorage(Provider):
         for row in db.query(sql, params):
             by_call.setdefault(row["call_id"], []).append(row)
         return by_call
+
+    # ───────────────────────── waihu.api.Storage: heartbeats ─────────────────────────
+
+    async def set_alive(self, node: str, at: float) -> None:
+        """Record that the daemon ``node`` was alive at ``at`` (its heartbeat)."""
+
+        def beat(db: sqlite_utils.Database) -> None:
+            db.execute(
+                f"INSERT INTO {ALIVE} (node, at) VALUES (?, ?)"
+                " ON CONFLICT (node) DO UPDATE SET at = excluded.at",
+                [node, at],
+            )
+
+        await self._atomic(beat)
+
+    async def last_alive(self, node: str) -> float | None:
+        """When ``node`` last said it was alive, or None if it never did."""
+
+        def last(db: sqlite_utils.Database) -> float | None:
+            row = db.execute(f"SELECT at FROM {ALIVE} WHERE node = ?", [node]).fetchone()
+            return None if row is None else row[0]
+
+        return await self._atomic(last)
+
+    # ───────────────────────── waihu.api.CampaignStore: the outbox ─────────────────────────
+
+    async def outbox_put(self, notifier: str, payload: Mapping[str, Any], *, due_at: float) -> int:
+        """Queue a notification's JSON data for ``notifier``; returns the item's id."""
+        return await self._atomic(
+            functools.partial(
+                campaigns.outbox_put, notifier=notifier, payload=payload, due_at=due_at
+            )
+        )
+
+    async def outbox_due(self, notifier: str, *, now: float, limit: int) -> list[OutboxItem]:
+        """Up to ``limit`` waiting items of ``notifier`` due by ``now``, oldest due first."""
+        return await self._atomic(
+            functools.partial(campaigns.outbox_due, notifier=notifier, now=now, limit=limit)
+        )
+
+    async def outbox_done(self, item_id: int, *, at: float) -> None:
+        """Mark a waiting item done; ``StaleChange`` if it is unknown or already done."""
+        await self._atomic(functools.partial(campaigns.outbox_done, item_id=item_id, at=at))
+
+    async def outbox_retry(self, item_id: int, *, due_at: float, error: str) -> None:
+        """Count a failed try and make the item due again; ``StaleChange`` as ``outbox_done``."""
+        await self._atomic(
+            functools.partial(campaigns.outbox_retry, item_id=item_id, due_at=due_at, error=error)
+        )
