@@ -45,6 +45,11 @@ Scenarios in ``contrib/sipp/`` (each documents its keys):
 - ``no_answer.xml``: rings until CANCEL, then 200/487, expects the ACK.
 - ``reinvite.xml``: answers, then re-INVITEs to move its media to
   ``new_media_port`` and hold (sendonly); checks our answer, waits for BYE.
+- ``switchboard.xml``: one callee for many numbers, for campaigns. It branches
+  on the last digit of the dialled user (answer, busy, ring out, 603/404/503/480,
+  callee hangs up, talks, silence); ``SWITCHBOARD`` maps each digit to what it
+  does, and ``switchboard_peer(tmp_path, calls)`` runs it for ``calls`` calls
+  with its default keys (``SWITCHBOARD_KEYS``). Plays go to numbers ending in 8.
 
 ``UdpPeer`` is the other kind of far end: a plain UDP socket a test scripts
 message by message, for what sipp cannot do on purpose (drop a packet, never
@@ -81,14 +86,18 @@ from waihu_sip.message import SipRequest, SipResponse, parse_message
 __all__ = [
     "DEFAULT_KEYS",
     "SCENARIOS",
+    "SWITCHBOARD",
+    "SWITCHBOARD_KEYS",
     "Play",
     "SippPeer",
     "SippResult",
+    "SwitchboardLine",
     "UdpPeer",
     "free_media_port",
     "free_udp_port",
     "render_scenario",
     "sipp_peer",
+    "switchboard_peer",
 ]
 
 SCENARIOS = Path(__file__).resolve().parents[3] / "contrib" / "sipp"
@@ -325,3 +334,88 @@ class UdpPeer:
     def close(self) -> None:
         """Close the socket."""
         self.sock.close()
+
+
+# ───────────────────────── the switchboard callee ─────────────────────────
+
+# The switchboard's own defaults, over DEFAULT_KEYS (switchboard.xml documents each key).
+SWITCHBOARD_KEYS = {
+    "bye_wait_ms": "60000",  # 0 and 8 wait this long for our BYE
+    "hangup_ms": "3000",  # 7 talks this long, then hangs up
+    # sipp holds 9's call this long, then counts it; it never answers it either way
+    "silent_ms": "2000",
+}
+
+
+@attrs.frozen
+class SwitchboardLine:
+    """What ``switchboard.xml`` does for numbers ending in ``digit``.
+
+    ``status``/``reason``: the final answer it sends to the INVITE (``None``:
+    it never sends one). ``answered``: the call is set up (a leg for the
+    robot). ``callee_hangs_up``: the callee ends the answered call itself.
+    ``behaviour``: in words, with what the trunk's ``dial`` reports where that is
+    not the status itself.
+    """
+
+    digit: int
+    status: int | None
+    reason: str
+    behaviour: str
+    answered: bool = False
+    callee_hangs_up: bool = False
+
+    def number(self, prefix: str = "1380013800") -> str:
+        """A number the switchboard treats this way: ``prefix`` then the digit."""
+        return f"{prefix}{self.digit}"
+
+
+# digit -> what switchboard.xml does for numbers ending in it
+SWITCHBOARD = {
+    line.digit: line
+    for line in (
+        SwitchboardLine(0, 200, "OK", "answers, stays silent, waits for our BYE", answered=True),
+        SwitchboardLine(1, 486, "Busy Here", "busy"),
+        SwitchboardLine(
+            2, 487, "Request Terminated", "rings until CANCEL (dial: 408 at its ring timeout)"
+        ),
+        SwitchboardLine(3, 603, "Decline", "declines"),
+        SwitchboardLine(4, 404, "Not Found", "no such number"),
+        SwitchboardLine(5, 503, "Service Unavailable", "network unavailable"),
+        SwitchboardLine(6, 480, "Temporarily Unavailable", "switched off"),
+        SwitchboardLine(
+            7, 200, "OK", "answers, hangs up after hangup_ms", answered=True, callee_hangs_up=True
+        ),
+        SwitchboardLine(8, 200, "OK", "answers, runs the plays, waits for our BYE", answered=True),
+        SwitchboardLine(
+            9, None, "", "never answers, the network fails (dial: TrunkError, no response)"
+        ),
+    )
+}
+
+
+@asynccontextmanager
+async def switchboard_peer(
+    tmp_path: Path,
+    calls: int,
+    *,
+    keys: Mapping[str, str] | None = None,
+    plays: Sequence[Play] = (),
+    rtp_echo: bool = False,
+    timeout: float = 60.0,
+) -> AsyncIterator[SippPeer]:
+    """sipp running ``switchboard.xml`` for ``calls`` calls, concurrent or not, with the
+    switchboard's defaults (``SWITCHBOARD_KEYS``) under ``keys``; ``plays`` are for
+    numbers ending in 8. sipp exits once ``calls`` calls have ended."""
+    if calls < 1:
+        raise ValueError(f"calls must be at least 1, not {calls}")
+    async with sipp_peer(
+        SCENARIOS / "switchboard.xml",
+        tmp_path,
+        keys={**SWITCHBOARD_KEYS, **(keys or {})},
+        plays=plays,
+        rtp_echo=rtp_echo,
+        timeout=timeout,
+        extra_args=["-m", str(calls)],
+    ) as peer:
+        yield peer
