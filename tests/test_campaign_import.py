@@ -20,7 +20,7 @@ from waihu.campaign.importer import (
     rejects_path,
     write_rejects,
 )
-from waihu.campaign.numbers import InvalidNumber, format_for_dial, to_e164
+from waihu.campaign.numbers import InvalidNumber, check_dial_style, format_for_dial, to_e164
 
 CAMPAIGN = "spring"
 
@@ -105,12 +105,24 @@ def test_format_for_dial_styles(e164: str, style: str, region: str, dialled: str
     assert format_for_dial(e164, style, region) == dialled
 
 
+def test_check_dial_style_tells_at_configuration_time() -> None:
+    check_dial_style("international", "CN")
+    check_dial_style("national", "KR")  # a Korean number dials nationally from KR
+    assert format_for_dial("+82212345678", "national", "KR") == "0212345678"
+    with pytest.raises(ValueError, match="'KR' has no single international prefix"):
+        check_dial_style("international", "KR")
+    with pytest.raises(ValueError, match="dial style must be one of e164, national"):
+        check_dial_style("E164", "CN")
+
+
 @pytest.mark.parametrize(
     ("e164", "style", "region", "message"),
     [
         ("+8613800138000", "sip", "CN", "dial style must be one of"),
         ("+8613800138000", "national", "XX", "unknown region 'XX'"),
         ("13800138000", "e164", "CN", "is not an E.164 number"),
+        ("+8613800138000", "international", "KR", "'KR' has no single international prefix"),
+        ("+8613800138000", "national", "KR", "'KR' has no single international prefix"),
     ],
 )
 def test_format_for_dial_refuses_bad_arguments(

@@ -8,7 +8,8 @@ a country code, and returns E.164 (``+8613800138000``) or raises ``InvalidNumber
 with a reason that quotes the text.
 
 ``format_for_dial`` writes an E.164 number in one of ``DIAL_STYLES``, because trunks
-differ in what they accept in the Request-URI:
+differ in what they accept in the Request-URI (``check_dial_style`` tells ahead of
+time whether a style can be dialled from a region):
 
 - ``e164``: ``+8613800138000``;
 - ``national``: the digits dialled inside the trunk's country, with the trunk prefix
@@ -16,7 +17,8 @@ differ in what they accept in the Request-URI:
   country cannot be dialled nationally, so it gets the ``international`` form;
 - ``international``: the trunk country's international (IDD) prefix, the country
   code and the national number, digits only: ``008613800138000`` from CN,
-  ``01186…`` from US.
+  ``01186…`` from US. Countries where each carrier has its own prefix (KR, BR…)
+  have none to use, and refuse this style.
 
 What it is not: a carrier or number-portability lookup, or a check that a number is
 in service — only that it is well-formed and allocated according to the metadata.
@@ -37,7 +39,14 @@ from phonenumbers import NumberParseException, PhoneNumberFormat
 
 from waihu.api import WaihuError
 
-__all__ = ["DIAL_STYLES", "DialStyle", "InvalidNumber", "format_for_dial", "to_e164"]
+__all__ = [
+    "DIAL_STYLES",
+    "DialStyle",
+    "InvalidNumber",
+    "check_dial_style",
+    "format_for_dial",
+    "to_e164",
+]
 
 DialStyle = Literal["e164", "national", "international"]
 DIAL_STYLES: tuple[str, ...] = ("e164", "national", "international")
@@ -96,16 +105,30 @@ def to_e164(text: str, region: str) -> str:
     return e164
 
 
-def format_for_dial(e164: str, style: DialStyle | str, region: str) -> str:
-    """``e164`` written in ``style`` (one of ``DIAL_STYLES``) for a trunk in ``region``.
+def check_dial_style(style: str, region: str) -> None:
+    """Raise ``ValueError`` unless ``style`` can be dialled from a trunk in ``region``:
+    for configuration checks, so that a bad pair fails at load and not at the first call.
 
-    Raises ``ValueError`` for an unknown style or region, or a text that is not E.164.
+    ``international`` needs the region's international prefix, which some countries do
+    not have a single one of (KR, BR, SG… where carriers differ).
     """
     if style not in DIAL_STYLES:
         raise ValueError(f"dial style must be one of {', '.join(DIAL_STYLES)}, not {style!r}")
-    country_code = phonenumbers.country_code_for_region(region)
-    if country_code == 0:
+    if phonenumbers.country_code_for_region(region) == 0:
         raise ValueError(f"unknown region {region!r} (an ISO 3166 code such as CN)")
+    if style == "international":
+        _international_prefix(region)
+
+
+def format_for_dial(e164: str, style: DialStyle | str, region: str) -> str:
+    """``e164`` written in ``style`` (one of ``DIAL_STYLES``) for a trunk in ``region``.
+
+    Raises ``ValueError`` for a style and region that ``check_dial_style`` refuses, a
+    text that is not E.164, or a number of another country to be dialled ``national``
+    from a region without a single international prefix.
+    """
+    check_dial_style(style, region)
+    country_code = phonenumbers.country_code_for_region(region)
     if not e164.startswith("+"):
         raise ValueError(f"{e164!r} is not an E.164 number (+ and digits)")
     try:
@@ -133,7 +156,10 @@ def _international_prefix(region: str) -> str:
         if not prefix.isdigit():
             prefix = (metadata.preferred_international_prefix or "").replace("~", "")
     if not prefix.isdigit():
-        raise ValueError(f"region {region!r} has no single international prefix; dial e164")
+        raise ValueError(
+            f"region {region!r} has no single international prefix (carriers differ);"
+            " dial e164 or national"
+        )
     return prefix
 
 
