@@ -155,6 +155,11 @@ async def test_a_number_without_a_last_digit_fails_loudly(tmp_path: Path) -> Non
                 assert (failure.value.status, failure.value.reason) == (484, "Address Incomplete")
                 result = await peer.wait()
         assert not result.passed  # a test that dials a wrong number finds out
+        # ... and the callee did nothing else before failing the call
+        messages = (peer.workdir / "messages.log").read_text().splitlines()
+        assert {m for m in messages if m.startswith("SIP/2.0 ")} == {
+            "SIP/2.0 484 Address Incomplete"
+        }
 
 
 async def test_the_callees_bye_follows_the_route_set(tmp_path: Path) -> None:
