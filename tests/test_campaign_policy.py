@@ -257,7 +257,8 @@ def test_a_result_that_is_not_a_trunk_fault_resets_the_count(outcome: str, statu
 def test_answered_resets_even_with_an_odd_status() -> None:
     breaker = CircuitBreaker(threshold=2)
     trunk_failures(breaker, 1)
-    breaker.record("answered", 503, False)
+    assert not breaker.record("answered", 503, False)
+    assert not breaker.tripped and breaker.count == 0
     assert trunk_failures(breaker, 1) == [False]
 
 

@@ -387,5 +387,11 @@ def test_every_validator_names_the_key(overrides: dict, problem: str) -> None:
     assert found.startswith(f"{FILE}: {problem}")
 
 
+def test_limits_themselves_are_accepted() -> None:
+    settings = build(name="名" * 64, lines=1000, ring_timeout=300, max_attempts=20)
+    assert len(settings.name) == 64
+    assert build(lines=1, ring_timeout=5, max_attempts=1).ring_timeout == 5.0
+
+
 def test_end_date_equal_to_start_date_is_a_one_day_campaign() -> None:
     assert build(start_date="2026-03-02", end_date="2026-03-02").end_date == "2026-03-02"

@@ -26,9 +26,6 @@ from __future__ import annotations
 __all__ = ["TokenBucket"]
 
 SECONDS_PER_MINUTE = 60.0
-# a due time computed as ``now + wait`` may land a rounding error short of the
-# token; a nanosecond is far below any clock the scheduler uses
-TOLERANCE = 1e-9
 
 
 class TokenBucket:
@@ -53,7 +50,7 @@ class TokenBucket:
         self._last = now
         due = now if self._due is None else max(self._due, now)
         wait = due - self._tolerance - now
-        if wait > TOLERANCE:
+        if wait > 0:
             return wait
         self._due = due + self._interval
         return 0.0
