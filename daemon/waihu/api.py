@@ -509,8 +509,8 @@ Outcome = Literal[
     "busy",  # 486, 600
     "no_answer",  # 480, 408, ring timeout
     "rejected",  # 603: the callee declined; never retried
-    "invalid_number",  # 404, 484, 604, or a number that is not one; never retried
-    "unreachable",  # 410, 503 from the far end's network, 5xx that says so
+    "invalid_number",  # 404, 410, 484, 485, 604; never retried
+    "unreachable",  # 502, 504: the far end's network could not reach the callee
     "failed",  # any other failure, ours or the trunk's
     "interrupted",  # the daemon stopped between INVITE and a final answer
     "opted_out",  # the callee asked not to be called again (dnc); never retried
