@@ -4,6 +4,7 @@ every reject reason with its line; numbers to E.164 and back out for dialling.""
 from __future__ import annotations
 
 import csv
+import zipfile
 from pathlib import Path
 
 import openpyxl
@@ -182,6 +183,39 @@ def test_encoding_is_detected_and_reported(tmp_path: Path, encoding: str, report
     assert [c.variables for c in result.contacts] == [{"姓名": "张三"}, {"姓名": "欧阳娜娜"}]
 
 
+def test_short_gbk_file_is_read_as_gb18030(tmp_path: Path) -> None:
+    """Two rows are too few for charset-normalizer, which ranks Korean (cp949) first."""
+    path = write(tmp_path, "电话,姓名\n13800138000,李四\n", "gbk")
+    result = read_contacts(path, options())
+    assert result.encoding == "gb18030"
+    assert result.contacts[0].variables == {"姓名": "李四"}
+
+
+@pytest.mark.parametrize(
+    ("region", "encoding", "number", "name"),
+    [
+        ("KR", "cp949", "01012345678", "김민수"),
+        ("TW", "cp950", "0912345678", "陳大文"),
+        ("JP", "cp932", "09012345678", "山田太郎"),
+    ],
+)
+def test_short_file_in_the_regions_windows_encoding(
+    tmp_path: Path, region: str, encoding: str, number: str, name: str
+) -> None:
+    path = write(tmp_path, f"phone,name\n{number},{name}\n", encoding)
+    result = read_contacts(path, options(region=region))
+    assert result.encoding == encoding
+    assert result.contacts[0].variables == {"name": name}
+
+
+def test_latin_file_that_also_decodes_as_gb18030_is_not_read_as_it(tmp_path: Path) -> None:
+    """Every accented letter here is followed by a byte GB18030 takes as a trail byte."""
+    text = "phone,name\n+4930123456,Jürgen Müller\n+4930123457,Anna Schäfer\n"
+    result = read_contacts(write(tmp_path, text, "cp1252"), options())
+    assert result.encoding != "gb18030"
+    assert [c.variables["name"] for c in result.contacts] == ["Jürgen Müller", "Anna Schäfer"]
+
+
 def test_long_gbk_file_with_chinese_names(tmp_path: Path) -> None:
     names = ["王伟", "李娜", "张秀英", "刘洋", "陈静", "杨磊", "黄敏", "赵丽"]
     lines = ["电话,姓名,备注"]
@@ -301,6 +335,34 @@ def test_xlsx_numeric_cells_come_out_as_digits(tmp_path: Path) -> None:
     assert reasons(result) == {8: "'12345' is not a valid phone number (read as +8612345)"}
     assert result.blank == 1
     assert_nothing_lost(result)
+
+
+def patch_sheet(path: Path, *replacements: tuple[bytes, bytes]) -> None:
+    """Rewrite the first sheet's XML the way another spreadsheet writer would have."""
+    with zipfile.ZipFile(path) as book:
+        parts = {name: book.read(name) for name in book.namelist()}
+    for old, new in replacements:
+        assert old in parts["xl/worksheets/sheet1.xml"]
+        parts["xl/worksheets/sheet1.xml"] = parts["xl/worksheets/sheet1.xml"].replace(old, new)
+    with zipfile.ZipFile(path, "w") as book:
+        for name, data in parts.items():
+            book.writestr(name, data)
+
+
+def test_xlsx_float_cells_from_other_writers_come_out_as_digits(tmp_path: Path) -> None:
+    """Some writers store a number cell as "1.3900139E10" or "13700137000.0", which
+    openpyxl reads as a float."""
+    path = write_xlsx(tmp_path / "list.xlsx", [["phone"], [1], [2]])
+    patch_sheet(path, (b"<v>1</v>", b"<v>1.3900139E10</v>"), (b"<v>2</v>", b"<v>13700137000.0</v>"))
+    result = read_contacts(path, options())
+    assert [c.number for c in result.contacts] == ["+8613900139000", "+8613700137000"]
+
+
+def test_xlsx_with_a_wrong_stored_dimension_is_read_whole(tmp_path: Path) -> None:
+    path = write_xlsx(tmp_path / "list.xlsx", [["phone", "name"], [13800138000, "张三"]])
+    patch_sheet(path, (b'<dimension ref="A1:B2" />', b'<dimension ref="A1:A1" />'))
+    result = read_contacts(path, options(required_variables={"name"}))
+    assert result.contacts[0].variables == {"name": "张三"}
 
 
 def test_xlsx_extra_cell_beyond_header_is_refused(tmp_path: Path) -> None:

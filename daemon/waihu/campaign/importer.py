@@ -9,12 +9,13 @@ it locally (in a worker thread if its caller is async) and sends the contacts on
 File formats
 ------------
 ``.csv`` (also ``.tsv`` and ``.txt``): delimited text. The encoding is found in
-this order: a byte-order mark (UTF-8, UTF-16, UTF-32); strict UTF-8; then
-``charset-normalizer``, where any GB encoding it proposes (GBK, GB2312 — what
-Excel on Chinese Windows writes) is read as GB18030, their superset; then UTF-8
-or GB18030 if either reads all but a few lines (those lines are refused, see
-below); then charset-normalizer's best guess. ``ImportResult.encoding`` says which
-was used. The delimiter is a comma unless the first lines clearly use tabs or
+this order: a byte-order mark (UTF-8, UTF-16, UTF-32); strict UTF-8; the encoding
+Excel on Windows uses in the import's region, if ``charset-normalizer`` finds the
+file could be in it or in one it contains — GB18030 for CN (it reads GBK and
+GB2312), CP949 for KR, CP950 for TW, Big5-HKSCS for HK, CP932 for JP; UTF-8 or
+that encoding if all but a few lines decode (those lines are refused, see below);
+then charset-normalizer's best guess. ``ImportResult.encoding`` says which was
+used. The delimiter is a comma unless the first lines clearly use tabs or
 semicolons. Quoted fields may hold commas, quotes (doubled) and line breaks.
 
 ``.xlsx``: the first worksheet of the workbook; formulas count by their saved
@@ -104,6 +105,7 @@ from waihu.campaign.numbers import InvalidNumber, to_e164
 
 __all__ = [
     "NUMBER_ALIASES",
+    "REGION_ENCODINGS",
     "REPORT_COLUMNS",
     "TIMEZONE_ALIASES",
     "ContactFileError",
@@ -138,11 +140,20 @@ BOMS: tuple[tuple[bytes, str], ...] = (
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
-# charset-normalizer's names for Chinese encodings that GB18030 (their superset) reads.
-GB_FAMILY = frozenset({"gb18030", "gbk", "gb2312", "cp936", "hz"})
-# A file is taken to be in UTF-8 or GB18030 with some damaged lines if at most this
-# share of its non-ASCII lines fail to decode: a file in another encoding fails on
-# most of them, while a damaged UTF-8/GB file loses only a line or two.
+# The encoding Excel on Windows saves a CSV in, by the language of a region, with the
+# encodings it is a superset of (Python's names). An import prefers the one of its
+# region among charset-normalizer's candidates: for short files that ranking is
+# unreliable between the East Asian double-byte encodings (GBK ranked as Korean).
+REGION_ENCODINGS: Mapping[str, tuple[str, frozenset[str]]] = {
+    "CN": ("gb18030", frozenset({"gb18030", "gbk", "gb2312", "hz"})),
+    "TW": ("cp950", frozenset({"cp950", "big5"})),
+    "HK": ("big5hkscs", frozenset({"big5hkscs", "cp950", "big5"})),
+    "KR": ("cp949", frozenset({"cp949", "euc_kr"})),
+    "JP": ("cp932", frozenset({"cp932", "shift_jis"})),
+}
+# A file is taken to be in UTF-8 (or its region's encoding) with damaged lines if
+# some, but at most this share, of its non-ASCII lines fail to decode: a file in
+# another encoding fails on most of them; a damaged file loses a line or two.
 MAX_DAMAGED_SHARE = 0.05
 
 # What the surrogateescape error handler leaves for a byte that did not decode.
@@ -275,7 +286,7 @@ def _read_csv(path: Path, options: ImportOptions, progress: Progress | None) -> 
         data = path.read_bytes()
     except OSError as exc:
         raise ContactFileError(path, f"cannot read: {exc.strerror}") from None
-    encoding = _detect_encoding(path, data)
+    encoding = _detect_encoding(path, data, options.region)
     # Bytes that do not decode become lone surrogates, found again per row: a damaged
     # line is refused on its own instead of failing the whole file.
     text = data.decode(encoding, errors="surrogateescape")
@@ -291,7 +302,7 @@ def _read_csv(path: Path, options: ImportOptions, progress: Progress | None) -> 
     )
 
 
-def _detect_encoding(path: Path, data: bytes) -> str:
+def _detect_encoding(path: Path, data: bytes, region: str) -> str:
     """The text encoding of ``data``, by the order the module docstring gives."""
     for bom, encoding in BOMS:
         if data.startswith(bom):
@@ -303,19 +314,20 @@ def _detect_encoding(path: Path, data: bytes) -> str:
     else:
         return "utf-8"
     matches = charset_normalizer.from_bytes(data)
-    # For short files charset-normalizer often ranks Korean or Japanese above GBK;
-    # the lists this reads are Chinese, so any GB reading wins.
-    if any(_codec_name(match.encoding) in GB_FAMILY for match in matches):
-        return "gb18030"
-    for encoding in ("utf-8", "gb18030"):
-        if _mostly_decodes(data, encoding):
+    local, family = REGION_ENCODINGS.get(region, ("", frozenset()))
+    if any(_codec_name(match.encoding) in family for match in matches):
+        return local
+    # A damaged line makes charset-normalizer settle for a single-byte encoding that
+    # reads anything (the rest as gibberish): look for the few lines first.
+    for encoding in ("utf-8", local) if local else ("utf-8",):
+        if _damaged_lines_only(data, encoding):
             return encoding
     best = matches.best()
     if best is None:
         raise ContactFileError(
             path, "cannot tell the text encoding; save the file as CSV UTF-8 and import again"
         )
-    return _codec_name(best.encoding)
+    return _superset(_codec_name(best.encoding))
 
 
 def _codec_name(encoding: str) -> str:
@@ -323,10 +335,20 @@ def _codec_name(encoding: str) -> str:
     return codecs.lookup(encoding).name
 
 
-def _mostly_decodes(data: bytes, encoding: str) -> bool:
-    """Whether all but MAX_DAMAGED_SHARE of the non-ASCII lines decode as ``encoding``."""
+def _superset(encoding: str) -> str:
+    """The encoding of REGION_ENCODINGS that reads all of ``encoding`` (gbk → gb18030)."""
+    for local, family in REGION_ENCODINGS.values():
+        if encoding in family:
+            return local
+    return encoding
+
+
+def _damaged_lines_only(data: bytes, encoding: str) -> bool:
+    """Whether some, but at most MAX_DAMAGED_SHARE, of the non-ASCII lines of ``data``
+    fail to decode as ``encoding``: a file in it, damaged here and there."""
     non_ascii = damaged = 0
-    for line in data.split(b"\n"):  # b"\n" is never inside a UTF-8 or GB18030 character
+    # b"\n" is never part of a character in the encodings tried (ASCII-compatible).
+    for line in data.split(b"\n"):
         if line.isascii():
             continue
         non_ascii += 1
@@ -334,7 +356,7 @@ def _mostly_decodes(data: bytes, encoding: str) -> bool:
             line.decode(encoding)
         except UnicodeDecodeError:
             damaged += 1
-    return non_ascii > 0 and damaged <= non_ascii * MAX_DAMAGED_SHARE
+    return 0 < damaged <= non_ascii * MAX_DAMAGED_SHARE
 
 
 def _csv_records(text: str) -> list[Record]:
