@@ -9,17 +9,19 @@ import sqlite3
 import sys
 import textwrap
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import attrs
 import pytest
+import sqlite_utils
 import trio
 
-from waihu.api import CallRecord, ProviderContext, ProviderError, Storage, Turn
+from waihu.api import CallRecord, CampaignRow, ProviderContext, ProviderError, Storage, Turn
 from waihu.config import ConfigError, structure_strict
-from waihu_sqlite.schema import SCHEMA_VERSION
+from waihu_sqlite.rows import call_row, turn_rows
+from waihu_sqlite.schema import _MIGRATIONS, SCHEMA_VERSION
 from waihu_sqlite.storage import SqliteStorage
 
 TIMEOUT = 30  # seconds; generous, the machine is shared
@@ -317,3 +319,105 @@ async def test_heartbeats_keep_the_latest_time_per_node(tmp_path: Path) -> None:
             assert await storage.last_alive("node-b") == 50.0
         async with running(make_storage(tmp_path)) as storage:
             assert await storage.last_alive("node-a") == 110.5
+
+
+def write_v1_file(path: Path, record: CallRecord) -> None:
+    """A database as waihu with schema v1 left it, holding one call."""
+    db = sqlite_utils.Database(sqlite3.connect(path))
+    try:
+        with db.atomic():
+            _MIGRATIONS[0](db)
+            db.execute("PRAGMA user_version = 1")
+            v1_columns = {
+                "id", "number", "script", "trunk", "status", "created_at", "answered_at",
+                "ended_at", "sip_status", "sip_reason", "hangup_by", "grade", "tags",
+                "recording", "error",
+            }  # fmt: skip
+            row = {k: v for k, v in call_row(record).items() if k in v1_columns}
+            db.table("calls").insert(row)
+            db.table("turns").insert_all(turn_rows(record))
+    finally:
+        db.close()
+
+
+async def test_a_v1_file_is_upgraded_in_place_with_its_calls(tmp_path: Path) -> None:
+    write_v1_file(tmp_path / "waihu.db", sample_call())
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path)) as storage:
+            assert await storage.get_call("c1") == sample_call()  # no campaign, no outcome
+            await storage.create_campaign(CampaignRow(id="k1", name="first"))
+            await storage.save_call(attrs.evolve(sample_call("c2"), campaign_id="k1"))
+            assert [r.id for r in await storage.find_calls(campaign_id="k1")] == ["c2"]
+        with closing(sqlite3.connect(tmp_path / "waihu.db")) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+            assert {
+                "campaigns",
+                "contacts",
+                "attempts",
+                "dnc",
+                "audit",
+                "outbox",
+                "alive",
+            } <= tables
+
+
+async def test_an_upgrade_that_fails_leaves_the_file_at_v1(tmp_path: Path) -> None:
+    write_v1_file(tmp_path / "waihu.db", sample_call())
+    with closing(sqlite3.connect(tmp_path / "waihu.db")) as conn, conn:
+        conn.execute("CREATE TABLE outbox (x)")  # v2 cannot create its own outbox
+    with trio.fail_after(TIMEOUT):
+        with pytest.RaisesGroup(pytest.RaisesExc(ProviderError, match="outbox already exists")):
+            async with running(make_storage(tmp_path)):
+                pass
+    with closing(sqlite3.connect(tmp_path / "waihu.db")) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
+        assert "campaign_id" not in columns  # the ALTERs before the failure were rolled back
+        assert conn.execute("SELECT id FROM calls").fetchall() == [("c1",)]
+
+
+async def test_find_calls_applies_every_filter_given(tmp_path: Path) -> None:
+    calls = [
+        attrs.evolve(sample_call("a", created_at=10.0), campaign_id="k1", grade="A",
+                     outcome="answered"),
+        attrs.evolve(sample_call("b", created_at=20.0), campaign_id="k1", grade="B",
+                     outcome="answered"),
+        attrs.evolve(sample_call("c", created_at=30.0), campaign_id="k1", grade=None,
+                     outcome="busy", turns=[]),
+        attrs.evolve(sample_call("d", created_at=40.0), campaign_id="k2", grade="A",
+                     outcome="answered"),
+        attrs.evolve(sample_call("e", created_at=50.0), grade="A", outcome="answered"),
+    ]  # fmt: skip
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path)) as storage:
+            for record in calls:
+                await storage.save_call(record)
+
+            async def ids(**filters: object) -> list[str]:
+                return [r.id for r in await storage.find_calls(**filters)]  # type: ignore[arg-type]
+
+            assert await ids() == ["e", "d", "c", "b", "a"]
+            assert await ids(campaign_id="k1") == ["c", "b", "a"]
+            assert await ids(grade="A") == ["e", "d", "a"]
+            assert await ids(outcome="busy") == ["c"]
+            assert await ids(campaign_id="k1", grade="A") == ["a"]
+            assert await ids(since=20.0, until=40.0) == ["c", "b"]  # [since, until)
+            assert await ids(grade="A", since=10.0, limit=2) == ["e", "d"]
+            assert await ids(limit=0) == []
+            (found,) = await storage.find_calls(campaign_id="k2")
+            assert found == calls[3]  # with its turns
+
+
+async def test_unfinished_calls_are_those_not_seen_to_their_end(tmp_path: Path) -> None:
+    statuses = ["dialing", "ringing", "answered", "ended", "failed"]
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path)) as storage:
+            for n, status in enumerate(statuses):
+                record = attrs.evolve(sample_call(status, created_at=float(n)), status=status)
+                await storage.save_call(record)
+            found = await storage.unfinished_calls()
+            assert [r.id for r in found] == ["answered", "ringing", "dialing"]
+            assert len(found[0].turns) == 3
+            await storage.save_call(attrs.evolve(found[0], status="ended"))
+            assert [r.id for r in await storage.unfinished_calls()] == ["ringing", "dialing"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from waihu.api import (
@@ -50,6 +50,8 @@ __all__ = [
     "contact_from_row",
     "contact_row",
     "dump_json",
+    "funnel_columns",
+    "funnel_nodes",
     "outbox_from_row",
     "record_from_rows",
     "turn_rows",
@@ -118,6 +120,19 @@ def call_row(record: CallRecord) -> dict[str, Any]:
         "error": record.error,
         "campaign_id": record.campaign_id,
         "outcome": record.outcome,
+        **funnel_columns(record.turns),
+    }
+
+
+def funnel_columns(turns: Sequence[Turn]) -> dict[str, Any]:
+    """What a campaign's node funnel needs of one call's transcript (see ``schema``): the
+    nodes the robot spoke at (each once, in order), and the node of the last turn and of
+    the robot's last turn."""
+    robot = [turn.node for turn in turns if turn.speaker == "robot"]
+    return {
+        "robot_nodes": dump_json(list(dict.fromkeys(robot))),
+        "last_node": turns[-1].node if turns else None,
+        "last_robot_node": robot[-1] if robot else None,
     }
 
 
@@ -314,6 +329,15 @@ def attempt_from_row(row: Mapping[str, Any]) -> Attempt:
     )
 
 
+def funnel_nodes(text: Any, *, campaign_id: str) -> list[str]:
+    """A ``robot_nodes`` value of the campaign's calls read back (an empty list for NULL)."""
+
+    def bad(column: str, problem: str) -> BadRow:
+        return BadRow(f"calls of campaign {campaign_id!r}: {column} {problem}")
+
+    return [] if text is None else _string_list(text, bad, "robot_nodes")
+
+
 def outbox_from_row(row: Mapping[str, Any]) -> OutboxItem:
     """Read an ``outbox`` row back; BadRow names the row and column."""
     return OutboxItem(
@@ -359,6 +383,11 @@ def _bad_factory(table: str, key: object) -> BadFactory:
 
 
 def _load(text: Any, bad: BadFactory, column: str) -> Any:
+    # most tags and variables are empty: skip the parser for them (exports read millions)
+    if text == "[]":
+        return []
+    if text == "{}":
+        return {}
     try:
         return json.loads(text)
     except (TypeError, json.JSONDecodeError) as exc:

@@ -110,7 +110,18 @@ def _create_v1(db: sqlite_utils.Database) -> None:
 _V2_STATEMENTS = (
     "ALTER TABLE calls ADD COLUMN campaign_id TEXT",  # None for a single call
     "ALTER TABLE calls ADD COLUMN outcome TEXT",  # one of waihu.api.OUTCOMES once over
+    # A campaign's node funnel, kept per call by save_call from the turns it writes, so that
+    # the figures for a million calls are one index scan rather than a join over their turns.
+    # NULL for calls filed before v2 (which belong to no campaign).
+    "ALTER TABLE calls ADD COLUMN robot_nodes TEXT",  # JSON array: nodes the robot spoke at
+    "ALTER TABLE calls ADD COLUMN last_node TEXT",  # the node of the last turn
+    "ALTER TABLE calls ADD COLUMN last_robot_node TEXT",  # the node of the robot's last turn
     "CREATE INDEX calls_campaign ON calls (campaign_id, created_at)",
+    """
+    CREATE INDEX calls_funnel
+    ON calls (campaign_id, outcome, robot_nodes, last_node, last_robot_node, hangup_by)
+    WHERE outcome = 'answered'
+    """,
     # a handful among millions, listed at start-up to reconcile after a crash
     f"CREATE INDEX calls_unfinished ON calls (created_at) WHERE {UNFINISHED_CALLS}",
     """
@@ -144,6 +155,8 @@ _V2_STATEMENTS = (
     """,
     # the lead queue: a campaign's pending contacts in next_at order
     "CREATE INDEX contacts_queue ON contacts (campaign_id, state, next_at)",
+    # a campaign's contacts in id order, a page at a time (clones, exports)
+    "CREATE INDEX contacts_campaign ON contacts (campaign_id, id)",
     # Leases are few (the contacts in flight) among millions: partial indexes keep
     # expire_leases ("lease_until < ?") and renew_leases ("lease_owner = ?") from scanning.
     "CREATE INDEX contacts_lease_until ON contacts (lease_until) WHERE lease_until IS NOT NULL",
@@ -168,10 +181,15 @@ _V2_STATEMENTS = (
     )
     """,
     "CREATE INDEX attempts_campaign ON attempts (campaign_id, id)",
+    # campaign_stats: outcomes and grades counted from the index alone
+    "CREATE INDEX attempts_outcomes ON attempts (campaign_id, outcome, grade)",
+    # campaign_stats: the few attempts with a note (reconciled after a crash, refused…)
+    "CREATE INDEX attempts_noted ON attempts (campaign_id) WHERE note IS NOT NULL",
     # the frequency cap: answered calls to one number since a time, across campaigns
     "CREATE INDEX attempts_number ON attempts (number, outcome, started_at)",
     # open attempts are a handful among millions; found at start-up to reconcile
-    "CREATE INDEX attempts_open ON attempts (node) WHERE outcome IS NULL",
+    # (on id: the planner then takes it for "all open ones in id order" too)
+    "CREATE INDEX attempts_open ON attempts (id) WHERE outcome IS NULL",
     """
     CREATE TABLE dnc (
         number TEXT PRIMARY KEY,  -- E.164

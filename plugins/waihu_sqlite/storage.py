@@ -27,7 +27,9 @@ transaction was seen to leave it dropping later writes); a constraint
 violation (a campaign name taken, a contact imported twice) keeps the
 connection. A lead-queue change that finds another state than it expects (a
 second finish of one attempt…) raises ``campaigns.StaleChange``, a
-``ProviderError``, and changes nothing. A stored call row that cannot be read
+``ProviderError``, and changes nothing; arguments that would break the books
+(a contact moved to ``calling`` in bulk, a number that is not E.164) raise
+``ValueError`` before any SQL runs. A stored call row that cannot be read
 back is logged, naming the row and column, and left out of lists;
 ``get_call`` of such a row, or any unreadable campaign-store row, raises
 ``ProviderError``.
@@ -40,7 +42,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -49,7 +51,13 @@ import sqlite_utils
 import trio
 
 from waihu.api import (
+    Attempt,
+    AuditEntry,
     CallRecord,
+    CampaignRow,
+    CampaignStats,
+    Contact,
+    ContactState,
     OutboxItem,
     Provider,
     ProviderContext,
@@ -286,6 +294,192 @@ class SqliteStorage(Provider):
             return None if row is None else row[0]
 
         return await self._atomic(last)
+
+    # ───────────────────────── waihu.api.CampaignStore ─────────────────────────
+    # The SQL is in ``campaigns``; each method is one transaction (``_atomic``).
+
+    async def create_campaign(self, row: CampaignRow) -> None:
+        """Insert a campaign; ProviderError if its id or name is taken."""
+        await self._atomic(functools.partial(campaigns.create_campaign, row=row))
+
+    async def update_campaign(self, row: CampaignRow) -> None:
+        """Write every field of an existing campaign; ProviderError if there is none."""
+        await self._atomic(functools.partial(campaigns.update_campaign, row=row))
+
+    async def get_campaign(self, campaign_id: str) -> CampaignRow | None:
+        """The campaign with this id, or None."""
+        return await self._atomic(
+            functools.partial(campaigns.get_campaign, campaign_id=campaign_id)
+        )
+
+    async def list_campaigns(self) -> list[CampaignRow]:
+        """Every campaign, oldest first."""
+        return await self._atomic(campaigns.list_campaigns)
+
+    async def add_contacts(self, contacts: Sequence[Contact]) -> int:
+        """Insert contacts, all or none (ids assigned); returns how many."""
+        return await self._atomic(functools.partial(campaigns.add_contacts, contacts=contacts))
+
+    async def campaign_numbers(self, campaign_id: str) -> set[str]:
+        """Every number in the campaign."""
+        return await self._atomic(
+            functools.partial(campaigns.campaign_numbers, campaign_id=campaign_id)
+        )
+
+    async def campaign_contacts(
+        self, campaign_id: str, *, after_id: int = 0, limit: int = 1000
+    ) -> list[Contact]:
+        """The campaign's contacts with ids above ``after_id``, in id order, ``limit`` at most."""
+        return await self._atomic(
+            functools.partial(
+                campaigns.campaign_contacts, campaign_id=campaign_id, after_id=after_id, limit=limit
+            )
+        )
+
+    async def claim_contacts(
+        self, campaign_id: str, *, now: float, limit: int, owner: str, lease_until: float
+    ) -> list[Contact]:
+        """Lease up to ``limit`` due pending contacts to ``owner`` in one statement."""
+        return await self._atomic(
+            functools.partial(
+                campaigns.claim_contacts,
+                campaign_id=campaign_id,
+                now=now,
+                limit=limit,
+                owner=owner,
+                lease_until=lease_until,
+            )
+        )
+
+    async def release_contact(self, contact_id: int, *, next_at: float) -> None:
+        """A leased contact back to pending at ``next_at``; StaleChange if it is not leased."""
+        await self._atomic(
+            functools.partial(campaigns.release_contact, contact_id=contact_id, next_at=next_at)
+        )
+
+    async def skip_contact(self, contact_id: int, *, outcome: str) -> None:
+        """A leased contact to skipped; StaleChange if it is not leased."""
+        await self._atomic(
+            functools.partial(campaigns.skip_contact, contact_id=contact_id, outcome=outcome)
+        )
+
+    async def begin_attempt(self, attempt: Attempt) -> Attempt:
+        """Insert the attempt, its contact calling; returns it with the store's id and seq.
+
+        StaleChange if the contact is no longer leased by ``attempt.node``.
+        """
+        return await self._atomic(functools.partial(campaigns.begin_attempt, attempt=attempt))
+
+    async def finish_attempt(
+        self, attempt: Attempt, *, contact_state: ContactState, next_at: float
+    ) -> None:
+        """File the outcome of an open attempt and move its contact, atomically.
+
+        A second finish of the same attempt raises StaleChange and changes nothing.
+        """
+        await self._atomic(
+            functools.partial(
+                campaigns.finish_attempt,
+                attempt=attempt,
+                contact_state=contact_state,
+                next_at=next_at,
+            )
+        )
+
+    async def open_attempts(self, *, node: str | None = None) -> list[Attempt]:
+        """Attempts begun and never finished (of ``node``, or of all), oldest first."""
+        return await self._atomic(functools.partial(campaigns.open_attempts, node=node))
+
+    async def expire_leases(self, *, now: float) -> int:
+        """Leased (not calling) contacts whose lease ran out back to pending; how many."""
+        return await self._atomic(functools.partial(campaigns.expire_leases, now=now))
+
+    async def renew_leases(self, *, owner: str, lease_until: float) -> None:
+        """Extend every lease ``owner`` holds, leased and calling contacts alike."""
+        await self._atomic(
+            functools.partial(campaigns.renew_leases, owner=owner, lease_until=lease_until)
+        )
+
+    async def set_contacts_state(
+        self,
+        campaign_id: str,
+        *,
+        from_states: Sequence[str],
+        to_state: ContactState,
+        outcomes: Sequence[str] | None = None,
+        reset_attempts: bool = False,
+        next_at: float | None = None,
+    ) -> int:
+        """Move contacts in bulk (never calling ones); returns how many moved."""
+        return await self._atomic(
+            functools.partial(
+                campaigns.set_contacts_state,
+                campaign_id=campaign_id,
+                from_states=from_states,
+                to_state=to_state,
+                outcomes=outcomes,
+                reset_attempts=reset_attempts,
+                next_at=next_at,
+            )
+        )
+
+    async def campaign_stats(self, campaign_id: str) -> CampaignStats:
+        """Contacts, attempts, grades and the node funnel of one campaign."""
+        return await self._atomic(
+            functools.partial(campaigns.campaign_stats, campaign_id=campaign_id)
+        )
+
+    async def contact_counts(self, campaign_id: str) -> Mapping[str, int]:
+        """The campaign's contacts by state (from an index: cheap)."""
+        return await self._atomic(
+            functools.partial(campaigns.contact_counts, campaign_id=campaign_id)
+        )
+
+    async def next_due(self, campaign_id: str) -> float | None:
+        """The earliest ``next_at`` of the campaign's pending contacts, or None."""
+        return await self._atomic(functools.partial(campaigns.next_due, campaign_id=campaign_id))
+
+    async def campaign_attempts(
+        self, campaign_id: str, *, after_id: int = 0, limit: int = 1000
+    ) -> list[tuple[Attempt, Contact]]:
+        """The campaign's attempts above ``after_id`` with their contacts, in id order."""
+        return await self._atomic(
+            functools.partial(
+                campaigns.campaign_attempts, campaign_id=campaign_id, after_id=after_id, limit=limit
+            )
+        )
+
+    async def dnc_add(self, numbers: Sequence[str], *, reason: str, at: float) -> int:
+        """List E.164 numbers as do-not-call (re-listing updates); returns how many are new."""
+        return await self._atomic(
+            functools.partial(campaigns.dnc_add, numbers=numbers, reason=reason, at=at)
+        )
+
+    async def dnc_remove(self, numbers: Sequence[str]) -> int:
+        """Take numbers off the do-not-call list; returns how many were on it."""
+        return await self._atomic(functools.partial(campaigns.dnc_remove, numbers=numbers))
+
+    async def dnc_contains(self, number: str) -> bool:
+        """Whether ``number`` is on the do-not-call list."""
+        return await self._atomic(functools.partial(campaigns.dnc_contains, number=number))
+
+    async def dnc_numbers(self) -> list[tuple[str, str, float]]:
+        """Every do-not-call entry: (number, reason, added at), oldest first."""
+        return await self._atomic(campaigns.dnc_numbers)
+
+    async def answered_since(self, number: str, since: float) -> int:
+        """Answered attempts to ``number`` since ``since``, in any campaign."""
+        return await self._atomic(
+            functools.partial(campaigns.answered_since, number=number, since=since)
+        )
+
+    async def audit(self, entry: AuditEntry) -> None:
+        """Append one operator action to the audit log."""
+        await self._atomic(functools.partial(campaigns.audit, entry=entry))
+
+    async def audit_entries(self, *, limit: int = 100) -> list[AuditEntry]:
+        """The latest ``limit`` operator actions, newest first."""
+        return await self._atomic(functools.partial(campaigns.audit_entries, limit=limit))
 
     # ───────────────────────── waihu.api.CampaignStore: the outbox ─────────────────────────
 
