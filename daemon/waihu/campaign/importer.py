@@ -48,10 +48,10 @@ column the script needs (``required_variables``) that the file does not have.
 
 Rows refused
 ------------
-Each ``Reject`` has the row's line in the file (the header is line 1; a row
-whose quoted field spans lines is counted from its first line, and the lines
-after it keep their true numbers), the number as written, the row's values and
-the reason, one of:
+Each ``Reject`` has the row's line in the file (the first line of the file is
+line 1, normally the header; a row whose quoted field spans lines is counted
+from its first line, and the rows after it keep their true line numbers), the
+number as written, the row's values and the reason, one of:
 
 - the row is not valid text in the file's encoding (a damaged line): the reason
   names the bytes;
@@ -68,9 +68,19 @@ the reason, one of:
 - a time zone that ``zoneinfo`` does not know (``Asia/Shangai``, ``UTC+8``);
 - an empty value in a column the script needs (``required_variables``).
 
-A row with several problems of the last six kinds lists them all, separated by
-"; ". Nothing is dropped silently: ``len(contacts) + len(rejects) == rows``; rows
-whose cells are all empty are skipped and counted in ``blank``.
+The first three end the checks of a row; of the others a row gets every one
+that applies, separated by "; " (a number on the do-not-call list whose
+``name`` is empty besides). Nothing is dropped silently: ``len(contacts) +
+len(rejects) == rows``; rows whose cells are all empty are skipped and counted
+in ``blank``.
+
+Rejects file
+------------
+``write_rejects`` writes CSV in UTF-8 with a byte-order mark (so that Excel shows
+Chinese): ``rejected_line``, ``reject_reason``, the file's columns, then any cells
+of a row that were outside them. Corrected and imported again, it is read like
+the original. Note that Excel shows an 11-digit number as ``1.38E+10`` and, saved
+again as CSV, keeps only those digits: such a row is refused again, saying so.
 
 What it is not: the campaign store or the daemon link (``waihuctl`` sends the
 contacts on), nor a deduplicator across campaigns (the do-not-call list and the
@@ -524,7 +534,7 @@ def _read_header(path: Path, cells: Sequence[str], options: ImportOptions) -> _H
 
 
 def _is_blank(cells: Sequence[str]) -> bool:
-    return not any(cell.strip() for cell in cells)
+    return not "".join(cells).strip()
 
 
 class _RowChecker:
@@ -608,6 +618,8 @@ class _RowChecker:
     def _outside_header(self, cells: Sequence[str]) -> list[int]:
         """Indices of the non-empty cells under no named column."""
         header = self.header
+        if not header.unnamed and len(cells) == header.width:
+            return []  # the usual row: nothing to look at
         outside = [index for index in header.unnamed if cells[index].strip()]
         outside += [i for i in range(header.width, len(cells)) if cells[i].strip()]
         return outside
