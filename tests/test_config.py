@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 
-from waihu.config import ConfigError, load_config
+from waihu.config import CORE_SECTIONS, ConfigError, load_config
+from waihu.providers import PROVIDER_KINDS, TrunkLimits
 
 from conftest import REPO
 
@@ -92,6 +96,103 @@ def test_missing_sections_and_references(tmp_path: Path, provider_types: dict) -
     found = problems(tmp_path, text, provider_types)
     assert any("call.trunk: no [trunk.carrier] section" in p for p in found)
     assert any("storage: missing [storage] section" in p for p in found)
+
+
+def test_unknown_top_level_section_is_refused(tmp_path: Path, provider_types: dict) -> None:
+    (found,) = problems(tmp_path, MINIMAL + '\n[trunks.office]\ntype = "sip"\n', provider_types)
+    assert found.startswith(f"{tmp_path / 'waihud.toml'}: trunks: unknown section (sections: ")
+    assert "trunk" in found and "campaign" in found
+
+
+def test_a_singleton_kind_is_one_table_and_named_kinds_are_tables_of_tables(
+    tmp_path: Path, provider_types: dict
+) -> None:
+    config = load_config(write(tmp_path, MINIMAL), provider_types)
+    (storage,) = config.sections("storage")
+    assert (storage.name, storage.key, storage.config.path) == ("storage", "storage", "waihu.db")
+    assert config.section("trunk", "office").key == "trunk.office"
+    assert config.section("trunk", "home") is None
+    flat = MINIMAL.replace("[asr.default]", "[asr]")  # read as an instance named "type"
+    found = problems(tmp_path, flat, provider_types)
+    assert [p.removeprefix(f"{tmp_path / 'waihud.toml'}: ") for p in found] == [
+        "asr.type: must be a table, not a string",
+        "call.asr: no [asr.default] section",
+    ]
+
+
+def test_trunk_lines_and_pace_are_core_keys_the_plugin_never_sees(
+    tmp_path: Path, provider_types: dict
+) -> None:
+    text = MINIMAL.replace(
+        'proxy = "127.0.0.1:5080"', 'proxy = "127.0.0.1:5080"\nlines = 30\ncalls_per_minute = 60'
+    )
+    text += '\n[trunk.spare]\ntype = "sip"\nproxy = "127.0.0.1:5090"\n[daemon]\nmax_calls = 40\n'
+    config = load_config(write(tmp_path, text), provider_types)
+    assert config.trunk_limits("office") == TrunkLimits(lines=30, calls_per_minute=60.0)
+    assert config.trunk_limits("spare") == TrunkLimits(lines=40, calls_per_minute=600.0)
+    assert not hasattr(config.section("trunk", "office").config, "lines")
+    with pytest.raises(LookupError):
+        config.trunk_limits("nowhere")
+
+
+def test_bad_trunk_limits_name_their_key_with_the_plugins_own_problems(
+    tmp_path: Path, provider_types: dict
+) -> None:
+    text = MINIMAL.replace(
+        'proxy = "127.0.0.1:5080"', 'proxy = "127.0.0.1:5080"\nlines = 0\nprot = 1'
+    )
+    found = problems(tmp_path, text, provider_types)
+    assert any(p.endswith("trunk.office.lines: must be greater than 0, not 0") for p in found)
+    assert any("trunk.office" in p and "unknown key prot" in p for p in found)
+    assert len(found) == 2
+
+
+def test_daemon_node_groups_and_campaign_defaults(tmp_path: Path, provider_types: dict) -> None:
+    config = load_config(write(tmp_path, MINIMAL), provider_types)
+    assert config.daemon.node == socket.gethostname()
+    assert (config.daemon.control_group, config.daemon.control_admin_group) == (None, None)
+    assert config.campaign.default_region == "CN"
+    assert config.campaign.frequency_cap_hours == 24.0
+    assert config.campaign.campaigns_dir == config.daemon.scripts_dir
+    text = MINIMAL + (
+        '\n[daemon]\nnode = "waihu-2"\ncontrol_group = "waihu"\ncontrol_admin_group = "ops"\n'
+        '[campaign]\ndefault_region = "KR"\nfrequency_cap_hours = 0\ncampaigns_dir = "/srv/c"\n'
+    )
+    config = load_config(write(tmp_path, text), provider_types)
+    assert (config.daemon.node, config.daemon.control_group) == ("waihu-2", "waihu")
+    assert config.daemon.control_admin_group == "ops"
+    assert (config.campaign.default_region, config.campaign.frequency_cap_hours) == ("KR", 0.0)
+    assert config.campaign.campaigns_dir == "/srv/c"
+
+
+def test_bad_campaign_and_daemon_values_name_their_keys(
+    tmp_path: Path, provider_types: dict
+) -> None:
+    def found(text: str) -> list[str]:
+        return sorted(
+            p.removeprefix(f"{tmp_path / 'waihud.toml'}: ")
+            for p in problems(tmp_path, MINIMAL + text, provider_types)
+        )
+
+    assert found('\n[daemon]\nnode = " "\n[campaign]\ndefault_region = "XX"\n') == [
+        "campaign.default_region: must be a region code such as CN, KR or US, not 'XX'",
+        "daemon.node: must not be empty",
+    ]
+    assert found("\n[campaign]\nfrequency_cap_hours = -1\n") == [
+        "campaign.frequency_cap_hours: must be at least 0.0, not -1.0"
+    ]
+
+
+def test_every_key_is_documented_in_the_sample_and_the_man_page() -> None:
+    sample = (REPO / "etc/waihu/waihud.toml").read_text(encoding="utf-8")
+    man = (REPO / "man/waihud.toml.5").read_text(encoding="utf-8").replace("\\_", "_")
+    tables = {name: cls for name, cls in CORE_SECTIONS.items()}
+    tables |= {k.name: k.core_keys for k in PROVIDER_KINDS if k.core_keys is not None}
+    for table, cls in tables.items():
+        for field in attrs.fields(cls):
+            assert re.search(rf"^#?{field.name} = ", sample, re.M), f"{table}.{field.name}"
+            assert re.search(rf"\b{field.name}\b", man), f"{table}.{field.name} in the man page"
+        assert f"[{table}" in man, table
 
 
 def test_toml_syntax_error(tmp_path: Path, provider_types: dict) -> None:

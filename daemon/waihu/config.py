@@ -1,20 +1,26 @@
 """Loading and validating ``waihud.toml`` into typed attrs objects.
 
 The file is read with ``tomllib``; the core's own tables (``[daemon]``,
-``[media]``, ``[call]``) are structured here, and every provider table
-(``[trunk.NAME]``, ``[asr.NAME]``, ``[nlu.NAME]``, ``[storage]``,
-``[notify.NAME]``) is structured with the ``Config`` class of the provider its
-``type`` names. Structuring is strict: an unknown key, a wrong type or a value
-a validator refuses is an error naming the file and the full key path, e.g.
-``/etc/waihu/waihud.toml: trunk.office.local_port: must be 0–65535``. All
-problems are collected and reported together.
+``[media]``, ``[call]``, ``[campaign]``) are structured here, and every
+provider table is structured with the ``Config`` class of the provider its
+``type`` names. Which provider tables exist comes from the one table of kinds,
+``waihu.providers.PROVIDER_KINDS``: a singleton kind has exactly one table
+(``[storage]``), the others any number of named ones (``[trunk.NAME]``,
+``[asr.NAME]``, ``[nlu.NAME]``, ``[notify.NAME]``); a kind's core keys (a
+trunk's ``lines`` and ``calls_per_minute``) are taken out of its table and
+structured by the core before the plugin's ``Config`` sees the rest. Any other
+top-level section is refused. Structuring is strict: an unknown key, a wrong
+type or a value a validator refuses is an error naming the file and the full
+key path, e.g. ``/etc/waihu/waihud.toml: trunk.office.local_port: must be
+0–65535``. All problems are collected and reported together.
 
 What it is not: the provider registry (``waihu.plugins``) or the code that
-builds providers (``waihu.daemon``).
+builds providers (``waihu.providers``).
 """
 
 from __future__ import annotations
 
+import socket
 import tomllib
 import typing
 from collections.abc import Callable, Mapping
@@ -23,11 +29,15 @@ from typing import Any
 
 import attrs
 import cattrs
+import phonenumbers
 
-from waihu.api import WaihuError, between, one_of, positive
+from waihu.api import WaihuError, at_least, between, check, one_of, positive
+from waihu.providers import PROVIDER_KINDS, ProviderKind, ProviderTypes, TrunkLimits
 
 __all__ = [
+    "CORE_SECTIONS",
     "CallConfig",
+    "CampaignConfig",
     "Config",
     "ConfigError",
     "DaemonConfig",
@@ -37,7 +47,6 @@ __all__ = [
     "structure_strict",
 ]
 
-PROVIDER_KINDS = ("trunk", "asr", "nlu", "notify")  # tables of named providers
 DEFAULT_CONFIG_PATH = Path("/etc/waihu/waihud.toml")
 
 
@@ -47,6 +56,9 @@ class ConfigError(WaihuError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+_not_blank = check(lambda v: bool(v.strip()), "must not be empty")
 
 
 @attrs.frozen(kw_only=True)
@@ -63,6 +75,10 @@ class DaemonConfig:
     drain_timeout: float = attrs.field(default=30.0, validator=positive())
     max_calls: int = attrs.field(default=50, validator=positive())
     cpu_threads: int = attrs.field(default=2, validator=positive())
+    # names this daemon in campaign leases and attempts, and in its heartbeat
+    node: str = attrs.field(factory=socket.gethostname, validator=_not_blank)
+    control_group: str | None = attrs.field(default=None, validator=_not_blank)
+    control_admin_group: str | None = attrs.field(default=None, validator=_not_blank)
 
 
 @attrs.frozen(kw_only=True)
@@ -91,15 +107,49 @@ class CallConfig:
     max_duration: float = attrs.field(default=600.0, validator=positive())
 
 
+@attrs.frozen(kw_only=True)
+class CampaignConfig:
+    """``[campaign]``: defaults every campaign shares (the scheduler reads them).
+
+    ``campaigns_dir`` is None in the file when left out; ``load_config`` fills
+    in ``daemon.scripts_dir``.
+    """
+
+    default_region: str = attrs.field(
+        default="CN",
+        validator=check(
+            lambda v: v in phonenumbers.SUPPORTED_REGIONS,
+            "must be a region code such as CN, KR or US, not {value!r}",
+        ),
+    )
+    # at most one answered call per number per this many hours, across campaigns; 0: no cap
+    frequency_cap_hours: float = attrs.field(default=24.0, validator=at_least(0.0))
+    campaigns_dir: str | None = None
+
+
+# the core's own top-level tables → their attrs classes
+CORE_SECTIONS: Mapping[str, type] = {
+    "daemon": DaemonConfig,
+    "media": MediaConfig,
+    "call": CallConfig,
+    "campaign": CampaignConfig,
+}
+
+
 @attrs.frozen
 class ProviderSection:
-    """One provider table: kind, instance name, ``type`` and its structured config."""
+    """One provider table: kind, instance name, ``type`` and its structured config.
+
+    ``core`` holds the kind's core keys (``TrunkLimits`` for a trunk), or None
+    for a kind that has none.
+    """
 
     kind: str
     name: str
     type: str
     config: Any
     key: str  # full key path, for messages: "trunk.office"
+    core: Any = None
 
 
 @attrs.frozen
@@ -111,10 +161,25 @@ class Config:
     media: MediaConfig
     call: CallConfig
     providers: tuple[ProviderSection, ...]
+    campaign: CampaignConfig = CampaignConfig()
 
     def sections(self, kind: str) -> list[ProviderSection]:
         """The provider sections of one kind, in file order."""
         return [p for p in self.providers if p.kind == kind]
+
+    def section(self, kind: str, name: str) -> ProviderSection | None:
+        """The provider section ``[kind.name]`` (``[storage]``: name ``storage``), or None."""
+        return next((p for p in self.providers if p.kind == kind and p.name == name), None)
+
+    def trunk_limits(self, name: str) -> TrunkLimits:
+        """The core limits of ``[trunk.NAME]`` (``lines`` filled in); LookupError if none."""
+        section = self.section("trunk", name)
+        if section is None:
+            raise LookupError(f"no [trunk.{name}] section in {self.path}")
+        limits: TrunkLimits = section.core or TrunkLimits()
+        if limits.lines is None:  # left out: the trunk may use every line the daemon has
+            limits = attrs.evolve(limits, lines=self.daemon.max_calls)
+        return limits
 
 
 # ───────────────────────── strict structuring ─────────────────────────
@@ -205,8 +270,6 @@ def _reword(file: Path | str, problem: str) -> str:
 
 # ───────────────────────── the whole file ─────────────────────────
 
-ProviderTypes = Mapping[str, Mapping[str, type]]  # kind → type name → provider class
-
 
 def load_config(path: Path | str, provider_types: ProviderTypes) -> Config:
     """Read and validate one configuration file.
@@ -226,57 +289,71 @@ def load_config(path: Path | str, provider_types: ProviderTypes) -> Config:
         raise ConfigError([f"{path}: {exc}"]) from None
 
     problems: list[str] = []
-
-    def section(cls: type, key: str) -> Any:
+    core: dict[str, Any] = {}
+    for key, cls in CORE_SECTIONS.items():
         try:
-            return structure_strict(cls, raw.get(key, {}), file=path, key=key)
+            core[key] = structure_strict(cls, raw.get(key, {}), file=path, key=key)
         except ConfigError as exc:
             problems.extend(exc.problems)
-            return None
-
-    daemon = section(DaemonConfig, "daemon")
-    media = section(MediaConfig, "media")
-    call = section(CallConfig, "call")
+            core[key] = None
 
     providers: list[ProviderSection] = []
     for kind in PROVIDER_KINDS:
-        tables = raw.get(kind, {})
-        if not isinstance(tables, Mapping):
-            problems.append(f"{path}: {kind}: must be a table of named sections")
-            continue
-        for name, table in tables.items():
-            found = _provider(path, kind, name, f"{kind}.{name}", table, provider_types, problems)
+        for name, key, table in _tables(path, kind, raw, problems):
+            found = _provider(path, kind, name, key, table, provider_types, problems)
             if found:
                 providers.append(found)
-    if "storage" in raw:
-        found = _provider(
-            path, "storage", "storage", "storage", raw["storage"], provider_types, problems
-        )
-        if found:
-            providers.append(found)
 
-    known = {"daemon", "media", "call", "storage", *PROVIDER_KINDS}
-    problems.extend(f"{path}: {key}: unknown section" for key in raw if key not in known)
+    known = {*CORE_SECTIONS, *(kind.name for kind in PROVIDER_KINDS)}
+    problems.extend(
+        f"{path}: {key}: unknown section (sections: {', '.join(sorted(known))})"
+        for key in raw
+        if key not in known
+    )
 
+    daemon, call, campaign = core["daemon"], core["call"], core["campaign"]
     if call is not None:
         trunks = [p.name for p in providers if p.kind == "trunk"]
         if call.trunk is not None and call.trunk not in trunks:
             problems.append(f"{path}: call.trunk: no [trunk.{call.trunk}] section")
-        for kind in ("asr", "nlu"):
-            wanted = getattr(call, kind)
-            if not any(p.kind == kind and p.name == wanted for p in providers):
-                problems.append(f"{path}: call.{kind}: no [{kind}.{wanted}] section")
-    if not any(p.kind == "storage" for p in providers):
-        problems.append(f"{path}: storage: missing [storage] section")
+        for kind_name in ("asr", "nlu"):
+            wanted = getattr(call, kind_name)
+            if not any(p.kind == kind_name and p.name == wanted for p in providers):
+                problems.append(f"{path}: call.{kind_name}: no [{kind_name}.{wanted}] section")
 
     if problems:
         raise ConfigError(problems)
-    return Config(path=path, daemon=daemon, media=media, call=call, providers=tuple(providers))
+    if campaign.campaigns_dir is None:
+        campaign = attrs.evolve(campaign, campaigns_dir=daemon.scripts_dir)
+    return Config(
+        path=path,
+        daemon=daemon,
+        media=core["media"],
+        call=call,
+        campaign=campaign,
+        providers=tuple(providers),
+    )
+
+
+def _tables(
+    path: Path, kind: ProviderKind, raw: Mapping[str, Any], problems: list[str]
+) -> list[tuple[str, str, Any]]:
+    """``(instance name, key path, table)`` of every table of one kind in the file."""
+    if kind.singleton:
+        if kind.name not in raw:
+            problems.append(f"{path}: {kind.name}: missing [{kind.name}] section")
+            return []
+        return [(kind.name, kind.name, raw[kind.name])]
+    tables = raw.get(kind.name, {})
+    if not isinstance(tables, Mapping):
+        problems.append(f"{path}: {kind.name}: must be a table of named sections")
+        return []
+    return [(name, f"{kind.name}.{name}", table) for name, table in tables.items()]
 
 
 def _provider(
     path: Path,
-    kind: str,
+    kind: ProviderKind,
     name: str,
     key: str,
     table: Any,
@@ -288,7 +365,13 @@ def _provider(
         return None
     table = dict(table)
     type_name = table.pop("type", None)
-    known = provider_types.get(kind, {})
+    core_table = {}
+    if kind.core_keys is not None:
+        # the core's keys are reserved in every table of the kind: the plugin never sees them
+        core_table = {
+            f.name: table.pop(f.name) for f in attrs.fields(kind.core_keys) if f.name in table
+        }
+    known = provider_types.get(kind.name, {})
     if type_name is None:
         problems.append(
             f"{path}: {key}.type: required key is missing"
@@ -297,14 +380,23 @@ def _provider(
         return None
     if type_name not in known:
         problems.append(
-            f"{path}: {key}.type: unknown {kind} type {type_name!r}"
+            f"{path}: {key}.type: unknown {kind.name} type {type_name!r}"
             f" (installed: {', '.join(sorted(known)) or 'none'})"
         )
         return None
-    cls = known[type_name]
+    core = None
+    if kind.core_keys is not None:
+        try:
+            core = structure_strict(kind.core_keys, core_table, file=path, key=key)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
     try:
-        config = structure_strict(cls.Config, table, file=path, key=key)
+        config = structure_strict(known[type_name].Config, table, file=path, key=key)
     except ConfigError as exc:
         problems.extend(exc.problems)
         return None
-    return ProviderSection(kind=kind, name=name, type=type_name, config=config, key=key)
+    if kind.core_keys is not None and core is None:
+        return None
+    return ProviderSection(
+        kind=kind.name, name=name, type=type_name, config=config, key=key, core=core
+    )

@@ -35,7 +35,7 @@ import pluggy
 import trio
 
 from waihu import sd_notify
-from waihu.api import CallRecord, Provider, ProviderContext, WaihuError
+from waihu.api import CallRecord, WaihuError
 from waihu.call import CallServices, place_call, record_as_dict
 from waihu.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from waihu.control.monitor import Monitor
@@ -46,6 +46,7 @@ from waihu.dialog.script import ScriptError, load_script
 from waihu.events import EventBus
 from waihu.media.media_clock import MediaClock
 from waihu.plugins import PluginError, collect_provider_types, make_plugin_manager, plugin_info
+from waihu.providers import Providers
 
 __all__ = ["Daemon", "main"]
 
@@ -60,11 +61,15 @@ class Daemon:
     def __init__(self, config: Config, pm: pluggy.PluginManager) -> None:
         self.config = config
         self.pm = pm
-        self.provider_types = collect_provider_types(pm)
         self.events = EventBus(pm)
         self.cpu_limiter = trio.CapacityLimiter(config.daemon.cpu_threads)
         self.state_dir = Path(config.daemon.state_dir)
-        self.providers: dict[tuple[str, str], Any] = {}
+        self.providers = Providers(
+            config,
+            collect_provider_types(pm),
+            state_dir=self.state_dir,
+            cpu_limiter=self.cpu_limiter,
+        )
         self.live: dict[str, CallRecord] = {}
         self.draining = False
         self.started_at = time.time()
@@ -78,37 +83,17 @@ class Daemon:
 
     # ───────────────────────── life cycle ─────────────────────────
 
-    def _build(self, kind: str, name: str) -> Provider:
-        section = next(p for p in self.config.sections(kind) if p.name == name)
-        cls = self.provider_types[kind][section.type]
-        context = ProviderContext(
-            name=name,
-            state_dir=self.state_dir,
-            log=logging.getLogger(f"waihu.{kind}.{name}"),
-            cpu_limiter=self.cpu_limiter,
-        )
-        return cls(section.config, context)
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until shutdown is asked for, then drain and return."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._signals)
-            for kind in ("storage", "asr", "trunk", "notify"):
-                for section in self.config.sections(kind):
-                    provider = self._build(kind, section.name)
-                    log.info("starting %s", section.key)
-                    await nursery.start(provider.run)
-                    self.providers[(kind, section.name)] = provider
-                    if kind == "notify":
-                        nursery.start_soon(
-                            self._feed_notifier, section.key, provider, self.events.subscribe()
-                        )
+            await self.providers.start_all(nursery)
             await nursery.start(self.clock.run)
             nlu_name = self.config.call.nlu
             self.scripts = ScriptLibrary(
                 Path(self.config.daemon.scripts_dir),
-                lambda: self._build("nlu", nlu_name),  # type: ignore[arg-type, return-value]
+                lambda: self.providers.build("nlu", nlu_name),
                 limiter=self.cpu_limiter,
             )
             await self.scripts.load()
@@ -123,19 +108,6 @@ class Daemon:
                 await self._drain(calls)
             nursery.cancel_scope.cancel()
         log.info("waihud stopped")
-
-    @staticmethod
-    async def _feed_notifier(
-        key: str, notifier: Any, events: trio.MemoryReceiveChannel[Any]
-    ) -> None:
-        """Hand every call event to one notifier; its failures are logged, never fatal."""
-        async for event in events:
-            try:
-                await notifier.notify(event)
-            except Exception:
-                log.exception(
-                    "%s: notify failed for %s event of call %s", key, event.kind, event.call_id
-                )
 
     async def _drain(self, calls: trio.Nursery) -> None:
         self.draining = True
@@ -203,7 +175,7 @@ class Daemon:
             known = ", ".join(sorted(self.scripts.scripts)) or "none"
             raise ControlError("not_found", f"no script named {script!r} (loaded: {known})")
         trunk_name = trunk or self.config.call.trunk or self._only_trunk()
-        provider = self.providers.get(("trunk", trunk_name))
+        provider = self.providers.get("trunk", trunk_name)
         if provider is None:
             raise ControlError("not_found", f"no trunk named {trunk_name!r}")
         if not target.strip():
@@ -241,8 +213,8 @@ class Daemon:
     def _services(self) -> CallServices:
         rec = Path(self.config.daemon.recordings_dir)
         return CallServices(
-            storage=self.providers[("storage", "storage")],
-            asr=self.providers[("asr", self.config.call.asr)],
+            storage=self.providers.storage,
+            asr=self.providers.get("asr", self.config.call.asr),
             clock=self.clock,
             events=self.events,
             media=self.config.media,
@@ -251,12 +223,12 @@ class Daemon:
         )
 
     async def calls(self, limit: int = 20) -> list[dict[str, Any]]:
-        storage = self.providers[("storage", "storage")]
+        storage = self.providers.storage
         rows = [_summary(r) for r in await storage.recent_calls(limit)]
         return rows
 
     async def call_show(self, id: str) -> dict[str, Any]:
-        record = self.live.get(id) or await self.providers[("storage", "storage")].get_call(id)
+        record = self.live.get(id) or await self.providers.storage.get_call(id)
         if record is None:
             raise ControlError("not_found", f"no call with id {id!r}")
         return record_as_dict(record)
@@ -266,7 +238,7 @@ class Daemon:
         monitor = Monitor(self.events, call_id)
         if call_id is not None and call_id not in self.live:
             monitor.close()
-            if await self.providers[("storage", "storage")].get_call(call_id) is not None:
+            if await self.providers.storage.get_call(call_id) is not None:
                 raise ControlError(
                     "not_found", f"call {call_id!r} has ended; 'call show {call_id}' shows it"
                 )

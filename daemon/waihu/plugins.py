@@ -5,7 +5,13 @@ Built-in and third-party plugins are found the same way: through the
 entry-point names) blocks some, e.g. to replace a built-in with another
 distribution's plugin of the same type name.
 
-What it is not: the code that constructs or runs providers (``waihu.daemon``).
+Registration checks every class against its kind's row of
+``waihu.providers.PROVIDER_KINDS``: it needs a ``type_name``, an attrs
+``Config``, a name no other plugin took for that kind, and every method of
+the kind's protocol; otherwise the plugin is refused with a ``PluginError``
+naming the plugin, the class and what is missing.
+
+What it is not: the code that constructs or runs providers (``waihu.providers``).
 """
 
 from __future__ import annotations
@@ -15,13 +21,14 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+import attrs
 import pluggy
 
 from waihu import hookspecs
 from waihu.api import PROJECT_NAME, Provider, WaihuError
+from waihu.providers import PROVIDER_KINDS, ProviderKind, protocol_methods
 
 __all__ = [
-    "KIND_HOOKS",
     "PluginError",
     "collect_provider_types",
     "make_plugin_manager",
@@ -29,15 +36,6 @@ __all__ = [
 ]
 
 DISABLE_ENV = "WAIHU_DISABLE_PLUGINS"
-
-# config kind → hook that registers classes of that kind
-KIND_HOOKS = {
-    "trunk": "waihu_trunk_types",
-    "asr": "waihu_asr_types",
-    "nlu": "waihu_nlu_types",
-    "storage": "waihu_storage_types",
-    "notify": "waihu_notifier_types",
-}
 
 
 class PluginError(WaihuError):
@@ -65,39 +63,52 @@ def make_plugin_manager(
 
 
 def collect_provider_types(pm: pluggy.PluginManager) -> dict[str, dict[str, type[Provider]]]:
-    """Every provider class by kind and type name; refuses duplicates and nameless classes."""
+    """Every provider class by kind and type name, for every kind of ``PROVIDER_KINDS``.
+
+    Raises PluginError for a class without ``type_name`` or attrs ``Config``,
+    a type name two plugins registered, or a class missing a method of its
+    kind's protocol.
+    """
     registry: dict[str, dict[str, type[Provider]]] = {}
-    for kind, hook_name in KIND_HOOKS.items():
+    for kind in PROVIDER_KINDS:
         by_name: dict[str, type[Provider]] = {}
         origin: dict[str, str] = {}
-        hook = getattr(pm.hook, hook_name)
-        for impl in hook.get_hookimpls():
+        for impl in getattr(pm.hook, kind.hook).get_hookimpls():
             plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
             for cls in impl.function() or ():
-                type_name = getattr(cls, "type_name", None)
-                if not isinstance(type_name, str) or not type_name:
-                    raise PluginError(
-                        f"plugin {plugin_name}: {kind} class {cls!r} has no type_name"
-                    )
-                if not attrs_class(getattr(cls, "Config", None)):
-                    raise PluginError(
-                        f"plugin {plugin_name}: {kind} type {type_name!r} has no attrs Config class"
-                    )
+                type_name = _check_class(kind, cls, plugin_name)
                 if type_name in by_name:
                     raise PluginError(
-                        f"{kind} type {type_name!r} is registered by both {origin[type_name]}"
-                        f" and {plugin_name}; block one with {DISABLE_ENV}"
+                        f"{kind.name} type {type_name!r} is registered by both"
+                        f" {origin[type_name]} and {plugin_name}; block one with {DISABLE_ENV}"
                     )
+                _check_protocol(kind, cls, type_name, plugin_name)
                 by_name[type_name] = cls
                 origin[type_name] = plugin_name
-        registry[kind] = by_name
+        registry[kind.name] = by_name
     return registry
 
 
-def attrs_class(cls: Any) -> bool:
-    import attrs
+def _check_class(kind: ProviderKind, cls: Any, plugin_name: str) -> str:
+    """``cls``'s type name, once it is known to carry one and an attrs Config."""
+    type_name = getattr(cls, "type_name", None)
+    if not isinstance(type_name, str) or not type_name:
+        raise PluginError(f"plugin {plugin_name}: {kind.name} class {cls!r} has no type_name")
+    config = getattr(cls, "Config", None)
+    if not (isinstance(config, type) and attrs.has(config)):
+        raise PluginError(
+            f"plugin {plugin_name}: {kind.name} type {type_name!r} has no attrs Config class"
+        )
+    return type_name
 
-    return isinstance(cls, type) and attrs.has(cls)
+
+def _check_protocol(kind: ProviderKind, cls: Any, type_name: str, plugin_name: str) -> None:
+    missing = [m for m in protocol_methods(kind.protocol) if not callable(getattr(cls, m, None))]
+    if missing:
+        raise PluginError(
+            f"plugin {plugin_name}: {kind.name} type {type_name!r} ({cls.__qualname__})"
+            f" lacks {', '.join(missing)} of waihu.api.{kind.protocol.__name__}"
+        )
 
 
 def plugin_info(pm: pluggy.PluginManager) -> list[dict[str, Any]]:

@@ -1,0 +1,216 @@
+"""Provider kinds, in one table, and the daemon's providers built from config.
+
+``PROVIDER_KINDS`` is the one place a kind of provider is described: its
+config section, the hook that registers its classes, the ``waihu.api``
+protocol its classes follow, whether config has one ``[storage]`` table or
+named ``[trunk.NAME]`` tables, the order in which the daemon starts its
+instances, and the core keys of its tables. The plugin registry
+(``waihu.plugins``), config loading (``waihu.config``) and ``Providers``
+below all read it: a new kind is one more row.
+
+``Providers`` builds provider objects from a validated ``Config`` (one
+``ProviderContext`` recipe for all of them), starts the long-lived ones in
+table order in the daemon's nursery, and hands out the started instances
+(``get``, ``started``, ``storage``). Classifiers (``nlu``) are built fresh
+for every script that is loaded and never started.
+
+Error handling: a provider whose ``run`` raises before it is ready stops
+start-up with its own error (``nursery.start`` re-raises it); asking for a
+kind or instance that config does not have is a ``LookupError`` — a bug in
+the caller, since config validation already checked every reference.
+
+What it is not: the registry of classes (``waihu.plugins``), or config
+validation (``waihu.config``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from waihu.api import (
+    AsrEngine,
+    Classifier,
+    Notifier,
+    Provider,
+    ProviderContext,
+    Storage,
+    Trunk,
+    positive,
+)
+
+if TYPE_CHECKING:
+    from waihu.config import Config
+
+__all__ = [
+    "KINDS_BY_NAME",
+    "PROVIDER_KINDS",
+    "ProviderKind",
+    "ProviderTypes",
+    "Providers",
+    "TrunkLimits",
+    "protocol_methods",
+    "provider_context",
+]
+
+log = logging.getLogger("waihu.providers")
+
+DEFAULT_CALLS_PER_MINUTE = 600.0  # a trunk's pace unless its table says otherwise: 10 a second
+
+
+@attrs.frozen(kw_only=True)
+class TrunkLimits:
+    """The core's own keys in a ``[trunk.NAME]`` table, taken out before the plugin's Config.
+
+    ``lines`` is how many calls the trunk carries at once (None in the file:
+    ``daemon.max_calls``, as ``Config.trunk_limits`` gives it); ``calls_per_minute``
+    how fast new calls may start on it (a token bucket, see
+    ``waihu.dispatcher``).
+    """
+
+    lines: int | None = attrs.field(default=None, validator=positive())
+    calls_per_minute: float = attrs.field(default=DEFAULT_CALLS_PER_MINUTE, validator=positive())
+
+
+@attrs.frozen(kw_only=True)
+class ProviderKind:
+    """One kind of provider: everything the core needs to know about it.
+
+    ``name`` is the config section (``[trunk.NAME]``, or ``[storage]`` when
+    ``singleton``: exactly one, required, instance name = ``name``); ``hook``
+    the hook whose implementations return its classes; ``protocol`` the
+    ``waihu.api`` protocol every class must implement (each method it
+    declares); ``start_order`` when the daemon starts its instances (lower
+    first), or None for a kind built on demand and never started; ``core_keys``
+    an attrs class for keys the core itself reads from each table (popped
+    before the plugin's own ``Config`` sees the table), or None.
+    """
+
+    name: str
+    hook: str
+    protocol: type
+    singleton: bool = False
+    start_order: int | None = None
+    core_keys: type | None = None
+
+
+# The one table of provider kinds. Start order: storage first (calls are filed from
+# the start), then speech recognisers (slow to load), trunks, notifiers.
+PROVIDER_KINDS: tuple[ProviderKind, ...] = (
+    ProviderKind(
+        name="storage",
+        hook="waihu_storage_types",
+        protocol=Storage,
+        singleton=True,
+        start_order=0,
+    ),
+    ProviderKind(name="asr", hook="waihu_asr_types", protocol=AsrEngine, start_order=1),
+    ProviderKind(
+        name="trunk",
+        hook="waihu_trunk_types",
+        protocol=Trunk,
+        start_order=2,
+        core_keys=TrunkLimits,
+    ),
+    ProviderKind(name="notify", hook="waihu_notifier_types", protocol=Notifier, start_order=3),
+    ProviderKind(name="nlu", hook="waihu_nlu_types", protocol=Classifier),  # one per script
+)
+KINDS_BY_NAME: Mapping[str, ProviderKind] = {kind.name: kind for kind in PROVIDER_KINDS}
+
+
+def protocol_methods(protocol: type) -> tuple[str, ...]:
+    """The public methods ``protocol`` declares (its own and its bases'), sorted."""
+    names: set[str] = set()
+    for cls in protocol.__mro__:
+        if cls is object or getattr(cls, "_is_protocol", False) is False:
+            continue  # only classes that are themselves protocols declare the shape
+        names.update(
+            name for name, value in vars(cls).items() if callable(value) and not name[0] == "_"
+        )
+    return tuple(sorted(names))
+
+
+def provider_context(
+    kind: str, name: str, *, state_dir: Path, cpu_limiter: trio.CapacityLimiter
+) -> ProviderContext:
+    """The context every provider of ``kind`` named ``name`` is built with."""
+    return ProviderContext(
+        name=name,
+        state_dir=state_dir,
+        log=logging.getLogger(f"waihu.{kind}.{name}"),
+        cpu_limiter=cpu_limiter,
+    )
+
+
+ProviderTypes = Mapping[str, Mapping[str, type[Provider]]]  # kind → type name → class
+
+
+class Providers:
+    """The daemon's providers: built from config, started in table order, looked up by name."""
+
+    def __init__(
+        self,
+        config: Config,
+        types: ProviderTypes,
+        *,
+        state_dir: Path,
+        cpu_limiter: trio.CapacityLimiter,
+    ) -> None:
+        self.config = config
+        self.types = types
+        self.state_dir = state_dir
+        self.cpu_limiter = cpu_limiter
+        self._started: dict[str, dict[str, Any]] = {kind.name: {} for kind in PROVIDER_KINDS}
+
+    def build(self, kind: str, name: str) -> Any:
+        """A new, not yet started provider for the ``[kind.name]`` section.
+
+        LookupError if config has no such section (a caller's bug: config
+        validation checked every reference).
+        """
+        section = self.config.section(kind, name)
+        if section is None:
+            raise LookupError(f"no [{kind}.{name}] section in {self.config.path}")
+        cls = self.types[kind][section.type]
+        context = provider_context(
+            kind, name, state_dir=self.state_dir, cpu_limiter=self.cpu_limiter
+        )
+        return cls(section.config, context)
+
+    async def start_all(self, nursery: trio.Nursery) -> None:
+        """Build and start every configured provider of every started kind, in table order.
+
+        Each is ready (its ``run`` called ``task_status.started()``) before
+        the next is started; it then runs in ``nursery`` until that is cancelled.
+        """
+        kinds = sorted(
+            (k for k in PROVIDER_KINDS if k.start_order is not None),
+            key=lambda k: k.start_order or 0,
+        )
+        for kind in kinds:
+            for section in self.config.sections(kind.name):
+                provider = self.build(kind.name, section.name)
+                log.info("starting %s (%s)", section.key, section.type)
+                await nursery.start(provider.run)
+                self._started[kind.name][section.name] = provider
+
+    def get(self, kind: str, name: str) -> Any | None:
+        """The started provider ``[kind.name]``, or None if there is none (yet)."""
+        return self._started[kind].get(name)
+
+    def started(self, kind: str) -> Mapping[str, Any]:
+        """The started providers of one kind by instance name, in config order."""
+        return dict(self._started[kind])
+
+    @property
+    def storage(self) -> Storage:
+        """The started ``[storage]``; LookupError before it has started."""
+        storage = self._started["storage"].get("storage")
+        if storage is None:
+            raise LookupError("storage has not been started")
+        return storage  # type: ignore[no-any-return]
