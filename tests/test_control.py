@@ -31,7 +31,7 @@ from waihu.control.local import LOCAL_COMMANDS
 from waihu.control.manpage import manpage
 from waihu.control.monitor import Monitor
 from waihu.control.protocol import COMMANDS, MAX_LINE_BYTES, ControlError
-from waihu.control.render import CALL_ID_WIDTH
+from waihu.control.render import CALL_ID_WIDTH, render_event
 from waihu.control.server import (
     MAX_CONNECTIONS,
     ControlHandler,
@@ -420,8 +420,8 @@ def test_help_lists_every_command_of_the_table(capsys: pytest.CaptureFixture[str
 # ───────────────────────── watch: the live monitor ─────────────────────────
 
 CALL_EVENTS: list[tuple[str, str, dict[str, Any]]] = [
-    ("c-1", "dialing", {"number": "01012345678", "script": "demo-ko"}),
-    ("c-2", "dialing", {"number": "01099998888", "script": "demo-ko"}),  # not the watched call
+    ("c-1", "dialing", {"number": "01012345678", "script": "demo-ko", "trunk": "office"}),
+    ("c-2", "dialing", {"number": "01099998888", "script": "demo-ko", "trunk": "office"}),
     ("c-1", "ringing", {"status": 180, "reason": "Ringing"}),
     ("c-1", "answered", {"codec": "PCMU"}),
     ("c-1", "node", {"node": "greeting"}),
@@ -433,12 +433,18 @@ CALL_EVENTS: list[tuple[str, str, dict[str, Any]]] = [
     ("c-1", "barge_in", {}),
     ("c-1", "utterance", {"text": "价格是多少", "confidence": 0.875}),
     ("c-1", "turn", {"speaker": "callee", "text": "네", "node": "greeting", "intent": "affirm"}),
-    ("c-1", "dtmf", {"digit": "5"}),  # a kind this waihuctl does not know
     ("c-1", "hangup", {"by": "callee"}),
     (
         "c-1",
         "ended",
-        {"grade": "A", "sip_status": 200, "hangup_by": "callee", "error": None},
+        {
+            "outcome": "answered",
+            "grade": "A",
+            "tags": ["interested"],
+            "sip_status": 200,
+            "hangup_by": "callee",
+            "error": None,
+        },
     ),
 ]
 
@@ -468,7 +474,7 @@ async def test_watch_prints_a_line_per_event_and_stops_when_the_call_ends(
     column = "c-1".ljust(CALL_ID_WIDTH)  # ids the daemon makes are this wide
     assert all(re.match(rf"\d\d:\d\d:\d\d\.\d{{3}}  {column}  ", line) for line in lines)
     assert [line[len(f"00:00:00.000  {column}  ") :] for line in lines] == [
-        "dialing   01012345678 (script demo-ko)",
+        "dialing   01012345678 (script demo-ko, trunk office)",
         "ringing   180 Ringing",
         "answered  codec PCMU",
         "node      greeting",
@@ -476,10 +482,18 @@ async def test_watch_prints_a_line_per_event_and_stops_when_the_call_ends(
         "barge_in",
         "utterance '价格是多少' (0.88)",
         "turn      callee [affirm]: 네",
-        "dtmf      digit=5",
         "hangup    by callee",
-        "ended     grade A, sip 200, hung up by callee",
+        "ended     answered, grade A, sip 200, hung up by callee, tags interested",
     ]
+
+
+def test_an_event_kind_this_waihuctl_does_not_know_is_shown_whole() -> None:
+    """A newer daemon may push kinds this waihuctl has no line for: nothing is dropped."""
+    line = render_event(
+        {"event": "dtmf", "call_id": "c-1", "at": 0.0, "campaign": "spring", "digit": "5"}
+    )
+    column = "c-1".ljust(CALL_ID_WIDTH)
+    assert line.endswith(f"  {column}  dtmf      digit=5, campaign=spring")
 
 
 async def test_watch_json_prints_the_raw_event_lines(
@@ -493,9 +507,9 @@ async def test_watch_json_prints_the_raw_event_lines(
             publish_all(stand_in)
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     expected = [(kind, data) for call_id, kind, data in CALL_EVENTS if call_id == "c-1"]
-    assert [(e.pop("event"), e.pop("call_id"), e.pop("at") > 0) for e in events] == [
-        (kind, "c-1", True) for kind, _ in expected
-    ]
+    assert [
+        (e.pop("event"), e.pop("call_id"), e.pop("at") > 0, e.pop("campaign")) for e in events
+    ] == [(kind, "c-1", True, None) for kind, _ in expected]
     assert events == [data for _, data in expected]
 
 
@@ -512,6 +526,7 @@ async def test_watch_by_hand_answers_requests_meanwhile_and_unsubscribes_on_clos
         assert pushed == {
             "event": "ringing",
             "call_id": "c-2",
+            "campaign": None,
             "status": 183,
             "reason": "Session Progress",
         }
@@ -546,13 +561,15 @@ async def test_a_slow_watcher_is_told_where_and_how_many_events_it_lost() -> Non
     lost = 10
     with trio.fail_after(TIMEOUT):
         for n in range(SUBSCRIBER_BUFFER + lost):  # fills both channels, then overflows them
-            bus.publish("c-1", "utterance", text=str(n))
-        bus.publish("c-2", "utterance", text="lost by both; not one_call's to count")
+            bus.publish("c-1", "utterance", text=str(n), confidence=1.0)
+        bus.publish(
+            "c-2", "utterance", text="lost by both; not one_call's to count", confidence=1.0
+        )
         first = [await one_call.__anext__() for _ in range(3)]
-        bus.publish("c-1", "utterance", text="after")  # one_call has room: queued after its gap
+        bus.publish("c-1", "utterance", text="after", confidence=1.0)  # queued after its gap
         rest = [await one_call.__anext__() for _ in range(SUBSCRIBER_BUFFER - 3 + 2)]
         everything = [await every_call.__anext__() for _ in range(SUBSCRIBER_BUFFER + 1)]
-        bus.publish("c-1", "utterance", text="later")  # each gap is told once, not again
+        bus.publish("c-1", "utterance", text="later", confidence=1.0)  # each gap told once
         later = [await one_call.__anext__(), await every_call.__anext__()]
     texts = [m.get("text") for m in first + rest]
     assert texts == [*(str(n) for n in range(SUBSCRIBER_BUFFER)), None, "after"]

@@ -2,28 +2,30 @@
 
 ``place_call`` dials through a trunk, wires the answered leg to the media
 clock (``CallMedia``), runs the voice pipeline (endpointer → ASR → utterance)
-beside the dialogue engine, hangs up, and files the ``CallRecord`` at every
-state change (dialing, ringing, answered, ended/failed) so a crash loses no
-finished call.
+beside the dialogue engine, and hangs up. It tells the call's
+``CallLifecycle`` (``waihu.call_lifecycle``) what happens — ringing,
+answered, each turn, the grade, the end — and the lifecycle moves the
+record's status, publishes the events and files the record at every change,
+so a crash loses no finished call.
 
 Error handling: a call catches and logs its own errors. Whatever goes wrong —
 a trunk error, an ASR failure, a bug — the record is filed with ``error`` set,
 the leg is hung up if it was answered, and the exception does not leave this
 module; one bad call never takes down the daemon. Cancellation (drain
 deadline, shutdown) also hangs up cleanly, under a shielded, bounded scope.
+
+What it is not: admission (``waihu.dispatcher`` decides whether a call may
+start) or the record's bookkeeping (``waihu.call_lifecycle``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import attrs
-import cattrs
 import numpy as np
 import trio
 
@@ -33,11 +35,13 @@ from waihu.api import (
     CallFailed,
     CallLeg,
     CallRecord,
+    HangupSide,
     Storage,
     Trunk,
     TrunkError,
     Turn,
 )
+from waihu.call_lifecycle import CallLifecycle, record_as_dict
 from waihu.config import CallConfig, MediaConfig
 from waihu.dialog.engine import (
     DialogueEngine,
@@ -69,17 +73,11 @@ __all__ = ["CallServices", "place_call", "record_as_dict"]
 
 log = logging.getLogger("waihu.call")
 
-_unstructure = cattrs.Converter().unstructure
-
-
-def record_as_dict(record: CallRecord) -> dict[str, Any]:
-    """A call record as plain JSON-ready data (control socket replies, the log)."""
-    return _unstructure(record)
-
-
 HANGUP_GRACE = 5.0  # seconds a cancelled call gets to send BYE and file its record
 BYE_WAIT = 2.0  # seconds to wait for the answer to our BYE before filing the record
 ENGINE_INBOX = 64  # events between the voice pipeline and the engine
+TRUNK_ERROR_PREFIX = "trunk: "  # how ``error`` files a transport-level failure
+CANCELLED_ERROR = "cancelled: daemon shutting down"
 
 
 @attrs.frozen
@@ -95,48 +93,6 @@ class CallServices:
     recordings_dir: Path | None  # None: do not record
 
 
-class _Filing:
-    """Saves the record whenever it changed, one save at a time, newest state last.
-
-    Error handling: a failed save (database locked past its timeout, disk
-    full) is logged and retried at the next change; the call goes on. If the
-    final save fails, the whole record goes to the log as JSON, so the result
-    is not lost even when storage is.
-    """
-
-    def __init__(self, storage: Storage, record: CallRecord) -> None:
-        self.storage = storage
-        self.record = record
-        self._changed = trio.Event()
-
-    def changed(self) -> None:
-        self._changed.set()
-
-    async def run(self) -> None:
-        while True:
-            await self._changed.wait()
-            self._changed = trio.Event()
-            await self.flush()
-
-    async def flush(self, *, final: bool = False) -> bool:
-        """Save the record as it is now; False (and logged) if storage failed."""
-        snapshot = attrs.evolve(
-            self.record, turns=list(self.record.turns), tags=list(self.record.tags)
-        )
-        try:
-            await self.storage.save_call(snapshot)
-        except Exception as exc:
-            log.error("call %s: cannot save its record: %s", self.record.id, exc)
-            if final:
-                log.error(
-                    "call %s: unsaved record: %s",
-                    self.record.id,
-                    json.dumps(record_as_dict(snapshot), ensure_ascii=False),
-                )
-            return False
-        return True
-
-
 class _VoiceSpeaker:
     """Plays script lines through the call's prompt player."""
 
@@ -150,6 +106,18 @@ class _VoiceSpeaker:
         )
 
 
+@attrs.define
+class _Ending:
+    """How a call came to its end, gathered for its lifecycle's final transition."""
+
+    reached: bool = False  # still False in the end: cancelled before it ended by itself
+    sip_status: int | None = None
+    sip_reason: str | None = None
+    error: str | None = None
+    trunk_error: bool = False
+    hangup_by: HangupSide | None = None
+
+
 async def place_call(
     services: CallServices,
     trunk: Trunk,
@@ -157,105 +125,94 @@ async def place_call(
     loaded: LoadedScript,
     *,
     variables: Mapping[str, str] | None = None,
+    caller_id: str | None = None,
+    ring_timeout: float | None = None,
 ) -> CallRecord:
-    """Dial ``record.number`` and run the whole call; returns the filed record."""
-    filing = _Filing(services.storage, record)
-    events = services.events
-    events.publish(record.id, "dialing", number=record.number, script=record.script)
+    """Dial ``record.number`` and run the whole call; returns the filed record.
+
+    ``caller_id`` and ``ring_timeout`` default to ``[call]``'s. The record
+    must be new (``dialing``); it is final (``ended`` or ``failed``) on return.
+    """
+    life = CallLifecycle(record, storage=services.storage, events=services.events)
     leg: CallLeg | None = None
+    ending = _Ending()
     try:
+        await life.begin()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(filing.run)
-            await filing.flush()
-
-            def progress(status: int, reason: str) -> None:
-                if 180 <= status < 190 and record.status == "dialing":
-                    record.status = "ringing"
-                    filing.changed()
-                events.publish(record.id, "ringing", status=status, reason=reason)
-
+            nursery.start_soon(life.keep_filed)
             try:
                 leg = await trunk.dial(
                     record.number,
-                    caller_id=services.call.caller_id,
-                    ring_timeout=services.call.ring_timeout,
-                    on_progress=progress,
+                    caller_id=services.call.caller_id if caller_id is None else caller_id,
+                    ring_timeout=services.call.ring_timeout
+                    if ring_timeout is None
+                    else ring_timeout,
+                    on_progress=life.progress,
                 )
             except CallFailed as exc:
-                record.status, record.sip_status, record.sip_reason = (
-                    "failed",
-                    exc.status,
-                    exc.reason,
-                )
+                ending.sip_status, ending.sip_reason = exc.status, exc.reason
                 log.info("call %s to %s: %s %s", record.id, record.number, exc.status, exc.reason)
             except TrunkError as exc:
-                record.status, record.error = "failed", f"trunk: {exc}"
+                ending.error, ending.trunk_error = f"{TRUNK_ERROR_PREFIX}{exc}", True
                 log.warning("call %s to %s: %s", record.id, record.number, exc)
             else:
-                record.status, record.sip_status, record.sip_reason = "answered", 200, "OK"
-                record.answered_at = time.time()
-                filing.changed()
-                events.publish(record.id, "answered", codec=leg.codec.name)
+                life.answered(leg.codec.name)
                 log.info("call %s to %s answered (%s)", record.id, record.number, leg.codec.name)
                 with trio.move_on_after(services.call.max_duration) as too_long:
-                    await _converse(services, leg, record, loaded, filing, variables or {})
+                    await _converse(services, leg, life, loaded, variables or {})
                 if too_long.cancelled_caught:
-                    record.error = (
-                        f"hung up after call.max_duration ({services.call.max_duration} s)"
-                    )
+                    max_duration = services.call.max_duration
+                    ending.error = f"hung up after call.max_duration ({max_duration} s)"
                 if not leg.ended.is_set():
                     # the BYE transaction lives on in the trunk; a callee that never answers
                     # it must not hold back the record for Timer F (32 s)
                     with trio.move_on_after(BYE_WAIT):
                         await leg.hangup()
-                record.hangup_by = record.hangup_by or leg.ended_by or "robot"
-                record.status = "ended"
+                ending.hangup_by = leg.ended_by or "robot"
             nursery.cancel_scope.cancel()  # the filing loop
+        ending.reached = True
     except Exception as exc:
         log.exception("call %s to %s failed", record.id, record.number)
         while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
             exc = exc.exceptions[0]  # the nursery's wrapping says nothing to an operator
-        record.error = f"{type(exc).__name__}: {exc}"
-        record.status = "ended" if record.answered_at else "failed"
+        ending.reached, ending.error = True, f"{type(exc).__name__}: {exc}"
     finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(HANGUP_GRACE):
-            if leg is not None and not leg.ended.is_set():
-                try:
-                    await leg.hangup()
-                    record.hangup_by = record.hangup_by or "robot"
-                except Exception:
-                    log.exception("call %s: hang-up failed", record.id)
-            if record.status not in ("ended", "failed"):
-                # cancelled (drain deadline, shutdown) before it ended on its own
-                record.status = "ended" if record.answered_at else "failed"
-                record.error = record.error or "cancelled: daemon shutting down"
-            record.ended_at = time.time()
-            await filing.flush(final=True)
-            log.info(
-                "call %s to %s %s: sip %s, grade %s, hung up by %s%s",
-                record.id, record.number, record.status, record.sip_status, record.grade,
-                record.hangup_by or "-", f", error: {record.error}" if record.error else "",
-            )  # fmt: skip
-            events.publish(
-                record.id,
-                record.status,
-                grade=record.grade,
-                sip_status=record.sip_status,
-                hangup_by=record.hangup_by,
-                error=record.error,
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(HANGUP_GRACE):
+                if leg is not None and not leg.ended.is_set():
+                    try:
+                        await leg.hangup()
+                        ending.hangup_by = ending.hangup_by or "robot"
+                    except Exception:
+                        log.exception("call %s: hang-up failed", record.id)
+            if not ending.reached:  # cancelled: drain deadline, shutdown
+                ending.error = ending.error or CANCELLED_ERROR
+            await life.end(
+                sip_status=ending.sip_status,
+                sip_reason=ending.sip_reason,
+                error=ending.error,
+                trunk_error=ending.trunk_error,
+                hangup_by=ending.hangup_by,
+                interrupted=not ending.reached,
             )
+            log.info(
+                "call %s to %s %s (%s): sip %s, grade %s, hung up by %s%s",
+                record.id, record.number, record.status, record.outcome, record.sip_status,
+                record.grade, record.hangup_by or "-",
+                f", error: {record.error}" if record.error else "",
+            )  # fmt: skip
     return record
 
 
 async def _converse(
     services: CallServices,
     leg: CallLeg,
-    record: CallRecord,
+    life: CallLifecycle,
     loaded: LoadedScript,
-    filing: _Filing,
     variables: Mapping[str, str],
 ) -> None:
     """Talk with the callee until an end node finished or the callee hung up."""
+    record = life.record
     mc = services.media
     endpointer = Endpointer(
         sample_rate=leg.codec.clock_rate,
@@ -270,7 +227,7 @@ async def _converse(
         day = time.strftime("%Y%m%d", time.localtime(record.answered_at))
         path = services.recordings_dir / day / f"{record.id}.wav"
         recorder = StereoRecorder(path, leg.codec.clock_rate)
-        record.recording = str(path)
+        life.recorded(str(path))
     media = CallMedia(leg, endpointer=endpointer, recorder=recorder, jitter_depth=mc.jitter_depth)
     stream = services.asr.open_stream(sample_rate=leg.codec.clock_rate)
     inbox_send, inbox = trio.open_memory_channel[EngineEvent](ENGINE_INBOX)
@@ -285,16 +242,7 @@ async def _converse(
                 turn.intent,
                 turn.confidence or 0.0,
             )
-        record.turns.append(turn)
-        filing.changed()
-        services.events.publish(
-            record.id,
-            "turn",
-            speaker=turn.speaker,
-            text=turn.text,
-            node=turn.node,
-            intent=turn.intent,
-        )
+        life.turn(turn)
 
     engine = DialogueEngine(
         loaded.script,
@@ -302,7 +250,7 @@ async def _converse(
         _VoiceSpeaker(media.player, loaded.audio),
         inbox,
         on_turn=on_turn,
-        on_node=lambda node: services.events.publish(record.id, "node", node=node),
+        on_node=life.node,
         variables=variables,
         min_confidence=services.call.min_confidence,
         now=time.time,
@@ -312,25 +260,17 @@ async def _converse(
             nursery.start_soon(media.receive_loop)
             services.clock.add(media)
             nursery.start_soon(
-                _listen,
-                media,
-                stream,
-                inbox_send,
-                lambda: loaded.script.nodes[engine.node],
-                services.events,
-                record.id,
+                _listen, media, stream, inbox_send, lambda: loaded.script.nodes[engine.node], life
             )
 
             async def watch_hangup() -> None:
                 await leg.ended.wait()
-                record.hangup_by = record.hangup_by or leg.ended_by or "callee"
-                services.events.publish(record.id, "hangup", by=record.hangup_by)
+                life.hangup(leg.ended_by or "callee")
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch_hangup)
             ending = await engine.run()
-            record.grade = ending.grade
-            record.tags.extend(t for t in ending.tags if t not in record.tags)
+            life.graded(ending.grade, ending.tags)
             nursery.cancel_scope.cancel()
     finally:
         services.clock.remove(media)
@@ -339,7 +279,7 @@ async def _converse(
         engine.settle_turns()
         stream.close()
         if record.grade is None:
-            record.grade = loaded.script.default_grade
+            life.graded(loaded.script.default_grade)
         if recorder is not None:
             with trio.CancelScope(shield=True):
                 try:
@@ -348,8 +288,8 @@ async def _converse(
                     log.error(
                         "call %s: cannot save recording %s: %s", record.id, recorder.path, exc
                     )
-                    record.recording = None
-        filing.changed()
+                    life.recorded(None)
+        life.changed()  # the turns settled above
 
 
 async def _listen(
@@ -357,8 +297,7 @@ async def _listen(
     stream: AsrStream,
     inbox: trio.MemorySendChannel[EngineEvent],
     current_node: Callable[[], Node],
-    events: EventBus,
-    call_id: str,
+    life: CallLifecycle,
 ) -> None:
     """Turn the call's media events into engine events, recognising each utterance."""
     started_at = 0.0
@@ -373,10 +312,10 @@ async def _listen(
         elif isinstance(event, SpeechEnded):
             ended_at = time.time()  # when the endpointer decided, before recognition
             result = await stream.finish()
-            events.publish(call_id, "utterance", text=result.text, confidence=result.confidence)
+            life.utterance(result.text, result.confidence)
             await inbox.send(Utterance(result.text, result.confidence, started_at, ended_at))
         elif isinstance(event, BargeIn):
-            events.publish(call_id, "barge_in")
+            life.barge_in()
         elif isinstance(event, PromptFinished):
             await inbox.send(PromptDone())
         elif isinstance(event, DtmfDigit):

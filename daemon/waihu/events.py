@@ -1,11 +1,19 @@
-"""The one place call events are published.
+"""The one place call and campaign events are published.
 
 Every event goes to the plugins' ``waihu_call_event`` hooks and to local
-subscribers (the control socket's live monitor, later notifiers and metrics).
-Publishing never blocks and never fails the call: a plugin that raises is
+subscribers (the control socket's live monitor, the console and metrics
+later). An event is one of the closed set ``waihu.api.EVENT_KINDS`` and
+carries exactly the fields that table lists for its kind, in that order.
+
+Error handling: an unknown kind, or data whose fields differ from the
+table's, is a bug in the publisher and raises ValueError at once. Otherwise
+publishing never blocks and never fails the call: a plugin that raises is
 logged with its name, and a subscriber that does not keep up loses events
 (counted, and told through its ``on_drop``) rather than stalling the media
 path.
+
+What it is not: the owner of a call's events (``waihu.call_lifecycle``
+publishes them) or the socket side of ``watch`` (``waihu.control.monitor``).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from typing import Any
 import pluggy
 import trio
 
-from waihu.api import CallEvent
+from waihu.api import EVENT_KINDS, CallEvent
 
 __all__ = ["EventBus"]
 
@@ -37,9 +45,30 @@ class EventBus:
         self._subscribers: dict[trio.MemorySendChannel[CallEvent], DropCallback | None] = {}
         self.dropped = 0
 
-    def publish(self, call_id: str, kind: str, **data: Any) -> CallEvent:
-        """Build and deliver one event; returns it."""
-        event = CallEvent(call_id=call_id, kind=kind, at=time.time(), data=data)
+    def publish(
+        self, call_id: str | None, kind: str, *, campaign: str | None = None, **data: Any
+    ) -> CallEvent:
+        """Build and deliver one event; returns it.
+
+        ``data`` must hold exactly the fields ``EVENT_KINDS[kind]`` lists
+        (ValueError otherwise); ``campaign`` names the campaign of the call,
+        or of a campaign-wide event (``call_id`` None).
+        """
+        fields = EVENT_KINDS.get(kind)
+        if fields is None:
+            raise ValueError(f"unknown event kind {kind!r} (kinds: {', '.join(EVENT_KINDS)})")
+        if set(data) != set(fields):
+            given = ", ".join(sorted(data)) or "none"
+            raise ValueError(
+                f"a {kind} event has the fields {', '.join(fields) or 'none'}, not {given}"
+            )
+        event = CallEvent(
+            call_id=call_id,
+            kind=kind,
+            at=time.time(),
+            data={name: data[name] for name in fields},
+            campaign=campaign,
+        )
         for impl in self._pm.hook.waihu_call_event.get_hookimpls():
             try:
                 impl.function(event=event)

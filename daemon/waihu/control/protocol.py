@@ -33,16 +33,34 @@ Error codes:
 - ``internal``: a bug in waihud; the daemon logged it with a traceback.
 
 Pushed events: after its reply to ``watch`` the server keeps the connection
-open and pushes one line per call event until the client disconnects (the
+open and pushes one line per event until the client disconnects (the
 connection still answers requests meanwhile). An event line has an ``event``
-key — the kind (``waihu.api.CallEvent`` lists them) — and no ``id``/``ok``, so
-a client waiting for a reply skips it. ``call_id`` and ``at`` (seconds since
-the epoch) follow, then the event's own fields::
+key — the kind — and no ``id``/``ok``, so a client waiting for a reply skips
+it. ``call_id``, ``at`` (seconds since the epoch) and ``campaign`` (the
+campaign the call belongs to, or null) follow, then the event's own fields.
+The kinds and their fields are ``waihu.api.EVENT_KINDS``:
+
+- ``dialing``: ``number``, ``script``, ``trunk`` — the call is filed; the INVITE goes next;
+- ``ringing``: ``status``, ``reason`` — a provisional answer (180, 183);
+- ``answered``: ``codec`` — 200 OK, media flows;
+- ``turn``: ``speaker``, ``text``, ``node``, ``intent`` — one transcript line;
+- ``node``: ``node`` — the script moved to a node;
+- ``utterance``: ``text``, ``confidence`` — what the recogniser heard;
+- ``barge_in``: no fields — the callee cut into a prompt;
+- ``hangup``: ``by`` — ``robot`` or ``callee``;
+- ``ended``, ``failed``: ``outcome``, ``grade``, ``tags``, ``sip_status``,
+  ``hangup_by``, ``error`` — the last event of every call: answered calls end,
+  others fail;
+- ``campaign``: ``state``, ``reason`` — a campaign changed state (``call_id``
+  is null).
+
+For example::
 
     {"event": "ringing", "call_id": "20261125-150001-a1b2c3", "at": 1795000001.25,
-     "status": 180, "reason": "Ringing"}
+     "campaign": null, "status": 180, "reason": "Ringing"}
     {"event": "failed", "call_id": "20261125-150001-a1b2c3", "at": 1795000002.5,
-     "grade": null, "sip_status": 486, "hangup_by": null, "error": null}
+     "campaign": null, "outcome": "busy", "grade": null, "tags": [], "sip_status": 486,
+     "hangup_by": null, "error": null}
 
 A watcher that reads too slowly loses events rather than slowing the calls
 down; where the gap was, the stream says how many were lost and when the
@@ -62,11 +80,12 @@ End of input counts as disconnecting, so a watch by hand keeps its input open::
 The methods are the ``COMMANDS`` table below. It drives the server's dispatch
 and param checks, ``waihuctl``'s subcommands and ``--help``, and the man page
 waihuctl(1) (``python -m waihu.control.manpage``): a new method is one entry
-here plus one handler method in the daemon. (Commands waihuctl runs itself,
-without the daemon, are the sibling table in ``local``.)
+here, naming its handler, plus that method of ``handlers.ControlHandlers``.
+(Commands waihuctl runs itself, without the daemon, are the sibling table in
+``local``.)
 
 What it is not: the socket server (``server``), the client (``client``), or
-the daemon's answers (``waihu.daemon``).
+the daemon's answers (``handlers``).
 """
 
 from __future__ import annotations
@@ -132,7 +151,7 @@ RequestId = str | int | None
 CALL_LIMIT_MAX = 1000  # rows one `calls` request may ask for
 DROPPED_EVENT = "dropped"  # pushed in place of events a slow watcher lost
 ENDED_EVENTS = ("ended", "failed")  # the last event of every call
-_EVENT_HEAD = ("event", "call_id", "at")  # keys every pushed event starts with
+_EVENT_HEAD = ("event", "call_id", "at", "campaign")  # keys every pushed event starts with
 
 
 class ControlError(WaihuError):
@@ -253,14 +272,15 @@ class CommandEntry:
 
 @attrs.frozen(kw_only=True)
 class Command(CommandEntry):
-    """One control method: its params, its help, and how waihuctl shows its result.
+    """One control method: its params, its help, its handler, and how waihuctl shows its result.
 
-    The daemon answers it with the async handler method ``handler_name`` (dots
-    become underscores: ``call.show`` → ``call_show``), called with every param
-    as a keyword argument (absent optional ones get their ``default``).
-    ``waihuctl`` spells it as its dot-separated ``words`` (``call show``).
+    The daemon answers it with the async method named ``handler`` of
+    ``handlers.ControlHandlers``, called with every param as a keyword
+    argument (absent optional ones get their ``default``). ``waihuctl``
+    spells it as its dot-separated ``words`` (``call show``).
     """
 
+    handler: str  # the ControlHandlers method answering it
     render: Callable[[Any], str]
     waitable: bool = False  # the result names a call: waihuctl --wait follows it to its end
     changes_state: bool = False  # logged at info with the client's identity
@@ -268,8 +288,8 @@ class Command(CommandEntry):
 
     @property
     def handler_name(self) -> str:
-        """The daemon's method answering this command."""
-        return self.name.replace(".", "_")
+        """``handler``, by its older name (the server looks handlers up by it)."""
+        return self.handler
 
     def bind(self, params: Any) -> dict[str, Any]:
         """Check a request's ``params`` and return the handler's keyword arguments.
@@ -310,6 +330,7 @@ VARIABLES_PARAM = Param(
 COMMANDS: tuple[Command, ...] = (
     Command(
         name="status",
+        handler="status",
         summary="show the daemon's state: version, uptime, live calls, trunks, draining",
         description="Show the running daemon's version, process id, uptime, whether it is "
         "draining (refusing new calls before shutting down), the number of live calls, "
@@ -318,6 +339,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         name="plugins",
+        handler="plugins",
         summary="list the loaded plugins with their version and hooks",
         description="List every plugin the daemon loaded through the waihu entry-point "
         "group, built-in ones included: name, distribution, version and the hooks it "
@@ -326,6 +348,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         name="call",
+        handler="call",
         summary="place one call now",
         description="Dial TARGET through a trunk and talk to the callee by the named script. "
         "Prints the new call's id as soon as dialling starts; with --wait, follows the call "
@@ -359,6 +382,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         name="calls",
+        handler="calls",
         summary="list recent calls, newest first",
         description="List the most recent calls from storage, newest first: id, time, number, "
         "script, status, SIP status, grade and talk time.",
@@ -377,6 +401,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         name="call.show",
+        handler="call_show",
         summary="show one call in full, with its transcript",
         description="Show everything filed about one call, live or finished: number, script, "
         "times, SIP outcome, who hung up, grade, tags, recording, and the transcript with "
@@ -394,6 +419,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         name="watch",
+        handler="watch",
         summary="follow calls live: one line per call event",
         description="Print every event of every call as it happens (dialling, ringing, "
         "answer, each line said and heard with its intent, node changes, hang-up, the end "
@@ -415,6 +441,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         name="shutdown",
+        handler="shutdown",
         summary="drain and stop the daemon",
         description="Stop taking calls, let live calls finish up to daemon.drain_timeout, "
         "hang up the rest cleanly, then exit, as SIGTERM does.",
@@ -472,12 +499,18 @@ def encode_event(event: str, **fields: Any) -> bytes:
 
 
 def call_event_message(event: CallEvent) -> dict[str, Any]:
-    """The pushed message for one call event: ``event``, ``call_id``, ``at``, then its data.
+    """The pushed message for one event: ``event``, ``call_id``, ``at``, ``campaign``,
+    then its data.
 
-    A data field named like one of the first three is left out rather than
+    A data field named like one of the first four is left out rather than
     allowed to hide them.
     """
-    message: dict[str, Any] = {"event": event.kind, "call_id": event.call_id, "at": event.at}
+    message: dict[str, Any] = {
+        "event": event.kind,
+        "call_id": event.call_id,
+        "at": event.at,
+        "campaign": event.campaign,
+    }
     message.update((k, v) for k, v in event.data.items() if k not in _EVENT_HEAD)
     return message
 

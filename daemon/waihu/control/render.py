@@ -160,10 +160,17 @@ _EventDetail = tuple[tuple[str, ...], Callable[[Mapping[str, Any]], str]]
 
 def _ended(f: Mapping[str, Any]) -> str:
     labels = (("grade", "grade "), ("sip_status", "sip "), ("hangup_by", "hung up by "))
-    parts = [label + str(f[key]) for key, label in labels if f.get(key) is not None]
+    parts = [str(f["outcome"])] if f.get("outcome") else []
+    parts += [label + str(f[key]) for key, label in labels if f.get(key) is not None]
+    if f.get("tags"):
+        parts.append("tags " + _listing(f["tags"]))
     if f.get("error"):
         parts.append(f"error: {f['error']}")
     return ", ".join(parts)
+
+
+def _campaign(f: Mapping[str, Any]) -> str:
+    return str(f.get("state")) + (f": {f['reason']}" if f.get("reason") else "")
 
 
 def _turn_event(f: Mapping[str, Any]) -> str:
@@ -178,15 +185,23 @@ def _heard(f: Mapping[str, Any]) -> str:
 
 
 _EVENT_DETAILS: dict[str, _EventDetail] = {
-    "dialing": (("number", "script"), lambda f: f"{f.get('number')} (script {f.get('script')})"),
+    "dialing": (
+        ("number", "script", "trunk"),
+        lambda f: (
+            f"{f.get('number')} (script {f.get('script')}"
+            + (f", trunk {f['trunk']})" if f.get("trunk") else ")")
+        ),
+    ),
     "ringing": (("status", "reason"), lambda f: f"{f.get('status')} {f.get('reason', '')}"),
     "answered": (("codec",), lambda f: f"codec {f.get('codec')}"),
     "turn": (("speaker", "node", "intent", "text"), _turn_event),
     "utterance": (("text", "confidence"), _heard),
+    "barge_in": ((), lambda f: ""),
     "node": (("node",), lambda f: str(f.get("node"))),
     "hangup": (("by",), lambda f: f"by {f.get('by')}"),
-    "ended": (("grade", "sip_status", "hangup_by", "error"), _ended),
-    "failed": (("grade", "sip_status", "hangup_by", "error"), _ended),
+    "ended": (("outcome", "grade", "tags", "sip_status", "hangup_by", "error"), _ended),
+    "failed": (("outcome", "grade", "tags", "sip_status", "hangup_by", "error"), _ended),
+    "campaign": (("state", "reason"), _campaign),
     "dropped": (
         ("count",),
         lambda f: f"{f.get('count')} event(s) lost here: this monitor fell behind",
@@ -195,8 +210,15 @@ _EVENT_DETAILS: dict[str, _EventDetail] = {
 
 
 def render_event(message: Mapping[str, Any]) -> str:
-    """One pushed event of ``watch`` as one line: time, call, kind, what happened."""
-    fields = {k: v for k, v in message.items() if k not in ("event", "call_id", "at")}
+    """One pushed event of ``watch`` as one line: time, call, kind, what happened.
+
+    The campaign a call belongs to is shown last (``campaign=spring``), and
+    not at all for a single call.
+    """
+    head = ("event", "call_id", "at", "campaign")
+    fields = {k: v for k, v in message.items() if k not in head}
+    if message.get("campaign") is not None:
+        fields["campaign"] = message["campaign"]
     kind = str(message.get("event", "?"))
     used, detail = _EVENT_DETAILS.get(kind, ((), lambda f: ""))
     text = detail(fields)
