@@ -25,6 +25,7 @@ import argparse
 import logging
 import random
 import sqlite3
+import statistics
 import tempfile
 import time
 from collections.abc import Iterator
@@ -220,20 +221,22 @@ async def measure(path: Path) -> None:
         each = (time.perf_counter() - began) / 100
         print(f"claim_contacts(limit=1) x100: {each * 1000:.2f} ms each (one commit each)")
 
-        began = time.perf_counter()
-        first_page = None
-        pages = rows = 0
-        after = 0
-        while page := await storage.campaign_attempts(CAMPAIGN, after_id=after, limit=EXPORT_PAGE):
-            if first_page is None:
-                first_page = time.perf_counter() - began
-            pages += 1
+        pages: list[float] = []
+        rows = after = 0
+        while True:
+            began = time.perf_counter()
+            page = await storage.campaign_attempts(CAMPAIGN, after_id=after, limit=EXPORT_PAGE)
+            pages.append(time.perf_counter() - began)
+            if not page:
+                break
             rows += len(page)
             after = page[-1][0].id
-        total = time.perf_counter() - began
+        quartiles = statistics.quantiles(pages, n=4)
         print(
-            f"export: {rows} attempts in {pages} pages of {EXPORT_PAGE}: {total:.2f} s"
-            f" ({total / pages * 1000:.2f} ms a page; the first {first_page * 1000:.2f} ms)"
+            f"export: {rows} attempts in {len(pages) - 1} pages of {EXPORT_PAGE}:"
+            f" {sum(pages):.1f} s; a page {quartiles[1] * 1000:.1f} ms"
+            f" (quartiles {quartiles[0] * 1000:.1f}–{quartiles[2] * 1000:.1f}, max"
+            f" {max(pages) * 1000:.1f})"
         )
         nursery.cancel_scope.cancel()
 

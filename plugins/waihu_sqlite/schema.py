@@ -7,9 +7,12 @@ transaction, so an interrupted upgrade leaves the file at the old version.
 A step, once released, is never edited: files out there were made by it.
 
 - v1: ``calls`` and their ``turns``.
-- v2: calls get ``campaign_id`` and ``outcome``; the campaign store
-  (``campaigns``, ``contacts``, ``attempts``), compliance (``dnc``, ``audit``),
-  the notification ``outbox`` and the daemons' heartbeats (``alive``).
+- v2: calls get ``campaign_id``, ``outcome`` and their node-funnel columns;
+  the campaign store (``campaigns``, ``contacts``, ``attempts``), compliance
+  (``dnc``, ``audit``), the notification ``outbox`` and the daemons'
+  heartbeats (``alive``). Every query the campaign store runs on a table that
+  grows with the calls made has an index of its own; the partial ones hold
+  only the few rows asked for (open attempts, leases, unfinished calls).
 
 The v2 tables are plain SQL DDL, written to read the same on PostgreSQL where
 that costs nothing (``REAL`` is ``double precision`` there, ``INTEGER PRIMARY
