@@ -111,8 +111,9 @@ class FakeTrunk(Provider):
     """A trunk with no network (``waihu.api.Trunk``); the target says what happens.
 
     ``busy…`` answers 486, ``down…`` fails as a trunk error, ``hold…`` rings
-    until cancelled (``holding`` counts those), anything else rings once and
-    answers with a ``FakeLeg`` (kept in ``legs``).
+    until ``let_go(target)`` (then 480) or until cancelled (``holding`` counts
+    those ringing now), anything else rings once and answers with a
+    ``FakeLeg`` (kept in ``legs``).
     """
 
     type_name: ClassVar[str] = "fake"
@@ -126,6 +127,11 @@ class FakeTrunk(Provider):
         self.dialled: list[tuple[str, str | None, float]] = []
         self.legs: list[FakeLeg] = []
         self.holding = 0
+        self._held: dict[str, trio.Event] = {}
+
+    def let_go(self, target: str) -> None:
+        """Let a ``hold…`` call give up ringing (480)."""
+        self._held.setdefault(target, trio.Event()).set()
 
     async def dial(
         self,
@@ -146,9 +152,10 @@ class FakeTrunk(Provider):
         if target.startswith("hold"):
             self.holding += 1
             try:
-                await trio.sleep_forever()
+                await self._held.setdefault(target, trio.Event()).wait()
             finally:
                 self.holding -= 1
+            raise CallFailed(480, "Temporarily Unavailable")
         leg = FakeLeg()
         self.legs.append(leg)
         return leg

@@ -1,19 +1,24 @@
-"""``waihud``: start-up, the main nursery, signals, and the operator's commands.
+"""``waihud``: start-up, the main nursery, signals, drain — the daemon's life cycle only.
 
-Start-up order mirrors ownership: plugins are found, the config validated
+Start-up order mirrors ownership: plugins are found and the config validated
 (any error → message naming file and key, exit 78 so systemd does not
-restart a broken config), then storage, ASR engines, trunks and the media
-clock are started in the main nursery, the scripts loaded, and the control
-socket opened last; only then is systemd told READY.
+restart a broken config); then, in the main nursery, the providers in the
+order of their kinds' table (storage, speech recognisers, trunks,
+notifiers); then the media clock, the scripts, the call dispatcher, and last
+the control socket; only then is systemd told READY.
 
 Signals: SIGTERM/SIGINT drain — no new calls, live calls get
 ``daemon.drain_timeout`` seconds to finish, then are hung up cleanly — and
 exit 0. SIGHUP reloads the scripts.
 
 Error handling: a call's own errors stay in the call (``waihu.call``); a
-provider that fails to start stops start-up with its error (exit 1); anything
-else escaping the main nursery is a bug and exits non-zero so systemd
-restarts the daemon.
+provider that fails to start, or storage failing while calls are reconciled,
+stops start-up with its error (exit 1); a heartbeat that cannot be written is
+logged and tried again; anything else escaping the main nursery is a bug and
+exits non-zero so systemd restarts the daemon.
+
+What it is not: admission and live calls (``waihu.dispatcher``), the
+control commands (``waihu.control.handlers``), or a call (``waihu.call``).
 """
 
 from __future__ import annotations
@@ -21,31 +26,26 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import secrets
 import signal
 import sys
 import time
 from collections.abc import Sequence
-from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
-import attrs
 import pluggy
 import trio
 
 from waihu import sd_notify
-from waihu.api import CallRecord, WaihuError
-from waihu.call import CallServices, place_call, record_as_dict
+from waihu.api import WaihuError
 from waihu.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
-from waihu.control.monitor import Monitor
-from waihu.control.protocol import ControlError
-from waihu.control.server import ControlServer, EventStream
+from waihu.control.handlers import ControlHandlers, daemon_version
+from waihu.control.server import ControlServer
 from waihu.dialog.library import ScriptLibrary
 from waihu.dialog.script import ScriptError, load_script
+from waihu.dispatcher import CallDispatcher
 from waihu.events import EventBus
 from waihu.media.media_clock import MediaClock
-from waihu.plugins import PluginError, collect_provider_types, make_plugin_manager, plugin_info
+from waihu.plugins import PluginError, collect_provider_types, make_plugin_manager
 from waihu.providers import Providers
 
 __all__ = ["Daemon", "main"]
@@ -56,7 +56,7 @@ EX_CONFIG = 78  # sysexits.h: configuration error; systemd's RestartPreventExitS
 
 
 class Daemon:
-    """A running waihud: owns the providers, the scripts, the live calls."""
+    """A running waihud: starts its parts in order, serves until told to stop, drains."""
 
     def __init__(self, config: Config, pm: pluggy.PluginManager) -> None:
         self.config = config
@@ -70,18 +70,16 @@ class Daemon:
             state_dir=self.state_dir,
             cpu_limiter=self.cpu_limiter,
         )
-        self.live: dict[str, CallRecord] = {}
-        self.draining = False
-        self.started_at = time.time()
-        self._stop = trio.Event()
-        self._calls_done = trio.Event()
-        self._calls_done.set()
         self.clock = MediaClock()
+        self.started_at = time.time()
         self.scripts: ScriptLibrary | None = None
-        self._calls_nursery: trio.Nursery | None = None
+        self.dispatcher: CallDispatcher | None = None
         self.control_path = Path(config.daemon.control_socket)
+        self._stop = trio.Event()
 
-    # ───────────────────────── life cycle ─────────────────────────
+    def stop(self) -> None:
+        """Begin the graceful drain and exit (SIGTERM, or ``waihuctl shutdown``)."""
+        self._stop.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until shutdown is asked for, then drain and return."""
@@ -89,6 +87,7 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._signals)
             await self.providers.start_all(nursery)
+            storage = self.providers.storage
             await nursery.start(self.clock.run)
             nlu_name = self.config.call.nlu
             self.scripts = ScriptLibrary(
@@ -97,31 +96,28 @@ class Daemon:
                 limiter=self.cpu_limiter,
             )
             await self.scripts.load()
-            async with trio.open_nursery() as calls:
-                self._calls_nursery = calls
-                await nursery.start(ControlServer(self.control_path, self).run)
-                sd_notify.notify("READY=1\nSTATUS=serving")
-                log.info("waihud %s ready; control socket %s", _version(), self.control_path)
-                task_status.started()
-                await self._stop.wait()
-                sd_notify.notify("STOPPING=1\nSTATUS=draining")
-                await self._drain(calls)
+            dispatcher = self.dispatcher = CallDispatcher(
+                self.config, self.providers, self.scripts, clock=self.clock, events=self.events
+            )
+            await nursery.start(dispatcher.run)
+            handlers = ControlHandlers(
+                dispatcher=dispatcher,
+                storage=storage,
+                events=self.events,
+                pm=self.pm,
+                clock=self.clock,
+                stop=self.stop,
+                started_at=self.started_at,
+            )
+            await nursery.start(ControlServer(self.control_path, handlers).run)
+            sd_notify.notify("READY=1\nSTATUS=serving")
+            log.info("waihud %s ready; control socket %s", daemon_version(), self.control_path)
+            task_status.started()
+            await self._stop.wait()
+            sd_notify.notify("STOPPING=1\nSTATUS=draining")
+            await dispatcher.drain(self.config.daemon.drain_timeout)
             nursery.cancel_scope.cancel()
         log.info("waihud stopped")
-
-    async def _drain(self, calls: trio.Nursery) -> None:
-        self.draining = True
-        if self.live:
-            log.info(
-                "draining: %d live call(s), up to %.0f s",
-                len(self.live),
-                self.config.daemon.drain_timeout,
-            )
-        with trio.move_on_after(self.config.daemon.drain_timeout):
-            await self._calls_done.wait()
-        if self.live:
-            log.warning("drain deadline: hanging up %d call(s)", len(self.live))
-        calls.cancel_scope.cancel()  # each call hangs up and files its record, shielded
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -136,143 +132,7 @@ class Daemon:
                     sd_notify.notify("READY=1")
                 else:
                     log.info("%s: shutting down", signal.Signals(signum).name)
-                    self._stop.set()
-
-    # ───────────────────────── operator commands ─────────────────────────
-
-    async def status(self) -> dict[str, Any]:
-        return {
-            "version": _version(),
-            "pid": os.getpid(),
-            "uptime": round(time.time() - self.started_at, 1),
-            "draining": self.draining,
-            "live_calls": len(self.live),
-            "trunks": [s.name for s in self.config.sections("trunk")],
-            "scripts": sorted(self.scripts.scripts) if self.scripts else [],
-            "script_errors": self.scripts.problems if self.scripts else {},
-            "media_clock": attrs.asdict(self.clock.stats),
-        }
-
-    async def plugins(self) -> list[dict[str, Any]]:
-        return plugin_info(self.pm)
-
-    async def call(
-        self,
-        target: str,
-        script: str,
-        trunk: str | None = None,
-        variables: dict[str, str] | None = None,
-    ) -> dict[str, Any]:
-        if self.draining or self._calls_nursery is None:
-            raise ControlError("unavailable", "waihud is shutting down; no new calls")
-        if len(self.live) >= self.config.daemon.max_calls:
-            raise ControlError(
-                "unavailable", f"{len(self.live)} calls live (daemon.max_calls); try later"
-            )
-        assert self.scripts is not None
-        loaded = self.scripts.get(script)
-        if loaded is None:
-            known = ", ".join(sorted(self.scripts.scripts)) or "none"
-            raise ControlError("not_found", f"no script named {script!r} (loaded: {known})")
-        trunk_name = trunk or self.config.call.trunk or self._only_trunk()
-        provider = self.providers.get("trunk", trunk_name)
-        if provider is None:
-            raise ControlError("not_found", f"no trunk named {trunk_name!r}")
-        if not target.strip():
-            raise ControlError("bad_request", "target must be a number or SIP URI")
-        record = CallRecord(
-            id=time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3),
-            number=target.strip(),
-            script=script,
-            trunk=trunk_name,
-            created_at=time.time(),
-        )
-        self.live[record.id] = record
-        self._calls_done = trio.Event()
-        self._calls_nursery.start_soon(self._run_call, provider, record, loaded, variables)
-        return {"call_id": record.id}
-
-    def _only_trunk(self) -> str:
-        names = [s.name for s in self.config.sections("trunk")]
-        if len(names) != 1:
-            raise ControlError(
-                "bad_request", f"say which trunk (configured: {', '.join(names) or 'none'})"
-            )
-        return names[0]
-
-    async def _run_call(
-        self, trunk: Any, record: CallRecord, loaded: Any, variables: dict[str, str] | None
-    ) -> None:
-        try:
-            await place_call(self._services(), trunk, record, loaded, variables=variables)
-        finally:
-            del self.live[record.id]
-            if not self.live:
-                self._calls_done.set()
-
-    def _services(self) -> CallServices:
-        rec = Path(self.config.daemon.recordings_dir)
-        return CallServices(
-            storage=self.providers.storage,
-            asr=self.providers.get("asr", self.config.call.asr),
-            clock=self.clock,
-            events=self.events,
-            media=self.config.media,
-            call=self.config.call,
-            recordings_dir=(self.state_dir / rec) if self.config.media.record else None,
-        )
-
-    async def calls(self, limit: int = 20) -> list[dict[str, Any]]:
-        storage = self.providers.storage
-        rows = [_summary(r) for r in await storage.recent_calls(limit)]
-        return rows
-
-    async def call_show(self, id: str) -> dict[str, Any]:
-        record = self.live.get(id) or await self.providers.storage.get_call(id)
-        if record is None:
-            raise ControlError("not_found", f"no call with id {id!r}")
-        return record_as_dict(record)
-
-    async def watch(self, call_id: str | None = None) -> EventStream:
-        # subscribe before looking: a call live now cannot end unseen in between
-        monitor = Monitor(self.events, call_id)
-        if call_id is not None and call_id not in self.live:
-            monitor.close()
-            if await self.providers.storage.get_call(call_id) is not None:
-                raise ControlError(
-                    "not_found", f"call {call_id!r} has ended; 'call show {call_id}' shows it"
-                )
-            raise ControlError("not_found", f"no call with id {call_id!r}")
-        live = sorted(i for i in self.live if call_id in (None, i))
-        return EventStream(result={"call_id": call_id, "live_calls": live}, events=monitor)
-
-    async def shutdown(self) -> dict[str, Any]:
-        self._stop.set()
-        return {"draining": True, "live_calls": len(self.live)}
-
-
-def _summary(record: CallRecord) -> dict[str, Any]:
-    duration = None
-    if record.answered_at and record.ended_at:
-        duration = round(record.ended_at - record.answered_at, 1)
-    return {
-        "id": record.id,
-        "number": record.number,
-        "script": record.script,
-        "status": record.status,
-        "sip_status": record.sip_status,
-        "grade": record.grade,
-        "created_at": record.created_at,
-        "duration": duration,
-        "hangup_by": record.hangup_by,
-    }
-
-
-def _version() -> str:
-    try:
-        return version("waihu")
-    except Exception:
-        return "unknown"
+                    self.stop()
 
 
 # ───────────────────────── command line ─────────────────────────
@@ -321,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="validate the configuration and its scripts, then exit",
     )
     parser.add_argument("--log-level", help="override daemon.log_level")
-    parser.add_argument("--version", action="version", version=f"waihud {_version()}")
+    parser.add_argument("--version", action="version", version=f"waihud {daemon_version()}")
     args = parser.parse_args(argv)
     config_path = Path(args.check_config) if isinstance(args.check_config, str) else args.config
     _setup_logging(args.log_level or "info")

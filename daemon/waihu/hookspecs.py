@@ -71,8 +71,11 @@ def waihu_notifier_types() -> list[type[Provider]]:
 def waihu_call_event(event: CallEvent) -> None:
     """Observe one call or campaign event as it happens.
 
-    Called on the trio thread for every event of every call, in order. It must
-    return quickly and never block: hand slow work to a task or a channel of
-    your own. An exception is logged with the plugin's name and otherwise
-    ignored; it never affects the call.
+    Called on the trio thread for every event of every call, in order, and for
+    every campaign state change (``call_id`` None). ``event.kind`` is one of
+    ``waihu.api.EVENT_KINDS`` and ``event.data`` holds exactly the fields that
+    table lists for it; ``event.campaign`` names the call's campaign (None for
+    a single call). It must return quickly and never block: hand slow work to a
+    task or a channel of your own. An exception is logged with the plugin's
+    name and otherwise ignored; it never affects the call.
     """

@@ -14,7 +14,7 @@ that were queued when the loss began — carrying how many were lost in a row
 and when the first of them happened.
 
 What it is not: the socket side (``server`` writes the messages) or the
-daemon's decision whether a call may be watched (``waihu.daemon``).
+daemon's decision whether a call may be watched (``handlers``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,355 @@
+"""The one way a call starts: admission, lines, pacing and the live calls.
+
+Every call — one placed by an operator (``waihuctl call``), one a campaign
+dials, later the console's and inbound ones — starts with
+``CallDispatcher.start``. The dispatcher owns:
+
+- *admission*: no call while draining, for a script that is not loaded, a
+  trunk that is not configured or an empty target; each refusal is a
+  ``DispatchRefused`` with a control-socket error code;
+- *lines*: each trunk carries at most its ``lines`` calls at once, and the
+  daemon at most ``daemon.max_calls``. A ``Line`` holds one of each. A single
+  call takes one at once or is refused (``try_acquire_line``); a campaign
+  waits for one (``acquire_line``), first come first served across campaigns
+  (``trio.Semaphore`` wakes its waiters in order);
+- *pacing*: each trunk starts at most ``calls_per_minute`` calls a minute;
+  ``pace`` waits for the trunk's next token (a ``TokenBucket``), waiters
+  served in turn;
+- *the live calls*: each runs in the dispatcher's nursery (``run``) until it
+  is filed; then the caller's ``on_end`` runs, then its line is given back.
+  ``drain`` refuses new calls, lets live ones finish up to a deadline, then
+  cancels the rest, which hang up cleanly and are filed.
+
+Error handling: a call's own failures stay in the call (``waihu.call``); an
+``on_end`` that raises is logged and changes nothing else; an ``on_end``
+that hangs is cut off after ``ON_END_SECONDS``. A refusal raises before
+anything was started or held.
+
+What it is not: the call itself (``waihu.call``), the daemon's start-up and
+signals (``waihu.daemon``), or the campaign's own limits and contact queue
+(``waihu.campaign``).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Literal
+
+import attrs
+import trio
+
+from waihu.api import CallRecord, WaihuError
+from waihu.call import CallServices, place_call
+from waihu.campaign.pacing import TokenBucket
+from waihu.config import Config
+from waihu.dialog.library import LoadedScript, ScriptLibrary
+from waihu.events import EventBus
+from waihu.media.media_clock import MediaClock
+from waihu.providers import Providers
+
+__all__ = [
+    "CallDispatcher",
+    "CallRequest",
+    "DispatchRefused",
+    "Line",
+    "RefusalCode",
+    "new_call_id",
+]
+
+log = logging.getLogger("waihu.dispatcher")
+
+ON_END_SECONDS = 30.0  # an on_end callback (a campaign filing its attempt) may take this long
+TRUNK_BURST = 1  # calls a trunk may start at once: carriers count calls per second, so spread
+CALL_ID_TIME = "%Y%m%d-%H%M%S-"  # a call id starts with its local start time, for people
+CALL_ID_RANDOM_BYTES = 3  # then random hex: unique among calls started in the same second
+
+RefusalCode = Literal["unavailable", "not_found", "bad_request"]
+OnEnd = Callable[[CallRecord], Awaitable[None]]
+
+
+def new_call_id(now: float | None = None) -> str:
+    """A new call id: ``20261125-150001-a1b2c3`` (local time, then random hex)."""
+    stamp = time.strftime(CALL_ID_TIME, time.localtime(time.time() if now is None else now))
+    return stamp + secrets.token_hex(CALL_ID_RANDOM_BYTES)
+
+
+@attrs.frozen(kw_only=True)
+class CallRequest:
+    """What to call, how, and on whose behalf."""
+
+    target: str  # a number or a SIP URI
+    script: str
+    trunk: str | None = None  # None: [call] trunk, or the only trunk
+    variables: Mapping[str, str] = attrs.field(factory=dict)
+    caller_id: str | None = None  # None: [call] caller_id
+    ring_timeout: float | None = None  # None: [call] ring_timeout
+    campaign_id: str | None = None
+    call_id: str | None = None  # chosen by the caller (a campaign commits it before dialling)
+
+
+class DispatchRefused(WaihuError):
+    """A call cannot start; ``code`` is the control socket's error code for why."""
+
+    def __init__(self, code: RefusalCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Line:
+    """One held line of a trunk and of ``daemon.max_calls``; ``release`` gives both back once."""
+
+    def __init__(self, trunk: str, semaphores: tuple[trio.Semaphore, ...]) -> None:
+        self.trunk = trunk
+        self._semaphores = semaphores
+        self._held = True
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def release(self) -> None:
+        """Give the line back; later calls do nothing."""
+        if self._held:
+            self._held = False
+            for semaphore in self._semaphores:
+                semaphore.release()
+
+
+class CallDispatcher:
+    """Starts calls under the daemon's and each trunk's limits, and keeps the live ones."""
+
+    def __init__(
+        self,
+        config: Config,
+        providers: Providers,
+        scripts: ScriptLibrary,
+        *,
+        clock: MediaClock,
+        events: EventBus,
+    ) -> None:
+        self.config = config
+        self.providers = providers
+        self.scripts = scripts
+        self.clock = clock
+        self.events = events
+        self.draining = False
+        self._live: dict[str, CallRecord] = {}
+        self._all_lines = trio.Semaphore(config.daemon.max_calls)
+        self._trunk_lines: dict[str, trio.Semaphore] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._pacing: dict[str, trio.Lock] = {}  # one waiter at a time takes the trunk's tokens
+        for section in config.sections("trunk"):
+            limits = config.trunk_limits(section.name)
+            self._trunk_lines[section.name] = trio.Semaphore(limits.lines)
+            self._buckets[section.name] = TokenBucket(limits.calls_per_minute, TRUNK_BURST)
+            self._pacing[section.name] = trio.Lock()
+        self._calls: trio.Nursery | None = None
+        self._running = 0  # call tasks, until each has filed, run on_end and given back its line
+        self._idle = trio.Event()
+        self._idle.set()
+
+    @property
+    def live(self) -> Mapping[str, CallRecord]:
+        """Calls dialling, ringing or answered, by id (their records, as they are now)."""
+        return self._live
+
+    @property
+    def trunks(self) -> list[str]:
+        """The configured trunks, in config order."""
+        return list(self._trunk_lines)
+
+    # ───────────────────────── life cycle ─────────────────────────
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the calls' nursery; ready for ``start`` once started, until cancelled or drained."""
+        async with trio.open_nursery() as calls:
+            self._calls = calls
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def drain(self, timeout: float) -> None:
+        """Refuse new calls; give live ones ``timeout`` seconds, then cancel the rest.
+
+        Returns once every call has been filed (a cancelled call hangs up and
+        files its record under a shielded, bounded scope).
+        """
+        self.draining = True
+        if self._live:
+            log.info("draining: %d live call(s), up to %.0f s", len(self._live), timeout)
+        with trio.move_on_after(timeout):
+            await self._idle.wait()
+        if self._running and self._calls is not None:
+            log.warning("drain deadline: hanging up %d call(s)", len(self._live))
+            self._calls.cancel_scope.cancel()
+        await self._idle.wait()
+
+    # ───────────────────────── what a call needs ─────────────────────────
+
+    def resolve_trunk(self, name: str | None) -> str:
+        """The trunk a call goes through: ``name``, else ``[call] trunk``, else the only one.
+
+        DispatchRefused not_found for a trunk not configured, bad_request when
+        none is named and there is more than one.
+        """
+        known = ", ".join(self._trunk_lines) or "none"
+        if name is None:
+            name = self.config.call.trunk
+        if name is None:
+            if len(self._trunk_lines) != 1:
+                raise DispatchRefused("bad_request", f"say which trunk (configured: {known})")
+            (name,) = self._trunk_lines
+        if name not in self._trunk_lines:
+            raise DispatchRefused("not_found", f"no trunk named {name!r} (trunks: {known})")
+        return name
+
+    def script(self, name: str) -> LoadedScript:
+        """The loaded script ``name``; DispatchRefused not_found naming the loaded ones."""
+        loaded = self.scripts.get(name)
+        if loaded is None:
+            known = ", ".join(sorted(self.scripts.scripts)) or "none"
+            raise DispatchRefused("not_found", f"no script named {name!r} (loaded: {known})")
+        return loaded
+
+    async def acquire_line(self, trunk: str) -> Line:
+        """Wait for a line of ``trunk`` and of the daemon, in turn with other waiters."""
+        trunk_lines = self._lines_of(trunk)
+        await trunk_lines.acquire()
+        try:
+            await self._all_lines.acquire()
+        except BaseException:
+            trunk_lines.release()
+            raise
+        return Line(trunk, (trunk_lines, self._all_lines))
+
+    def try_acquire_line(self, trunk: str) -> Line:
+        """A line of ``trunk`` and of the daemon now, or DispatchRefused unavailable."""
+        trunk_lines = self._lines_of(trunk)
+        try:
+            trunk_lines.acquire_nowait()
+        except trio.WouldBlock:
+            lines = self.config.trunk_limits(trunk).lines
+            raise DispatchRefused(
+                "unavailable", f"trunk {trunk}: all {lines} lines busy; try later"
+            ) from None
+        try:
+            self._all_lines.acquire_nowait()
+        except trio.WouldBlock:
+            trunk_lines.release()
+            raise DispatchRefused(
+                "unavailable",
+                f"all {self.config.daemon.max_calls} lines busy (daemon.max_calls); try later",
+            ) from None
+        return Line(trunk, (trunk_lines, self._all_lines))
+
+    async def pace(self, trunk: str) -> None:
+        """Wait until ``trunk`` may start one more call (its ``calls_per_minute``)."""
+        trunk = self.resolve_trunk(trunk)
+        bucket = self._buckets[trunk]
+        async with self._pacing[trunk]:
+            while (wait := bucket.take(trio.current_time())) > 0:
+                await trio.sleep(wait)
+
+    def _lines_of(self, trunk: str) -> trio.Semaphore:
+        return self._trunk_lines[self.resolve_trunk(trunk)]
+
+    # ───────────────────────── starting a call ─────────────────────────
+
+    def start(
+        self,
+        request: CallRequest,
+        *,
+        line: Line | None = None,
+        on_end: OnEnd | None = None,
+    ) -> CallRecord:
+        """Start one call now; returns its record (``dialing``) while it runs on.
+
+        Refuses at once with DispatchRefused — while draining, for an unknown
+        script or trunk, an empty target, a call id already live, or when no
+        line is free (``line`` None: one is taken with ``try_acquire_line``;
+        a refused caller keeps the line it passed). Once the call's record is
+        filed final, ``on_end(record)`` is awaited (its exceptions logged),
+        then the line is given back.
+        """
+        if self.draining or self._calls is None:
+            raise DispatchRefused("unavailable", "waihud is shutting down; no new calls")
+        loaded = self.script(request.script)
+        trunk_name = self.resolve_trunk(request.trunk)
+        trunk = self.providers.get("trunk", trunk_name)
+        if trunk is None:
+            raise DispatchRefused("unavailable", f"trunk {trunk_name} is not running")
+        target = request.target.strip()
+        if not target:
+            raise DispatchRefused("bad_request", "target must be a number or SIP URI")
+        call_id = request.call_id or new_call_id()
+        if call_id in self._live:
+            raise DispatchRefused("bad_request", f"call {call_id} is already live")
+        if line is None:
+            line = self.try_acquire_line(trunk_name)
+        elif line.trunk != trunk_name or not line.held:
+            raise ValueError(f"line of trunk {line.trunk} (held: {line.held}) for {trunk_name}")
+        record = CallRecord(
+            id=call_id,
+            number=target,
+            script=request.script,
+            trunk=trunk_name,
+            created_at=time.time(),
+            campaign_id=request.campaign_id,
+        )
+        self._live[call_id] = record
+        if self._running == 0:
+            self._idle = trio.Event()
+        self._running += 1
+        self._calls.start_soon(self._run_call, trunk, record, loaded, request, line, on_end)
+        return record
+
+    async def _run_call(
+        self,
+        trunk: object,
+        record: CallRecord,
+        loaded: LoadedScript,
+        request: CallRequest,
+        line: Line,
+        on_end: OnEnd | None,
+    ) -> None:
+        try:
+            await place_call(
+                self._services(),
+                trunk,  # type: ignore[arg-type]
+                record,
+                loaded,
+                variables=request.variables,
+                caller_id=request.caller_id,
+                ring_timeout=request.ring_timeout,
+            )
+        finally:
+            del self._live[record.id]
+            if on_end is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(ON_END_SECONDS) as slow:
+                    try:
+                        await on_end(record)
+                    except Exception:
+                        log.exception("call %s: on_end failed", record.id)
+                if slow.cancelled_caught:
+                    log.error("call %s: on_end gave up after %.0f s", record.id, ON_END_SECONDS)
+            line.release()
+            self._running -= 1
+            if self._running == 0:
+                self._idle.set()
+
+    def _services(self) -> CallServices:
+        config = self.config
+        recordings = Path(config.daemon.state_dir) / config.daemon.recordings_dir
+        return CallServices(
+            storage=self.providers.storage,
+            asr=self.providers.get("asr", config.call.asr),
+            clock=self.clock,
+            events=self.events,
+            media=config.media,
+            call=config.call,
+            recordings_dir=recordings if config.media.record else None,
+        )
