@@ -1,5 +1,6 @@
-"""The daemon's life cycle with real processes: drain on SIGTERM, start-up failures, and
-``waihuctl watch`` following a real call."""
+"""The daemon's life cycle with real processes: drain on SIGTERM, start-up failures,
+``waihuctl watch`` following a real call, and a call cut off by ``kill -9`` reconciled at
+the next start."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import trio
 
 from waihu.control.protocol import ControlError
+from waihu.daemon import HEARTBEAT_SECONDS
 from waihu.testing.daemon import SCRIPTS_DIR, running_waihud, write_config
 from waihu.testing.sipp import sipp_peer
 
@@ -201,3 +204,39 @@ async def test_locked_database_loses_no_result_and_the_daemon_carries_on(tmp_pat
     db = sqlite3.connect(daemon.database)
     ids = {row[0] for row in db.execute("select id from calls")}
     assert again["call_id"] in ids
+
+
+async def test_a_call_cut_off_by_kill_9_is_reconciled_at_the_next_start(tmp_path: Path) -> None:
+    """The daemon dies mid-call; restarted on the same state, it files the call as ended,
+    cut off, at its last heartbeat — no later than the kill."""
+    with trio.fail_after(240):
+        async with sipp_peer("answer.xml", tmp_path, keys={"bye_wait_ms": "60000"}) as peer:
+            config = write_config(tmp_path / "waihud", proxy=peer.hostport)
+            async with running_waihud(config) as first:
+                call = await first.request("call", target="callee", script="demo-ko")
+                with trio.fail_after(30):
+                    while (await first.request("call.show", id=call["call_id"]))[
+                        "status"
+                    ] != "answered":
+                        await trio.sleep(0.1)
+                # past a heartbeat period into the greeting (6.4 s), before the next line:
+                # the last beat is then later than anything the record itself knows
+                await trio.sleep(HEARTBEAT_SECONDS + 1.0)
+                killed_at = time.time()
+                first.process.kill()  # SIGKILL: nothing is drained, hung up or filed
+                first.process.wait()
+            assert first.process.returncode == -signal.SIGKILL
+            async with running_waihud(config) as second:
+                record = await second.request("call.show", id=call["call_id"])
+                (row,) = [r for r in await second.request("calls") if r["id"] == call["call_id"]]
+                assert await second.stop() == 0
+    assert (record["status"], record["outcome"]) == ("ended", "answered")
+    assert record["error"].startswith("interrupted: waihud stopped (last known alive ")
+    assert record["answered_at"] <= record["ended_at"] <= killed_at + HEARTBEAT_SECONDS
+    # ended at the daemon's last sign of life, not when the call was last heard of
+    assert record["ended_at"] >= killed_at - HEARTBEAT_SECONDS - 1.0
+    assert record["hangup_by"] == "robot"
+    assert row["status"] == "ended"
+    log = second.log_text()
+    assert "reconciled 1 call(s) left unfinished when waihud stopped" in log
+    assert call["call_id"] in log

@@ -4,12 +4,17 @@ Start-up order mirrors ownership: plugins are found and the config validated
 (any error → message naming file and key, exit 78 so systemd does not
 restart a broken config); then, in the main nursery, the providers in the
 order of their kinds' table (storage, speech recognisers, trunks,
-notifiers); then the media clock, the scripts, the call dispatcher, and last
-the control socket; only then is systemd told READY.
+notifiers); the calls a previous run left unfinished are reconciled and the
+heartbeat starts; then the media clock, the scripts, the call dispatcher,
+and last the control socket; only then is systemd told READY.
 
 Signals: SIGTERM/SIGINT drain — no new calls, live calls get
 ``daemon.drain_timeout`` seconds to finish, then are hung up cleanly — and
 exit 0. SIGHUP reloads the scripts.
+
+The heartbeat writes ``storage.set_alive(node, now)`` every
+``HEARTBEAT_SECONDS``: after a crash, the next start-up ends the calls left
+open at the daemon's last sign of life (``waihu.call_lifecycle``).
 
 Error handling: a call's own errors stay in the call (``waihu.call``); a
 provider that fails to start, or storage failing while calls are reconciled,
@@ -36,7 +41,8 @@ import pluggy
 import trio
 
 from waihu import sd_notify
-from waihu.api import WaihuError
+from waihu.api import Storage, WaihuError
+from waihu.call_lifecycle import reconcile_unfinished
 from waihu.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from waihu.control.handlers import ControlHandlers, daemon_version
 from waihu.control.server import ControlServer
@@ -48,11 +54,14 @@ from waihu.media.media_clock import MediaClock
 from waihu.plugins import PluginError, collect_provider_types, make_plugin_manager
 from waihu.providers import Providers
 
-__all__ = ["Daemon", "main"]
+__all__ = ["HEARTBEAT_SECONDS", "Daemon", "main"]
 
 log = logging.getLogger("waihu.daemon")
 
 EX_CONFIG = 78  # sysexits.h: configuration error; systemd's RestartPreventExitStatus
+# How often the daemon says it is alive. After a crash its unfinished calls are ended at
+# the last beat, so this bounds how wrong their end time can be.
+HEARTBEAT_SECONDS = 5.0
 
 
 class Daemon:
@@ -84,10 +93,13 @@ class Daemon:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until shutdown is asked for, then drain and return."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        node = self.config.daemon.node
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._signals)
             await self.providers.start_all(nursery)
             storage = self.providers.storage
+            await reconcile_unfinished(storage, node)  # before the first beat of this run
+            nursery.start_soon(self._heartbeat, storage, node)
             await nursery.start(self.clock.run)
             nlu_name = self.config.call.nlu
             self.scripts = ScriptLibrary(
@@ -118,6 +130,14 @@ class Daemon:
             await dispatcher.drain(self.config.daemon.drain_timeout)
             nursery.cancel_scope.cancel()
         log.info("waihud stopped")
+
+    async def _heartbeat(self, storage: Storage, node: str) -> None:
+        while True:
+            try:
+                await storage.set_alive(node, time.time())
+            except Exception as exc:  # a locked or full database: the next beat may do
+                log.error("cannot write the heartbeat of %s: %s", node, exc)
+            await trio.sleep(HEARTBEAT_SECONDS)
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
