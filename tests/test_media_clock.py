@@ -172,3 +172,22 @@ async def test_one_run_at_a_time(autojump_clock: trio.testing.MockClock) -> None
         async with trio.open_nursery() as nursery:
             await nursery.start(clock.run)
             nursery.cancel_scope.cancel()
+
+
+async def test_with_no_source_the_clock_sleeps_then_starts_a_fresh_grid(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(10_000):
+        clock = MediaClock()
+        source = Recorder(stop_after=3)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(clock.run)
+            await trio.sleep(3600)  # an idle hour
+            assert clock.stats.ticks == 0  # not 180,000 idle wake-ups
+            added_at = trio.current_time()
+            clock.add(source)
+            await source.enough.wait()
+            nursery.cancel_scope.cancel()
+    assert source.times[0] == pytest.approx(added_at, abs=1e-6)
+    assert source.times[2] - source.times[0] == pytest.approx(2 * PERIOD, abs=1e-6)
+    assert clock.stats.late_ticks == 0 and clock.stats.skipped == 0

@@ -6,6 +6,9 @@ clock calls ``tick()`` on each source, which sends that call's next outgoing
 frame and consumes its next incoming one. Hundreds of calls thus cost fifty
 wake-ups a second, not fifty per call.
 
+With no source the clock sleeps until one is added (an idle daemon costs no
+wake-ups), then starts a fresh grid at that moment.
+
 Deadlines are absolute (``start + n * period``), so timer slack never
 accumulates into drift. When the clock wakes a little late it catches up by
 ticking back to back; when it has fallen more than ``max_behind`` frames
@@ -90,10 +93,13 @@ class MediaClock:
         # gives O(1) membership for removal during a tick
         self._sources: dict[TickSource, None] = {}
         self._running = False
+        self._woken: trio.Event | None = None  # set by add() while the clock sleeps idle
 
     def add(self, source: TickSource) -> None:
         """Start ticking ``source`` from the next tick; safe to call during a tick."""
         self._sources[source] = None
+        if self._woken is not None:
+            self._woken.set()
 
     def remove(self, source: TickSource) -> None:
         """Stop ticking ``source`` (also within the current tick); unknown sources are ignored."""
@@ -115,6 +121,11 @@ class MediaClock:
             n = 0
             task_status.started()
             while True:
+                if not self._sources:
+                    self._woken = trio.Event()
+                    await self._woken.wait()
+                    self._woken = None
+                    start, n = trio.current_time(), 0  # a fresh grid from the first source
                 deadline = start + n * self.period
                 await trio.sleep_until(deadline)
                 lateness = trio.current_time() - deadline
