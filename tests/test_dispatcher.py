@@ -416,3 +416,9 @@ async def test_drain_with_calls_that_finish_in_time_hangs_up_nothing(
                     rig.trunk("office").let_go("hold")
             assert rig.dispatcher.live == {}
     assert "drain deadline" not in caplog.text
+
+
+def test_a_dispatcher_not_running_yet_takes_no_call(tmp_path: Path) -> None:
+    dispatcher = idle_dispatcher(tmp_path)
+    early = refused(dispatcher.start, CallRequest(target="1", script="hello", trunk="office"))
+    assert (early.code, early.message) == ("unavailable", "waihud is not taking calls yet")

@@ -4,7 +4,9 @@ the next start."""
 
 from __future__ import annotations
 
+import grp
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -240,3 +242,29 @@ async def test_a_call_cut_off_by_kill_9_is_reconciled_at_the_next_start(tmp_path
     log = second.log_text()
     assert "reconciled 1 call(s) left unfinished when waihud stopped" in log
     assert call["call_id"] in log
+
+
+def _another_group() -> str | None:
+    """A group this process may give a socket to, other than its own (None if none)."""
+    if os.geteuid() == 0:
+        names = [g.gr_name for g in grp.getgrall() if g.gr_gid != os.getgid()]
+    else:
+        names = [grp.getgrgid(gid).gr_name for gid in os.getgroups() if gid != os.getgid()]
+    return names[0] if names else None
+
+
+async def test_the_control_socket_gets_the_configured_group(tmp_path: Path) -> None:
+    group = _another_group()
+    if group is None:
+        pytest.skip("this user belongs to no group but its own")
+    config = write_config(
+        tmp_path / "waihud",
+        proxy="127.0.0.1:5999",
+        daemon={"control_group": group, "control_admin_group": group},
+    )
+    with trio.fail_after(120):
+        async with running_waihud(config) as daemon:
+            socket_group = grp.getgrgid(os.stat(daemon.socket).st_gid).gr_name
+            assert (await daemon.request("status"))["live_calls"] == 0
+            assert await daemon.stop() == 0
+    assert socket_group == group

@@ -121,7 +121,13 @@ class Daemon:
                 stop=self.stop,
                 started_at=self.started_at,
             )
-            await nursery.start(ControlServer(self.control_path, handlers).run)
+            server = ControlServer(
+                self.control_path,
+                handlers,
+                group=self.config.daemon.control_group,
+                admin_group=self.config.daemon.control_admin_group,
+            )
+            await nursery.start(server.run)
             sd_notify.notify("READY=1\nSTATUS=serving")
             log.info("waihud %s ready; control socket %s", daemon_version(), self.control_path)
             task_status.started()

@@ -275,8 +275,10 @@ class CallDispatcher:
         filed final, ``on_end(record)`` is awaited (its exceptions logged),
         then the line is given back.
         """
-        if self.draining or self._calls is None:
+        if self.draining:
             raise DispatchRefused("unavailable", "waihud is shutting down; no new calls")
+        if self._calls is None:
+            raise DispatchRefused("unavailable", "waihud is not taking calls yet")
         loaded = self.script(request.script)
         trunk_name = self.resolve_trunk(request.trunk)
         trunk = self.providers.get("trunk", trunk_name)
