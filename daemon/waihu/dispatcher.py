@@ -42,7 +42,7 @@ from typing import Literal
 import attrs
 import trio
 
-from waihu.api import CallRecord, WaihuError
+from waihu.api import CallRecord, Trunk, WaihuError
 from waihu.call import CallServices, place_call
 from waihu.campaign.pacing import TokenBucket
 from waihu.config import Config
@@ -311,7 +311,7 @@ class CallDispatcher:
 
     async def _run_call(
         self,
-        trunk: object,
+        trunk: Trunk,
         record: CallRecord,
         loaded: LoadedScript,
         request: CallRequest,
@@ -321,7 +321,7 @@ class CallDispatcher:
         try:
             await place_call(
                 self._services(),
-                trunk,  # type: ignore[arg-type]
+                trunk,
                 record,
                 loaded,
                 variables=request.variables,

@@ -130,7 +130,9 @@ def protocol_methods(protocol: type) -> tuple[str, ...]:
         if cls is object or getattr(cls, "_is_protocol", False) is False:
             continue  # only classes that are themselves protocols declare the shape
         names.update(
-            name for name, value in vars(cls).items() if callable(value) and not name[0] == "_"
+            name
+            for name, value in vars(cls).items()
+            if callable(value) and not name.startswith("_")
         )
     return tuple(sorted(names))
 
