@@ -23,7 +23,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from test_call_lifecycle import FakeAsr, FakeLeg, write_hello_script
+from test_call_lifecycle import HELLO_SCRIPT, FakeAsr, FakeLeg, write_hello_script
 
 from waihu.api import (
     Attempt,
@@ -407,6 +407,29 @@ async def test_answered_calls_are_graded_and_the_funnel_counts_their_nodes(
             funnel = {row["node"]: row for row in shown["funnel"]}
             assert funnel["hello"]["reached"] == 2
             assert funnel["hello"]["hung_up"] == 1
+
+
+async def test_a_dnc_end_node_lists_the_number_before_hanging_up_and_files_opted_out(
+    tmp_path: Path, threads_hold_the_clock: trio.testing.MockClock
+) -> None:
+    scripts = tmp_path / "scripts"
+    write_hello_script(scripts)
+    opt_out = HELLO_SCRIPT.replace('name = "hello"', 'name = "optout"') + "dnc = true\n"
+    (scripts / "optout.toml").write_text(opt_out, encoding="utf-8")
+    with trio.fail_after(SIMULATED_LIMIT):
+        async with rig(tmp_path) as r:
+            cid = await r.campaign([("+8613800138000", None)], script="optout")
+            await r.service.change(cid, "start", user="tester")
+            await r.until_state(cid, "completed")
+            assert await r.store.dnc_contains("+8613800138000")
+            shown = await r.service.show(cid)
+            assert shown["outcomes"] == {"opted_out": 1}
+            # a second campaign never dials it
+            other = await r.campaign([("+8613800138000", None)], name="again")
+            assert (await r.store.contact_counts(other)) == {}
+            listed = await r.service.dnc_list()
+            assert [e["number"] for e in listed] == ["+8613800138000"]
+            assert listed[0]["reason"].startswith("asked in call ")
 
 
 async def _leave_open_attempts(store: Any) -> None:

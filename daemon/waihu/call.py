@@ -35,13 +35,16 @@ from waihu.api import (
     CallFailed,
     CallLeg,
     CallRecord,
+    CampaignStore,
     HangupSide,
+    ProviderError,
     Storage,
     Trunk,
     TrunkError,
     Turn,
 )
 from waihu.call_lifecycle import CallLifecycle, record_as_dict
+from waihu.campaign.numbers import InvalidNumber, to_e164
 from waihu.config import CallConfig, MediaConfig
 from waihu.dialog.engine import (
     DialogueEngine,
@@ -76,6 +79,7 @@ log = logging.getLogger("waihu.call")
 HANGUP_GRACE = 5.0  # seconds a cancelled call gets to send BYE and file its record
 BYE_WAIT = 2.0  # seconds to wait for the answer to our BYE before filing the record
 ENGINE_INBOX = 64  # events between the voice pipeline and the engine
+DNC_TAG = "dnc"  # the tag of a call whose callee asked never to be called again
 TRUNK_ERROR_PREFIX = "trunk: "  # how ``error`` files a transport-level failure
 CANCELLED_ERROR = "cancelled: daemon shutting down"
 
@@ -91,6 +95,7 @@ class CallServices:
     media: MediaConfig
     call: CallConfig
     recordings_dir: Path | None  # None: do not record
+    region: str = "CN"  # for the do-not-call list: numbers dialled without a country code
 
 
 class _VoiceSpeaker:
@@ -270,7 +275,11 @@ async def _converse(
 
             nursery.start_soon(watch_hangup)
             ending = await engine.run()
-            life.graded(ending.grade, ending.tags)
+            tags = ending.tags
+            if ending.dnc:
+                await _opt_out(services, record)
+                tags = (*tags, DNC_TAG)
+            life.graded(ending.grade, tags)
             nursery.cancel_scope.cancel()
     finally:
         services.clock.remove(media)
@@ -320,3 +329,30 @@ async def _listen(
             await inbox.send(PromptDone())
         elif isinstance(event, DtmfDigit):
             await inbox.send(Dtmf(event.digit))
+
+
+async def _opt_out(services: CallServices, record: CallRecord) -> None:
+    """Put the callee's number on the do-not-call list, before the robot hangs up.
+
+    Error handling: a number that cannot be read as one, or a storage without a
+    do-not-call list or failing, is logged; the call goes on (its ``dnc`` tag still
+    tells the campaign, which files the outcome ``opted_out``).
+    """
+    try:
+        number = to_e164(record.number, services.region)
+    except InvalidNumber as exc:
+        log.error(
+            "call %s: cannot add %r to the do-not-call list: %s", record.id, record.number, exc
+        )
+        return
+    if not isinstance(services.storage, CampaignStore):
+        log.error("call %s: storage keeps no do-not-call list; %s not added", record.id, number)
+        return
+    try:
+        await services.storage.dnc_add(
+            [number], reason=f"asked in call {record.id}", at=time.time()
+        )
+    except ProviderError as exc:
+        log.error("call %s: cannot add %s to the do-not-call list: %s", record.id, number, exc)
+        return
+    log.info("call %s: %s added to the do-not-call list at the callee's request", record.id, number)

@@ -354,4 +354,5 @@ class CallDispatcher:
             media=config.media,
             call=config.call,
             recordings_dir=recordings if config.media.record else None,
+            region=config.campaign.default_region,
         )

@@ -61,6 +61,7 @@ from waihu.api import (
     ProviderError,
     Storage,
 )
+from waihu.call import DNC_TAG, TRUNK_ERROR_PREFIX
 from waihu.campaign.breaker import CircuitBreaker
 from waihu.campaign.numbers import format_for_dial
 from waihu.campaign.outcomes import outcome_for
@@ -81,7 +82,6 @@ HEARTBEAT_SECONDS = 120.0  # a live daemon renews its leases this often (well in
 IDLE_MAX_SECONDS = 300.0  # a dry campaign looks again this often (another daemon may add contacts)
 STORE_BACKOFF_SECONDS = 5.0  # after a storage failure, before trying again
 BREAKER_THRESHOLD = 10  # consecutive trunk faults that pause the trunk's campaigns
-TRUNK_ERROR_PREFIX = "trunk:"  # how the call path files a transport-level failure
 
 Now = Callable[[], float]
 
@@ -469,7 +469,7 @@ class CampaignRunner:
             sip_status=record.sip_status,
             trunk_error=trunk_error,
         )
-        if "dnc" in record.tags:
+        if DNC_TAG in record.tags:  # the script's dnc end node put the number on the list
             outcome = "opted_out"
         state, next_at = self.policy.decide(outcome, attempt.seq, now)
         await self.store.finish_attempt(

@@ -119,8 +119,12 @@ async def kamailio_proxy(
     next_hop: str,
     config: Path = RELAY_CONFIG,
     timeout: float = 180.0,
+    second_hop: str | None = None,
 ) -> AsyncIterator[KamailioProxy]:
     """Start kamailio on a free loopback port relaying new requests to ``next_hop``.
+
+    With ``second_hop``, requests for a user ending in 9 go there instead (the
+    demo puts a second simulated callee behind one trunk that way).
 
     ``next_hop`` is ``host:port`` or a SIP URI. Raises ``KamailioFailed``
     with its log when kamailio is missing, exits at start-up or does not bind
@@ -139,6 +143,7 @@ async def kamailio_proxy(
         TIMEOUT_TOOL, f"--kill-after={KILL_AFTER}", str(int(timeout)),
         KAMAILIO, "-DD", "-E", "-f", str(config),
         "-A", f"LISTEN_PORT={port}", "-A", f'NEXT_HOP="{uri}"',
+        *(["-A", f'SECOND_HOP="{_next_hop_uri(second_hop)}"'] if second_hop else []),
         "-n", "1", "-m", str(SHARED_MEMORY_MB), "-M", str(PRIVATE_MEMORY_MB),
         "-P", str(workdir / "kamailio.pid"), "-Y", str(runtime), "-w", str(workdir),
     ]  # fmt: skip
