@@ -153,16 +153,14 @@ def test_daemon_node_groups_and_campaign_defaults(tmp_path: Path, provider_types
     assert (config.daemon.control_group, config.daemon.control_admin_group) == (None, None)
     assert config.campaign.default_region == "CN"
     assert config.campaign.frequency_cap_hours == 24.0
-    assert config.campaign.campaigns_dir == config.daemon.scripts_dir
     text = MINIMAL + (
         '\n[daemon]\nnode = "waihu-2"\ncontrol_group = "waihu"\ncontrol_admin_group = "ops"\n'
-        '[campaign]\ndefault_region = "KR"\nfrequency_cap_hours = 0\ncampaigns_dir = "/srv/c"\n'
+        '[campaign]\ndefault_region = "KR"\nfrequency_cap_hours = 0\n'
     )
     config = load_config(write(tmp_path, text), provider_types)
     assert (config.daemon.node, config.daemon.control_group) == ("waihu-2", "waihu")
     assert config.daemon.control_admin_group == "ops"
     assert (config.campaign.default_region, config.campaign.frequency_cap_hours) == ("KR", 0.0)
-    assert config.campaign.campaigns_dir == "/srv/c"
 
 
 def test_bad_campaign_and_daemon_values_name_their_keys(

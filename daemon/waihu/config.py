@@ -111,8 +111,8 @@ class CallConfig:
 class CampaignConfig:
     """``[campaign]``: defaults every campaign shares (the scheduler reads them).
 
-    ``campaigns_dir`` is None in the file when left out; ``load_config`` fills
-    in ``daemon.scripts_dir``.
+    Campaign files themselves are read by ``waihuctl campaign create --file`` on
+    the operator's side, so the daemon needs no directory for them.
     """
 
     default_region: str = attrs.field(
@@ -124,7 +124,6 @@ class CampaignConfig:
     )
     # at most one answered call per number per this many hours, across campaigns; 0: no cap
     frequency_cap_hours: float = attrs.field(default=24.0, validator=at_least(0.0))
-    campaigns_dir: str | None = None
 
 
 # the core's own top-level tables → their attrs classes
@@ -323,8 +322,6 @@ def load_config(path: Path | str, provider_types: ProviderTypes) -> Config:
 
     if problems:
         raise ConfigError(problems)
-    if campaign.campaigns_dir is None:
-        campaign = attrs.evolve(campaign, campaigns_dir=daemon.scripts_dir)
     return Config(
         path=path,
         daemon=daemon,
