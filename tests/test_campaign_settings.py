@@ -395,3 +395,11 @@ def test_limits_themselves_are_accepted() -> None:
 
 def test_end_date_equal_to_start_date_is_a_one_day_campaign() -> None:
     assert build(start_date="2026-03-02", end_date="2026-03-02").end_date == "2026-03-02"
+
+
+def test_the_shipped_example_campaign_file_is_valid() -> None:
+    """etc/waihu/campaigns/example.toml is what operators copy: it must load as it is."""
+    example = Path(__file__).resolve().parents[1] / "etc/waihu/campaigns/example.toml"
+    settings = load_campaign_file(example)
+    assert settings.lines == 20 and len(settings.notify) == 2
+    assert settings.end_date == "2026-12-31" and settings.retry.busy.delay_minutes == 30
