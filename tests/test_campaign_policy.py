@@ -289,3 +289,13 @@ def test_mixed_trunk_faults_count_together_and_reset_closes() -> None:
 def test_threshold_must_be_positive() -> None:
     with pytest.raises(ValueError, match="threshold must be at least 1"):
         CircuitBreaker(threshold=0)
+
+
+def test_the_man_page_shows_the_outcome_table_as_the_code_has_it() -> None:
+    """waihud(8) documents the outcomes for operators; it must not drift from the table."""
+    from pathlib import Path
+
+    from waihu.campaign.outcomes import render_table
+
+    page = (Path(__file__).resolve().parents[1] / "man" / "waihud.8").read_text(encoding="utf-8")
+    assert render_table() in page
