@@ -76,7 +76,7 @@ async def test_calls_lists_newest_first_with_talk_time(tmp_path: Path) -> None:
     assert everything[2] == {
         "id": "old", "number": "01012345678", "script": "hello", "status": "ended",
         "sip_status": None, "grade": None, "created_at": T0, "duration": 38.3,
-        "hangup_by": None,
+        "hangup_by": None, "outcome": None, "campaign_id": None,
     }  # fmt: skip
     assert rows[0]["duration"] is None and rows[0]["sip_status"] == 486
 
@@ -147,8 +147,8 @@ async def test_watch_refuses_unknown_and_ended_calls_and_follows_live_ones(
         "not_found", "call 'over' has ended; 'call show over' shows it"
     )  # fmt: skip
     assert (unknown.code, unknown.message) == ("not_found", "no call with id 'nope'")
-    assert one.result == {"call_id": call_id, "live_calls": [call_id]}
-    assert every.result == {"call_id": None, "live_calls": [call_id]}
+    assert one.result == {"call_id": call_id, "campaign": None, "live_calls": [call_id]}
+    assert every.result == {"call_id": None, "campaign": None, "live_calls": [call_id]}
     assert kinds[-1] == "failed" and "ringing" in kinds
 
 

@@ -1,9 +1,10 @@
 """``waihuctl``: the operator's command line for a running waihud.
 
 Its subcommands, their options and ``--help`` come from the command table in
-``protocol`` and, for the commands it runs itself without the daemon
-(``script validate``, ``script chat``), from ``local``; this module adds the
-global options, the connection and the output. It talks to the daemon over
+``protocol`` and, for the commands it runs itself (``script validate``,
+``campaign import``…), from ``local``; this module adds the global options,
+the connection and the output. Commands sharing a first word form a group
+with its own help (``waihuctl campaign --help``). It talks to the daemon over
 the control socket with blocking stdlib sockets: it is a short-lived command,
 not part of the daemon. ``watch`` prints the events the daemon pushes after
 its reply, one line each, until interrupted (or until the watched call ends).
@@ -15,7 +16,9 @@ its reply, one line each, until interrupted (or until the watched call ends).
 
 Exit status: 0 on success, 1 when the daemon cannot be reached or answers
 with an error (or a local command fails), 2 for a usage error, 130 when
-interrupted.
+interrupted. With ``--json`` a failure is printed as JSON on stdout too,
+``{"ok": false, "error": {"code": ..., "message": ...}}``: the daemon's
+code, or ``unreachable`` (no connection) or ``no_reply``.
 
 What it is not: the server (``server``), or anything the daemon imports.
 """
@@ -35,7 +38,7 @@ from typing import Any
 
 import attrs
 
-from waihu.control.local import LOCAL_COMMANDS, LocalCommand
+from waihu.control.local import LOCAL_COMMANDS, LOCAL_COMMANDS_BY_NAME, LocalCommand
 from waihu.control.protocol import (
     COMMANDS,
     COMMANDS_BY_NAME,
@@ -59,7 +62,9 @@ __all__ = [
     "GlobalOption",
     "NoReply",
     "build_parser",
+    "groups",
     "main",
+    "waihuctl_commands",
 ]
 
 PROG = "waihuctl"
@@ -70,6 +75,9 @@ MAX_REPLY_BYTES = 64 * MAX_LINE_BYTES  # a call.show of a long call is large, bu
 ENDED = ("ended", "failed")  # call states, and kinds of a call's last event
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+# --json codes for failures no daemon answered: waihuctl's own, beside the protocol's
+UNREACHABLE = "unreachable"
+NO_REPLY = "no_reply"
 
 
 class ConnectFailed(Exception):
@@ -192,6 +200,39 @@ GLOBAL_OPTIONS: tuple[GlobalOption, ...] = (
 AnyCommand = Command | LocalCommand
 
 
+def waihuctl_commands() -> list[AnyCommand]:
+    """Every subcommand of waihuctl, grouped by first word in the tables' order.
+
+    A control method is spelled by the local command of its name if there is
+    one (``campaign create`` reads a file), else by its own entry, unless it
+    is not ``spelled`` (a local step sends it).
+    """
+    spelled: list[AnyCommand] = [
+        LOCAL_COMMANDS_BY_NAME.get(c.name, c) for c in COMMANDS if c.spelled
+    ]
+    spelled += [c for c in LOCAL_COMMANDS if c.name not in COMMANDS_BY_NAME]
+    first_seen = {}
+    for command in spelled:
+        first_seen.setdefault(command.words[0], len(first_seen))
+    return sorted(spelled, key=lambda c: first_seen[c.words[0]])  # stable: table order within
+
+
+def groups() -> dict[str, list[AnyCommand]]:
+    """First word → its subcommands, for words that are not a command themselves
+    (``campaign``, ``dnc``, ``script``): ``waihuctl WORD --help`` lists them."""
+    commands = waihuctl_commands()
+    names = {_spoken(c) for c in commands}
+    found: dict[str, list[AnyCommand]] = {}
+    for command in commands:
+        if len(command.words) > 1 and command.words[0] not in names:
+            found.setdefault(command.words[0], []).append(command)
+    return found
+
+
+def _talks_to_daemon(command: AnyCommand) -> bool:
+    return isinstance(command, Command) or bool(command.sends)
+
+
 def _spoken(command: AnyCommand) -> str:
     return " ".join(command.words)
 
@@ -210,11 +251,12 @@ def _param_type(param: Param) -> Any:
     """An argparse ``type`` that converts a word and checks it as the server would."""
 
     def convert(text: str) -> Any:
-        if param.type is int:
+        if param.type in (int, float):
             try:
-                value: Any = int(text)
+                value: Any = param.type(text)
             except ValueError:
-                raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+                kind = "an integer" if param.type is int else "a number"
+                raise argparse.ArgumentTypeError(f"not {kind}: {text!r}") from None
         elif param.type is dict:
             key, sep, value = text.partition("=")
             if not sep or not key:
@@ -257,7 +299,10 @@ def _add_param(sub: argparse.ArgumentParser, param: Param) -> None:
             help=param.help,
         )
     elif param.type is bool:
-        sub.add_argument(param.option, dest=dest, action="store_true", help=param.help)
+        # a switch sets the opposite of the default; not given, the default applies
+        sub.add_argument(
+            param.option, dest=dest, action="store_const", const=not param.default, help=param.help
+        )
     elif param.type in (dict, list):
         sub.add_argument(
             param.option,
@@ -265,6 +310,7 @@ def _add_param(sub: argparse.ArgumentParser, param: Param) -> None:
             metavar=param.placeholder,
             type=_param_type(param),
             action="append",
+            required=param.required,
             help=param.help,
         )
     else:
@@ -276,6 +322,19 @@ def _add_param(sub: argparse.ArgumentParser, param: Param) -> None:
             required=param.required,
             help=param.help,
         )
+
+
+def _group_help(word: str, members: list[AnyCommand]) -> str:
+    width = max(len(" ".join(c.words[1:])) for c in members)
+    lines = [f"  {' '.join(c.words[1:]):<{width}}  {c.summary}" for c in members]
+    return "\n".join(
+        [
+            "subcommands:",
+            *lines,
+            "",
+            f"'{PROG} {word} SUBCOMMAND --help' shows one in full; see waihuctl(1).",
+        ]
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         socket=os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET, timeout=DEFAULT_TIMEOUT
     )
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in (*COMMANDS, *LOCAL_COMMANDS):
+    for command in waihuctl_commands():
         sub = subcommands.add_parser(
             _spoken(command),
             help=command.summary,
@@ -301,8 +360,23 @@ def build_parser() -> argparse.ArgumentParser:
             _add_param(sub, param)
         if isinstance(command, Command) and command.waitable:
             sub.add_argument("--wait", action="store_true", help=WAIT_HELP)
-        if isinstance(command, Command):
+        if _talks_to_daemon(command):
             _add_global_options(sub, after_command=True)
+    for word, members in groups().items():
+        # no help=: the group is left out of the main listing, which shows its members
+        group = subcommands.add_parser(
+            word,
+            usage=f"{PROG} {word} SUBCOMMAND ...",
+            description=f"The {word} commands.",
+            epilog=_group_help(word, members),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        group.add_argument(
+            "subcommand",
+            metavar="SUBCOMMAND",
+            choices=[" ".join(c.words[1:]) for c in members],
+            help="one of the subcommands below",
+        )
     return parser
 
 
@@ -317,7 +391,7 @@ def _join_command_words(argv: Sequence[str]) -> list[str]:
     position = 0
     while position < len(words) and words[position].startswith("-"):
         position += 2 if words[position] in takes_value else 1
-    for command in sorted((*COMMANDS, *LOCAL_COMMANDS), key=lambda c: -len(c.words)):
+    for command in sorted(waihuctl_commands(), key=lambda c: -len(c.words)):
         count = len(command.words)
         if count > 1 and tuple(words[position : position + count]) == command.words:
             return [*words[:position], _spoken(command), *words[position + count :]]
@@ -363,17 +437,46 @@ def _params(command: AnyCommand, args: argparse.Namespace) -> dict[str, Any]:
     params = {}
     for param in command.params:
         value = getattr(args, f"param_{param.name}")
-        if value is None or value is False:
+        if value is None:  # not given: the default applies
             continue
         params[param.name] = dict(value) if param.type is dict else value
     return params
 
 
+class _Link:
+    """A local command's way to the daemon: connects at its first request."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.as_json: bool = args.json
+        self._socket = args.socket
+        self._timeout = args.timeout
+        self._client: ControlClient | None = None
+
+    def request(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
+        if self._client is None:
+            self._client = ControlClient(self._socket, timeout=self._timeout)
+        return self._client.request(method, params)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def _run_local(command: LocalCommand, args: argparse.Namespace) -> int:
+    params = {**{p.name: p.default for p in command.params}, **_params(command, args)}
+    if not command.sends:
+        return command.run(**params)
+    link = _Link(args)
+    try:
+        return command.run(link, **params)
+    finally:
+        link.close()
+
+
 def _run(args: argparse.Namespace) -> int:
     local = next((c for c in LOCAL_COMMANDS if _spoken(c) == args.command), None)
     if local is not None:
-        defaults = {p.name: p.default for p in local.params}
-        return local.run(**{**defaults, **_params(local, args)})
+        return _run_local(local, args)
     command = next(c for c in COMMANDS if _spoken(c) == args.command)
     params = _params(command, args)
     with ControlClient(args.socket, timeout=args.timeout) as client:
@@ -393,16 +496,28 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fail(code: str, message: str, as_json: bool) -> int:
+    """Report a failure: on stderr, or with --json as a JSON error on stdout."""
+    if as_json:
+        error = {"ok": False, "error": {"code": code, "message": message}}
+        emit(json.dumps(error, ensure_ascii=False), sys.stdout)
+    else:
+        emit(f"{PROG}: {message}", sys.stderr)
+    return EXIT_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``waihuctl`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(_join_command_words(sys.argv[1:] if argv is None else argv))
     try:
         return _run(args)
-    except (ConnectFailed, NoReply) as exc:
-        emit(f"{PROG}: {exc}", sys.stderr)
+    except ConnectFailed as exc:
+        return _fail(UNREACHABLE, str(exc), args.json)
+    except NoReply as exc:
+        return _fail(NO_REPLY, str(exc), args.json)
     except ControlError as exc:
-        emit(f"{PROG}: {exc.message}", sys.stderr)
+        return _fail(exc.code, exc.message, args.json)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:

@@ -7,9 +7,15 @@ part of the daemon that knows (the dispatcher for live calls and new ones,
 storage for filed calls, the event bus for ``watch``) and returns plain JSON
 values.
 
+Campaigns and the do-not-call list are the ``CampaignService``'s: those
+handlers only forward, with the unix user asking (``server.current_peer``) for
+its audit log. A storage that keeps no campaigns leaves ``campaigns`` None,
+and those commands answer ``unavailable``.
+
 Error handling: expected failures are ``ControlError`` with a fixed code —
-a ``DispatchRefused`` becomes the error of the same code, an unknown call id
-is ``not_found``. Anything else is left to the server, which answers
+a ``DispatchRefused`` or ``CampaignError`` becomes the error of the same code,
+an unknown call id is ``not_found``, a date that does not parse is
+``bad_request``. Anything else is left to the server, which answers
 ``internal`` and logs it.
 
 What it is not: the socket server (``server``), the protocol (``protocol``),
@@ -19,26 +25,43 @@ nothing).
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import attrs
 import pluggy
+import trio
 
-from waihu.api import CallRecord, Storage
+from waihu.api import OUTCOMES, AuditEntry, CallRecord, CampaignStore, Storage
 from waihu.call_lifecycle import record_as_dict
+from waihu.campaign.service import CampaignError, CampaignService
 from waihu.control.monitor import Monitor
-from waihu.control.protocol import ControlError
-from waihu.control.server import EventStream
+from waihu.control.protocol import (
+    ATTEMPTS_PAGE,
+    AUDIT_LIMIT,
+    DNC_REASON,
+    ERROR_CODES,
+    ControlError,
+)
+from waihu.control.server import EventStream, current_peer
 from waihu.dispatcher import CallDispatcher, CallRequest, DispatchRefused
 from waihu.events import EventBus
 from waihu.media.media_clock import MediaClock
 from waihu.plugins import plugin_info
+from waihu.recordings import prune_recordings
 
-__all__ = ["ControlHandlers", "call_summary", "daemon_version"]
+__all__ = ["ControlHandlers", "call_summary", "daemon_version", "parse_instant"]
+
+UNKNOWN_USER = "unknown"  # the audit log's user when the kernel named nobody
+NO_CAMPAIGNS = "this storage keeps no campaigns"
+DATE_LENGTH = len("2026-03-05")  # a bare date, not a date-time
 
 
 def daemon_version() -> str:
@@ -64,14 +87,56 @@ def call_summary(record: CallRecord) -> dict[str, Any]:
         "created_at": record.created_at,
         "duration": duration,
         "hangup_by": record.hangup_by,
+        "outcome": record.outcome,
+        "campaign_id": record.campaign_id,
     }
+
+
+def parse_instant(text: str, param: str, *, end_of_day: bool = False) -> float:
+    """Seconds since the epoch for a ``since``/``until`` param, in the daemon's local time.
+
+    ``YYYY-MM-DD`` is the start of that day, or with ``end_of_day`` the start
+    of the next (so that ``until`` a date includes it); an ISO date-time is
+    that instant (local when it has no offset). ControlError bad_request
+    naming ``param`` otherwise.
+    """
+    try:
+        if len(text) == DATE_LENGTH:
+            day = dt.date.fromisoformat(text) + dt.timedelta(days=1 if end_of_day else 0)
+            return dt.datetime.combine(day, dt.time()).timestamp()  # naive: local time
+        return dt.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise ControlError(
+            "bad_request",
+            f"param {param!r} must be a date YYYY-MM-DD or an ISO date-time "
+            f"(2026-03-05T14:30), not {text!r}",
+        ) from None
+
+
+def _user() -> str:
+    """The unix user whose request is being answered, for the audit log."""
+    peer = current_peer.get()
+    return peer.user if peer is not None else UNKNOWN_USER
+
+
+@contextmanager
+def _as_control_errors() -> Iterator[None]:
+    """A campaign service refusal as the control error of the same code."""
+    try:
+        yield
+    except CampaignError as exc:
+        if exc.code not in ERROR_CODES:  # a code the protocol lacks is a bug of the service
+            raise ControlError("internal", f"{exc.code}: {exc.message}") from None
+        raise ControlError(exc.code, exc.message) from None  # type: ignore[arg-type]
 
 
 class ControlHandlers:
     """Answers the control socket's commands for one daemon.
 
     ``stop`` asks the daemon to drain and exit (what ``shutdown`` does);
-    ``started_at`` is when the daemon started (seconds since the epoch).
+    ``started_at`` is when the daemon started (seconds since the epoch);
+    ``campaigns`` answers the campaign and do-not-call commands (None: the
+    storage keeps none); ``recordings_dir`` is where the recorder files calls.
     """
 
     def __init__(
@@ -84,6 +149,8 @@ class ControlHandlers:
         clock: MediaClock,
         stop: Callable[[], None],
         started_at: float,
+        campaigns: CampaignService | None = None,
+        recordings_dir: Path | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.storage = storage
@@ -92,6 +159,8 @@ class ControlHandlers:
         self.clock = clock
         self._stop = stop
         self.started_at = started_at
+        self.campaigns = campaigns
+        self.recordings_dir = recordings_dir
 
     async def status(self) -> dict[str, Any]:
         scripts = self.dispatcher.scripts
@@ -124,8 +193,28 @@ class ControlHandlers:
             raise ControlError(exc.code, exc.message) from None
         return {"call_id": record.id}
 
-    async def calls(self, limit: int = 20) -> list[dict[str, Any]]:
-        return [call_summary(r) for r in await self.storage.recent_calls(limit)]
+    async def calls(
+        self,
+        limit: int = 20,
+        campaign: str | None = None,
+        grade: str | None = None,
+        outcome: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> list[dict[str, Any]]:
+        if outcome is not None and outcome not in OUTCOMES:
+            raise ControlError(
+                "bad_request", f"no outcome {outcome!r} (outcomes: {', '.join(OUTCOMES)})"
+            )
+        records = await self.storage.find_calls(
+            campaign_id=await self._campaign_id(campaign) if campaign is not None else None,
+            grade=grade,
+            outcome=outcome,
+            since=parse_instant(since, "since") if since is not None else None,
+            until=parse_instant(until, "until", end_of_day=True) if until is not None else None,
+            limit=limit,
+        )
+        return [call_summary(r) for r in records]
 
     async def call_show(self, id: str) -> dict[str, Any]:
         record = self.dispatcher.live.get(id) or await self.storage.get_call(id)
@@ -133,9 +222,10 @@ class ControlHandlers:
             raise ControlError("not_found", f"no call with id {id!r}")
         return record_as_dict(record)
 
-    async def watch(self, call_id: str | None = None) -> EventStream:
+    async def watch(self, call_id: str | None = None, campaign: str | None = None) -> EventStream:
+        campaign_id = await self._campaign_id(campaign) if campaign is not None else None
         # subscribe before looking: a call live now cannot end unseen in between
-        monitor = Monitor(self.events, call_id)
+        monitor = Monitor(self.events, call_id, campaign=campaign_id)
         live = self.dispatcher.live
         if call_id is not None and call_id not in live:
             monitor.close()
@@ -144,9 +234,125 @@ class ControlHandlers:
                     "not_found", f"call {call_id!r} has ended; 'call show {call_id}' shows it"
                 )
             raise ControlError("not_found", f"no call with id {call_id!r}")
-        watched = sorted(i for i in live if call_id in (None, i))
-        return EventStream(result={"call_id": call_id, "live_calls": watched}, events=monitor)
+        watched = sorted(
+            i
+            for i, record in live.items()
+            if call_id in (None, i) and campaign_id in (None, record.campaign_id)
+        )
+        result = {"call_id": call_id, "campaign": campaign_id, "live_calls": watched}
+        return EventStream(result=result, events=monitor)
 
     async def shutdown(self) -> dict[str, Any]:
         self._stop()
         return {"draining": True, "live_calls": len(self.dispatcher.live)}
+
+    # ───────────────────────── campaigns ─────────────────────────
+
+    def _service(self) -> CampaignService:
+        if self.campaigns is None:
+            raise ControlError("unavailable", NO_CAMPAIGNS)
+        return self.campaigns
+
+    async def _campaign_id(self, campaign: str) -> str:
+        """The id of the campaign named by id or name; not_found listing the campaigns."""
+        with _as_control_errors():
+            # the service's own look-up, so that names resolve as in every campaign command
+            return (await self._service()._get(campaign)).id
+
+    async def campaign_create(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        with _as_control_errors():
+            return await self._service().create(settings, user=_user())
+
+    async def campaign_list(self) -> list[dict[str, Any]]:
+        with _as_control_errors():
+            return await self._service().list()
+
+    async def campaign_show(self, campaign: str) -> dict[str, Any]:
+        with _as_control_errors():
+            return await self._service().show(campaign)
+
+    async def campaign_clone(self, campaign: str, name: str) -> dict[str, Any]:
+        with _as_control_errors():
+            return await self._service().clone(campaign, name, user=_user())
+
+    async def _change(self, campaign: str, action: str) -> dict[str, Any]:
+        with _as_control_errors():
+            return await self._service().change(campaign, action, user=_user())
+
+    async def campaign_start(self, campaign: str) -> dict[str, Any]:
+        return await self._change(campaign, "start")
+
+    async def campaign_pause(self, campaign: str) -> dict[str, Any]:
+        return await self._change(campaign, "pause")
+
+    async def campaign_resume(self, campaign: str) -> dict[str, Any]:
+        return await self._change(campaign, "resume")
+
+    async def campaign_stop(self, campaign: str) -> dict[str, Any]:
+        return await self._change(campaign, "stop")
+
+    async def campaign_cancel(self, campaign: str) -> dict[str, Any]:
+        with _as_control_errors():
+            return await self._service().cancel(campaign, user=_user())
+
+    async def campaign_redial(self, campaign: str, outcomes: Sequence[str]) -> dict[str, Any]:
+        with _as_control_errors():
+            return await self._service().redial(campaign, outcomes, user=_user())
+
+    async def campaign_reset(self, campaign: str) -> dict[str, Any]:
+        with _as_control_errors():
+            return await self._service().reset(campaign, user=_user())
+
+    async def campaign_import_info(self, campaign: str) -> dict[str, Any]:
+        with _as_control_errors():
+            return await self._service().import_info(campaign)
+
+    async def campaign_add_contacts(
+        self, campaign: str, contacts: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        with _as_control_errors():
+            return await self._service().add_contacts(campaign, contacts, user=_user())
+
+    async def campaign_attempts(
+        self, campaign: str, after: int = 0, limit: int = ATTEMPTS_PAGE
+    ) -> dict[str, Any]:
+        with _as_control_errors():
+            return await self._service().attempts(campaign, after=after, limit=limit)
+
+    # ───────────────────────── do-not-call and audit ─────────────────────────
+
+    async def dnc_add(self, numbers: Sequence[str], reason: str = DNC_REASON) -> dict[str, Any]:
+        with _as_control_errors():
+            return await self._service().dnc_add(numbers, reason, user=_user())
+
+    async def dnc_remove(self, numbers: Sequence[str]) -> dict[str, Any]:
+        with _as_control_errors():
+            return await self._service().dnc_remove(numbers, user=_user())
+
+    async def dnc_list(self) -> list[dict[str, Any]]:
+        with _as_control_errors():
+            return await self._service().dnc_list()
+
+    async def audit(self, limit: int = AUDIT_LIMIT) -> list[dict[str, Any]]:
+        with _as_control_errors():
+            return await self._service().audit_list(limit)
+
+    # ───────────────────────── recordings ─────────────────────────
+
+    async def recordings_prune(self, days: int, dry_run: bool = True) -> dict[str, Any]:
+        if self.recordings_dir is None:
+            raise ControlError("unavailable", "this daemon keeps no recordings")
+        prune = functools.partial(
+            prune_recordings,
+            self.recordings_dir,
+            older_than_days=days,
+            today=dt.date.today(),
+            dry_run=dry_run,
+        )
+        report = attrs.asdict(await trio.to_thread.run_sync(prune))
+        if not dry_run and isinstance(self.storage, CampaignStore):  # where the audit log is
+            params = {k: report[k] for k in ("files", "bytes")} | {"days": days}
+            await self.storage.audit(
+                AuditEntry(at=time.time(), user=_user(), action="recordings.prune", params=params)
+            )
+        return {"directory": str(self.recordings_dir), **report}

@@ -1,25 +1,58 @@
-"""``waihuctl``'s local commands: the table of commands it runs itself, without waihud.
+"""``waihuctl``'s local commands: the table of commands it runs itself.
 
 The control methods are ``protocol.COMMANDS``; this is their sibling for
-commands that work on files on this machine and must not need a running
-daemon (``script validate``, ``script chat``). ``waihuctl``'s subcommands and
-``--help`` and the man page waihuctl(1) are built from both tables, so a local
-command is one entry here plus the function that does it.
+commands that work on files on this machine. Some must not need a running
+daemon (``script validate``, ``script chat``); others read or write a file
+here and send the daemon what it needs (``campaign import``, ``campaign
+export``, ``campaign create`` from a campaign file, ``dnc import``, ``dnc
+export``): those name the control methods they send in ``sends``, take the
+global options (socket, ``--json``, timeout) and get a ``DaemonLink``. A local
+command named as a control method (``campaign.create``) is how waihuctl spells
+that method. ``waihuctl``'s subcommands and ``--help`` and the man page
+waihuctl(1) are built from both tables, so a local command is one entry here
+plus the function that does it.
 
-What it is not: the commands' work (``script_tools``) or the command line
-(``client``).
+What it is not: the commands' work (``script_tools``, ``campaign_cli``) or the
+command line (``client``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import attrs
 
-from waihu.control.protocol import VARIABLES_PARAM, CommandEntry, Param
+from waihu.control.campaign_cli import (
+    create_campaign,
+    export_attempts,
+    export_dnc,
+    import_contacts,
+    import_dnc,
+)
+from waihu.control.protocol import (
+    CAMPAIGN_PARAM,
+    COMMANDS_BY_NAME,
+    VARIABLES_PARAM,
+    CommandEntry,
+    Param,
+)
 from waihu.control.script_tools import DEFAULT_NLU, chat, validate
 
-__all__ = ["LOCAL_COMMANDS", "LOCAL_COMMANDS_BY_NAME", "LocalCommand"]
+__all__ = ["LOCAL_COMMANDS", "LOCAL_COMMANDS_BY_NAME", "DaemonLink", "LocalCommand"]
+
+DEFAULT_REGION = "CN"  # of numbers without a country code in a do-not-call file
+
+
+class DaemonLink(Protocol):
+    """How a local command reaches the daemon: requests on one connection, opened at the
+    first, and whether to print JSON (``--json``)."""
+
+    as_json: bool
+
+    def request(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Send one request and return its result; raises ControlError for an error reply."""
+        ...
 
 
 @attrs.frozen(kw_only=True)
@@ -28,10 +61,18 @@ class LocalCommand(CommandEntry):
 
     ``run`` is called with every param as a keyword argument (absent optional
     ones get their ``default``), prints its output and returns the exit
-    status. ``waihuctl`` spells it as its dot-separated ``words``.
+    status. ``waihuctl`` spells it as its dot-separated ``words``. A command
+    that ``sends`` control methods gets a ``DaemonLink`` as its first argument.
     """
 
     run: Callable[..., int]
+    sends: tuple[str, ...] = attrs.field(default=())
+
+    @sends.validator
+    def _known(self, _attribute: Any, value: tuple[str, ...]) -> None:
+        unknown = [method for method in value if method not in COMMANDS_BY_NAME]
+        if unknown:
+            raise ValueError(f"{self.name} sends unknown control methods: {unknown}")
 
 
 LOCAL_COMMANDS: tuple[LocalCommand, ...] = (
@@ -80,6 +121,174 @@ LOCAL_COMMANDS: tuple[LocalCommand, ...] = (
             VARIABLES_PARAM,
         ),
         run=chat,
+    ),
+    LocalCommand(
+        name="campaign.create",
+        summary="create a campaign (draft) from a campaign file and/or flags",
+        description="Create a campaign in state draft. Its settings are the keys of the "
+        "campaign file given with --file (TOML: name, script, trunk, caller_id, lines, "
+        "calls_per_minute, timezone, windows, ring_timeout, max_attempts, start_date, "
+        "end_date, region, dial_format, [retry.OUTCOME] and [[notify]] tables), with any "
+        "flag given setting or overriding its key. They are checked here first, every "
+        "problem naming the file and the key, then by the daemon, which also knows the "
+        "scripts and trunks. Prints the new campaign's id.",
+        params=(
+            Param(name="file", type=str, metavar="CAMPAIGN.toml", help="a campaign file"),
+            Param(name="name", type=str, metavar="NAME", help="the campaign's name"),
+            Param(name="script", type=str, metavar="SCRIPT", help="the script to talk by"),
+            Param(name="trunk", type=str, metavar="TRUNK", help="the trunk to call through"),
+            Param(
+                name="caller_id",
+                type=str,
+                metavar="NUMBER",
+                help="the number callees see (+861088886666)",
+            ),
+            Param(name="lines", type=int, minimum=1, metavar="N", help="calls at once"),
+            Param(
+                name="calls_per_minute",
+                type=float,
+                metavar="N",
+                help="new calls a minute, at most",
+            ),
+            Param(
+                name="timezone",
+                type=str,
+                metavar="ZONE",
+                help="the time zone of the windows and dates (Asia/Shanghai)",
+            ),
+            Param(
+                name="windows",
+                type=list,
+                flag="--window",
+                metavar="WINDOW",
+                help="when calls may be placed ('mon-fri 09:00-12:00'); repeatable",
+            ),
+            Param(
+                name="ring_timeout",
+                type=float,
+                metavar="SECONDS",
+                help="how long to let a call ring",
+            ),
+            Param(
+                name="max_attempts",
+                type=int,
+                minimum=1,
+                metavar="N",
+                help="calls to one contact, at most",
+            ),
+            Param(name="start_date", type=str, metavar="YYYY-MM-DD", help="the first day to call"),
+            Param(name="end_date", type=str, metavar="YYYY-MM-DD", help="the last day to call"),
+        ),
+        run=create_campaign,
+        sends=("campaign.create",),
+    ),
+    LocalCommand(
+        name="campaign.import",
+        summary="add the contacts of a CSV or .xlsx file to a campaign; report the rejects",
+        description="Read a contact list (CSV in any common encoding, or .xlsx) here, check "
+        "every row (the number, duplicates, the columns the campaign's script needs, time "
+        "zones) and send the rows that pass; the daemon refuses numbers already in the "
+        "campaign or on the do-not-call list. Prints the file's encoding, its rows, how many "
+        "were added and the rejects by reason with their lines, and writes every reject to "
+        "FILE.rejects.csv beside the file, to correct and import again. Exits 0 when the "
+        "file was read, rejects or not; 1 when it could not be read at all.",
+        params=(
+            CAMPAIGN_PARAM,
+            Param(
+                name="file",
+                type=str,
+                required=True,
+                positional=True,
+                metavar="FILE",
+                help="the contact list (.csv, .tsv, .txt or .xlsx)",
+            ),
+            Param(
+                name="number_column",
+                type=str,
+                metavar="COLUMN",
+                help="the header of the number column, when not one of number, phone, "
+                "mobile, tel, 电话, 手机, 手机号…",
+            ),
+        ),
+        run=import_contacts,
+        sends=("campaign.import_info", "campaign.add_contacts"),
+    ),
+    LocalCommand(
+        name="campaign.export",
+        summary="write a campaign's attempts to a .csv or .xlsx file",
+        description="Write one row per attempt of the campaign so far — number, attempt, "
+        "time, outcome, SIP status, grade, tags, talk time, call id, recording, note, then "
+        "the contact's own columns — to FILE: CSV (UTF-8 with a byte-order mark, as Excel "
+        "wants) or .xlsx, by its suffix.",
+        params=(
+            CAMPAIGN_PARAM,
+            Param(
+                name="file",
+                type=str,
+                required=True,
+                positional=True,
+                metavar="FILE",
+                help="where to write (.csv or .xlsx)",
+            ),
+        ),
+        run=export_attempts,
+        sends=("campaign.attempts",),
+    ),
+    LocalCommand(
+        name="dnc.import",
+        summary="add every number of a CSV or .xlsx file to the do-not-call list",
+        description="Read the numbers of a file laid out like a contact list (a header "
+        "naming the number column) and add them to the do-not-call list. Rows whose number "
+        "is not valid are reported with their lines and written to FILE.rejects.csv.",
+        params=(
+            Param(
+                name="file",
+                type=str,
+                required=True,
+                positional=True,
+                metavar="FILE",
+                help="the list (.csv, .tsv, .txt or .xlsx)",
+            ),
+            Param(
+                name="reason",
+                type=str,
+                metavar="TEXT",
+                help="why, kept with each number (default: imported from FILE)",
+            ),
+            Param(
+                name="region",
+                type=str,
+                default=DEFAULT_REGION,
+                metavar="CODE",
+                help=f"the region of numbers without a country code (default {DEFAULT_REGION})",
+            ),
+            Param(
+                name="number_column",
+                type=str,
+                metavar="COLUMN",
+                help="the header of the number column, when not one of the usual names",
+            ),
+        ),
+        run=import_dnc,
+        sends=("dnc.add",),
+    ),
+    LocalCommand(
+        name="dnc.export",
+        summary="write the do-not-call list to a .csv file",
+        description="Write every number on the do-not-call list with its reason and when it "
+        "was added to FILE, as CSV (UTF-8 with a byte-order mark, as Excel wants).",
+        params=(
+            Param(
+                name="file",
+                type=str,
+                required=True,
+                positional=True,
+                metavar="FILE",
+                help="where to write (.csv)",
+            ),
+        ),
+        run=export_dnc,
+        sends=("dnc.list",),
     ),
 )
 

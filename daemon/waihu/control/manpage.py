@@ -14,15 +14,24 @@ text at run time (argparse builds that from the same table).
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 
-from waihu.control.client import GLOBAL_OPTIONS, PROG, GlobalOption
+from waihu.api import EVENT_KINDS
+from waihu.control.client import (
+    GLOBAL_OPTIONS,
+    NO_REPLY,
+    PROG,
+    UNREACHABLE,
+    GlobalOption,
+    waihuctl_commands,
+)
 from waihu.control.local import LOCAL_COMMANDS, LocalCommand
 from waihu.control.protocol import (
     COMMANDS,
     DEFAULT_SOCKET,
     DROPPED_EVENT,
-    ERROR_CODES,
+    ERROR_MEANINGS,
     MAX_LINE_BYTES,
     SOCKET_ENV,
     WAIT_HELP,
@@ -32,13 +41,15 @@ from waihu.control.protocol import (
 
 __all__ = ["manpage"]
 
-_JSON_TYPES = {
+_JSON_TYPES: dict[type, str] = {
     str: "string",
     int: "integer",
+    float: "number",
     bool: "boolean",
     dict: "object of strings",
-    list: "array of strings",
+    Mapping: "object",
 }
+_JSON_ITEMS: dict[type, str] = {str: "array of strings", Mapping: "array of objects"}
 
 EXAMPLES = (
     ("Is the daemon up, and what is it doing?", "waihuctl status"),
@@ -47,6 +58,30 @@ EXAMPLES = (
         "waihuctl call 01012345678 \\-\\-script demo\\-ko \\-\\-var name=Kim \\-\\-wait",
     ),
     ("The last five calls:", "waihuctl calls \\-\\-limit 5"),
+    (
+        "A campaign from its file, its contacts from a spreadsheet saved by Excel, then go:",
+        "waihuctl campaign create \\-\\-file spring.toml\n"
+        "waihuctl campaign import spring contacts.csv\n"
+        "waihuctl campaign start spring",
+    ),
+    (
+        "How it goes, and which line of the script loses people (the funnel):",
+        "waihuctl campaign list\nwaihuctl campaign show spring",
+    ),
+    (
+        "Follow one campaign's calls live; then its A-grade calls of today:",
+        "waihuctl watch \\-\\-campaign spring\n"
+        "waihuctl calls \\-\\-campaign spring \\-\\-grade A \\-\\-since $(date +%F)",
+    ),
+    (
+        "Call the busy and unanswered contacts again, and write the results for Excel:",
+        "waihuctl campaign redial spring \\-\\-outcome busy \\-\\-outcome no_answer\n"
+        "waihuctl campaign export spring results.xlsx",
+    ),
+    (
+        "See what deleting recordings older than 90 days would free, then do it:",
+        "waihuctl recordings prune 90\nwaihuctl recordings prune 90 \\-\\-apply",
+    ),
     ("Follow every call live, as it happens:", "waihuctl watch"),
     (
         "Only the failed calls, as JSON lines, for jq:",
@@ -95,9 +130,10 @@ def _param_usage(param: Param) -> str:
     used = _param_spelling(param)
     if param.positional and param.type is list:
         return used + "..."
+    repeated = param.type in (dict, list)  # an option given once per value
     if param.required or param.positional:
-        return used
-    return f"[{used}]..." if param.type is dict else f"[{used}]"
+        return used + "..." if repeated else used
+    return f"[{used}]..." if repeated else f"[{used}]"
 
 
 def _command_usage(command: Command | LocalCommand) -> str:
@@ -114,13 +150,20 @@ def _option(option: GlobalOption) -> list[str]:
     return [".TP", head, _text(option.help)]
 
 
+def _json_type(param: Param) -> str:
+    return _JSON_ITEMS[param.items] if param.type is list else _JSON_TYPES[param.type]
+
+
+def _wire_spec(param: Param) -> str:
+    """``(param name: string, required)``: how the protocol carries it."""
+    return f"(param {param.name}: {_json_type(param)}" + (", required)" if param.required else ")")
+
+
 def _param_doc(param: Param, *, wire: bool = True) -> list[str]:
     head = _param_spelling(param)
     if not wire:
         return [".TP", head, _text(param.help)]
-    spec = f"(param {param.name}: {_JSON_TYPES[param.type]}"
-    spec += ", required)" if param.required else ")"
-    return [".TP", head, _text(f"{param.help} {spec}")]
+    return [".TP", head, _text(f"{param.help} {_wire_spec(param)}")]
 
 
 def _command(command: Command) -> list[str]:
@@ -139,10 +182,42 @@ def _command(command: Command) -> list[str]:
 
 def _local_command(command: LocalCommand) -> list[str]:
     lines = [".TP", _command_usage(command), _text(command.description or command.summary)]
+    if command.sends:
+        methods = ", ".join(_flag(m) for m in command.sends)
+        lines += [".RS", f"Sends protocol method(s) {methods}.", ".RE"]
     docs = [line for p in command.params if not p.positional for line in _param_doc(p, wire=False)]
     if docs:
         lines += [".RS", *docs, ".RE"]
     return lines
+
+
+def _unspelled_methods() -> list[str]:
+    """The methods waihuctl sends only from its own steps, with their params."""
+    spelled = {c.name for c in waihuctl_commands() if isinstance(c, Command)}
+    lines: list[str] = []
+    for command in COMMANDS:
+        if command.name in spelled:
+            continue
+        lines += [".TP", _flag(command.name), _text(command.description or command.summary)]
+        params = [
+            f"{_flag(p.name)} ({_json_type(p)}{', required' if p.required else ''})"
+            for p in command.params
+        ]
+        if params:
+            lines += [".RS", "Params: " + "; ".join(params) + ".", ".RE"]
+    return lines
+
+
+def _events() -> list[str]:
+    """One entry per event kind of ``waihu.api.EVENT_KINDS``, with its fields."""
+    lines: list[str] = []
+    for kind, fields in EVENT_KINDS.items():
+        lines += [".TP", _flag(kind), ", ".join(fields) if fields else "(no fields)"]
+    return lines
+
+
+def _code(code: str, meaning: str) -> list[str]:
+    return [".TP", _flag(code), _text(meaning)]
 
 
 def manpage() -> str:
@@ -168,7 +243,10 @@ def manpage() -> str:
         "is the operator's interface to",
         ".BR waihud (8):",
         "it places calls, lists and shows their results with transcripts, follows calls",
-        "live, and reports and stops the daemon. It sends one request per command over the",
+        "live, runs campaigns (creates them, imports their contacts from CSV or Excel files,",
+        "starts, pauses and stops them, shows their progress and funnel, exports their",
+        "results), keeps the do\\-not\\-call list, prunes recordings, shows the audit log of",
+        "operator actions, and reports and stops the daemon. It sends requests over the",
         "daemon's unix control socket and prints the result as text, or as JSON with",
         _flag("--json") + ".",
         "Korean and Chinese text is printed as is (UTF\\-8).",
@@ -180,9 +258,23 @@ def manpage() -> str:
     ]
     for option in GLOBAL_OPTIONS:
         out += _option(option)
-    out += [".SH COMMANDS"]
-    for command in COMMANDS:
-        out += _command(command)
+    out += [
+        ".SH COMMANDS",
+        "Commands that change the daemon's state (calls, campaigns, the do\\-not\\-call list,",
+        "recordings, shutdown) are refused with",
+        ".B forbidden",
+        "to users outside",
+        ".B daemon.control_admin_group",
+        "when it is set. Commands that read or write a file do that here, on the machine",
+        "running",
+        f".BR {PROG} ,",
+        "and send the daemon what it needs.",
+    ]
+    for entry in waihuctl_commands():
+        if isinstance(entry, Command):
+            out += _command(entry)
+        elif entry.sends:
+            out += _local_command(entry)
     out += [
         ".SH LOCAL COMMANDS",
         "These work on files on this machine and never connect to",
@@ -190,8 +282,8 @@ def manpage() -> str:
         "the global options do not apply to them.",
     ]
     for local in LOCAL_COMMANDS:
-        out += _local_command(local)
-    codes = ", ".join(f"\\fB{code}\\fR" for code in ERROR_CODES)
+        if not local.sends:
+            out += _local_command(local)
     out += [
         ".SH PROTOCOL",
         "The socket speaks JSON lines: each message is one line of UTF\\-8 JSON,",
@@ -207,26 +299,37 @@ def manpage() -> str:
         ".RS",
         '\\fB{"id": 1, "ok": false, "error": {"code": "not_found", "message": "..."}}\\fR',
         ".RE",
-        f"where the code is one of {codes}.",
-        "Replies come in request order. Each command above names its method and params.",
+        "where the code is one of:",
+        *[line for code, meaning in ERROR_MEANINGS.items() for line in _code(code, meaning)],
+        ".PP",
+        "Replies come in request order. Each command above names its method and params;",
+        f"these methods {PROG} sends from its own steps only:",
+        *_unspelled_methods(),
         ".PP",
         "After its reply to",
         ".BR watch ,",
         "the daemon pushes one line per call event until the client disconnects:",
         ".RS",
-        '\\fB{"event": "ringing", "call_id": "...", "at": 1795000001.25, "status": 180, '
-        '"reason": "Ringing"}\\fR',
+        '\\fB{"event": "ringing", "call_id": "...", "at": 1795000001.25, "campaign": null, '
+        '"status": 180, "reason": "Ringing"}\\fR',
         ".RE",
         "with an",
         ".B event",
-        "key (the kind: dialing, ringing, answered, turn, utterance, barge_in, node,",
-        "hangup, ended or failed) and no",
+        "key (the kind) and no",
         ".BR id ;",
         "the time",
         ".B at",
-        "is in seconds since the epoch, and the event's own fields follow. A client too",
-        "slow to read loses events rather than slowing calls down; where they were lost",
-        f"comes one {_flag(DROPPED_EVENT)} event with their {_flag('count')}.",
+        "is in seconds since the epoch,",
+        ".B campaign",
+        "is the id of the campaign the call belongs to (or null), and the event's own",
+        "fields follow. With",
+        f"{_flag('--campaign')},",
+        ".B watch",
+        "pushes only that campaign's events. The kinds and their fields:",
+        *_events(),
+        ".PP",
+        "A client too slow to read loses events rather than slowing calls down; where",
+        f"they were lost comes one {_flag(DROPPED_EVENT)} event with their {_flag('count')}.",
         ".SH ENVIRONMENT",
         ".TP",
         f".B {SOCKET_ENV}",
@@ -237,11 +340,23 @@ def manpage() -> str:
         "The daemon's control socket, mode 0660: members of the daemon's group may use it.",
         ".SH EXIT STATUS",
         "0 on success; 1 when the daemon cannot be reached or answers with an error",
-        "(the message is printed on standard error), or when a script has a problem;",
+        "(the message is printed on standard error), when a file cannot be read or",
+        "written, or when a script has a problem;",
         "2 for a usage error;",
         f"130 when interrupted (a {_flag('--wait')} interrupted leaves the call running;",
         f"{_flag('watch')} runs until interrupted, or with {_flag('--call')} until the call",
         "has ended, then exits 0).",
+        "A",
+        ".B campaign import",
+        "that read its file exits 0 even when rows were rejected: they are listed and",
+        "written to the rejects file.",
+        f"With {_flag('--json')}, a failure is printed on standard output too, as",
+        '\\fB{"ok": false, "error": {"code": ..., "message": ...}}\\fR',
+        "with the daemon's code, or",
+        f"\\fB{UNREACHABLE}\\fR",
+        "when the socket cannot be reached, or",
+        f"\\fB{NO_REPLY}\\fR",
+        "when no reply came.",
         ".SH EXAMPLES",
     ]
     for caption, example in EXAMPLES:

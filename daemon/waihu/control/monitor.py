@@ -1,11 +1,12 @@
 """The live monitor behind ``watch``: one subscription to the daemon's call events.
 
-``Monitor(bus, call_id)`` subscribes to the ``EventBus`` at once (so nothing
-that happens after it was made is missed) and is then read as an async
-iterator of pushed-event messages in the protocol's shape
-(``protocol.call_event_message``), only the watched call's when ``call_id``
-is given. ``close()`` ends the subscription; the control server calls it when
-the client goes.
+``Monitor(bus, call_id, campaign=...)`` subscribes to the ``EventBus`` at
+once (so nothing that happens after it was made is missed) and is then read
+as an async iterator of pushed-event messages in the protocol's shape
+(``protocol.call_event_message``): only the watched call's when ``call_id``
+is given, only the events of that campaign's calls and of the campaign itself
+(its changes of state) when ``campaign`` (an id) is given. ``close()`` ends
+the subscription; the control server calls it when the client goes.
 
 The bus never waits for a subscriber: when this one's channel is full, events
 are lost (``EventBus.subscribe(on_drop=...)`` tells it which). The monitor
@@ -44,13 +45,18 @@ class _Gap:
 class Monitor:
     """Call events for one watcher, as protocol messages, with lost events marked."""
 
-    def __init__(self, bus: EventBus, call_id: str | None = None) -> None:
+    def __init__(
+        self, bus: EventBus, call_id: str | None = None, *, campaign: str | None = None
+    ) -> None:
         self.call_id = call_id
+        self.campaign = campaign
         self._events = bus.subscribe(on_drop=self._lost_one)
         self._gaps: deque[_Gap] = deque()
 
     def _wanted(self, event: CallEvent) -> bool:
-        return self.call_id is None or event.call_id == self.call_id
+        return (self.call_id is None or event.call_id == self.call_id) and (
+            self.campaign is None or event.campaign == self.campaign
+        )
 
     def _lost_one(self, event: CallEvent) -> None:
         if not self._wanted(event):

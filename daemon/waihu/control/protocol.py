@@ -28,9 +28,18 @@ Error codes:
 - ``bad_request``: valid JSON but not a request — not an object, ``method``
   not a string, an unknown or missing param, a param of the wrong type;
 - ``unknown_method``: no such method;
-- ``not_found``: the thing named (call, script, trunk) does not exist;
-- ``unavailable``: the daemon cannot do it now (draining, at ``max_calls``);
+- ``not_found``: the thing named (call, script, trunk, campaign) does not exist;
+- ``unavailable``: the daemon cannot do it now (draining, at ``max_calls``, a
+  storage that keeps no campaigns);
+- ``forbidden``: the command changes the daemon's state and the client is not
+  in ``daemon.control_admin_group`` (read-only commands are still served);
 - ``internal``: a bug in waihud; the daemon logged it with a traceback.
+
+Params are JSON values of the types each command's table entry gives:
+strings, integers, numbers, booleans, objects of strings (``variables``),
+arrays of strings (``numbers``), any object (``settings``, a campaign's
+settings table as a campaign file holds it) or arrays of objects
+(``contacts``).
 
 Pushed events: after its reply to ``watch`` the server keeps the connection
 open and pushes one line per event until the client disconnects (the
@@ -53,6 +62,9 @@ The kinds and their fields are ``waihu.api.EVENT_KINDS``:
   others fail;
 - ``campaign``: ``state``, ``reason`` — a campaign changed state (``call_id``
   is null).
+
+``watch`` with ``campaign`` pushes only the events whose ``campaign`` is that
+campaign's id: its calls' events and its own state changes.
 
 For example::
 
@@ -97,25 +109,42 @@ from typing import Any, Literal
 
 import attrs
 
-from waihu.api import CallEvent, WaihuError
+from waihu.api import OUTCOMES, CallEvent, WaihuError
 from waihu.control.render import (
+    render_audit,
     render_call,
     render_call_placed,
     render_calls,
+    render_campaign,
+    render_campaign_created,
+    render_campaign_summary,
+    render_campaigns,
+    render_contacts_moved,
+    render_dnc_added,
+    render_dnc_list,
+    render_dnc_removed,
     render_plugins,
+    render_pruned,
     render_shutdown,
     render_status,
+    render_value,
     render_watching,
 )
 
 __all__ = [
+    "ATTEMPTS_PAGE",
+    "AUDIT_LIMIT",
+    "CAMPAIGN_PARAM",
     "COMMANDS",
     "COMMANDS_BY_NAME",
     "DEFAULT_SOCKET",
+    "DNC_REASON",
     "DROPPED_EVENT",
     "ENDED_EVENTS",
     "ERROR_CODES",
+    "ERROR_MEANINGS",
     "MAX_LINE_BYTES",
+    "NUMBERS_PARAM",
     "SOCKET_ENV",
     "VARIABLES_PARAM",
     "WAIT_HELP",
@@ -142,13 +171,36 @@ SOCKET_ENV = "WAIHU_SOCKET"  # overrides DEFAULT_SOCKET for waihuctl
 MAX_LINE_BYTES = 1 << 20  # 1 MiB: far above any request, low enough to bound a bad client
 
 ErrorCode = Literal[
-    "parse_error", "bad_request", "unknown_method", "not_found", "unavailable", "internal"
+    "parse_error",
+    "bad_request",
+    "unknown_method",
+    "not_found",
+    "unavailable",
+    "forbidden",
+    "internal",
 ]
 ERROR_CODES: tuple[str, ...] = typing.get_args(ErrorCode)
+# what each code means, for the man page (the module docstring says the same at length)
+ERROR_MEANINGS: Mapping[str, str] = {
+    "parse_error": "the line is not UTF-8 JSON, or is too long",
+    "bad_request": "not a request, an unknown or missing param, a param of the wrong type, "
+    "or a request the daemon refuses as wrong (bad campaign settings, a state change "
+    "that does not apply)",
+    "unknown_method": "no such method",
+    "not_found": "the call, script, trunk or campaign named does not exist",
+    "unavailable": "the daemon cannot do it now (draining, at max_calls, a storage "
+    "without campaigns)",
+    "forbidden": "the command changes state and the client is not in daemon.control_admin_group",
+    "internal": "a bug in waihud, logged with a traceback",
+}
 
 RequestId = str | int | None
 
 CALL_LIMIT_MAX = 1000  # rows one `calls` request may ask for
+ATTEMPTS_PAGE = 1000  # attempts per page of an export: a few hundred kB a reply
+ATTEMPTS_PAGE_MAX = 5000  # well under MAX_LINE_BYTES' worth of rows the client reads
+AUDIT_LIMIT = 50  # audit entries shown unless asked for more
+AUDIT_LIMIT_MAX = 10000
 DROPPED_EVENT = "dropped"  # pushed in place of events a slow watcher lost
 ENDED_EVENTS = ("ended", "failed")  # the last event of every call
 _EVENT_HEAD = ("event", "call_id", "at", "campaign")  # keys every pushed event starts with
@@ -180,24 +232,34 @@ def _bad(message: str) -> ControlError:
 
 # ───────────────────────── the command table ─────────────────────────
 
+# a param's type → how messages name it; ``Mapping`` is any JSON object, ``dict`` an
+# object whose values are strings
 _TYPE_NAMES: dict[type, str] = {
     str: "a string",
     int: "an integer",
+    float: "a number",
     bool: "true or false",
     dict: "an object of strings",
-    list: "an array of strings",
+    Mapping: "an object",
+    list: "an array",
 }
+_ITEM_NAMES: dict[type, str] = {str: "strings", Mapping: "objects"}  # what a list holds
 
 
 @attrs.frozen(kw_only=True)
 class Param:
     """One named parameter of a method, and how ``waihuctl`` spells it.
 
-    ``type`` is ``str``, ``int``, ``bool``, ``dict`` (an object whose values
-    are strings) or ``list`` (of strings). On the command line a
-    ``positional`` param is a bare word (``waihuctl call show ID``), others are
-    options (``--script NAME``); a ``dict`` param is a repeatable ``--flag
-    KEY=VALUE``; a ``list`` param takes one or more words.
+    ``type`` is ``str``, ``int``, ``float`` (any number), ``bool``, ``dict``
+    (an object whose values are strings), ``Mapping`` (any object) or
+    ``list`` (of ``items``: strings, or objects with ``items=Mapping``). On
+    the command line a ``positional`` param is a bare word (``waihuctl call
+    show ID``), others are options (``--script NAME``); a ``dict`` param is a
+    repeatable ``--flag KEY=VALUE``; a positional ``list`` takes one or more
+    words, an option ``list`` is repeated (``--outcome busy --outcome
+    no_answer``); a ``bool`` is a switch that sets the opposite of its
+    ``default`` (``--apply`` sets ``dry_run`` false). ``Mapping`` params and
+    lists of objects cannot be typed: a local step of waihuctl builds them.
     """
 
     name: str
@@ -210,6 +272,7 @@ class Param:
     metavar: str | None = None
     minimum: int | None = None
     maximum: int | None = None
+    items: type = attrs.field(default=str, validator=attrs.validators.in_(_ITEM_NAMES))
 
     @property
     def option(self) -> str:
@@ -223,20 +286,30 @@ class Param:
             return self.metavar
         return "KEY=VALUE" if self.type is dict else self.name.upper()
 
+    @property
+    def kind(self) -> str:
+        """The JSON type the param takes, as messages name it (``an array of strings``)."""
+        if self.type is list:
+            return f"an array of {_ITEM_NAMES[self.items]}"
+        return _TYPE_NAMES[self.type]
+
     def problem(self, value: Any) -> str | None:
         """What is wrong with ``value`` for this param ("must be an integer, not a
         string"), or None when it is of this param's type and range."""
-        wrong = f"must be {_TYPE_NAMES[self.type]}, not {_json_type(value)}"
+        wrong = f"must be {self.kind}, not {_json_type(value)}"
         # bool is an int in Python; JSON keeps them apart, and so do we
-        if isinstance(value, bool) != (self.type is bool) or not isinstance(value, self.type):
+        if isinstance(value, bool) != (self.type is bool):
+            return wrong
+        wanted = (int, float) if self.type is float else self.type  # 3 is a number too
+        if not isinstance(value, wanted):
             return wrong
         if self.type is dict and not all(
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         ):
             return wrong
-        if self.type is list and not all(isinstance(v, str) for v in value):
+        if self.type is list and not all(isinstance(v, self.items) for v in value):
             return wrong
-        if self.type is str and self.required and not value.strip():
+        if self.type in (str, list) and self.required and not _filled(value):
             return "must not be empty"
         if self.minimum is not None and value < self.minimum:
             return f"must be at least {self.minimum}, not {value}"
@@ -250,6 +323,10 @@ class Param:
         if problem is not None:
             raise _bad(f"param {self.name!r} {problem}")
         return value
+
+
+def _filled(value: str | list[Any]) -> bool:
+    return bool(value.strip()) if isinstance(value, str) else bool(value)
 
 
 @attrs.frozen(kw_only=True)
@@ -283,8 +360,12 @@ class Command(CommandEntry):
     handler: str  # the ControlHandlers method answering it
     render: Callable[[Any], str]
     waitable: bool = False  # the result names a call: waihuctl --wait follows it to its end
-    changes_state: bool = False  # logged at info with the client's identity
+    # admins only when daemon.control_admin_group is set; logged at info with the client
+    changes_state: bool = False
     streams: bool = False  # after the reply, events are pushed until the client disconnects
+    # False: waihuctl has no subcommand of its own for it; a local step sends it
+    # (its params cannot be typed: contacts, pages of an export)
+    spelled: bool = True
 
     @property
     def handler_name(self) -> str:
@@ -325,6 +406,47 @@ VARIABLES_PARAM = Param(
     flag="--var",
     metavar="KEY=VALUE",
     help="a value for a {KEY} placeholder of the script; repeatable",
+)
+
+CAMPAIGN_PARAM = Param(
+    name="campaign",
+    type=str,
+    required=True,
+    positional=True,
+    metavar="CAMPAIGN",
+    help="the campaign's id or name, as 'campaign list' shows them",
+)
+NUMBERS_PARAM = Param(
+    name="numbers",
+    type=list,
+    required=True,
+    positional=True,
+    metavar="NUMBER",
+    help="an E.164 number (+8613800138000); give as many as you like",
+)
+DNC_REASON = "operator"  # the reason kept with numbers added by hand
+# the state changes of a campaign: (action, summary, description); each its own method
+CAMPAIGN_CHANGES: tuple[tuple[str, str, str], ...] = (
+    (
+        "start",
+        "start dialling a campaign's contacts",
+        "Start a draft, stopped or completed campaign: its pending contacts are dialled "
+        "within its windows, lines and pace. Refused without contacts, or when its script "
+        "or trunk is not loaded.",
+    ),
+    (
+        "pause",
+        "pause a running campaign; live calls finish",
+        "Stop dialling new contacts of a running campaign until 'campaign resume'; calls in "
+        "progress finish.",
+    ),
+    ("resume", "resume a paused campaign", "Dial a paused campaign's contacts again."),
+    (
+        "stop",
+        "stop a running or paused campaign; live calls finish",
+        "Stop a running or paused campaign: calls in progress finish and nothing more is "
+        "dialled. 'campaign start' starts it again with the contacts left.",
+    ),
 )
 
 COMMANDS: tuple[Command, ...] = (
@@ -383,9 +505,12 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         name="calls",
         handler="calls",
-        summary="list recent calls, newest first",
+        summary="list recent calls, newest first; filter by campaign, grade, outcome, dates",
         description="List the most recent calls from storage, newest first: id, time, number, "
-        "script, status, SIP status, grade and talk time.",
+        "script, status, outcome, SIP status, grade, talk time and campaign. Filters narrow "
+        "the list to calls matching all of them. A date is local to the daemon: --since "
+        "2026-03-01 --until 2026-03-05 is from the start of the 1st to the end of the 5th; an "
+        "ISO date-time (2026-03-05T14:30) is that instant.",
         params=(
             Param(
                 name="limit",
@@ -395,6 +520,32 @@ COMMANDS: tuple[Command, ...] = (
                 minimum=1,
                 maximum=CALL_LIMIT_MAX,
                 help="how many calls to list (default 20)",
+            ),
+            Param(
+                name="campaign",
+                type=str,
+                metavar="CAMPAIGN",
+                help="only the calls of this campaign (its id or name)",
+            ),
+            Param(name="grade", type=str, metavar="GRADE", help="only calls graded so (A, B…)"),
+            Param(
+                name="outcome",
+                type=str,
+                metavar="OUTCOME",
+                help=f"only calls with this outcome ({', '.join(OUTCOMES)})",
+            ),
+            Param(
+                name="since",
+                type=str,
+                metavar="WHEN",
+                help="only calls placed at or after this date (YYYY-MM-DD) or ISO date-time",
+            ),
+            Param(
+                name="until",
+                type=str,
+                metavar="WHEN",
+                help="only calls placed before this ISO date-time, or up to the end of "
+                "this date (YYYY-MM-DD)",
             ),
         ),
         render=render_calls,
@@ -424,7 +575,8 @@ COMMANDS: tuple[Command, ...] = (
         description="Print every event of every call as it happens (dialling, ringing, "
         "answer, each line said and heard with its intent, node changes, hang-up, the end "
         "with its grade), one line each, until interrupted. With --call, only that call's "
-        "events, and stop when it has ended. A monitor that falls behind loses events "
+        "events, and stop when it has ended; with --campaign, only that campaign's calls "
+        "and its changes of state. A monitor that falls behind loses events "
         "rather than slowing calls down, and says so. With --json, prints each event as "
         "its raw JSON line.",
         params=(
@@ -435,9 +587,265 @@ COMMANDS: tuple[Command, ...] = (
                 metavar="ID",
                 help="follow only this live call, and stop when it has ended",
             ),
+            Param(
+                name="campaign",
+                type=str,
+                metavar="CAMPAIGN",
+                help="follow only this campaign's calls and state changes (its id or name)",
+            ),
         ),
         render=render_watching,
         streams=True,
+    ),
+    Command(
+        name="campaign.create",
+        handler="campaign_create",
+        summary="create a campaign (draft) from a campaign file or from flags",
+        description="Create a campaign in state draft from its settings: the keys of a "
+        "campaign file (TOML) or of waihuctl's flags, as 'campaign create' sends them. "
+        "The settings are checked before anything is stored; every problem names its key.",
+        params=(
+            Param(
+                name="settings",
+                type=Mapping,
+                required=True,
+                help="the campaign's settings, as the keys of a campaign file",
+            ),
+        ),
+        render=render_campaign_created,
+        changes_state=True,
+    ),
+    Command(
+        name="campaign.list",
+        handler="campaign_list",
+        summary="list campaigns with their state and progress, newest first",
+        description="List every campaign, newest first: id, name, state, how many of its "
+        "contacts are finished (done, skipped or cancelled) of how many, and why it is in "
+        "its state (paused by the breaker, completed at its end date…).",
+        render=render_campaigns,
+    ),
+    Command(
+        name="campaign.show",
+        handler="campaign_show",
+        summary="show one campaign: settings, progress, outcomes, grades, the node funnel",
+        description="Show one campaign in full: its settings, a progress bar, its contacts "
+        "by state, its attempts by outcome, answered calls by grade, the funnel of the "
+        "script's nodes (how many answered calls reached each node, ended there, and hung "
+        "up there: the line that loses people), its live calls and the reason for its state.",
+        params=(CAMPAIGN_PARAM,),
+        render=render_campaign,
+    ),
+    Command(
+        name="campaign.clone",
+        handler="campaign_clone",
+        summary="copy a campaign's settings and contacts into a new draft campaign",
+        description="Create a draft campaign with another campaign's settings and contact "
+        "list under a new name; every contact starts afresh as pending.",
+        params=(
+            CAMPAIGN_PARAM,
+            Param(
+                name="name",
+                type=str,
+                required=True,
+                positional=True,
+                metavar="NAME",
+                help="the new campaign's name",
+            ),
+        ),
+        render=render_campaign_created,
+        changes_state=True,
+    ),
+    *(
+        Command(
+            name=f"campaign.{action}",
+            handler=f"campaign_{action}",
+            summary=summary,
+            description=description,
+            params=(CAMPAIGN_PARAM,),
+            render=render_campaign_summary,
+            changes_state=True,
+        )
+        for action, summary, description in CAMPAIGN_CHANGES
+    ),
+    Command(
+        name="campaign.cancel",
+        handler="campaign_cancel",
+        summary="cancel every pending contact of a campaign",
+        description="Mark every contact still waiting for a call as cancelled: none of them "
+        "is dialled. Contacts in a call finish it. The campaign keeps its state.",
+        params=(CAMPAIGN_PARAM,),
+        render=render_contacts_moved,
+        changes_state=True,
+    ),
+    Command(
+        name="campaign.redial",
+        handler="campaign_redial",
+        summary="queue again the finished contacts whose last outcome is one of those given",
+        description="Put the contacts that are finished (done, skipped or cancelled) with "
+        "one of the given last outcomes back in the queue, attempts counted afresh; their "
+        "earlier attempts stay in the history. Callees who opted out are never called again.",
+        params=(
+            CAMPAIGN_PARAM,
+            Param(
+                name="outcomes",
+                type=list,
+                required=True,
+                flag="--outcome",
+                metavar="OUTCOME",
+                help=f"a last outcome to redial; repeatable ({', '.join(OUTCOMES)})",
+            ),
+        ),
+        render=render_contacts_moved,
+        changes_state=True,
+    ),
+    Command(
+        name="campaign.reset",
+        handler="campaign_reset",
+        summary="every contact of a stopped or paused campaign back to pending, from zero",
+        description="Put every contact not in a call back in the queue with its attempts "
+        "counted from zero, as if newly imported; the history of attempts is kept. Pause "
+        "or stop a running campaign first.",
+        params=(CAMPAIGN_PARAM,),
+        render=render_contacts_moved,
+        changes_state=True,
+    ),
+    Command(
+        name="campaign.import_info",
+        handler="campaign_import_info",
+        summary="what an import into a campaign checks: region, the script's variables",
+        description="The campaign's id, name, region (of numbers written without a country "
+        "code), time zone and the variables its script fills, which a contact file must "
+        "have as columns. 'campaign import' asks it before reading the file.",
+        params=(CAMPAIGN_PARAM,),
+        render=render_value,
+        spelled=False,
+    ),
+    Command(
+        name="campaign.add_contacts",
+        handler="campaign_add_contacts",
+        summary="add a batch of checked contacts to a campaign",
+        description="Store contacts read and checked by 'campaign import'; refuse those "
+        "already in the campaign or on the do-not-call list, each with its line.",
+        params=(
+            CAMPAIGN_PARAM,
+            Param(
+                name="contacts",
+                type=list,
+                items=Mapping,
+                required=True,
+                help='contacts {"number": E.164, "variables": {...}, "timezone": zone or '
+                'null, "line": the line in the file}',
+            ),
+        ),
+        render=render_value,
+        changes_state=True,
+        spelled=False,
+    ),
+    Command(
+        name="campaign.attempts",
+        handler="campaign_attempts",
+        summary="one page of a campaign's attempts with their contacts, for an export",
+        description="Attempts after the one numbered AFTER, oldest first, with their "
+        "contact's variables, outcome, grade, talk time and recording; 'next' is the AFTER "
+        "of the next page, or null after the last. 'campaign export' pages through them.",
+        params=(
+            CAMPAIGN_PARAM,
+            Param(name="after", type=int, default=0, minimum=0, help="the last attempt seen"),
+            Param(
+                name="limit",
+                type=int,
+                default=ATTEMPTS_PAGE,
+                minimum=1,
+                maximum=ATTEMPTS_PAGE_MAX,
+                help=f"attempts in the page (default {ATTEMPTS_PAGE})",
+            ),
+        ),
+        render=render_value,
+        spelled=False,
+    ),
+    Command(
+        name="dnc.add",
+        handler="dnc_add",
+        summary="add numbers to the do-not-call list",
+        description="Add E.164 numbers (+8613800138000) to the do-not-call list shared by "
+        "every campaign: they are never dialled, and refused on import.",
+        params=(
+            NUMBERS_PARAM,
+            Param(
+                name="reason",
+                type=str,
+                default=DNC_REASON,
+                metavar="TEXT",
+                help=f"why, kept with each number (default {DNC_REASON!r})",
+            ),
+        ),
+        render=render_dnc_added,
+        changes_state=True,
+    ),
+    Command(
+        name="dnc.remove",
+        handler="dnc_remove",
+        summary="remove numbers from the do-not-call list",
+        description="Remove E.164 numbers from the do-not-call list; campaigns may dial them "
+        "again.",
+        params=(NUMBERS_PARAM,),
+        render=render_dnc_removed,
+        changes_state=True,
+    ),
+    Command(
+        name="dnc.list",
+        handler="dnc_list",
+        summary="list the do-not-call list: number, reason, when added",
+        description="Print every number on the do-not-call list with its reason and when "
+        "it was added.",
+        render=render_dnc_list,
+    ),
+    Command(
+        name="audit",
+        handler="audit",
+        summary="who changed what, when: the operators' actions, newest first",
+        description="Print the audit log of operator actions on campaigns, the do-not-call "
+        "list and recordings: when, the unix user who asked, the action and its params.",
+        params=(
+            Param(
+                name="limit",
+                type=int,
+                default=AUDIT_LIMIT,
+                metavar="N",
+                minimum=1,
+                maximum=AUDIT_LIMIT_MAX,
+                help=f"how many entries (default {AUDIT_LIMIT})",
+            ),
+        ),
+        render=render_audit,
+    ),
+    Command(
+        name="recordings.prune",
+        handler="recordings_prune",
+        summary="delete call recordings older than N days (a dry run unless --apply)",
+        description="Report the day folders of recordings older than DAYS days and their "
+        "files and size; with --apply, delete them. Call records keep pointing at the "
+        "recordings, which then are gone.",
+        params=(
+            Param(
+                name="days",
+                type=int,
+                required=True,
+                positional=True,
+                minimum=1,
+                metavar="DAYS",
+                help="keep this many days of recordings (counting today)",
+            ),
+            Param(
+                name="dry_run",
+                type=bool,
+                default=True,
+                flag="--apply",
+                help="delete them (without it, only report what would go)",
+            ),
+        ),
+        render=render_pruned,
+        changes_state=True,
     ),
     Command(
         name="shutdown",

@@ -18,13 +18,25 @@ from typing import Any, TextIO
 
 __all__ = [
     "emit",
+    "progress_bar",
+    "render_audit",
     "render_call",
     "render_call_placed",
     "render_calls",
+    "render_campaign",
+    "render_campaign_created",
+    "render_campaign_summary",
+    "render_campaigns",
+    "render_contacts_moved",
+    "render_dnc_added",
+    "render_dnc_list",
+    "render_dnc_removed",
     "render_event",
     "render_plugins",
+    "render_pruned",
     "render_shutdown",
     "render_status",
+    "render_value",
     "render_watching",
 ]
 
@@ -33,6 +45,10 @@ CLOCK_FORMAT = "%H:%M:%S"  # a live event's time of day; milliseconds are added
 NONE = "-"  # how a missing value is shown in tables and headers
 CALL_ID_WIDTH = len("20261125-150001-a1b2c3")  # ids the daemon makes; keeps columns aligned
 KIND_WIDTH = len("utterance")  # the longest event kind
+BAR_WIDTH = 20  # characters of a progress bar: 5 % each
+BAR_DONE, BAR_LEFT = "#", "-"  # ASCII: a bar reads the same in any terminal and in a pipe
+FINISHED_STATES = ("done", "skipped", "cancelled")  # contacts a campaign is through with
+BYTE_UNITS = ("B", "kB", "MB", "GB", "TB")  # powers of 1000, as disk tools print sizes
 
 
 def emit(text: str, stream: TextIO) -> None:
@@ -91,7 +107,7 @@ def render_call_placed(result: Mapping[str, Any]) -> str:
 def render_calls(result: Sequence[Mapping[str, Any]]) -> str:
     """``calls``: one line per call, newest first."""
     if not result:
-        return "no calls yet"
+        return "no calls"
     rows = [
         [
             c.get("id", NONE),
@@ -99,13 +115,18 @@ def render_calls(result: Sequence[Mapping[str, Any]]) -> str:
             c.get("number", NONE),
             c.get("script", NONE),
             c.get("status", NONE),
+            _value(c.get("outcome")),
             _value(c.get("sip_status")),
             _value(c.get("grade")),
             _duration(c["duration"]) if c.get("duration") is not None else NONE,
+            _value(c.get("campaign_id")),
         ]
         for c in result
     ]
-    headers = ["ID", "CREATED", "NUMBER", "SCRIPT", "STATUS", "SIP", "GRADE", "TALK"]
+    headers = [
+        "ID", "CREATED", "NUMBER", "SCRIPT", "STATUS", "OUTCOME", "SIP", "GRADE", "TALK",
+        "CAMPAIGN",
+    ]  # fmt: skip
     return _table(headers, rows)
 
 
@@ -151,7 +172,226 @@ def render_watching(result: Mapping[str, Any]) -> str:
     live = result.get("live_calls") or []
     if result.get("call_id"):
         return f"watching call {result['call_id']}; Ctrl-C to stop"
+    if result.get("campaign"):
+        return (
+            f"watching campaign {result['campaign']} ({len(live)} live call(s) now); Ctrl-C to stop"
+        )
     return f"watching all calls ({len(live)} live now); Ctrl-C to stop"
+
+
+def render_value(result: Any) -> str:
+    """Any result, readably: ``key  value`` lines for an object, a line per item for a list."""
+    if isinstance(result, Mapping):
+        return _fields([(str(k).replace("_", " "), _value(v)) for k, v in result.items()])
+    if isinstance(result, list):
+        return "\n".join(_value(item) for item in result) or "none"
+    return _value(result)
+
+
+# ───────────────────────── campaigns ─────────────────────────
+
+
+def progress_bar(done: int, total: int) -> str:
+    """``[########------------]  40%  400/1000``; ``no contacts`` when there are none."""
+    if total <= 0:
+        return "no contacts"
+    filled = min(BAR_WIDTH, BAR_WIDTH * done // total)
+    percent = 100 * done // total  # floor: 100 % only when all are through
+    bar = BAR_DONE * filled + BAR_LEFT * (BAR_WIDTH - filled)
+    return f"[{bar}] {percent:3d}%  {done}/{total}"
+
+
+def _progress(contacts: Mapping[str, int]) -> str:
+    done = sum(contacts.get(state, 0) for state in FINISHED_STATES)
+    return progress_bar(done, sum(contacts.values()))
+
+
+def _named(result: Mapping[str, Any]) -> str:
+    return f"campaign {result.get('id', NONE)} {result.get('name', NONE)}"
+
+
+def render_campaign_summary(result: Mapping[str, Any]) -> str:
+    """A campaign's state after a change: ``campaign 3f2a1c spring: paused (by the operator)``."""
+    reason = f" ({result['reason']})" if result.get("reason") else ""
+    return f"{_named(result)}: {result.get('state', NONE)}{reason}"
+
+
+def render_campaign_created(result: Mapping[str, Any]) -> str:
+    """``campaign create``/``clone``: the new campaign, and what to do next."""
+    return (
+        f"{render_campaign_summary(result)}\n"
+        f"next: waihuctl campaign import {result.get('id', NONE)} CONTACTS.csv, "
+        f"then waihuctl campaign start {result.get('id', NONE)}"
+    )
+
+
+def render_campaigns(result: Sequence[Mapping[str, Any]]) -> str:
+    """``campaign list``: one line per campaign with its progress."""
+    if not result:
+        return "no campaigns yet"
+    rows = [
+        [
+            c.get("id", NONE),
+            c.get("name", NONE),
+            c.get("state", NONE),
+            _progress(c.get("contacts") or {}),
+            c.get("reason") or "",
+        ]
+        for c in result
+    ]
+    return _table(["ID", "NAME", "STATE", "PROGRESS", "REASON"], rows)
+
+
+def _counts(counts: Mapping[str, Any]) -> str:
+    """``done 500, pending 400``: largest first."""
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{k} {v}" for k, v in ordered) or "none"
+
+
+def _settings_lines(settings: Mapping[str, Any]) -> list[tuple[str, str]]:
+    pace = settings.get("calls_per_minute")
+    dates = [settings.get("start_date"), settings.get("end_date")]
+    lines = [
+        ("script", _value(settings.get("script"))),
+        ("trunk", _value(settings.get("trunk"))),
+        ("caller id", _value(settings.get("caller_id"))),
+        ("lines", _value(settings.get("lines"))),
+        ("pace", f"{pace:g} calls a minute" if isinstance(pace, int | float) else NONE),
+        ("time zone", _value(settings.get("timezone"))),
+        ("windows", _listing(settings.get("windows") or [])),
+        ("dates", " to ".join(d or "any" for d in dates) if any(dates) else "any day"),
+        ("ring timeout", f"{settings['ring_timeout']:g} s" if "ring_timeout" in settings else NONE),
+        ("max attempts", _value(settings.get("max_attempts"))),
+        ("region", _value(settings.get("region"))),
+    ]
+    notify = settings.get("notify") or []
+    lines += [
+        (
+            "notify",
+            f"{n.get('notifier')} ({n.get('mode')}): grades {_listing(n.get('grades') or [])}",
+        )
+        for n in notify
+        if isinstance(n, Mapping)
+    ]
+    return lines
+
+
+def render_campaign(result: Mapping[str, Any]) -> str:
+    """``campaign show``: settings, progress, counts, the node funnel, live calls."""
+    contacts = result.get("contacts") or {}
+    header = [
+        *_settings_lines(result.get("settings") or {}),
+        ("created", _when(result.get("created_at"))),
+        ("started", _when(result.get("started_at"))),
+        ("ended", _when(result.get("ended_at"))),
+    ]
+    if result.get("reason"):
+        header.append(("reason", str(result["reason"])))
+    attempts = f"{result.get('attempts', 0)}"
+    if result.get("reconciled"):
+        attempts += f" ({result['reconciled']} closed at start-up after a crash)"
+    counts = [
+        ("progress", _progress(contacts)),
+        ("contacts", _counts(contacts)),
+        ("attempts", attempts),
+        ("outcomes", _counts(result.get("outcomes") or {})),
+        ("grades", _counts(result.get("grades") or {})),
+        ("live calls", _listing(result.get("live_calls") or [])),
+    ]
+    lines = [f"{_named(result)}  {result.get('state', NONE)}", _fields(header), "", _fields(counts)]
+    funnel = result.get("funnel") or []
+    lines.append("")
+    if not funnel:
+        lines.append("funnel: no answered calls yet")
+        return "\n".join(lines)
+    lines.append("funnel: answered calls at each node of the script")
+    rows = [
+        [
+            row.get("node", NONE),
+            row.get("reached", 0),
+            row.get("ended", 0),
+            row.get("hung_up", 0),
+            _share(row.get("hung_up", 0), row.get("reached", 0)),
+        ]
+        for row in funnel
+    ]
+    table = _table(["NODE", "REACHED", "ENDED THERE", "HUNG UP THERE", "HUNG UP %"], rows)
+    lines += ["  " + line for line in table.splitlines()]
+    return "\n".join(lines)
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.0f}%" if whole else NONE
+
+
+_MOVED = {"cancelled": "cancelled", "requeued": "queued again", "reset": "back to pending"}
+
+
+def render_contacts_moved(result: Mapping[str, Any]) -> str:
+    """``campaign cancel``/``redial``/``reset``: how many contacts moved, and where."""
+    for key, where in _MOVED.items():
+        if key in result:
+            return f"campaign {result.get('id', NONE)}: {result[key]} contact(s) {where}"
+    return render_value(result)
+
+
+# ───────────────────────── do-not-call, audit, recordings ─────────────────────────
+
+
+def render_dnc_added(result: Mapping[str, Any]) -> str:
+    """``dnc add``: how many were new to the list."""
+    added, given = result.get("added", 0), result.get("given", 0)
+    already = f"; {given - added} already on it" if given > added else ""
+    return f"added {added} number(s) to the do-not-call list{already}"
+
+
+def render_dnc_removed(result: Mapping[str, Any]) -> str:
+    """``dnc remove``: how many were taken off."""
+    return f"removed {result.get('removed', 0)} number(s) from the do-not-call list"
+
+
+def render_dnc_list(result: Sequence[Mapping[str, Any]]) -> str:
+    """``dnc list``: one line per number."""
+    if not result:
+        return "the do-not-call list is empty"
+    rows = [
+        [r.get("number", NONE), r.get("reason") or NONE, _when(r.get("added_at"))] for r in result
+    ]
+    return _table(["NUMBER", "REASON", "ADDED"], rows)
+
+
+def render_audit(result: Sequence[Mapping[str, Any]]) -> str:
+    """``audit``: one line per operator action, newest first."""
+    if not result:
+        return "no operator actions recorded yet"
+    rows = [
+        [_when(e.get("at")), e.get("user", NONE), e.get("action", NONE), _value(e.get("params"))]
+        for e in result
+    ]
+    return _table(["WHEN", "USER", "ACTION", "PARAMS"], rows)
+
+
+def render_pruned(result: Mapping[str, Any]) -> str:
+    """``recordings prune``: the day folders that went (or, dry, would go)."""
+    days = list(result.get("days") or [])
+    if not days:
+        return "no recordings older than that"
+    span = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+    what = f"{len(days)} day folder(s) ({span}): {result.get('files', 0)} file(s), "
+    what += _size(result.get("bytes", 0))
+    if result.get("dry_run"):
+        return f"would delete {what}\na dry run: nothing was deleted; --apply deletes them"
+    lines = [f"deleted {what}"]
+    lines += [f"could not delete {error}" for error in result.get("errors") or []]
+    return "\n".join(lines)
+
+
+def _size(count: float) -> str:
+    unit = 0
+    while count >= 1000 and unit < len(BYTE_UNITS) - 1:
+        count /= 1000
+        unit += 1
+    return f"{count:.0f} B" if unit == 0 else f"{count:.1f} {BYTE_UNITS[unit]}"
 
 
 # one pushed event kind → the fields its line shows, and how
