@@ -26,6 +26,9 @@ bench: deps venv
 	$(BIN)/python benchmarks/bench_media.py
 	$(BIN)/python benchmarks/bench_asr.py
 	$(BIN)/python benchmarks/bench_calls.py --calls 10
+	$(BIN)/python benchmarks/bench_import.py
+	$(BIN)/python benchmarks/bench_campaign.py --calls 400 --lines 100
+	$(BIN)/python benchmarks/bench_campaign_store.py
 
 deps:
 	@missing=""; \
