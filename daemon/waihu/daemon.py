@@ -41,8 +41,10 @@ import pluggy
 import trio
 
 from waihu import sd_notify
-from waihu.api import Storage, WaihuError
+from waihu.api import CampaignStore, Storage, WaihuError
 from waihu.call_lifecycle import reconcile_unfinished
+from waihu.campaign.scheduler import CampaignScheduler
+from waihu.campaign.service import CampaignService
 from waihu.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from waihu.control.handlers import ControlHandlers, daemon_version
 from waihu.control.server import ControlServer
@@ -51,6 +53,7 @@ from waihu.dialog.script import ScriptError, load_script
 from waihu.dispatcher import CallDispatcher
 from waihu.events import EventBus
 from waihu.media.media_clock import MediaClock
+from waihu.notify.outbox import OutboxDelivery
 from waihu.plugins import PluginError, collect_provider_types, make_plugin_manager
 from waihu.providers import Providers
 
@@ -112,6 +115,7 @@ class Daemon:
                 self.config, self.providers, self.scripts, clock=self.clock, events=self.events
             )
             await nursery.start(dispatcher.run)
+            campaigns = await self._start_campaigns(nursery, storage, dispatcher)
             handlers = ControlHandlers(
                 dispatcher=dispatcher,
                 storage=storage,
@@ -120,6 +124,8 @@ class Daemon:
                 clock=self.clock,
                 stop=self.stop,
                 started_at=self.started_at,
+                campaigns=campaigns,
+                recordings_dir=self.state_dir / self.config.daemon.recordings_dir,
             )
             server = ControlServer(
                 self.control_path,
@@ -136,6 +142,39 @@ class Daemon:
             await dispatcher.drain(self.config.daemon.drain_timeout)
             nursery.cancel_scope.cancel()
         log.info("waihud stopped")
+
+    async def _start_campaigns(
+        self, nursery: trio.Nursery, storage: Storage, dispatcher: CallDispatcher
+    ) -> CampaignService | None:
+        """The notifiers' outboxes, the campaign scheduler (which first reconciles the
+        attempts a crash left open) and the operators' campaign service; None when the
+        storage keeps no campaigns."""
+        if not isinstance(storage, CampaignStore):
+            log.warning("storage %s keeps no campaigns; campaign commands are off", storage)
+            return None
+        outboxes = {
+            name: OutboxDelivery(storage, name, notifier)
+            for name, notifier in self.providers.started("notify").items()
+        }
+        for outbox in outboxes.values():
+            await nursery.start(outbox.run)
+        scheduler = CampaignScheduler(
+            store=storage,
+            calls=storage,
+            dispatcher=dispatcher,
+            events=self.events,
+            outboxes=outboxes,
+            node=self.config.daemon.node,
+            frequency_cap_hours=self.config.campaign.frequency_cap_hours,
+        )
+        await nursery.start(scheduler.run)
+        return CampaignService(
+            store=storage,
+            calls=storage,
+            scheduler=scheduler,
+            dispatcher=dispatcher,
+            default_region=self.config.campaign.default_region,
+        )
 
     async def _heartbeat(self, storage: Storage, node: str) -> None:
         while True:
