@@ -271,12 +271,12 @@ async def test_watch_campaign_pushes_only_that_campaigns_events(tmp_path: Path) 
 # ───────────────────────── waihuctl through the socket ─────────────────────────
 
 GBK_CONTACTS = (
-    "姓名,手机号,备注\n"
-    "张三,13800138000,老客户\n"
-    "李四,12345,坏号码\n"
-    "王五,138 0013 8000,重复\n"
-    "赵六,13900139000,在黑名单\n"
-    "钱七,+86 137 0013 7000,新客户\n"
+    "姓名,手机号,时区,备注\n"
+    "张三,13800138000,,老客户\n"
+    "李四,12345,,坏号码\n"
+    "王五,138 0013 8000,,重复\n"
+    "赵六,13900139000,Asia/Urumqi,在黑名单\n"
+    "钱七,+86 137 0013 7000,,新客户\n"
 )
 
 
@@ -314,10 +314,24 @@ async def test_import_a_gbk_file_reports_each_reject_with_its_line_and_writes_th
     ]
     assert numbers == {"+8613800138000", "+8613700137000"}
     assert list(csv.reader(rejects.splitlines())) == [
-        ["rejected_line", "reject_reason", "姓名", "手机号", "备注"],
-        ["3", "'12345' is not a valid phone number (read as +8612345)", "李四", "12345", "坏号码"],
-        ["4", "duplicate: +8613800138000 is already on line 2", "王五", "138 0013 8000", "重复"],
-        ["5", "on the do-not-call list", "赵六", "+8613900139000", "在黑名单"],
+        ["rejected_line", "reject_reason", "姓名", "手机号", "时区", "备注"],
+        [
+            "3",
+            "'12345' is not a valid phone number (read as +8612345)",
+            "李四",
+            "12345",
+            "",
+            "坏号码",
+        ],
+        [
+            "4",
+            "duplicate: +8613800138000 is already on line 2",
+            "王五",
+            "138 0013 8000",
+            "",
+            "重复",
+        ],
+        ["5", "on the do-not-call list", "赵六", "+8613900139000", "Asia/Urumqi", "在黑名单"],
     ]
     assert (again["added"], again["rejected"]) == (0, 5)
     assert again["rejected_by_reason"]["already in the campaign"] == 2
