@@ -181,46 +181,14 @@ class EventStream:
 
 
 class ControlHandler(Protocol):
-    """What the daemon answers: one async method per command of the table.
+    """What the daemon answers: for each command of ``protocol.COMMANDS``, an async method
+    named by the command's ``handler``, taking its params as keyword arguments and
+    returning plain JSON values (a streaming command returns an ``EventStream``).
 
-    Each method gets the command's params as keyword arguments and returns
-    plain JSON values (dicts, lists, strings, numbers, booleans, None). It
-    raises ``ControlError`` for an expected failure (unknown call id, draining…).
+    It raises ``ControlError`` for an expected failure (unknown call id, draining…).
+    The daemon's is ``waihu.control.handlers.ControlHandlers``, held to the table by
+    its tests; this protocol names no method itself, so the table stays the one list.
     """
-
-    async def status(self) -> dict[str, Any]:
-        """Uptime, version, live calls, trunks, draining flag…"""
-        ...
-
-    async def plugins(self) -> list[dict[str, Any]]:
-        """Name, distribution, version and hooks of every plugin."""
-        ...
-
-    async def call(
-        self,
-        target: str,
-        script: str,
-        trunk: str | None = None,
-        variables: dict[str, str] | None = None,
-    ) -> dict[str, Any]:
-        """Start a call; returns ``{"call_id": ...}`` once dialling has begun."""
-        ...
-
-    async def calls(self, limit: int = 20) -> list[dict[str, Any]]:
-        """Summaries of the most recent calls, newest first."""
-        ...
-
-    async def call_show(self, id: str) -> dict[str, Any]:
-        """The whole record of one call, transcript included."""
-        ...
-
-    async def watch(self, call_id: str | None = None) -> EventStream:
-        """Subscribe to call events (of one live call, if given) for this client."""
-        ...
-
-    async def shutdown(self) -> dict[str, Any]:
-        """Begin a graceful drain; returns at once."""
-        ...
 
 
 class _LineTooLong(Exception):
@@ -608,9 +576,21 @@ class _Sender:
             await self._stream.send_all(data)
 
 
+LOGGED_ITEMS = 5  # a list param longer than this is logged by its length (contact batches)
+
+
 def _describe(name: str, params: dict[str, Any]) -> str:
-    """A request as the log shows it: ``call target='1001' script='demo'``."""
-    return " ".join([name, *(f"{k}={v!r}" for k, v in params.items() if v is not None)])
+    """A request as the log shows it: ``call target='1001' script='demo'``; a long list
+    (a batch of contacts, of numbers) as its length, so the journal holds no phone book."""
+
+    def shown(value: Any) -> str:
+        if isinstance(value, list | tuple) and len(value) > LOGGED_ITEMS:
+            return f"[{len(value)} items]"
+        if isinstance(value, dict) and len(repr(value)) > 200:
+            return f"{{{len(value)} keys}}"
+        return repr(value)
+
+    return " ".join([name, *(f"{k}={shown(v)}" for k, v in params.items() if v is not None)])
 
 
 def _group_id(name: str | None, key: str) -> int | None:
