@@ -163,6 +163,7 @@ caller_id = "02000000000"
 [trunk.office]
 type = "numbered"
 calls_per_minute = 600
+lines = {trunk_lines}
 
 [asr.default]
 type = "fake"
@@ -249,11 +250,15 @@ def threads_hold_the_clock(
 
 @asynccontextmanager
 async def rig(
-    tmp_path: Path, *, reconcile_first: Callable[..., Any] | None = None
+    tmp_path: Path,
+    *,
+    frequency_cap_hours: float = 0,
+    trunk_lines: int = 20,
+    reconcile_first: Callable[..., Any] | None = None,
 ) -> AsyncIterator[Rig]:
     write_hello_script(tmp_path / "scripts")
     path = tmp_path / "waihud.toml"
-    path.write_text(CONFIG.format(tmp=tmp_path), encoding="utf-8")
+    path.write_text(CONFIG.format(tmp=tmp_path, trunk_lines=trunk_lines), encoding="utf-8")
     pm = make_plugin_manager(extra=[Stand()])
     types = collect_provider_types(pm)
     config = load_config(path, types)
@@ -276,7 +281,7 @@ async def rig(
             events=bus,
             outboxes={},
             node="test-node",
-            frequency_cap_hours=0,
+            frequency_cap_hours=frequency_cap_hours,
             now=wall,
         )
         await nursery.start(scheduler.run)
@@ -430,6 +435,47 @@ async def test_a_dnc_end_node_lists_the_number_before_hanging_up_and_files_opted
             listed = await r.service.dnc_list()
             assert [e["number"] for e in listed] == ["+8613800138000"]
             assert listed[0]["reason"].startswith("asked in call ")
+
+
+async def test_campaigns_sharing_a_trunk_take_its_lines_in_turn(
+    tmp_path: Path, threads_hold_the_clock: trio.testing.MockClock
+) -> None:
+    """Two campaigns of 3 lines each on a trunk of 2 lines: neither starves the other."""
+    first = [(f"+86138001381{i:02d}8", None) for i in range(8)]
+    second = [(f"+86139001391{i:02d}8", None) for i in range(8)]
+    with trio.fail_after(SIMULATED_LIMIT):
+        async with rig(tmp_path, trunk_lines=2) as r:
+            a = await r.campaign(first, name="a", lines=3)
+            b = await r.campaign(second, name="b", lines=3)
+            await r.service.change(a, "start", user="tester")
+            await r.service.change(b, "start", user="tester")
+            await r.until_state(a, "completed")
+            await r.until_state(b, "completed")
+    assert r.trunk.most_up == 2
+    order = ["a" if t.startswith("+86138") else "b" for t, _ in r.trunk.dialled]
+    assert len(order) == 16
+    # first come, first served per line: within any 4 dials both campaigns are served
+    for i in range(len(order) - 3):
+        window = order[i : i + 4]
+        if i + 4 <= 12:  # until one list runs out
+            assert set(window) == {"a", "b"}, order
+
+
+async def test_the_frequency_cap_holds_back_a_number_answered_elsewhere_today(
+    tmp_path: Path, threads_hold_the_clock: trio.testing.MockClock
+) -> None:
+    number = "+8613800138000"
+    with trio.fail_after(SIMULATED_LIMIT):
+        async with rig(tmp_path, frequency_cap_hours=24) as r:
+            first = await r.campaign([(number, None)], name="first")
+            await r.service.change(first, "start", user="tester")
+            await r.until_state(first, "completed")
+            answered_at = r.trunk.dialled[0][1]
+            second = await r.campaign([(number, None)], name="second")
+            await r.service.change(second, "start", user="tester")
+            await r.until_state(second, "completed")
+    assert [t for t, _ in r.trunk.dialled] == [number, number]
+    assert r.trunk.dialled[1][1] >= answered_at + 24 * 3600  # not again within 24 hours
 
 
 async def _leave_open_attempts(store: Any) -> None:
