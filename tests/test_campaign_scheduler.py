@@ -164,6 +164,7 @@ caller_id = "02000000000"
 type = "numbered"
 calls_per_minute = 600
 lines = {trunk_lines}
+{dial_format}
 
 [asr.default]
 type = "fake"
@@ -254,11 +255,15 @@ async def rig(
     *,
     frequency_cap_hours: float = 0,
     trunk_lines: int = 20,
+    dial_format: str = "",
     reconcile_first: Callable[..., Any] | None = None,
 ) -> AsyncIterator[Rig]:
     write_hello_script(tmp_path / "scripts")
     path = tmp_path / "waihud.toml"
-    path.write_text(CONFIG.format(tmp=tmp_path, trunk_lines=trunk_lines), encoding="utf-8")
+    path.write_text(
+        CONFIG.format(tmp=tmp_path, trunk_lines=trunk_lines, dial_format=dial_format),
+        encoding="utf-8",
+    )
     pm = make_plugin_manager(extra=[Stand()])
     types = collect_provider_types(pm)
     config = load_config(path, types)
@@ -476,6 +481,17 @@ async def test_the_frequency_cap_holds_back_a_number_answered_elsewhere_today(
             await r.until_state(second, "completed")
     assert [t for t, _ in r.trunk.dialled] == [number, number]
     assert r.trunk.dialled[1][1] >= answered_at + 24 * 3600  # not again within 24 hours
+
+
+async def test_a_trunk_that_sets_a_dial_format_gets_numbers_written_its_way(
+    tmp_path: Path, threads_hold_the_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(SIMULATED_LIMIT):
+        async with rig(tmp_path, dial_format='dial_format = "national"') as r:
+            cid = await r.campaign([("+8613800138003", None), ("+861012345673", None)])
+            await r.service.change(cid, "start", user="tester")  # the campaign says e164
+            await r.until_state(cid, "completed")
+    assert sorted(t for t, _ in r.trunk.dialled) == ["01012345673", "13800138003"]
 
 
 async def _leave_open_attempts(store: Any) -> None:

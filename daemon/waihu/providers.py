@@ -41,6 +41,7 @@ from waihu.api import (
     ProviderContext,
     Storage,
     Trunk,
+    one_of,
     positive,
 )
 
@@ -70,11 +71,16 @@ class TrunkLimits:
     ``lines`` is how many calls the trunk carries at once (None in the file:
     ``daemon.max_calls``, as ``Config.trunk_limits`` gives it); ``calls_per_minute``
     how fast new calls may start on it (a token bucket, see
-    ``waihu.dispatcher``).
+    ``waihu.dispatcher``); ``dial_format`` how the carrier wants a campaign's
+    E.164 numbers written (``national``, ``e164``, ``international``; None: as
+    each campaign's ``dial_format`` says).
     """
 
     lines: int | None = attrs.field(default=None, validator=positive())
     calls_per_minute: float = attrs.field(default=DEFAULT_CALLS_PER_MINUTE, validator=positive())
+    dial_format: str | None = attrs.field(
+        default=None, validator=one_of("e164", "national", "international")
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -431,7 +431,7 @@ class CampaignRunner:
             )
         )
         request = CallRequest(
-            target=format_for_dial(contact.number, self.settings.dial_format, self.settings.region),
+            target=format_for_dial(contact.number, self._dial_format(), self.settings.region),
             script=self.settings.script,
             trunk=self.trunk,
             variables=dict(contact.variables),
@@ -459,6 +459,12 @@ class CampaignRunner:
                 next_at=end + IDLE_MAX_SECONDS,
             )
             raise
+
+    def _dial_format(self) -> str:
+        """How the number is written for the trunk: the trunk's own format, if it sets
+        one (a carrier wants what it wants), else the campaign's."""
+        trunk_format = self.scheduler.dispatcher.config.trunk_limits(self.trunk).dial_format
+        return trunk_format or self.settings.dial_format
 
     async def _finished(self, attempt: Attempt, contact: Contact, record: CallRecord) -> None:
         """File one attempt's outcome, move its contact, feed the breaker, push a lead."""
