@@ -494,6 +494,21 @@ async def test_a_trunk_that_sets_a_dial_format_gets_numbers_written_its_way(
     assert sorted(t for t, _ in r.trunk.dialled) == ["01012345673", "13800138003"]
 
 
+async def test_a_campaign_paused_and_resumed_mid_call_keeps_to_its_lines(
+    tmp_path: Path, threads_hold_the_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(SIMULATED_LIMIT):
+        async with rig(tmp_path) as r:
+            cid = await r.campaign([(f"+86138001380{i}8", None) for i in range(3)], lines=1)
+            await r.service.change(cid, "start", user="tester")
+            while r.trunk.up == 0:  # the first call rings (20 s before it is answered)
+                await trio.sleep(1)
+            await r.service.change(cid, "pause", user="tester")
+            await r.service.change(cid, "resume", user="tester")
+            await r.until_state(cid, "completed")
+    assert len(r.trunk.dialled) == 3 and r.trunk.most_up == 1
+
+
 async def _leave_open_attempts(store: Any) -> None:
     """What a kill -9 leaves: a running campaign with attempts begun and never finished."""
     row = CampaignRow(

@@ -129,6 +129,9 @@ class CampaignScheduler:
         self.frequency_cap = frequency_cap_hours * 3600.0
         self.now = now
         self.breakers: dict[str, CircuitBreaker] = {}
+        # a campaign's own lines outlive its runner: calls still up after a pause keep
+        # theirs, so a resumed campaign never exceeds its ``lines``
+        self.campaign_lines: dict[str, trio.Semaphore] = {}
         self._runners: dict[str, CampaignRunner] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -299,7 +302,9 @@ class CampaignRunner:
             NotifyRule(notifier=r.notifier, grades=r.grades, tags=r.tags, mode=r.mode)
             for r in settings.notify
         )
-        self._lines = trio.Semaphore(settings.lines)
+        self._lines = self.scheduler.campaign_lines.setdefault(
+            self.row.id, trio.Semaphore(settings.lines)
+        )
         self._bucket = TokenBucket(settings.calls_per_minute)
 
     @property
