@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := sip-tester espeak-ng sox baresip-core kamailio
+APT_PACKAGES := sip-tester espeak-ng sox baresip-core kamailio graphviz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint bench deps venv clean
@@ -32,7 +32,7 @@ bench: deps venv
 
 deps:
 	@missing=""; \
-	for cmd in sipp espeak-ng sox baresip kamailio; do \
+	for cmd in sipp espeak-ng sox baresip kamailio dot; do \
 	  command -v $$cmd >/dev/null || test -x /usr/sbin/$$cmd || missing=1; \
 	done; \
 	if [ -n "$$missing" ]; then \

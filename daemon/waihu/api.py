@@ -57,7 +57,9 @@ __all__ = [
     "EventKind",
     "HangupSide",
     "Intent",
+    "Keyword",
     "Match",
+    "MatchSource",
     "Notification",
     "Notifier",
     "OutboxItem",
@@ -66,6 +68,7 @@ __all__ = [
     "ProviderContext",
     "ProviderError",
     "Storage",
+    "Synthesizer",
     "Trunk",
     "TrunkError",
     "Turn",
@@ -327,21 +330,67 @@ class AsrEngine(Protocol):
 
 
 @attrs.frozen
+class Keyword:
+    """One keyword of a class and how it may match.
+
+    ``negated`` names the class a negated occurrence ("不感兴趣" for "感兴趣")
+    counts for; None takes the intent's ``negated``. ``sound_alike`` also
+    matches the keyword by its pinyin, so a recogniser's homophone (在 for 再)
+    still matches; None takes the intent's setting.
+    """
+
+    text: str
+    negated: str | None = None
+    sound_alike: bool | None = None
+
+
+def _keywords(items: Sequence[str | Keyword]) -> tuple[Keyword, ...]:
+    return tuple(k if isinstance(k, Keyword) else Keyword(k) for k in items)
+
+
+@attrs.frozen
 class Intent:
-    """A class of reply a script can route on: keywords/phrases that signal it."""
+    """A class of reply a script can route on, and what signals it.
+
+    ``keywords`` are found anywhere in a reply (a plain string is a
+    ``Keyword`` with the intent's defaults); ``patterns`` are regular
+    expressions (Python ``re``) over the normalised reply, including gap
+    patterns such as ``别.{0,2}打``; ``exclusions`` are phrases or patterns: a
+    keyword or pattern match lying inside a match of one of them does not count
+    ("用不用" inside "不用不用"); ``examples`` are whole replies, matched exactly
+    and used to train a classifier. ``negated`` is the class a negated
+    keyword or pattern of this intent counts for (None: a negated match counts
+    for nothing); ``sound_alike`` the default of its keywords.
+    """
 
     name: str
-    keywords: tuple[str, ...] = ()
+    keywords: tuple[Keyword, ...] = attrs.field(default=(), converter=_keywords)
     examples: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    exclusions: tuple[str, ...] = ()
+    negated: str | None = None
+    sound_alike: bool = True
+
+
+MatchSource = Literal["keyword", "pattern", "example", "model"]
 
 
 @attrs.frozen
 class Match:
-    """One classification candidate."""
+    """One classification candidate.
+
+    ``matched`` is the keyword, pattern or example that matched (for the
+    model: the example sentence closest to the reply, or empty); ``negated``
+    says the candidate comes from a negated match (a keyword of another class
+    under 不/没…, counted for this one), or from a double negation restoring
+    it; ``source`` what kind of rule (or the trained model) produced it.
+    """
 
     intent: str
     score: float
-    matched: str = ""  # the keyword or example that matched, for the transcript
+    matched: str = ""
+    negated: bool = False
+    source: MatchSource = "keyword"
 
 
 @runtime_checkable
@@ -354,7 +403,38 @@ class Classifier(Protocol):
 
     def classify(self, text: str, allowed: Sequence[str]) -> list[Match]:
         """Candidates among ``allowed``, best first; ``allowed`` is in the script's
-        priority order and ties are broken by it. Empty when nothing matches."""
+        priority order and ties are broken by it. Empty when nothing matches.
+
+        Policy for classifiers that combine rules with a trained model: every
+        class whose rules fire comes first, in the order of ``allowed``; only
+        when no rule fires may the model add its best class, and only when its
+        confidence reaches the classifier's threshold.
+        """
+        ...
+
+
+# ───────────────────────────── speech synthesis ─────────────────────────────
+
+
+@runtime_checkable
+class Synthesizer(Protocol):
+    """A text-to-speech engine (provider kind ``tts``).
+
+    Speaks a script line that has no recording, or whose text carries a
+    variable (``{name}``). The core caches what it returns per text, so an
+    engine need not cache.
+    """
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None: ...
+
+    async def synthesize(self, text: str, *, language: str, sample_rate: int) -> np.ndarray:
+        """``text`` spoken in ``language`` (a script's ``language``: "zh", "ko"…) as
+        16-bit mono PCM at ``sample_rate``; blocking work runs in a worker thread.
+
+        Raises ``ProviderError`` naming the text when it cannot be spoken.
+        """
         ...
 
 
@@ -400,6 +480,8 @@ class CallRecord:
     error: str | None = None
     campaign_id: str | None = None  # the campaign that placed it; None for a single call
     outcome: str | None = None  # one of OUTCOMES, once the call is over
+    grade_reason: str | None = None  # why the grade: the matching grading rule's reason
+    script_hash: str | None = None  # content hash of the script version that spoke
 
 
 @runtime_checkable

@@ -24,6 +24,7 @@ __all__ = [
     "waihu_notifier_types",
     "waihu_storage_types",
     "waihu_trunk_types",
+    "waihu_tts_types",
 ]
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -52,6 +53,11 @@ def waihu_asr_types() -> list[type[Provider]]:
 @hookspec
 def waihu_nlu_types() -> list[type[Provider]]:
     """Intent classifier classes (``waihu.api.Classifier``). Used by ``[nlu.NAME]``."""
+
+
+@hookspec
+def waihu_tts_types() -> list[type[Provider]]:
+    """Speech synthesiser classes (``waihu.api.Synthesizer``). Used by ``[tts.NAME]``."""
 
 
 @hookspec

@@ -40,6 +40,7 @@ from waihu.api import (
     Provider,
     ProviderContext,
     Storage,
+    Synthesizer,
     Trunk,
     one_of,
     positive,
@@ -106,7 +107,7 @@ class ProviderKind:
 
 
 # The one table of provider kinds. Start order: storage first (calls are filed from
-# the start), then speech recognisers (slow to load), trunks, notifiers.
+# the start), then speech recognisers and synthesisers (slow to load), trunks, notifiers.
 PROVIDER_KINDS: tuple[ProviderKind, ...] = (
     ProviderKind(
         name="storage",
@@ -116,6 +117,7 @@ PROVIDER_KINDS: tuple[ProviderKind, ...] = (
         start_order=0,
     ),
     ProviderKind(name="asr", hook="waihu_asr_types", protocol=AsrEngine, start_order=1),
+    ProviderKind(name="tts", hook="waihu_tts_types", protocol=Synthesizer, start_order=1),
     ProviderKind(
         name="trunk",
         hook="waihu_trunk_types",

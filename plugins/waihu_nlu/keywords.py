@@ -101,7 +101,8 @@ class KeywordClassifier(Provider):
         rules: dict[str, _IntentRules] = {}
         for intent in intents:
             into = rules.setdefault(intent.name, _IntentRules())
-            for word in intent.keywords:
+            for entry in intent.keywords:
+                word = entry.text
                 keyword = self._keyword(word)
                 if keyword is None:
                     log.warning(

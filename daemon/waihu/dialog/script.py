@@ -266,7 +266,11 @@ def load_script(path: Path | str, *, check_recordings: bool = True) -> Script:
             # of longer phrases recognises better than every keyword of every sentence.
             routed = [by_name[i] for i in t.on if i in by_name]
             routed += [by_name[k] for k in kb_entries]
-            phrases = list(dict.fromkeys(p for i in routed for p in (i.examples or i.keywords)))
+            phrases = list(
+                dict.fromkeys(
+                    p for i in routed for p in (i.examples or [k.text for k in i.keywords])
+                )
+            )
         built_nodes[name] = Node(
             name=name,
             say=tuple(t.say),
