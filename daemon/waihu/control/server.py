@@ -112,6 +112,7 @@ log = logging.getLogger("waihu.control")
 SOCKET_MODE = 0o660  # owner and the socket's group (operators) may connect; others may not
 LISTEN_BACKLOG = 64
 MAX_CONNECTIONS = 64  # clients at once; more are told "unavailable" and closed
+LOGIN_NAME_TTL = 300.0  # seconds a uid's account name is remembered (renames are rare)
 RECEIVE_BYTES = 65536
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid (Linux SO_PEERCRED)
 ROOT_UID = 0
@@ -263,6 +264,7 @@ class ControlServer:
         self._admin_gid: int | None = None  # looked up when run starts
         self._own_uid = os.geteuid()
         self._connections = 0
+        self._login_names: dict[int, tuple[str, float]] = {}  # uid → (name, when looked up)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, report started, serve until cancelled, then remove the socket file.
@@ -395,7 +397,7 @@ class ControlServer:
         self._connections += 1
         try:
             async with stream:
-                client.peer = await _identify(stream)
+                client.peer = await _identify(stream, self._login_names)
                 if self._connections > MAX_CONNECTIONS:
                     log.warning(
                         "refused control client %s: %d connections open", client, MAX_CONNECTIONS
@@ -614,16 +616,23 @@ def _remove_private_directory(private: Path, staged: Path) -> None:
         log.warning("cannot remove %s: %s", private, exc.strerror)
 
 
-async def _identify(stream: trio.SocketStream) -> Peer | None:
+async def _identify(stream: trio.SocketStream, names: dict[int, tuple[str, float]]) -> Peer | None:
     """Who is on the other end: credentials from the kernel, the uid's name from the
-    account database; None where the kernel gives no credentials."""
+    account database (remembered in ``names`` for ``LOGIN_NAME_TTL``); None where the
+    kernel gives no credentials."""
     try:
         raw = stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
     except (OSError, AttributeError):  # SO_PEERCRED is Linux-only
         return None
     pid, uid, gid = _PEERCRED.unpack(raw)
-    # the account database may be remote (LDAP, sssd): look the uid up off the trio thread
-    user = await trio.to_thread.run_sync(_login_name, uid)
+    known = names.get(uid)
+    if known is not None and trio.current_time() - known[1] < LOGIN_NAME_TTL:
+        user = known[0]
+    else:
+        # the account database may be remote (LDAP, sssd): look the uid up off the trio
+        # thread, once per uid and TTL, so a burst of connections is not a burst of threads
+        user = await trio.to_thread.run_sync(_login_name, uid)
+        names[uid] = (user, trio.current_time())
     return Peer(pid=pid, uid=uid, gid=gid, user=user)
 
 
