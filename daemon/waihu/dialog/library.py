@@ -4,48 +4,282 @@ Each script is validated, its recordings decoded once (in a worker thread) at
 the call rate, and its own classifier fitted from its intents. A script with
 errors is reported with file and key and left out; the others stay usable, and
 a reload keeps serving the old version of a script that became invalid.
+
+Speech for lines without a recording: a line (a ``Variant``) whose
+``recording`` is None is spoken by the call's TTS provider (``[call] tts``).
+When its text has no ``{variable}`` it is the same for every call, so it is
+synthesised once, when the script loads; a line with a variable is
+synthesised per call (``waihu.call`` renders a call's lines while it rings).
+A line with a recording plays the recording, variables or not. A script that
+needs TTS when none is configured is refused, naming the line:
+``nodes.offer.say[0]: no recording and no [call] tts to speak it``.
+
+``SpeechCache`` keeps synthesised audio per (text, language, rate), shared
+by every script and call of the daemon, as an LRU bounded by
+``TTS_CACHE_BYTES``; a line asked for while it is being synthesised waits
+for that one synthesis rather than starting another.
+
+Error handling: a synthesiser failing on a line at load refuses the script
+with the line's key and the synthesiser's message, like any other problem of
+the file. At call time the caller (``waihu.call``) gets the ``ProviderError``.
+
+What it is not: the script format (``waihu.dialog.script``) or the player of
+a call's lines (``waihu.call``).
 """
 
 from __future__ import annotations
 
 import logging
+import string
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import attrs
 import numpy as np
 import trio
 
-from waihu.api import Classifier
-from waihu.dialog.script import Script, ScriptError, load_script
+from waihu.api import Classifier, ProviderError, Synthesizer
+from waihu.dialog.script import Script, ScriptError, Variant, load_script
 from waihu.media.prompt_player import PromptError, load_prompt
 
-__all__ = ["LoadedScript", "ScriptLibrary"]
+__all__ = [
+    "TTS_CACHE_BYTES",
+    "LoadedScript",
+    "ScriptLibrary",
+    "SpeechCache",
+    "call_variables",
+    "fill",
+    "missing_variables",
+    "per_call_lines",
+    "script_lines",
+    "static_tts_lines",
+]
 
 log = logging.getLogger("waihu.scripts")
+
+# Synthesised audio kept across scripts and calls: 64 MB is about 35 minutes of 8 kHz
+# 16-bit speech — every fixed line of dozens of scripts plus the recent calls' own lines.
+TTS_CACHE_BYTES = 64 * 1024 * 1024
+NO_TTS = "no recording and no [call] tts to speak it"
+
+# ───────────────────────── which lines need what ─────────────────────────
+
+
+def fields(text: str) -> set[str]:
+    """The ``{variable}`` names a line's text fills in."""
+    return {
+        field.split(".")[0].split("[")[0]
+        for _text, field, _spec, _conv in string.Formatter().parse(text)
+        if field
+    }
+
+
+class _Missing(dict):  # type: ignore[type-arg]
+    """Variables for text: an unknown ``{field}`` stays as written (as the engine does)."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def fill(text: str, variables: Mapping[str, str]) -> str:
+    """``text`` with its ``{variables}`` filled in, exactly as the dialogue engine says it."""
+    return string.Formatter().vformat(text, (), _Missing(variables))
+
+
+def call_variables(script: Script, variables: Mapping[str, str]) -> dict[str, str]:
+    """The values a call fills its lines with: the script's ``[variables]`` defaults,
+    overridden by the call's (a contact's) values that are not blank."""
+    defaults: Mapping[str, str] = getattr(script, "variables", {})
+    return {**defaults, **{k: v for k, v in variables.items() if v.strip()}}
+
+
+def _actions(script: Script) -> list[tuple[str, Any]]:
+    """(dotted key, action table) of every action of the script that may say a line."""
+    found: list[tuple[str, Any]] = []
+    for name, node in script.nodes.items():
+        found += [(f"nodes.{name}.on.{cls}", route) for cls, route in node.on.items()]
+    for entry in script.kb.values():
+        found.append((f"kb.{entry.name}.then", entry.then))
+        found.append((f"kb.{entry.name}.on_limit", getattr(entry, "on_limit", None)))
+    handlers = getattr(script, "handlers", None)
+    if handlers is not None:
+        for kind in ("no_input", "no_match"):
+            counter = getattr(handlers, kind, None)
+            if counter is not None:
+                found.append((f"handlers.{kind}.then", counter.then))
+        found += [(f"handlers.dtmf.{k}", a) for k, a in getattr(handlers, "dtmf", {}).items()]
+    found.append(("script.on_turn_cap", getattr(script, "on_turn_cap", None)))
+    # a route written as a plain node name (or a v1 "repeat") is no table and says nothing
+    return [(key, a) for key, a in found if a is not None and not isinstance(a, str)]
+
+
+def script_lines(script: Script) -> list[tuple[str, Variant]]:
+    """Every line the script can say, with its dotted key (``nodes.offer.say[0]``)."""
+    lines: list[tuple[str, Variant]] = []
+
+    def add(key: str, variants: tuple[Variant, ...]) -> None:
+        lines.extend((f"{key}[{i}]", v) for i, v in enumerate(variants))
+
+    for name, node in script.nodes.items():
+        add(f"nodes.{name}.say", node.say)
+        add(f"nodes.{name}.reprompt", node.reprompt)
+    for entry in script.kb.values():
+        add(f"kb.{entry.name}.say", entry.say)
+    for key, action in _actions(script):
+        add(f"{key}.say", getattr(action, "say", ()))
+    return lines
+
+
+def _set_variables(script: Script) -> set[str]:
+    """Variables the script sets itself (a node's or an action's ``set``)."""
+    names = {k for node in script.nodes.values() for k in getattr(node, "set", {})}
+    return names | {k for _key, a in _actions(script) for k in getattr(a, "set", {})}
+
+
+def static_tts_lines(script: Script) -> list[tuple[str, Variant]]:
+    """Lines spoken by TTS the same way in every call: no recording, no variable."""
+    return [(k, v) for k, v in script_lines(script) if v.recording is None and not fields(v.text)]
+
+
+def per_call_lines(script: Script) -> list[tuple[str, Variant]]:
+    """Lines spoken by TTS per call: no recording, and a variable in the text."""
+    return [(k, v) for k, v in script_lines(script) if v.recording is None and fields(v.text)]
+
+
+def missing_variables(script: Script, variables: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(variable, key of the first line using it) for each placeholder a call with
+    ``variables`` would leave empty: blank or absent, with no ``[variables]`` default,
+    and not set by the script itself. In script order."""
+    have = call_variables(script, variables)
+    exempt = _set_variables(script)
+    missing: dict[str, str] = {}
+    for key, variant in script_lines(script):
+        for name in sorted(fields(variant.text)):
+            if name not in have and name not in exempt and name not in missing:
+                missing[name] = key
+    return list(missing.items())
+
+
+# ───────────────────────── the speech cache ─────────────────────────
+
+
+@attrs.define(eq=False)
+class _Flight:
+    """One synthesis under way; those asking for the same line wait on it."""
+
+    done: trio.Event = attrs.Factory(trio.Event)
+    audio: np.ndarray | None = None  # None once done: it failed (each waiter tries itself)
+
+
+class SpeechCache:
+    """Synthesised lines per (text, language, rate): an LRU of at most ``max_bytes``.
+
+    Returned arrays are read-only and shared: every call speaking a line plays
+    the same array. ``hits`` and ``misses`` count lookups (a wait for a
+    synthesis already under way is a hit).
+    """
+
+    def __init__(self, synthesizer: Synthesizer, *, max_bytes: int = TTS_CACHE_BYTES) -> None:
+        self.synthesizer = synthesizer
+        self.max_bytes = max_bytes
+        self.hits = 0
+        self.misses = 0
+        self._audio: OrderedDict[tuple[str, str, int], np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._flights: dict[tuple[str, str, int], _Flight] = {}
+
+    def __len__(self) -> int:
+        return len(self._audio)
+
+    @property
+    def size(self) -> int:
+        """Bytes of audio held."""
+        return self._bytes
+
+    def peek(self, text: str, *, language: str, sample_rate: int) -> np.ndarray | None:
+        """The cached audio of a line (marked recently used), or None; never synthesises."""
+        key = (text, language, sample_rate)
+        audio = self._audio.get(key)
+        if audio is not None:
+            self._audio.move_to_end(key)
+        return audio
+
+    async def speak(self, text: str, *, language: str, sample_rate: int) -> np.ndarray:
+        """The line's audio: from the cache, or synthesised once and kept.
+
+        Raises the synthesiser's ``ProviderError`` (nothing is cached then).
+        """
+        key = (text, language, sample_rate)
+        while True:
+            audio = self.peek(text, language=language, sample_rate=sample_rate)
+            if audio is not None:
+                self.hits += 1
+                return audio
+            flight = self._flights.get(key)
+            if flight is None:
+                break
+            await flight.done.wait()
+            if flight.audio is not None:
+                self.hits += 1
+                return flight.audio
+        self.misses += 1
+        flight = self._flights[key] = _Flight()
+        try:
+            pcm = await self.synthesizer.synthesize(
+                text, language=language, sample_rate=sample_rate
+            )
+            audio = np.array(pcm, dtype=np.int16)  # our own copy, then frozen: it is shared
+            audio.flags.writeable = False
+            flight.audio = audio
+            self._keep(key, audio)
+            return audio
+        finally:
+            del self._flights[key]
+            flight.done.set()
+
+    def _keep(self, key: tuple[str, str, int], audio: np.ndarray) -> None:
+        if audio.nbytes > self.max_bytes:
+            return  # a line longer than the whole cache is spoken, not kept
+        self._audio[key] = audio
+        self._bytes += audio.nbytes
+        while self._bytes > self.max_bytes:
+            _old, dropped = self._audio.popitem(last=False)
+            self._bytes -= dropped.nbytes
+
+
+# ───────────────────────── the library ─────────────────────────
 
 
 @attrs.frozen
 class LoadedScript:
-    """A validated script with its recordings decoded at the call rate, and its classifier."""
+    """A validated script with its recordings decoded at the call rate, and its classifier.
+
+    ``speech`` holds the synthesised audio of the lines every call says the
+    same way (no recording, no variable), by text.
+    """
 
     script: Script
     audio: Mapping[str, np.ndarray]  # recording path as written in the script → PCM
     classifier: Classifier
+    speech: Mapping[str, np.ndarray] = attrs.Factory(dict)
 
 
 def _decode_recordings(script: Script, sample_rate: int) -> dict[str, np.ndarray]:
-    variants = [v for n in script.nodes.values() for v in (*n.say, *n.reprompt)]
-    variants += [v for k in script.kb.values() for v in k.say]
     audio: dict[str, np.ndarray] = {}
-    for v in variants:
-        if v.recording not in audio:
+    for _key, v in script_lines(script):
+        if v.recording is not None and v.recording not in audio:
             audio[v.recording] = load_prompt(script.path.parent / v.recording, sample_rate)
     return audio
 
 
 class ScriptLibrary:
-    """Scripts by name, loaded from one directory."""
+    """Scripts by name, loaded from one directory.
+
+    ``speech`` is the daemon's TTS cache, or None when no ``[call] tts`` is
+    configured (a script that needs TTS is then refused).
+    """
 
     def __init__(
         self,
@@ -54,11 +288,13 @@ class ScriptLibrary:
         *,
         sample_rate: int = 8000,
         limiter: trio.CapacityLimiter | None = None,
+        speech: SpeechCache | None = None,
     ) -> None:
         self.directory = directory
         self.make_classifier = make_classifier
         self.sample_rate = sample_rate
         self.limiter = limiter
+        self.speech = speech
         self.scripts: dict[str, LoadedScript] = {}
         self.problems: dict[str, list[str]] = {}  # file → problems, from the last load
 
@@ -75,6 +311,7 @@ class ScriptLibrary:
         for path in files:
             try:
                 item = await trio.to_thread.run_sync(self._load_one, path, limiter=self.limiter)
+                item = await self._synthesise(item)
             except ScriptError as exc:
                 problems[str(path)] = exc.problems
             except PromptError as exc:
@@ -103,3 +340,30 @@ class ScriptLibrary:
         classifier = self.make_classifier()
         classifier.fit(script.intents)
         return LoadedScript(script=script, audio=audio, classifier=classifier)
+
+    async def _synthesise(self, item: LoadedScript) -> LoadedScript:
+        """``item`` with its fixed TTS lines spoken; ScriptError naming each line that
+        cannot be (no TTS configured, or the synthesiser failed)."""
+        script = item.script
+        problems: list[str] = []
+        if self.speech is None:
+            problems = [
+                f"{script.path}: {key}: {NO_TTS}"
+                for key, _v in (*static_tts_lines(script), *per_call_lines(script))
+            ]
+            if problems:
+                raise ScriptError(problems)
+            return item
+        speech: dict[str, np.ndarray] = {}
+        for key, variant in static_tts_lines(script):
+            if variant.text in speech:
+                continue
+            try:
+                speech[variant.text] = await self.speech.speak(
+                    variant.text, language=script.language, sample_rate=self.sample_rate
+                )
+            except ProviderError as exc:
+                problems.append(f"{script.path}: {key}: {exc}")
+        if problems:
+            raise ScriptError(problems)
+        return attrs.evolve(item, speech=speech)
