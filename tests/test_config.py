@@ -219,3 +219,28 @@ def test_waihud_check_config_exit_codes(tmp_path: Path) -> None:
     )
     assert run.returncode == 78
     assert f"{bad}: media.jitter_depth: must be greater than 0" in run.stderr
+
+
+def test_tts_is_off_unless_call_names_a_tts_section(tmp_path: Path, provider_types: dict) -> None:
+    assert load_config(write(tmp_path, MINIMAL), provider_types).call.tts is None
+    with_tts = MINIMAL + '\n[tts.voice]\ntype = "espeak"\n\n[call]\ntts = "voice"\n'
+    config = load_config(write(tmp_path, with_tts), provider_types)
+    assert config.call.tts == "voice"
+    assert config.section("tts", "voice").config.voices == {}
+
+
+def test_a_tts_name_without_its_section_is_an_error_naming_the_key(
+    tmp_path: Path, provider_types: dict
+) -> None:
+    found = problems(tmp_path, MINIMAL + '\n[call]\ntts = "voice"\n', provider_types)
+    assert [p.removeprefix(f"{tmp_path / 'waihud.toml'}: ") for p in found] == [
+        "call.tts: no [tts.voice] section"
+    ]
+    (blank,) = problems(tmp_path, MINIMAL + '\n[call]\ntts = " "\n', provider_types)
+    assert blank.endswith("call.tts: must not be empty")
+
+
+def test_the_shipped_config_speaks_by_espeak(provider_types: dict) -> None:
+    config = load_config(REPO / "etc/waihu/waihud.toml", provider_types)
+    assert config.call.tts == "default"
+    assert config.section("tts", "default").type == "espeak"

@@ -6,7 +6,7 @@ provider table is structured with the ``Config`` class of the provider its
 ``type`` names. Which provider tables exist comes from the one table of kinds,
 ``waihu.providers.PROVIDER_KINDS``: a singleton kind has exactly one table
 (``[storage]``), the others any number of named ones (``[trunk.NAME]``,
-``[asr.NAME]``, ``[nlu.NAME]``, ``[notify.NAME]``); a kind's core keys (a
+``[asr.NAME]``, ``[tts.NAME]``, ``[nlu.NAME]``, ``[notify.NAME]``); a kind's core keys (a
 trunk's ``lines`` and ``calls_per_minute``) are taken out of its table and
 structured by the core before the plugin's ``Config`` sees the rest. Any other
 top-level section is refused. Structuring is strict: an unknown key, a wrong
@@ -101,6 +101,9 @@ class CallConfig:
     trunk: str | None = None  # default trunk; None = the only one configured
     asr: str = "default"
     nlu: str = "default"
+    # the [tts.NAME] that speaks lines without a recording; None: no TTS, and a script
+    # that needs it is refused
+    tts: str | None = attrs.field(default=None, validator=_not_blank)
     caller_id: str | None = None
     ring_timeout: float = attrs.field(default=45.0, validator=positive())
     min_confidence: float = attrs.field(default=0.3, validator=between(0.0, 1.0))
@@ -273,7 +276,7 @@ def _reword(file: Path | str, problem: str) -> str:
 def load_config(path: Path | str, provider_types: ProviderTypes) -> Config:
     """Read and validate one configuration file.
 
-    ``provider_types`` maps each provider kind (``trunk``, ``asr``, ``nlu``,
+    ``provider_types`` maps each provider kind (``trunk``, ``asr``, ``tts``, ``nlu``,
     ``storage``, ``notify``) to the registered classes by ``type`` name. Raises
     ConfigError listing every problem found.
     """
@@ -315,9 +318,11 @@ def load_config(path: Path | str, provider_types: ProviderTypes) -> Config:
         trunks = [p.name for p in providers if p.kind == "trunk"]
         if call.trunk is not None and call.trunk not in trunks:
             problems.append(f"{path}: call.trunk: no [trunk.{call.trunk}] section")
-        for kind_name in ("asr", "nlu"):
+        for kind_name in ("asr", "nlu", "tts"):
             wanted = getattr(call, kind_name)
-            if not any(p.kind == kind_name and p.name == wanted for p in providers):
+            if wanted is not None and not any(
+                p.kind == kind_name and p.name == wanted for p in providers
+            ):
                 problems.append(f"{path}: call.{kind_name}: no [{kind_name}.{wanted}] section")
 
     if problems:
