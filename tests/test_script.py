@@ -16,7 +16,7 @@ def test_demo_script_loads() -> None:
     script = load_script(SCRIPTS / "demo-ko.toml")
     assert script.name == "demo-ko"
     greeting = script.nodes["greeting"]
-    assert greeting.interruptible and not script.nodes["bye_declined"].interruptible
+    assert greeting.barge_in and not script.nodes["bye_declined"].barge_in
     # knowledge base first, then the script's priority order
     assert script.allowed(greeting) == ["kb.price", "kb.who", "affirm", "deny"]
     # the recogniser is told what to expect: intents routed on plus the kb questions
@@ -47,12 +47,12 @@ def test_unknown_intent_named(script_copy: Path) -> None:
         'on = { affirm = "bye_interested", deny = "bye_declined", default = "ask_again" }',
         'on = { afirm = "bye_interested", deny = "bye_declined", default = "ask_again" }',
     )
-    assert f"{script_copy}: nodes.greeting.on.afirm: unknown intent 'afirm'" in found
+    assert f"{script_copy}:29: nodes.greeting.on.afirm: unknown class 'afirm'" in found
 
 
 def test_unknown_target_node(script_copy: Path) -> None:
     found = broken(script_copy, 'default = "bye_unclear"', 'default = "bye_unclaer"')
-    assert f"{script_copy}: nodes.ask_again.on.default: no node named 'bye_unclaer'" in found
+    assert f"{script_copy}:35: nodes.ask_again.on.default: no node named 'bye_unclaer'" in found
     # the node the typo orphaned is reported too
     assert any("nodes.bye_unclear: is unreachable" in p for p in found)
 
@@ -65,7 +65,7 @@ def test_missing_recording(script_copy: Path) -> None:
 def test_node_with_no_way_out(script_copy: Path) -> None:
     found = broken(script_copy, 'end = true\ngrade = "B"', 'grade = "B"')
     assert (
-        f"{script_copy}: nodes.bye_unclear: has no way out: give it 'on' routes or make it "
+        f"{script_copy}:53: nodes.bye_unclear: has no way out: give it 'on' routes or make it "
         "an end node" in found
     )
 
