@@ -92,8 +92,13 @@ say = [
   {{ text = "我们{{company}}有个新产品，您感兴趣吗？" }},
 ]
 reprompt = [{{ text = "喂，您还在吗？" }}]
-on = {{ affirm = "book", deny = "bye_no", dnc = "bye_dnc", short = "offer_again", long = "explain",
-       default = "offer_again"{offer_on} }}
+on.affirm = "book"
+on.deny = "bye_no"
+on.dnc = "bye_dnc"
+on.short = "offer_again"
+on.long = "explain"
+on.default = "offer_again"
+{offer_on}
 {offer_extra}
 
 [nodes.offer_again]
@@ -548,7 +553,7 @@ async def test_variants_rotate_without_an_immediate_repeat(make, autojump_clock)
 
 async def test_set_and_tags_actions_and_variables(make, autojump_clock) -> None:
     script, classifier = make(
-        offer_on=', busy = { set = { company = "安心" }, tags = ["busy", "callback"], '
+        offer_on='on.busy = { set = { company = "安心" }, tags = ["busy", "callback"], '
         'resume = "repeat" }'
     )
     # an empty contact value leaves the script's default; the action's `set` changes it
@@ -698,3 +703,57 @@ async def test_ignore_named_classes(make, autojump_clock) -> None:
     call = await talk(script, classifier, ["你是谁", "不需要"], line_seconds=4.0)
     assert call.intents == ["ignored", "deny"]
     assert call.ending is not None and call.ending.node == "bye_no"
+
+
+COMPLAINT = """
+[intents.complaint]
+keywords = ["投诉", "举报"]
+
+[handlers.on]
+complaint.say = [{ text = "非常抱歉，我们会记录您的意见。" }]
+complaint.dnc = true
+complaint.tags = ["complaint"]
+complaint.hangup = true
+"""
+
+
+async def test_a_script_wide_route_for_an_always_class_at_every_node(make, autojump_clock) -> None:
+    text = script_text(extra=COMPLAINT).replace('always = ["dnc"]', 'always = ["dnc", "complaint"]')
+    script, classifier = make(text)
+    # "可以" would be affirm, but the always tier comes first: say the line, list, hang up
+    call = await talk(script, classifier, ["嗯", "可以，不过我要投诉你们"])
+    assert call.path == ["offer", "offer_again"]
+    assert call.intents == ["default", "complaint"]
+    assert call.ending is not None
+    ending = call.ending
+    assert (ending.node, ending.reason, ending.dnc, ending.grade) == (
+        "offer_again",
+        "hangup",
+        True,
+        "D",
+    )
+    assert ending.tags == ("complaint",)
+    assert call.speaker.lines[-1] == "非常抱歉，我们会记录您的意见。"
+    assert call.speaker.said[-1].interruptible is False  # a closing line is heard to its end
+    assert call.steps[-1].chain == ("complaint", "tags:complaint", "dnc", "hangup")
+
+
+async def test_a_node_sets_variables_on_entering(make, autojump_clock) -> None:
+    text = script_text().replace(
+        '[nodes.explain]\nsay = [{ text = "简单说，就是每月十元的保障。" }]',
+        '[nodes.explain]\nset = { plan = "十元" }\n'
+        'say = [{ text = "简单说，就是每月{plan}的保障。" }]',
+    )
+    script, classifier = make(text)
+    call = await talk(script, classifier, ["今天天气真不错啊"], hang_up=True)
+    assert call.speaker.lines[-1] == "简单说，就是每月十元的保障。"
+    assert call.engine.variables["plan"] == "十元"
+
+
+async def test_a_key_pressed_resets_consecutive_silences(make, autojump_clock) -> None:
+    script, classifier = make()
+    call = await talk(
+        script, classifier, [SILENT, SILENT, Press("5"), SILENT, SILENT], hang_up=True
+    )
+    assert call.ending is None
+    assert call.engine.facts.silences == 4
