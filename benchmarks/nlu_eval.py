@@ -479,6 +479,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--min-accuracy", type=float, metavar="X", help="exit 1 when accuracy is below X (0–1)"
     )
+    parser.add_argument(
+        "--template",
+        action="append",
+        choices=list(CONTEXTS),
+        help="only the replies of this template (repeatable; default: all)",
+    )
     parser.add_argument("--replies", type=Path, default=REPLIES_FILE, help=argparse.SUPPRESS)
     parser.add_argument("--nodes", type=Path, default=NODES_FILE, help=argparse.SUPPRESS)
     parser.add_argument("--scripts-dir", type=Path, default=SCRIPTS_DIR, help=argparse.SUPPRESS)
@@ -486,6 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     try:
         replies = load_replies(args.replies)
+        if args.template:
+            replies = [r for r in replies if r.template in args.template]
         nodes = load_nodes(args.nodes)
         report = evaluate(replies, nlu=args.nlu, scripts_dir=args.scripts_dir, nodes=nodes)
     except EvalError as exc:

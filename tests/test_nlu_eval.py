@@ -293,6 +293,7 @@ def test_the_benchmark_prints_json_and_judges_the_minimum(
     }
     assert figures["confusion"]["wrong_person"] == {"default": 1}
     assert nlu_eval.main([*args, "--min-accuracy", "0.7"]) == 0  # 5/7 ≈ 0.714
+    assert nlu_eval.main([*args, "--min-accuracy", repr(5 / 7)]) == 0  # reached exactly
     assert nlu_eval.main([*args, "--min-accuracy", "0.72"]) == 1
     out = capsys.readouterr().out
     assert "accuracy 71.4%" in out
