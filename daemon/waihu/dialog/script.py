@@ -1209,7 +1209,8 @@ def _bracket_indices(base: str, found: str) -> str:
     dotted = base.replace("[", ".").replace("]", "")
     if not found.startswith(dotted):
         return found
-    return base + re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", found[len(dotted) :])
+    rest = re.sub(r"\.'([^']*)'", r".\1", found[len(dotted) :])  # mapping keys: .'x' → .x
+    return base + re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", rest)
 
 
 _BARE_OR_QUOTED = r"""(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*')"""
@@ -1293,6 +1294,8 @@ def _line_of(lines: Mapping[str, int], key: str) -> int | None:
             return lines[key]
         cut = max(key.rfind("."), key.rfind("["))
         if cut <= 0:
-            return None
+            break
         key = key[:cut]
-    return None
+    # a section given only as [section.name] headers: its first one
+    inside = [line for k, line in lines.items() if k.startswith(f"{key}.")]
+    return min(inside, default=None)
