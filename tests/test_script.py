@@ -981,6 +981,24 @@ def test_problems_in_an_included_file_name_that_file(tmp_path: Path) -> None:
     assert "line" in found[0]
 
 
+def test_a_fault_in_a_class_both_files_define_names_the_file_and_its_own_index(
+    tmp_path: Path,
+) -> None:
+    common = COMMON.replace(
+        'keywords = ["可以", "行"]', 'keywords = ["可以", { word = "行", negated = "nah" }]'
+    ).replace('patterns = ["(明天', 'patterns = ["[明天')
+    common += '[kb.who]\nkeywords = ["哪位"]\non_limit = "nowhere"\n'
+    found = problems_of(tmp_path, "", "", common=common)
+    lib = tmp_path / "common" / "zh.toml"
+    keywords, patterns = line_of(common, 'keywords = ["可以"'), line_of(common, 'patterns = ["[')
+    assert found == [
+        f"{lib}:{keywords}: intents.affirm.keywords[1].negated: unknown class 'nah'",
+        f"{lib}:{patterns}: intents.affirm.patterns[0]: bad pattern '[明天|下午).{{0,6}}(打|联系)' "
+        "of class 'affirm': unterminated character set at position 0",
+        f"{lib}:{line_of(common, 'on_limit')}: kb.who.on_limit: no node named 'nowhere'",
+    ]
+
+
 def test_a_toml_syntax_error_gives_its_line(tmp_path: Path) -> None:
     path = write(tmp_path, BASE.replace('start = "greeting"', "start = greeting"))
     with pytest.raises(ScriptError) as info:

@@ -489,7 +489,13 @@ class _ClassDef:
     name: str  # "affirm" or "kb.price"
     key: str  # "intents.affirm" or "kb.price"
     file: Path  # the first file defining it (the script when it does)
-    table: _IntentTable
+    table: _IntentTable  # the merged table
+    parts: list[tuple[Path, _IntentTable]]  # each file's own table, the script's first
+    origin: dict[str, Path]  # which file gave each scalar key of the merged table
+
+    def file_of(self, key: str) -> Path:
+        """The file that gave the merged table's ``key``."""
+        return self.origin.get(key, self.file)
 
 
 class _Loader:
@@ -590,7 +596,8 @@ class _Loader:
                     self.bad(key, "an included file may hold only [intents.*] and [kb.*]", file)
             sources.append((file, included))
 
-        merged: dict[str, tuple[str, Path, dict[str, Any]]] = {}
+        merged: dict[str, _ClassDef] = {}
+        raw_tables: dict[str, dict[str, Any]] = {}
         for file, tables in sources:
             for section, prefix, cls in (
                 ("intents", "", _IntentTable),
@@ -599,7 +606,8 @@ class _Loader:
                 for name, table in _tables(tables, section, self, file):
                     key = f"{section}.{name}"
                     # structure each file's table on its own so a fault names its file
-                    if self.structure(cls, table, key, file) is None:
+                    part = self.structure(cls, table, key, file)
+                    if part is None:
                         continue
                     if section == "intents" and (
                         name.startswith(KB_PREFIX) or SCOPE_SEPARATOR in name
@@ -607,22 +615,31 @@ class _Loader:
                         self.bad(key, "a class name may not start with 'kb.' or hold '/'", file)
                     cls_name = prefix + name
                     if cls_name not in merged:
-                        merged[cls_name] = (key, file, dict(table))
+                        raw_tables[cls_name] = dict(table)
+                        merged[cls_name] = _ClassDef(
+                            name=cls_name,
+                            key=key,
+                            file=file,
+                            table=part,
+                            parts=[(file, part)],
+                            origin=dict.fromkeys(table, file),
+                        )
                         continue
-                    _key, _first, into = merged[cls_name]
+                    into, found = raw_tables[cls_name], merged[cls_name]
+                    found.parts.append((file, part))
                     for list_key in LIST_KEYS:
                         into[list_key] = [*into.get(list_key, []), *table.get(list_key, [])]
                     for scalar, value in table.items():
-                        into.setdefault(scalar, value)  # the script's (or first file's) wins
-        out: dict[str, _ClassDef] = {}
+                        if scalar not in into:  # the script's (or first file's) wins
+                            into[scalar] = value
+                            found.origin[scalar] = file
         # intents before kb entries (as v1), each in script order, then the includes' order
-        in_order = sorted(merged.items(), key=lambda item: item[0].startswith(KB_PREFIX))
-        for cls_name, (key, file, table) in in_order:
-            kind = _KbTable if cls_name.startswith(KB_PREFIX) else _IntentTable
-            built = self.structure(kind, table, key, file)
-            if built is not None:
-                out[cls_name] = _ClassDef(name=cls_name, key=key, file=file, table=built)
-        return out
+        ordered = sorted(merged.values(), key=lambda c: c.name.startswith(KB_PREFIX))
+        for found in ordered:
+            # every part was structured alone already: the merged table cannot fail
+            kind = _KbTable if found.name.startswith(KB_PREFIX) else _IntentTable
+            found.table = structure_strict(kind, raw_tables[found.name], file="", key="")
+        return {c.name: c for c in ordered}
 
     # ── cross-checks and the model ──
 
@@ -698,11 +715,13 @@ class _Loader:
             t = c.table
             if not (t.keywords or t.examples or t.patterns):
                 self.bad(c.key, "has none of keywords, patterns, examples", c.file)
-            if t.negated is not None:
-                check_class(f"{c.key}.negated", t.negated, c.file)
-            keywords = self._keywords(t.keywords, f"{c.key}.keywords", known, c.file)
-            self._patterns(t.patterns, f"{c.key}.patterns", c.name, c.file)
-            self._patterns(t.exclusions, f"{c.key}.exclusions", c.name, c.file)
+            keywords: tuple[Keyword, ...] = ()
+            for file, part in c.parts:  # each file's own, so a fault names file and index
+                if part.negated is not None:
+                    check_class(f"{c.key}.negated", part.negated, file)
+                keywords += self._keywords(part.keywords, f"{c.key}.keywords", known, file)
+                self._patterns(part.patterns, f"{c.key}.patterns", c.name, file)
+                self._patterns(part.exclusions, f"{c.key}.exclusions", c.name, file)
             built_intents.append(
                 Intent(
                     name=c.name,
@@ -724,9 +743,9 @@ class _Loader:
             assert isinstance(t, _KbTable)
             if not t.say:
                 self.bad(f"{c.key}.say", "needs at least one variant", c.file)
-            then = action(f"{c.key}.then", t.then, file=c.file)
+            then = action(f"{c.key}.then", t.then, file=c.file_of("then"))
             on_limit = (
-                action(f"{c.key}.on_limit", t.on_limit, file=c.file)
+                action(f"{c.key}.on_limit", t.on_limit, file=c.file_of("on_limit"))
                 if t.on_limit is not None
                 else on_kb_limit
             )
@@ -1137,8 +1156,8 @@ class _Loader:
             if name not in reachable:
                 self.bad(f"nodes.{name}", f"is unreachable from the start node {start!r}")
         by_reply = (handlers.no_match.then,) if handlers.no_match else ()
-        for name in reachable:
-            if nodes[name].end or not nodes[name].on:
+        for name in nodes:  # file order: the same script gives the same report
+            if name not in reachable or nodes[name].end or not nodes[name].on:
                 continue  # an end, or a node already refused for having no way out
             seen = _closure({name}, nodes, by_reply)
             if not any(nodes[n].end or _exits(nodes[n], by_reply) for n in seen):
