@@ -1005,3 +1005,16 @@ def test_a_toml_syntax_error_gives_its_line(tmp_path: Path) -> None:
         load_script(path)
     (problem,) = info.value.problems
     assert problem.startswith(f"{path}:5: Invalid value")
+
+
+def test_the_man_page_example_loads(tmp_path: Path) -> None:
+    """waihu-script(5)'s complete example is a valid script with the shipped class library."""
+    page = (SCRIPTS.parent.parent.parent / "man" / "waihu-script.5").read_text(encoding="utf-8")
+    example = page.split(".SH EXAMPLE\n.nf\n", 1)[1].split(".fi\n", 1)[0]
+    (tmp_path / "common").mkdir()
+    shutil.copy(SCRIPTS / "zh" / "common" / "zh-intents.toml", tmp_path / "common")
+    path = tmp_path / "insurance.toml"
+    path.write_text(example.replace("\\-", "-"), encoding="utf-8")
+    script = load_script(path)
+    assert script.always == ("dnc", "complaint") and script.kb["kb.who"].say
+    assert script.allowed(script.nodes["greeting"])[:3] == ["dnc", "complaint", "kb.price"]
