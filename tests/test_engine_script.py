@@ -29,7 +29,7 @@ from waihu.dialog.engine import (
     Utterance,
     classify_reply,
 )
-from waihu.dialog.script import Script, load_script
+from waihu.dialog.script import Script, Variant, load_script
 
 SILENCE = 5.0  # the scripts' silence window (seconds)
 REPLY_AFTER = 0.5  # the callee starts speaking this long after the robot's line
@@ -478,7 +478,12 @@ async def test_silences_counted_in_total_hang_up_despite_replies(make, autojump_
 
 
 async def test_node_scope_restarts_the_count_on_a_new_node(make, autojump_clock) -> None:
-    text = script_text().replace('scope = "call"', 'scope = "node"')
+    # counted in total, so only the new node resets the count, not the reply
+    text = (
+        script_text()
+        .replace('scope = "call"', 'scope = "node"')
+        .replace('counting = "consecutive"', 'counting = "total"')
+    )
     script, classifier = make(text)
     call = await talk(script, classifier, [SILENT, SILENT, "嗯", SILENT, SILENT], hang_up=True)
     assert call.ending is None
@@ -757,3 +762,32 @@ async def test_a_key_pressed_resets_consecutive_silences(make, autojump_clock) -
     )
     assert call.ending is None
     assert call.engine.facts.silences == 4
+
+
+async def test_timed_speaker_barge_in_cuts_only_what_may_be_cut(autojump_clock) -> None:
+    variant = Variant(text="…")
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            speaker = TimedSpeaker(nursery, 4.0)
+            start = trio.current_time()
+            first = speaker.say(variant, "一", interruptible=True)
+            notice = speaker.say(variant, "二", interruptible=False)
+            last = speaker.say(variant, "三", interruptible=True)
+            await trio.sleep(1.0)
+            assert speaker.playing is first
+            assert speaker.barge_in() == 2
+            await notice.done.wait()
+    assert (first.interrupted, notice.interrupted, last.interrupted) == (True, False, True)
+    assert first.ended_at == pytest.approx(start + 1.0)
+    assert (notice.started_at, notice.ended_at) == pytest.approx((start + 1.0, start + 5.0))
+    assert last.started_at is None
+
+
+async def test_turns_settle_with_the_times_lines_were_heard(make, autojump_clock) -> None:
+    script, classifier = make()
+    call = await talk(script, classifier, ["你是谁", Silent(7.0)], hang_up=True, line_seconds=4.0)
+    call.engine.settle_turns()
+    robot = [t for t in call.turns if t.speaker == "robot"]
+    # the offer (0–4 s) and the answer (4–8 s) were heard; the offer again is still queued
+    assert [(t.started_at, t.ended_at) for t in robot[:2]] == [(0.0, 4.0), (4.0, 8.0)]
+    assert robot[2].ended_at is None
