@@ -791,3 +791,15 @@ async def test_turns_settle_with_the_times_lines_were_heard(make, autojump_clock
     # the offer (0–4 s) and the answer (4–8 s) were heard; the offer again is still queued
     assert [(t.started_at, t.ended_at) for t in robot[:2]] == [(0.0, 4.0), (4.0, 8.0)]
     assert robot[2].ended_at is None
+
+
+async def test_do_not_call_stands_when_the_callee_hangs_up_during_the_closing_line(
+    make, autojump_clock
+) -> None:
+    script, classifier = make()
+    call = await talk(script, classifier, ["别再打了", Silent(1.0)], hang_up=True, line_seconds=4.0)
+    assert call.ending is None  # cut off while "好的，以后不再打扰您。" was queued or playing
+    assert call.engine.dnc
+    verdict = call.engine.verdict(hangup_by="callee")
+    assert verdict.grade == "F"  # the end node reached gives the grade
+    assert verdict.reason == "no grading rule matched; grade of node bye_dnc"

@@ -377,6 +377,13 @@ class DialogueEngine:
             fallback_reason=why,
         )
 
+    @property
+    def dnc(self) -> bool:
+        """Whether the callee's number goes on the do-not-call list: a ``dnc`` action ran
+        or a ``dnc`` end node was entered. Read it also when the callee hung up before the
+        engine ended (the closing line cut short): the request stands."""
+        return self._dnc
+
     def settle_turns(self) -> None:
         """Give robot lines the times they were really heard and mark those cut off by
         barge-in; call before filing the transcript."""
