@@ -30,6 +30,7 @@ import attrs
 import numpy as np
 import pytest
 import trio
+from waihu_espeak.espeak import EspeakSynthesizer
 
 from waihu.api import (
     EVENT_KINDS,
@@ -52,9 +53,11 @@ from waihu.call_lifecycle import (
     IllegalTransition,
     reconcile_unfinished,
     reconciled,
+    record_as_dict,
 )
 from waihu.config import CallConfig, MediaConfig
-from waihu.dialog.library import LoadedScript, ScriptLibrary
+from waihu.control.render import render_call
+from waihu.dialog.library import LoadedScript, ScriptLibrary, SpeechCache
 from waihu.events import EventBus
 from waihu.media.media_clock import MediaClock
 from waihu.plugins import collect_provider_types, make_plugin_manager
@@ -655,9 +658,219 @@ async def test_place_call_when_the_callee_hangs_up_first(
     with trio.fail_after(TIMEOUT):
         async with call_services(tmp_path, bus) as services:
             record = await place_call(services, trunk, new_record(), loaded)
-    assert (record.status, record.hangup_by, record.grade) == ("ended", "callee", "D")
+    # graded by the engine's verdict on what happened: it entered the end node (grade B)
+    assert (record.status, record.hangup_by, record.grade) == ("ended", "callee", "B")
     assert ("hangup", {"by": "callee"}) in [(e.kind, dict(e.data)) for e in seen]
     assert trunk.legs[0].hangups == 0  # nothing to hang up: the callee did
+
+
+# ───────────────────────── verdicts, and lines spoken by TTS ─────────────────────────
+
+
+async def test_the_grade_reason_is_filed_and_shown_with_the_grade(
+    tmp_path: Path, observed: tuple[EventBus, list[CallEvent]]
+) -> None:
+    bus, _seen = observed
+    with trio.fail_after(TIMEOUT):
+        async with storage_in(tmp_path) as storage:
+            life = CallLifecycle(new_record(), storage=storage, events=bus, now=Clock())
+            await life.begin()
+            life.answered("PCMU")
+            life.graded("A", ["hot"], "asked the price twice and agreed")
+            record = await life.end()
+            stored = await storage.get_call("c1")
+            life2 = CallLifecycle(new_record("c2"), storage=storage, events=bus, now=Clock())
+            life2.graded("C", [], "first reason")
+            life2.graded("D")  # a later verdict without a rule's reason drops the old one
+    assert stored == record and stored.grade_reason == "asked the price twice and agreed"
+    assert life2.record.grade_reason is None
+    shown = render_call(record_as_dict(attrs.evolve(stored, script_hash="0123456789ab" + "f" * 52)))
+    assert "  grade       A  (asked the price twice and agreed)" in shown.splitlines()
+    assert "  script      hello  (version 0123456789ab)" in shown.splitlines()
+
+
+def write_script(directory: Path, text: str) -> None:
+    """A script file beside the hello recording (``hello.wav``)."""
+    write_hello_script(directory)
+    (directory / "hello.toml").unlink()
+    (directory / "test.toml").write_text(text, encoding="utf-8")
+
+
+async def load_script_text(
+    tmp_path: Path, text: str, speech: SpeechCache | None = None
+) -> LoadedScript:
+    write_script(tmp_path / "scripts", text)
+    keywords = collect_provider_types(make_plugin_manager())["nlu"]["keywords"]
+    library = ScriptLibrary(
+        tmp_path / "scripts",
+        lambda: keywords(keywords.Config(), context(tmp_path, "nlu")),
+        speech=speech,
+    )
+    await library.load()
+    assert library.problems == {}
+    (loaded,) = library.scripts.values()
+    return loaded
+
+
+class CountingTts:
+    """The real espeak-ng synthesiser, counting the lines passed on to it."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.inner = EspeakSynthesizer(EspeakSynthesizer.Config(), context(tmp_path, "tts"))
+        self.texts: list[str] = []
+
+    async def synthesize(self, text: str, *, language: str, sample_rate: int) -> np.ndarray:
+        self.texts.append(text)
+        return await self.inner.synthesize(text, language=language, sample_rate=sample_rate)
+
+
+TTS_SCRIPT = """
+[script]
+name = "tts"
+language = "ko"
+start = "hello"
+
+[nodes.hello]
+say = [{ text = "{name}님" }]
+end = true
+grade = "B"
+"""
+
+
+async def test_a_line_with_a_variable_is_rendered_while_the_call_rings(
+    tmp_path: Path, observed: tuple[EventBus, list[CallEvent]]
+) -> None:
+    bus, _seen = observed
+    tts = CountingTts(tmp_path)
+    speech = SpeechCache(tts)
+    loaded = await load_script_text(tmp_path, TTS_SCRIPT, speech)
+    assert tts.texts == []  # nothing the same in every call: nothing spoken at load
+
+    class RingingTrunk(FakeTrunk):
+        async def dial(self, target: str, **options: Any) -> FakeLeg:
+            while tts.texts == []:  # answers only once the greeting is being rendered
+                await trio.sleep(0.001)
+            return await super().dial(target, **options)
+
+    trunk = RingingTrunk(FakeTrunk.Config(), context(tmp_path, "office"))
+    with trio.fail_after(TIMEOUT):
+        async with call_services(tmp_path, bus) as services:
+            services = attrs.evolve(services, speech=speech)
+            record = await place_call(
+                services, trunk, new_record(), loaded, variables={"name": "김"}
+            )
+    assert [(t.speaker, t.text) for t in record.turns] == [("robot", "김님")]
+    assert tts.texts == ["김님"]  # rendered once, ahead; the call took it
+    audio = speech.peek("김님", language="ko", sample_rate=8000)
+    assert audio is not None and audio.size > 8000 // 5
+    (leg,) = trunk.legs
+    assert leg.sent >= audio.size // 160  # every 20 ms frame of it went out
+    assert (record.grade, record.error) == ("B", None)
+
+
+async def test_a_line_set_mid_call_is_synthesised_when_said_and_then_played(
+    tmp_path: Path, observed: tuple[EventBus, list[CallEvent]]
+) -> None:
+    bus, _seen = observed
+    tts = CountingTts(tmp_path)
+    speech = SpeechCache(tts)
+    text = TTS_SCRIPT.replace(
+        'say = [{ text = "{name}님" }]',
+        'say = [{ text = "{stage}요" }]\nset = { stage = "네" }',
+    )
+    loaded = await load_script_text(tmp_path, text, speech)
+    trunk = FakeTrunk(FakeTrunk.Config(), context(tmp_path, "office"))
+    with trio.fail_after(TIMEOUT):
+        async with call_services(tmp_path, bus) as services:
+            services = attrs.evolve(services, speech=speech)
+            record = await place_call(services, trunk, new_record(), loaded)
+    # "{stage}" is set by the script on entering the node: it cannot be rendered ahead
+    assert tts.texts == ["네요"]
+    assert [(t.speaker, t.text) for t in record.turns] == [("robot", "네요")]
+    audio = speech.peek("네요", language="ko", sample_rate=8000)
+    assert audio is not None and trunk.legs[0].sent >= audio.size // 160
+    assert (record.grade, record.error) == ("B", None)
+
+
+async def until_true(condition: Any) -> None:
+    while not condition():
+        await trio.sleep(0.005)
+
+
+GRADED_SCRIPT = """
+[script]
+name = "graded"
+start = "hello"
+
+[nodes.hello]
+say = [{ text = "안녕하세요", recording = "hello.wav" }]
+on = { default = "bye" }
+
+[nodes.bye]
+say = [{ text = "감사합니다", recording = "hello.wav" }]
+end = true
+grade = "C"
+
+[[grading]]
+grade = "E"
+tags = ["gone"]
+reason = "hung up at the greeting"
+when = { hangup_by = "callee", not_reached = ["bye"] }
+
+[[grading]]
+grade = "B"
+reason = "heard the whole script"
+when = { completed = true }
+"""
+
+
+async def test_a_callee_hanging_up_mid_call_is_graded_by_the_rules_with_their_reason(
+    tmp_path: Path, observed: tuple[EventBus, list[CallEvent]]
+) -> None:
+    bus, seen = observed
+    loaded = await load_script_text(tmp_path, GRADED_SCRIPT)
+    trunk = FakeTrunk(FakeTrunk.Config(), context(tmp_path, "office"))
+    with trio.fail_after(TIMEOUT):
+        async with call_services(tmp_path, bus) as services:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(place_call, services, trunk, new_record(), loaded)
+                await until_true(lambda: trunk.legs and trunk.legs[0].sent > 0)
+                trunk.legs[0].callee_hangs_up()  # while the greeting plays
+            stored = await services.storage.get_call("c1")
+    assert (stored.grade, stored.tags, stored.grade_reason) == (
+        "E", ["gone"], "hung up at the greeting"
+    )  # fmt: skip
+    assert (stored.hangup_by, stored.error) == ("callee", None)
+    assert seen[-1].data["grade"] == "E"
+
+
+async def test_an_ending_files_the_rules_reason_and_a_transfer_is_tagged_and_hung_up(
+    tmp_path: Path, observed: tuple[EventBus, list[CallEvent]]
+) -> None:
+    bus, _seen = observed
+    text = """
+[script]
+start = "hello"
+
+[nodes.hello]
+say = [{ text = "상담원에게 연결합니다", recording = "hello.wav" }]
+end = true
+grade = "C"
+transfer = "sales"
+
+[[grading]]
+grade = "B"
+reason = "heard the whole script"
+when = { completed = true }
+"""
+    loaded = await load_script_text(tmp_path, text)
+    trunk = FakeTrunk(FakeTrunk.Config(), context(tmp_path, "office"))
+    with trio.fail_after(TIMEOUT):
+        async with call_services(tmp_path, bus) as services:
+            record = await place_call(services, trunk, new_record(), loaded)
+    assert (record.grade, record.grade_reason) == ("B", "heard the whole script")
+    assert "transfer" in record.tags
+    assert (record.hangup_by, trunk.legs[0].ended_by) == ("robot", "robot")
 
 
 async def _stored(tmp_path: Path, call_id: str) -> CallRecord | None:

@@ -320,6 +320,57 @@ async def test_start_refuses_at_once_and_holds_nothing(tmp_path: Path) -> None:
                 line.release()
 
 
+GREET_SCRIPT = """
+[script]
+name = "greet"
+start = "hello"
+
+[variables]
+company = "평안"
+
+[nodes.hello]
+say = [{ text = "{name}님, {company}입니다. {stage}", recording = "hello.wav" }]
+set = { stage = "인사" }
+end = true
+"""
+
+
+async def test_a_call_that_would_leave_a_placeholder_empty_is_refused_naming_it(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "greet.toml").write_text(GREET_SCRIPT, encoding="utf-8")
+    with trio.fail_after(TIMEOUT):
+        async with running(tmp_path) as rig:
+
+            def code(**variables: str) -> tuple[str, str]:
+                request = CallRequest(
+                    target="1", script="greet", trunk="office", variables=variables
+                )
+                exc = refused(rig.dispatcher.start, request)
+                return exc.code, exc.message
+
+            needs_name = (
+                "bad_request",
+                "script 'greet' needs variable 'name' (nodes.hello.say[0])",
+            )
+            assert code() == needs_name
+            assert code(name="  ", company="삼성") == needs_name  # blank is empty
+            assert not rig.dispatcher.live
+            # company has a [variables] default and stage is set by the script itself
+            record = rig.dispatcher.start(
+                CallRequest(target="hold", script="greet", trunk="office", variables={"name": "김"})
+            )
+            loaded = rig.dispatcher.script("greet")
+            assert (
+                record.script_hash == loaded.script.content_hash and len(record.script_hash) == 64
+            )
+            rig.trunk("office").let_go("hold")
+            await until(lambda: not rig.dispatcher.live)
+            stored = await rig.providers.storage.get_call(record.id)
+    assert stored.script_hash == record.script_hash
+
+
 async def test_a_line_passed_in_is_used_and_kept_by_the_caller_on_refusal(
     tmp_path: Path,
 ) -> None:

@@ -377,6 +377,60 @@ async def test_an_upgrade_that_fails_leaves_the_file_at_v1(tmp_path: Path) -> No
         assert conn.execute("SELECT id FROM calls").fetchall() == [("c1",)]
 
 
+async def test_the_grade_reason_and_script_hash_are_kept(tmp_path: Path) -> None:
+    record = attrs.evolve(
+        sample_call(), grade_reason="asked the price twice and agreed", script_hash="ab" * 32
+    )
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path)) as storage:
+            await storage.save_call(record)
+            assert await storage.get_call("c1") == record
+            await storage.save_call(attrs.evolve(record, grade_reason=None))
+            assert (await storage.get_call("c1")).grade_reason is None
+
+
+def write_v2_file(path: Path, record: CallRecord) -> None:
+    """A database as waihu with schema v2 left it, holding one call of a campaign."""
+    db = sqlite_utils.Database(sqlite3.connect(path))
+    try:
+        with db.atomic():
+            _MIGRATIONS[0](db)
+            _MIGRATIONS[1](db)
+            db.execute("PRAGMA user_version = 2")
+            db.execute(
+                "INSERT INTO campaigns (id, name, state, settings, created_at)"
+                " VALUES ('k1', 'first', 'running', '{}', 0)"
+            )
+            row = call_row(record)
+            row = {k: v for k, v in row.items() if k not in ("grade_reason", "script_hash")}
+            db.table("calls").insert(row)
+            db.table("turns").insert_all(turn_rows(record))
+    finally:
+        db.close()
+
+
+async def test_a_v2_file_is_upgraded_in_place_keeping_its_calls(tmp_path: Path) -> None:
+    old = attrs.evolve(sample_call(), campaign_id="k1", outcome="answered")
+    write_v2_file(tmp_path / "waihu.db", old)
+    with closing(sqlite3.connect(tmp_path / "waihu.db")) as conn:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
+        assert "grade_reason" not in columns  # really a v2 file
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path)) as storage:
+            found = await storage.get_call("c1")
+            assert found == old
+            assert (found.grade_reason, found.script_hash) == (None, None)
+            assert [r.id for r in await storage.find_calls(campaign_id="k1")] == ["c1"]
+            await storage.save_call(
+                attrs.evolve(old, id="c2", grade_reason="hot", script_hash="f0")
+            )
+        async with running(make_storage(tmp_path)) as storage:
+            again = await storage.get_call("c2")
+            assert (again.grade_reason, again.script_hash) == ("hot", "f0")
+    with closing(sqlite3.connect(tmp_path / "waihu.db")) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
+
+
 async def test_find_calls_applies_every_filter_given(tmp_path: Path) -> None:
     calls = [
         attrs.evolve(sample_call("a", created_at=10.0), campaign_id="k1", grade="A",

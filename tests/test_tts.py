@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,9 @@ from waihu_espeak.espeak import (
 
 from waihu.api import ProviderContext, ProviderError, Synthesizer
 from waihu.config import ConfigError, load_config
-from waihu.dialog.library import SpeechCache
+from waihu.dialog.library import ScriptLibrary, SpeechCache, call_variables, missing_variables
+from waihu.dialog.script import load_script
+from waihu.plugins import collect_provider_types, make_plugin_manager
 
 CALL_RATE = 8000
 DEADLINE_S = 30  # espeak-ng is quick; the machine is shared
@@ -283,3 +286,112 @@ async def test_the_cache_drops_the_least_recently_used_line_past_its_size(
             nursery.cancel_scope.cancel()
     assert kept == {"一", "三"}
     assert cache.size <= cache.max_bytes
+
+
+# ───────────────────────── scripts with lines to synthesise ─────────────────────────
+
+MIXED_SCRIPT = """
+[script]
+name = "{name}"
+language = "zh"
+start = "greeting"
+
+[nodes.greeting]
+say = [{{ text = "您好{{name}}，我是小王。" }}]
+on = {{ default = "bye" }}
+
+[nodes.bye]
+say = [{{ text = "谢谢，再见。" }}, {{ text = "祝您愉快", recording = "bye.wav" }}]
+end = true
+"""
+
+
+def write_scripts(directory: Path, *names: str, text: str = MIXED_SCRIPT) -> None:
+    directory.mkdir(exist_ok=True)
+    rate = 8000
+    tone = (3000 * np.sin(2 * np.pi * 440 * np.arange(rate // 5) / rate)).astype("<i2")
+    with wave.open(str(directory / "bye.wav"), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(tone.tobytes())
+    for name in names:
+        (directory / f"{name}.toml").write_text(text.format(name=name), encoding="utf-8")
+
+
+def library(directory: Path, speech: SpeechCache | None) -> ScriptLibrary:
+    keywords = collect_provider_types(make_plugin_manager())["nlu"]["keywords"]
+    return ScriptLibrary(
+        directory,
+        lambda: keywords(keywords.Config(), make_context(directory, "nlu")),
+        speech=speech,
+    )
+
+
+async def test_fixed_lines_are_spoken_once_at_load_for_every_script(tmp_path: Path) -> None:
+    write_scripts(tmp_path, "first", "second")
+    with trio.fail_after(DEADLINE_S):
+        async with trio.open_nursery() as nursery:
+            counting = Counting(await started(nursery, tmp_path))
+            scripts = library(tmp_path, SpeechCache(counting))
+            await scripts.load()
+            nursery.cancel_scope.cancel()
+    assert scripts.problems == {}
+    # the greeting has a variable (spoken per call); the recorded line plays its recording
+    assert counting.texts == ["谢谢，再见。"]
+    first, second = scripts.get("first"), scripts.get("second")
+    assert set(first.speech) == {"谢谢，再见。"}
+    assert first.speech["谢谢，再见。"] is second.speech["谢谢，再见。"]
+    assert set(first.audio) == {"bye.wav"}
+
+
+async def test_a_script_needing_tts_without_one_is_refused_naming_each_line(
+    tmp_path: Path,
+) -> None:
+    write_scripts(tmp_path, "first")
+    with trio.fail_after(DEADLINE_S):
+        scripts = library(tmp_path, None)
+        await scripts.load()
+    assert scripts.scripts == {}
+    assert scripts.problems == {
+        str(tmp_path / "first.toml"): [
+            f"{tmp_path / 'first.toml'}: nodes.bye.say[0]: no recording and no [call] tts"
+            " to speak it",
+            f"{tmp_path / 'first.toml'}: nodes.greeting.say[0]: no recording and no [call] tts"
+            " to speak it",
+        ]
+    }
+
+
+async def test_a_line_the_synthesiser_cannot_speak_refuses_the_script_naming_it(
+    tmp_path: Path,
+) -> None:
+    write_scripts(tmp_path, "first", text=MIXED_SCRIPT.replace('"zh"', '"qq-none"'))
+    with trio.fail_after(DEADLINE_S):
+        async with trio.open_nursery() as nursery:
+            scripts = library(tmp_path, SpeechCache(await started(nursery, tmp_path)))
+            await scripts.load()
+            nursery.cancel_scope.cancel()
+    ((problem,),) = scripts.problems.values()
+    assert problem.startswith(f"{tmp_path / 'first.toml'}: nodes.bye.say[0]: cannot speak")
+    assert "'谢谢，再见。'" in problem
+
+
+def test_missing_variables_name_the_first_line_and_spare_defaults_and_set_ones(
+    tmp_path: Path,
+) -> None:
+    text = MIXED_SCRIPT.replace(
+        "[nodes.greeting]\n",
+        '[variables]\ncompany = "平安"\n\n[nodes.greeting]\nset = {{ x = "1" }}\n',
+    ).replace("我是小王", "我是{{company}}的{{x}}号")
+    write_scripts(tmp_path, "first", text=text)
+    script = load_script(tmp_path / "first.toml")
+    assert missing_variables(script, {}) == [("name", "nodes.greeting.say[0]")]
+    assert missing_variables(script, {"name": " ", "company": ""}) == [
+        ("name", "nodes.greeting.say[0]")
+    ]
+    assert missing_variables(script, {"name": "王先生"}) == []
+    assert call_variables(script, {"name": "王先生", "company": ""}) == {
+        "company": "平安",
+        "name": "王先生",
+    }

@@ -8,6 +8,21 @@ answered, each turn, the grade, the end — and the lifecycle moves the
 record's status, publishes the events and files the record at every change,
 so a crash loses no finished call.
 
+Speech: each line plays its recording, else the audio the script library
+synthesised at load (a line the same in every call), else TTS of the
+filled-in text through the daemon's ``SpeechCache``. A call's own lines
+(those with a ``{variable}`` and no recording) are rendered while it rings —
+rendering starts before ``Trunk.dial`` is called — so the greeting need not
+wait. A line whose audio is not ready when the engine says it (a variable the
+script set mid-call) is queued as soon as it is: lines keep their order, and
+a barge-in in those few milliseconds does not cut it.
+
+The verdict: an ending script gives grade, tags and the grading rule's
+reason; when the callee hangs up mid-call the engine grades what happened so
+far (``DialogueEngine.verdict(hangup_by="callee")``). An end node with
+``transfer`` is logged and tagged ``transfer``, and the robot hangs up after
+its line: carrying out the transfer over SIP is not implemented yet.
+
 Error handling: a call catches and logs its own errors. Whatever goes wrong —
 a trunk error, an ASR failure, a bug — the record is filed with ``error`` set,
 the leg is hung up if it was answered, and the exception does not leave this
@@ -53,9 +68,17 @@ from waihu.dialog.engine import (
     PromptDone,
     PromptHandle,
     SpeechBegan,
+    Step,
     Utterance,
 )
-from waihu.dialog.library import LoadedScript
+from waihu.dialog.library import (
+    LoadedScript,
+    SpeechCache,
+    call_variables,
+    fields,
+    fill,
+    per_call_lines,
+)
 from waihu.dialog.script import Node, Variant
 from waihu.events import EventBus
 from waihu.media.call_media import (
@@ -69,7 +92,7 @@ from waihu.media.call_media import (
 )
 from waihu.media.endpointer import Endpointer
 from waihu.media.media_clock import MediaClock
-from waihu.media.prompt_player import PromptPlayer
+from waihu.media.prompt_player import Playback, PromptPlayer
 from waihu.media.recorder import StereoRecorder
 
 __all__ = ["CallServices", "place_call", "record_as_dict"]
@@ -80,6 +103,10 @@ HANGUP_GRACE = 5.0  # seconds a cancelled call gets to send BYE and file its rec
 BYE_WAIT = 2.0  # seconds to wait for the answer to our BYE before filing the record
 ENGINE_INBOX = 64  # events between the voice pipeline and the engine
 DNC_TAG = "dnc"  # the tag of a call whose callee asked never to be called again
+TRANSFER_TAG = "transfer"  # the tag of a call the script wanted handed to a person
+# Lines are rendered ahead at the rate G.711 calls run at; a call answered with another
+# codec rate has its lines rendered as it says them.
+PRERENDER_RATE = 8000
 TRUNK_ERROR_PREFIX = "trunk: "  # how ``error`` files a transport-level failure
 CANCELLED_ERROR = "cancelled: daemon shutting down"
 
@@ -96,19 +123,118 @@ class CallServices:
     call: CallConfig
     recordings_dir: Path | None  # None: do not record
     region: str = "CN"  # for the do-not-call list: numbers dialled without a country code
+    speech: SpeechCache | None = None  # the daemon's TTS, None when [call] tts is not set
+
+
+class _LaterLine:
+    """A line whose audio is still being synthesised (``PromptHandle``).
+
+    Until it is queued it is neither started nor interrupted; then it reads
+    as its ``Playback``. ``done`` is set once that playback ended.
+    """
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.playback: Playback | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.playback is not None and self.playback.interrupted
+
+    @property
+    def started_at(self) -> float | None:
+        return None if self.playback is None else self.playback.started_at
+
+    @property
+    def ended_at(self) -> float | None:
+        return None if self.playback is None else self.playback.ended_at
 
 
 class _VoiceSpeaker:
-    """Plays script lines through the call's prompt player."""
+    """Plays script lines through the call's prompt player: the recording, else the
+    synthesis the library made at load, else the call's own TTS (see the module
+    docstring). ``nursery`` runs the lines still being synthesised."""
 
-    def __init__(self, player: PromptPlayer, audio: Mapping[str, np.ndarray]) -> None:
+    def __init__(
+        self,
+        player: PromptPlayer,
+        loaded: LoadedScript,
+        speech: SpeechCache | None,
+        nursery: trio.Nursery,
+        *,
+        sample_rate: int,
+    ) -> None:
         self.player = player
-        self.audio = audio
+        self.loaded = loaded
+        self.speech = speech
+        self.nursery = nursery
+        self.sample_rate = sample_rate
+        self._queued = trio.Event()  # set while no line waits for its audio
+        self._queued.set()
 
     def say(self, variant: Variant, text: str, *, interruptible: bool) -> PromptHandle:
-        return self.player.play(
-            self.audio[variant.recording], interruptible=interruptible, label=text
-        )
+        audio = self._ready(variant, text)
+        if audio is not None and self._queued.is_set():
+            return self.player.play(audio, interruptible=interruptible, label=text)
+        # behind a line still being synthesised, or one itself: keep the order said
+        line, before, queued = _LaterLine(), self._queued, trio.Event()
+        self._queued = queued
+        self.nursery.start_soon(self._later, line, audio, text, interruptible, before, queued)
+        return line
+
+    def _ready(self, variant: Variant, text: str) -> np.ndarray | None:
+        if variant.recording is not None:
+            return self.loaded.audio[variant.recording]
+        if self.sample_rate == PRERENDER_RATE and text in self.loaded.speech:
+            return self.loaded.speech[text]
+        if self.speech is None:  # the library refuses such a script; never reached
+            raise ProviderError(f"no [call] tts to speak {text!r}")
+        language = self.loaded.script.language
+        return self.speech.peek(text, language=language, sample_rate=self.sample_rate)
+
+    async def _later(
+        self,
+        line: _LaterLine,
+        audio: np.ndarray | None,
+        text: str,
+        interruptible: bool,
+        before: trio.Event,
+        queued: trio.Event,
+    ) -> None:
+        try:
+            if audio is None:
+                assert self.speech is not None  # _ready raised otherwise
+                audio = await self.speech.speak(
+                    text, language=self.loaded.script.language, sample_rate=self.sample_rate
+                )
+            await before.wait()
+            line.playback = self.player.play(audio, interruptible=interruptible, label=text)
+        finally:
+            queued.set()  # a failed line must not hold back the next (the call ends anyway)
+        await line.playback.done.wait()
+        line.done.set()
+
+
+async def _prerender(
+    services: CallServices, loaded: LoadedScript, variables: Mapping[str, str]
+) -> None:
+    """Synthesise the call's own lines (a variable, no recording) into the speech cache,
+    in script order: the greeting first.
+
+    Error handling: a line that cannot be synthesised is logged; saying it later
+    tries again and fails the call if it still cannot.
+    """
+    if services.speech is None:
+        return
+    script = loaded.script
+    # a line filled from a variable the script sets mid-call is rendered when said
+    known = [v for _key, v in per_call_lines(script) if fields(v.text) <= variables.keys()]
+    texts = dict.fromkeys(fill(v.text, variables) for v in known)
+    for text in texts:
+        try:
+            await services.speech.speak(text, language=script.language, sample_rate=PRERENDER_RATE)
+        except ProviderError as exc:
+            log.warning("cannot render a line ahead: %s", exc)
 
 
 @attrs.define
@@ -141,10 +267,12 @@ async def place_call(
     life = CallLifecycle(record, storage=services.storage, events=services.events)
     leg: CallLeg | None = None
     ending = _Ending()
+    said = call_variables(loaded.script, variables or {})
     try:
         await life.begin()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(life.keep_filed)
+            nursery.start_soon(_prerender, services, loaded, said)  # while it rings
             try:
                 leg = await trunk.dial(
                     record.number,
@@ -164,7 +292,7 @@ async def place_call(
                 life.answered(leg.codec.name)
                 log.info("call %s to %s answered (%s)", record.id, record.number, leg.codec.name)
                 with trio.move_on_after(services.call.max_duration) as too_long:
-                    await _converse(services, leg, life, loaded, variables or {})
+                    await _converse(services, leg, life, loaded, said)
                 if too_long.cancelled_caught:
                     max_duration = services.call.max_duration
                     ending.error = f"hung up after call.max_duration ({max_duration} s)"
@@ -236,6 +364,7 @@ async def _converse(
     media = CallMedia(leg, endpointer=endpointer, recorder=recorder, jitter_depth=mc.jitter_depth)
     stream = services.asr.open_stream(sample_rate=leg.codec.clock_rate)
     inbox_send, inbox = trio.open_memory_channel[EngineEvent](ENGINE_INBOX)
+    script = loaded.script
 
     def on_turn(turn: Turn) -> None:
         if turn.speaker == "callee":
@@ -249,23 +378,40 @@ async def _converse(
             )
         life.turn(turn)
 
-    engine = DialogueEngine(
-        loaded.script,
-        loaded.classifier,
-        _VoiceSpeaker(media.player, loaded.audio),
-        inbox,
-        on_turn=on_turn,
-        on_node=life.node,
-        variables=variables,
-        min_confidence=services.call.min_confidence,
-        now=time.time,
-    )
+    engine: DialogueEngine | None = None
+
+    def on_step(step: Step) -> None:
+        log.debug(
+            "call %s %s at %s: %s → %s",
+            record.id, step.event, step.decision.node if step.decision else step.node,
+            " ".join(step.chain) or "-", step.node,
+        )  # fmt: skip
+
     try:
         async with trio.open_nursery() as nursery:
+            speaker = _VoiceSpeaker(
+                media.player,
+                loaded,
+                services.speech,
+                nursery,
+                sample_rate=leg.codec.clock_rate,
+            )
+            engine = DialogueEngine(
+                script,
+                loaded.classifier,
+                speaker,
+                inbox,
+                on_turn=on_turn,
+                on_node=life.node,
+                on_step=on_step,
+                variables=variables,
+                min_confidence=services.call.min_confidence,
+                now=time.time,
+            )
             nursery.start_soon(media.receive_loop)
             services.clock.add(media)
             nursery.start_soon(
-                _listen, media, stream, inbox_send, lambda: loaded.script.nodes[engine.node], life
+                _listen, media, stream, inbox_send, lambda: script.nodes[engine.node], life
             )
 
             async def watch_hangup() -> None:
@@ -279,16 +425,28 @@ async def _converse(
             if ending.dnc:
                 await _opt_out(services, record)
                 tags = (*tags, DNC_TAG)
-            life.graded(ending.grade, tags)
+            if ending.transfer is not None:
+                # carrying the transfer out over SIP is a later piece of work: hang up
+                log.warning(
+                    "call %s: the script transfers to %r at %s; transfer is not supported"
+                    " yet, hanging up",
+                    record.id, ending.transfer, ending.node,
+                )  # fmt: skip
+                tags = (*tags, TRANSFER_TAG)
+            life.graded(ending.grade, tags, ending.grade_reason or None)
             nursery.cancel_scope.cancel()
     finally:
         services.clock.remove(media)
         media.close()
         log.debug("call %s media: %s", record.id, media.stats)
-        engine.settle_turns()
         stream.close()
+        if engine is not None:
+            engine.settle_turns()
+            if record.grade is None:  # the callee hung up, or the call was cut off
+                verdict = engine.verdict(hangup_by=leg.ended_by or "robot")
+                life.graded(verdict.grade, verdict.tags, verdict.reason or None)
         if record.grade is None:
-            life.graded(loaded.script.default_grade)
+            life.graded(script.default_grade)
         if recorder is not None:
             with trio.CancelScope(shield=True):
                 try:

@@ -233,9 +233,13 @@ class CallLifecycle:
         self.record.hangup_by = self.record.hangup_by or by
         self.publish("hangup", by=self.record.hangup_by)
 
-    def graded(self, grade: str | None, tags: Iterable[str] = ()) -> None:
-        """The script's verdict: the grade, and tags added once each."""
+    def graded(
+        self, grade: str | None, tags: Iterable[str] = (), reason: str | None = None
+    ) -> None:
+        """The script's verdict: the grade, tags added once each, and why (the grading
+        rule's reason; None when no rule gave the grade)."""
         self.record.grade = grade
+        self.record.grade_reason = reason
         self.record.tags.extend(t for t in tags if t not in self.record.tags)
         self._filing.changed()
 

@@ -3,9 +3,11 @@
 Start-up order mirrors ownership: plugins are found and the config validated
 (any error → message naming file and key, exit 78 so systemd does not
 restart a broken config); then, in the main nursery, the providers in the
-order of their kinds' table (storage, speech recognisers, trunks,
-notifiers); the calls a previous run left unfinished are reconciled and the
-heartbeat starts; then the media clock, the scripts, the call dispatcher,
+order of their kinds' table (storage, speech recognisers and synthesisers,
+trunks, notifiers); the calls a previous run left unfinished are reconciled and the
+heartbeat starts; then the media clock, the scripts (their fixed lines
+without a recording spoken by ``[call] tts`` into the speech cache that
+calls share), the call dispatcher,
 and last the control socket; only then is systemd told READY.
 
 Signals: SIGTERM/SIGINT drain — no new calls, live calls get
@@ -48,7 +50,7 @@ from waihu.campaign.service import CampaignService
 from waihu.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from waihu.control.handlers import ControlHandlers, daemon_version
 from waihu.control.server import ControlServer
-from waihu.dialog.library import ScriptLibrary
+from waihu.dialog.library import ScriptLibrary, SpeechCache, without_tts
 from waihu.dialog.script import ScriptError, load_script
 from waihu.dispatcher import CallDispatcher
 from waihu.events import EventBus
@@ -104,11 +106,14 @@ class Daemon:
             await reconcile_unfinished(storage, node)  # before the first beat of this run
             nursery.start_soon(self._heartbeat, storage, node)
             await nursery.start(self.clock.run)
-            nlu_name = self.config.call.nlu
+            nlu_name, tts_name = self.config.call.nlu, self.config.call.tts
             self.scripts = ScriptLibrary(
                 Path(self.config.daemon.scripts_dir),
                 lambda: self.providers.build("nlu", nlu_name),
                 limiter=self.cpu_limiter,
+                speech=None
+                if tts_name is None
+                else SpeechCache(self.providers.get("tts", tts_name)),
             )
             await self.scripts.load()
             dispatcher = self.dispatcher = CallDispatcher(
@@ -220,9 +225,12 @@ def check(config_path: Path, pm: pluggy.PluginManager) -> Config:
     scripts_dir = Path(config.daemon.scripts_dir)
     for path in sorted(scripts_dir.glob("*.toml")) if scripts_dir.is_dir() else []:
         try:
-            load_script(path)
+            script = load_script(path)
         except ScriptError as exc:
             problems.extend(exc.problems)
+            continue
+        if config.call.tts is None:
+            problems.extend(without_tts(script))
     if problems:
         raise ConfigError(problems)
     return config

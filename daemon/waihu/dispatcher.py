@@ -5,8 +5,10 @@ dials, later the console's and inbound ones — starts with
 ``CallDispatcher.start``. The dispatcher owns:
 
 - *admission*: no call while draining, for a script that is not loaded, a
-  trunk that is not configured or an empty target; each refusal is a
-  ``DispatchRefused`` with a control-socket error code;
+  trunk that is not configured, an empty target, or variables that leave one
+  of the script's ``{placeholders}`` empty (blank or absent, with no
+  ``[variables]`` default: the callee would hear nothing, or the brace read
+  out); each refusal is a ``DispatchRefused`` with a control-socket error code;
 - *lines*: each trunk carries at most its ``lines`` calls at once, and the
   daemon at most ``daemon.max_calls``. A ``Line`` holds one of each. A single
   call takes one at once or is refused (``try_acquire_line``); a campaign
@@ -46,7 +48,7 @@ from waihu.api import CallRecord, Trunk, WaihuError
 from waihu.call import CallServices, place_call
 from waihu.campaign.pacing import TokenBucket
 from waihu.config import Config
-from waihu.dialog.library import LoadedScript, ScriptLibrary
+from waihu.dialog.library import LoadedScript, ScriptLibrary, missing_variables
 from waihu.events import EventBus
 from waihu.media.media_clock import MediaClock
 from waihu.providers import Providers
@@ -269,7 +271,8 @@ class CallDispatcher:
         """Start one call now; returns its record (``dialing``) while it runs on.
 
         Refuses at once with DispatchRefused — while draining, for an unknown
-        script or trunk, an empty target, a call id already live, or when no
+        script or trunk, an empty target, a variable the script needs left
+        empty, a call id already live, or when no
         line is free (``line`` None: one is taken with ``try_acquire_line``;
         a refused caller keeps the line it passed). Once the call's record is
         filed final, ``on_end(record)`` is awaited (its exceptions logged),
@@ -287,6 +290,15 @@ class CallDispatcher:
         target = request.target.strip()
         if not target:
             raise DispatchRefused("bad_request", "target must be a number or SIP URI")
+        missing = missing_variables(loaded.script, request.variables)
+        if missing:
+            raise DispatchRefused(
+                "bad_request",
+                "; ".join(
+                    f"script {request.script!r} needs variable {name!r} ({line})"
+                    for name, line in missing
+                ),
+            )
         call_id = request.call_id or new_call_id()
         if call_id in self._live:
             raise DispatchRefused("bad_request", f"call {call_id} is already live")
@@ -301,6 +313,7 @@ class CallDispatcher:
             trunk=trunk_name,
             created_at=time.time(),
             campaign_id=request.campaign_id,
+            script_hash=loaded.script.content_hash or None,
         )
         self._live[call_id] = record
         if self._running == 0:
@@ -355,4 +368,5 @@ class CallDispatcher:
             call=config.call,
             recordings_dir=recordings if config.media.record else None,
             region=config.campaign.default_region,
+            speech=self.scripts.speech,
         )

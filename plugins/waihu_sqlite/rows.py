@@ -120,6 +120,8 @@ def call_row(record: CallRecord) -> dict[str, Any]:
         "error": record.error,
         "campaign_id": record.campaign_id,
         "outcome": record.outcome,
+        "grade_reason": record.grade_reason,
+        "script_hash": record.script_hash,
         **funnel_columns(record.turns),
     }
 
@@ -186,6 +188,8 @@ def record_from_rows(call: Mapping[str, Any], turns: Iterable[Mapping[str, Any]]
         error=call["error"],
         campaign_id=call["campaign_id"],
         outcome=call["outcome"],
+        grade_reason=call["grade_reason"],
+        script_hash=call["script_hash"],
     )
 
 

@@ -13,6 +13,9 @@ A step, once released, is never edited: files out there were made by it.
   heartbeats (``alive``). Every query the campaign store runs on a table that
   grows with the calls made has an index of its own; the partial ones hold
   only the few rows asked for (open attempts, leases, unfinished calls).
+- v3: calls get ``grade_reason`` (the grading rule's reason) and
+  ``script_hash`` (the content hash of the script version that spoke); NULL
+  for calls filed before.
 
 The v2 tables are plain SQL DDL, written to read the same on PostgreSQL where
 that costs nothing (``REAL`` is ``double precision`` there, ``INTEGER PRIMARY
@@ -44,7 +47,7 @@ __all__ = [
     "ensure_schema",
 ]
 
-SCHEMA_VERSION = 2  # bump with a new step in _MIGRATIONS
+SCHEMA_VERSION = 3  # bump with a new step in _MIGRATIONS
 
 CALLS = "calls"
 TURNS = "turns"
@@ -235,8 +238,23 @@ def _campaigns_v2(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+_V3_STATEMENTS = (
+    "ALTER TABLE calls ADD COLUMN grade_reason TEXT",  # why the grade, for people reading it
+    "ALTER TABLE calls ADD COLUMN script_hash TEXT",  # sha256 of the script file that spoke
+)
+
+
+def _grade_reason_v3(db: sqlite_utils.Database) -> None:
+    for statement in _V3_STATEMENTS:
+        db.execute(statement)
+
+
 # _MIGRATIONS[n] takes a database at version n to version n + 1
-_MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_create_v1, _campaigns_v2]
+_MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _create_v1,
+    _campaigns_v2,
+    _grade_reason_v3,
+]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 

@@ -46,6 +46,7 @@ NONE = "-"  # how a missing value is shown in tables and headers
 CALL_ID_WIDTH = len("20261125-150001-a1b2c3")  # ids the daemon makes; keeps columns aligned
 KIND_WIDTH = len("utterance")  # the longest event kind
 BAR_WIDTH = 20  # characters of a progress bar: 5 % each
+SCRIPT_HASH_SHOWN = 12  # hex digits of a script's sha256 shown: enough to tell versions apart
 BAR_DONE, BAR_LEFT = "#", "-"  # ASCII: a bar reads the same in any terminal and in a pipe
 FINISHED_STATES = ("done", "skipped", "cancelled")  # contacts a campaign is through with
 BYTE_UNITS = ("B", "kB", "MB", "GB", "TB")  # powers of 1000, as disk tools print sizes
@@ -137,16 +138,22 @@ def render_call(result: Mapping[str, Any]) -> str:
     if answered is not None and ended is not None:
         end += f"  (talked {_duration(ended - answered)})"
     sip = " ".join(str(v) for v in (result.get("sip_status"), result.get("sip_reason")) if v)
+    script = _value(result.get("script"))
+    if result.get("script_hash"):  # which version of the file spoke
+        script += f"  (version {str(result['script_hash'])[:SCRIPT_HASH_SHOWN]})"
+    grade = _value(result.get("grade"))
+    if result.get("grade_reason"):
+        grade += f"  ({result['grade_reason']})"
     header = [
         ("number", _value(result.get("number"))),
-        ("script", _value(result.get("script"))),
+        ("script", script),
         ("trunk", _value(result.get("trunk"))),
         ("created", _when(result.get("created_at"))),
         ("answered", _when(answered)),
         ("ended", end),
         ("sip", sip or NONE),
         ("hung up by", _value(result.get("hangup_by"))),
-        ("grade", _value(result.get("grade"))),
+        ("grade", grade),
         ("tags", _listing(result.get("tags") or [])),
         ("recording", _value(result.get("recording"))),
     ]

@@ -34,7 +34,6 @@ import string
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import attrs
 import numpy as np
@@ -50,11 +49,12 @@ __all__ = [
     "ScriptLibrary",
     "SpeechCache",
     "call_variables",
+    "fields",
     "fill",
     "missing_variables",
     "per_call_lines",
-    "script_lines",
     "static_tts_lines",
+    "without_tts",
 ]
 
 log = logging.getLogger("waihu.scripts")
@@ -91,61 +91,35 @@ def fill(text: str, variables: Mapping[str, str]) -> str:
 def call_variables(script: Script, variables: Mapping[str, str]) -> dict[str, str]:
     """The values a call fills its lines with: the script's ``[variables]`` defaults,
     overridden by the call's (a contact's) values that are not blank."""
-    defaults: Mapping[str, str] = getattr(script, "variables", {})
-    return {**defaults, **{k: v for k, v in variables.items() if v.strip()}}
-
-
-def _actions(script: Script) -> list[tuple[str, Any]]:
-    """(dotted key, action table) of every action of the script that may say a line."""
-    found: list[tuple[str, Any]] = []
-    for name, node in script.nodes.items():
-        found += [(f"nodes.{name}.on.{cls}", route) for cls, route in node.on.items()]
-    for entry in script.kb.values():
-        found.append((f"kb.{entry.name}.then", entry.then))
-        found.append((f"kb.{entry.name}.on_limit", getattr(entry, "on_limit", None)))
-    handlers = getattr(script, "handlers", None)
-    if handlers is not None:
-        for kind in ("no_input", "no_match"):
-            counter = getattr(handlers, kind, None)
-            if counter is not None:
-                found.append((f"handlers.{kind}.then", counter.then))
-        found += [(f"handlers.dtmf.{k}", a) for k, a in getattr(handlers, "dtmf", {}).items()]
-    found.append(("script.on_turn_cap", getattr(script, "on_turn_cap", None)))
-    # a route written as a plain node name (or a v1 "repeat") is no table and says nothing
-    return [(key, a) for key, a in found if a is not None and not isinstance(a, str)]
-
-
-def script_lines(script: Script) -> list[tuple[str, Variant]]:
-    """Every line the script can say, with its dotted key (``nodes.offer.say[0]``)."""
-    lines: list[tuple[str, Variant]] = []
-
-    def add(key: str, variants: tuple[Variant, ...]) -> None:
-        lines.extend((f"{key}[{i}]", v) for i, v in enumerate(variants))
-
-    for name, node in script.nodes.items():
-        add(f"nodes.{name}.say", node.say)
-        add(f"nodes.{name}.reprompt", node.reprompt)
-    for entry in script.kb.values():
-        add(f"kb.{entry.name}.say", entry.say)
-    for key, action in _actions(script):
-        add(f"{key}.say", getattr(action, "say", ()))
-    return lines
+    return {**script.variables, **{k: v for k, v in variables.items() if v.strip()}}
 
 
 def _set_variables(script: Script) -> set[str]:
     """Variables the script sets itself (a node's or an action's ``set``)."""
-    names = {k for node in script.nodes.values() for k in getattr(node, "set", {})}
-    return names | {k for _key, a in _actions(script) for k in getattr(a, "set", {})}
+    handlers = script.handlers
+    actions = [a for node in script.nodes.values() for a in node.on.values()]
+    actions += [a for entry in script.kb.values() for a in (entry.then, entry.on_limit)]
+    actions += [handlers.no_input.then, handlers.no_match.then if handlers.no_match else None]
+    actions += [*handlers.dtmf.values(), *handlers.on.values(), script.on_turn_cap]
+    names = {k for node in script.nodes.values() for k in node.set}
+    return names | {k for a in actions if a is not None for k in a.set}
 
 
 def static_tts_lines(script: Script) -> list[tuple[str, Variant]]:
     """Lines spoken by TTS the same way in every call: no recording, no variable."""
-    return [(k, v) for k, v in script_lines(script) if v.recording is None and not fields(v.text)]
+    return [(k, v) for k, v in script.variants() if v.recording is None and not fields(v.text)]
 
 
 def per_call_lines(script: Script) -> list[tuple[str, Variant]]:
     """Lines spoken by TTS per call: no recording, and a variable in the text."""
-    return [(k, v) for k, v in script_lines(script) if v.recording is None and fields(v.text)]
+    return [(k, v) for k, v in script.variants() if v.recording is None and fields(v.text)]
+
+
+def without_tts(script: Script) -> list[str]:
+    """The problems of ``script`` when no TTS is configured: one per line that needs it
+    (no recording), naming file and key."""
+    spoken = [*static_tts_lines(script), *per_call_lines(script)]
+    return [f"{script.path}: {key}: {NO_TTS}" for key, _line in spoken]
 
 
 def missing_variables(script: Script, variables: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -155,7 +129,7 @@ def missing_variables(script: Script, variables: Mapping[str, str]) -> list[tupl
     have = call_variables(script, variables)
     exempt = _set_variables(script)
     missing: dict[str, str] = {}
-    for key, variant in script_lines(script):
+    for key, variant in script.variants():
         for name in sorted(fields(variant.text)):
             if name not in have and name not in exempt and name not in missing:
                 missing[name] = key
@@ -268,7 +242,7 @@ class LoadedScript:
 
 def _decode_recordings(script: Script, sample_rate: int) -> dict[str, np.ndarray]:
     audio: dict[str, np.ndarray] = {}
-    for _key, v in script_lines(script):
+    for _key, v in script.variants():
         if v.recording is not None and v.recording not in audio:
             audio[v.recording] = load_prompt(script.path.parent / v.recording, sample_rate)
     return audio
@@ -347,10 +321,7 @@ class ScriptLibrary:
         script = item.script
         problems: list[str] = []
         if self.speech is None:
-            problems = [
-                f"{script.path}: {key}: {NO_TTS}"
-                for key, _v in (*static_tts_lines(script), *per_call_lines(script))
-            ]
+            problems = without_tts(script)
             if problems:
                 raise ScriptError(problems)
             return item
