@@ -31,6 +31,8 @@ from waihu.dialog.engine import (
 )
 from waihu.dialog.script import Script, Variant, load_script
 
+from conftest import REPO
+
 SILENCE = 5.0  # the scripts' silence window (seconds)
 REPLY_AFTER = 0.5  # the callee starts speaking this long after the robot's line
 SPEAKING = 1.0  # and speaks this long
@@ -803,3 +805,93 @@ async def test_do_not_call_stands_when_the_callee_hangs_up_during_the_closing_li
     verdict = call.engine.verdict(hangup_by="callee")
     assert verdict.grade == "F"  # the end node reached gives the grade
     assert verdict.reason == "no grading rule matched; grade of node bye_dnc"
+
+
+# ───────────────── the issue's scenarios on the shared Chinese classes ─────────────────
+
+LIBRARY = REPO / "etc" / "waihu" / "scripts" / "zh" / "common" / "zh-intents.toml"
+
+WITH_LIBRARY = """
+[script]
+start = "interest"
+include = ["{library}"]
+priority = ["kb", "affirm", "deny"]
+always = ["dnc", "complaint"]
+silence_timeout = 5.0
+kb_limit = 2
+on_kb_limit = {{ say = [{{ text = "我帮您转人工。" }}], transfer = "sales" }}
+
+[handlers.on]
+dnc = {{ say = [{{ text = "好的，以后不再打扰您。" }}], dnc = true, hangup = true }}
+complaint = {{ say = [{{ text = "非常抱歉。" }}], dnc = true, hangup = true }}
+
+[kb.price]
+say = [{{ text = "每月十元起。" }}]
+[kb.who]
+say = [{{ text = "我们是平安保险。" }}]
+then = "repeat"
+[kb.robot]
+say = [{{ text = "我是智能客服。" }}]
+then = "listen"
+[kb.how_number]
+say = [{{ text = "您的号码来自公开渠道。" }}]
+
+[nodes.interest]
+say = [{{ text = "您对这个有兴趣吗？" }}]
+on = {{ affirm = "book", deny = "bye_no", default = "bye_unclear" }}
+
+[nodes.book]
+say = [{{ text = "好的，稍后联系您。" }}]
+end = true
+grade = "A"
+
+[nodes.bye_no]
+say = [{{ text = "打扰了。" }}]
+end = true
+grade = "C"
+
+[nodes.bye_unclear]
+say = [{{ text = "再见。" }}]
+end = true
+grade = "B"
+"""
+
+
+@pytest.fixture
+def library_script(make) -> tuple[Script, object]:
+    return make(WITH_LIBRARY.format(library=LIBRARY))
+
+
+@pytest.mark.xfail(reason="needs negation scope in the keywords classifier", strict=False)
+async def test_library_not_interested_and_a_double_negation(library_script) -> None:
+    script, classifier = library_script
+    node = script.nodes["interest"]
+    assert classify_reply(script, classifier, node, "我对这个不感兴趣").intent == "deny"
+    assert classify_reply(script, classifier, node, "倒也不是没兴趣").intent == "affirm"
+
+
+@pytest.mark.xfail(reason="needs patterns in the keywords classifier", strict=False)
+async def test_library_do_not_call_wins_over_the_knowledge_base(
+    library_script, autojump_clock
+) -> None:
+    script, classifier = library_script
+    call = await talk(script, classifier, ["以后别再打了，你们哪家公司的"])
+    assert call.intents == ["dnc"]
+    assert call.ending is not None
+    assert (call.ending.reason, call.ending.dnc) == ("hangup", True)
+    assert call.speaker.lines[-1] == "好的，以后不再打扰您。"
+
+
+async def test_library_robot_question_then_yes_at_the_asking_node(
+    library_script, autojump_clock
+) -> None:
+    script, classifier = library_script
+    call = await talk(script, classifier, ["你是不是机器人啊", "麻烦再讲一遍", "行"])
+    assert call.intents == ["kb.robot", "repeat", "affirm"]
+    assert call.speaker.lines == [
+        "您对这个有兴趣吗？",
+        "我是智能客服。",
+        "我是智能客服。",
+        "好的，稍后联系您。",
+    ]
+    assert call.ending is not None and call.ending.grade == "A"
