@@ -1018,3 +1018,15 @@ def test_the_man_page_example_loads(tmp_path: Path) -> None:
     script = load_script(path)
     assert script.always == ("dnc", "complaint") and script.kb["kb.who"].say
     assert script.allowed(script.nodes["greeting"])[:3] == ["dnc", "complaint", "kb.price"]
+
+
+def test_default_negation_only_pairs_classes_that_exist(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(
+        '[script]\nstart = "a"\n[intents.affirm]\nkeywords = ["好"]\n'
+        '[nodes.a]\nsay = [{ text = "?" }]\non = { affirm = "z", default = "z" }\n'
+        '[nodes.z]\nsay = [{ text = "." }]\nend = true\n',
+        encoding="utf-8",
+    )
+    (affirm,) = load_script(path).intents
+    assert affirm.negated is None  # no deny to count a negated yes for
