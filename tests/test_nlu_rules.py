@@ -1,0 +1,363 @@
+"""Chinese reply rules: negation scope, A-not-A and repetition, patterns and exclusions,
+sound-alikes, the question mark, ties — on a sales script's classes as an author writes them."""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from pathlib import Path
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from waihu.api import Intent, Keyword, Match, ProviderContext
+from waihu_nlu.keywords import KeywordClassifier
+from waihu_nlu.matcher import SOUND_ALIKE_FACTOR
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "etc" / "waihu" / "scripts"
+
+# The standard classes of a sales script (script-v2 §5), negation defaults as
+# [script].negation gives them (affirm ↔ deny).
+SALES = [
+    Intent(
+        "dnc",
+        keywords=("拉黑", "骚扰", "删掉我的号码"),
+        patterns=(r"(别|不要).{0,4}打.{0,2}(电话|了)",),
+    ),
+    Intent("complaint", keywords=("投诉", "举报", "12315")),
+    Intent(
+        "kb.price",
+        keywords=("多少钱", "价格", "多少"),
+        exclusions=("说了多少遍", r"多少(次|回)"),
+    ),
+    Intent("kb.robot", keywords=("机器人", "真人")),
+    Intent(
+        "affirm",
+        keywords=(
+            "好的",
+            "可以",
+            "行",
+            "对",
+            "是",
+            "嗯",
+            Keyword("感兴趣", negated="deny"),
+            "兴趣",
+            "需要",
+            "好用",
+            "想要",
+            "没问题",
+        ),
+        examples=("那你说说看",),
+        negated="deny",
+    ),
+    Intent(
+        "deny",
+        keywords=("不需要", "不用", "不要", "没兴趣", "不感兴趣", "不好", "不买", "没有", "算了"),
+        negated="affirm",
+    ),
+    Intent("call_later", keywords=("再打", "改天", "晚点")),
+    Intent("ask_use", keywords=("用不用",)),  # "do I have to use it?" — a question class
+    Intent("repeat", keywords=("再说一遍", "没听清"), examples=("嗯？", "啊？")),
+]
+ALLOWED = [
+    "dnc",
+    "complaint",
+    "kb.price",
+    "kb.robot",
+    "affirm",
+    "deny",
+    "call_later",
+    "ask_use",
+    "repeat",
+]
+
+
+def make(intents: list[Intent], tmp_path: Path, **config: bool) -> KeywordClassifier:
+    context = ProviderContext(
+        name="test",
+        state_dir=tmp_path,
+        log=logging.getLogger("waihu.nlu.test"),
+        cpu_limiter=trio.CapacityLimiter(1),
+    )
+    classifier = KeywordClassifier(KeywordClassifier.Config(**config), context)
+    classifier.fit(intents)
+    return classifier
+
+
+@pytest.fixture(scope="module")
+def sales() -> KeywordClassifier:
+    return make(SALES, Path("."))
+
+
+def first(classifier: KeywordClassifier, reply: str) -> Match | None:
+    matches = classifier.classify(reply, ALLOWED)
+    return matches[0] if matches else None
+
+
+def classes(classifier: KeywordClassifier, reply: str) -> list[str]:
+    return [m.intent for m in classifier.classify(reply, ALLOWED)]
+
+
+# ── negation scope ──
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected", "negated"),
+    [
+        ("我对这个不感兴趣", "deny", False),  # deny's own keyword (不感兴趣), longest
+        ("不是很感兴趣", "deny", True),  # 感兴趣 under 不是 across 很
+        ("没太大兴趣", "deny", True),  # 兴趣 under 没 across 太大
+        ("不怎么需要", "deny", True),
+        ("我不太想要", "deny", True),
+        ("倒也不是没兴趣", "affirm", True),  # deny's 没兴趣 negated by 不是
+        ("我可没说不要", "affirm", True),  # 没[说] + 不要 → deny's negated class
+        ("也不是不需要", "affirm", True),  # double negation restores
+        ("感兴趣", "affirm", False),
+        ("不需要", "deny", False),  # begins with a negator: not negated by its own 不
+        ("不行", "deny", True),  # a one-character keyword right after 不
+        ("这个没问题", "affirm", False),  # 没问题 is a word, not 问题 negated
+    ],
+)
+def test_negation_sends_a_keyword_to_its_negated_class(
+    sales: KeywordClassifier, reply: str, expected: str, negated: bool
+) -> None:
+    match = first(sales, reply)
+    assert match is not None, reply
+    assert (match.intent, match.negated) == (expected, negated), reply
+    assert "affirm" not in classes(sales, reply) or expected == "affirm", reply
+
+
+def test_the_negated_match_names_the_keyword_that_matched(sales: KeywordClassifier) -> None:
+    [match] = sales.classify("不是很感兴趣", ALLOWED)
+    assert (match.intent, match.matched, match.source) == ("deny", "感兴趣", "keyword")
+
+
+def test_punctuation_ends_the_scope_of_a_negator(sales: KeywordClassifier) -> None:
+    assert classes(sales, "不，感兴趣") == ["affirm"]
+    assert classes(sales, "不感兴趣") == ["deny"]
+
+
+def test_a_negated_keyword_without_a_negated_class_counts_for_nothing(tmp_path: Path) -> None:
+    nlu = make([Intent("busy", keywords=("在忙",)), Intent("affirm", keywords=("好",))], tmp_path)
+    assert nlu.classify("我没在忙", ["busy", "affirm"]) == []
+    assert [m.intent for m in nlu.classify("我在忙", ["busy", "affirm"])] == ["busy"]
+
+
+def test_a_negated_class_outside_allowed_is_not_returned(sales: KeywordClassifier) -> None:
+    assert sales.classify("不是很感兴趣", ["affirm"]) == []
+
+
+def test_negation_can_be_switched_off(tmp_path: Path) -> None:
+    nlu = make(SALES, tmp_path, negation=False)
+    match = first(nlu, "不是很感兴趣")
+    assert match is not None and (match.intent, match.negated) == ("affirm", False)
+
+
+# ── A-not-A questions and repeated refusals ──
+
+
+@pytest.mark.parametrize(
+    ("reply", "absent"),
+    [
+        ("好不好用", ["deny", "affirm"]),  # neither 不好 nor 好用: a question
+        ("买不买得看价格", ["deny"]),
+        ("需不需要交钱", ["deny", "affirm"]),
+        ("有没有优惠", ["deny"]),
+        ("你们感不感兴趣我不管", ["affirm", "deny"]),
+        ("不用不用", ["ask_use", "affirm"]),  # a repeated refusal, not the question 用不用
+        ("不要不要", ["affirm"]),
+    ],
+)
+def test_a_not_a_questions_are_not_statements(
+    sales: KeywordClassifier, reply: str, absent: list[str]
+) -> None:
+    found = classes(sales, reply)
+    for name in absent:
+        assert name not in found, (reply, found)
+
+
+def test_repeated_refusals_are_refusals(sales: KeywordClassifier) -> None:
+    assert classes(sales, "不用不用") == ["deny"]
+    assert classes(sales, "不要不要不要") == ["deny"]
+    assert classes(sales, "那这个用不用交钱") == ["ask_use"]
+
+
+def test_a_keyword_that_is_itself_a_repetition_matches(tmp_path: Path) -> None:
+    nlu = make([Intent("deny", keywords=("不用不用",))], tmp_path)
+    assert [m.matched for m in nlu.classify("不用不用", ["deny"])] == ["不用不用"]
+
+
+# ── patterns and exclusions ──
+
+
+def test_a_gap_pattern_matches_and_names_itself(sales: KeywordClassifier) -> None:
+    match = first(sales, "以后别再给我打电话了")
+    assert match is not None
+    assert (match.intent, match.source) == ("dnc", "pattern")
+    assert match.matched == r"(别|不要).{0,4}打.{0,2}(电话|了)"
+    assert first(sales, "以后别，再给我打电话了") is not None  # punctuation is gone
+    assert "dnc" not in classes(sales, "别在我上班的时候打电话")  # a gap longer than .{0,4}
+
+
+def test_exclusions_veto_matches_inside_them_only(sales: KeywordClassifier) -> None:
+    assert "kb.price" not in classes(sales, "我说了多少遍了")
+    assert "kb.price" not in classes(sales, "打了多少次了")  # an exclusion pattern
+    assert "kb.price" in classes(sales, "说了多少遍了，到底多少钱")  # 多少钱 lies outside
+    assert "kb.price" in classes(sales, "一个月多少")
+
+
+def test_an_exclusion_of_one_class_does_not_veto_another(tmp_path: Path) -> None:
+    intents = [
+        Intent("ask_use", keywords=("用不用",), exclusions=("你用不用",)),
+        Intent("ask_use_too", keywords=("用不用",)),
+    ]
+    nlu = make(intents, tmp_path)
+    found = [m.intent for m in nlu.classify("你用不用", ["ask_use", "ask_use_too"])]
+    assert found == ["ask_use_too"]
+
+
+@pytest.mark.parametrize(
+    ("intent", "kind"),
+    [
+        (Intent("dnc", patterns=("(别|不要.{0,4}打",)), "pattern '(别|不要.{0,4}打'"),
+        (Intent("kb.price", exclusions=("多少[次",)), "exclusion '多少[次'"),
+    ],
+)
+def test_a_bad_pattern_is_an_error_naming_it(tmp_path: Path, intent: Intent, kind: str) -> None:
+    nlu = make(SALES, tmp_path)
+    with pytest.raises(ValueError) as raised:
+        nlu.fit([intent])
+    assert f"intent {intent.name!r}" in str(raised.value)
+    assert kind in str(raised.value)
+    assert classes(nlu, "多少钱") == ["kb.price"]  # the earlier fit stays
+
+
+# ── sound-alike ──
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected", "keyword"),
+    [
+        ("那你明天在打吧", "call_later", "再打"),  # 再 heard as 在
+        ("这个多少前", "kb.price", "多少钱"),  # 钱 heard as 前
+        ("我对这个有性趣", "affirm", "兴趣"),  # 兴趣 heard as 性趣
+        ("没性趣", "deny", "没兴趣"),
+    ],
+)
+def test_homophones_match_by_pinyin(
+    sales: KeywordClassifier, reply: str, expected: str, keyword: str
+) -> None:
+    match = first(sales, reply)
+    assert match is not None and (match.intent, match.matched) == (expected, keyword), reply
+
+
+def test_a_sound_alike_scores_a_little_lower_than_the_written_word(
+    sales: KeywordClassifier,
+) -> None:
+    [written] = sales.classify("多少钱", ["kb.price"])
+    [heard] = sales.classify("多少前", ["kb.price"])
+    assert written.score == 1.0
+    assert heard.score == pytest.approx(SOUND_ALIKE_FACTOR)
+
+
+def test_a_one_character_sound_alike_is_a_word_of_its_own_only(sales: KeywordClassifier) -> None:
+    assert "affirm" not in classes(sales, "十分钟以后再说")  # 十 sounds like 是 (shi)
+    assert "affirm" in classes(sales, "事")  # said alone, it is heard as 是
+
+
+def test_sound_alike_is_switchable_per_keyword_class_and_classifier(tmp_path: Path) -> None:
+    per_keyword = make([Intent("later", keywords=(Keyword("再打", sound_alike=False),))], tmp_path)
+    assert per_keyword.classify("在打", ["later"]) == []
+    per_class = make([Intent("later", keywords=("再打",), sound_alike=False)], tmp_path)
+    assert per_class.classify("在打", ["later"]) == []
+    overridden = make(
+        [Intent("later", keywords=(Keyword("再打", sound_alike=True),), sound_alike=False)],
+        tmp_path,
+    )
+    assert [m.intent for m in overridden.classify("在打", ["later"])] == ["later"]
+    switched_off = make([Intent("later", keywords=("再打",))], tmp_path, sound_alike=False)
+    assert switched_off.classify("在打", ["later"]) == []
+    assert [m.intent for m in switched_off.classify("再打", ["later"])] == ["later"]
+
+
+# ── the question mark and fillers ──
+
+
+def test_a_bare_en_is_not_en_with_a_question_mark(sales: KeywordClassifier) -> None:
+    assert classes(sales, "嗯") == ["affirm"]
+    assert classes(sales, "嗯嗯") == ["affirm"]
+    assert classes(sales, "嗯？") == ["repeat"]
+    assert classes(sales, "嗯?") == ["repeat"]
+    [match] = sales.classify("嗯？", ALLOWED)
+    assert (match.source, match.matched, match.score) == ("example", "嗯？", 1.0)
+
+
+def test_examples_match_through_fillers_and_punctuation(sales: KeywordClassifier) -> None:
+    [match] = sales.classify("嗯，那你说说看吧！", ALLOWED)
+    assert (match.intent, match.source) == ("affirm", "example")
+
+
+# ── ties and determinism ──
+
+
+def test_within_a_class_the_longer_match_then_the_earlier_keyword_wins(tmp_path: Path) -> None:
+    nlu = make([Intent("affirm", keywords=("可以", "好的", "没问题"))], tmp_path)
+    assert nlu.classify("好的可以", ["affirm"])[0].matched == "可以"
+    assert nlu.classify("好的没问题", ["affirm"])[0].matched == "没问题"
+
+
+def test_classes_come_in_allowed_order_every_time(tmp_path: Path) -> None:
+    reply = "多少钱，你是机器人吗"
+    once = make(SALES, tmp_path).classify(reply, ALLOWED)
+    again = make(list(SALES), tmp_path).classify(reply, ALLOWED)
+    assert once == again
+    assert [m.intent for m in once] == ["kb.price", "kb.robot"]
+    reordered = make(SALES, tmp_path).classify(reply, ["kb.robot", "kb.price"])
+    assert [m.intent for m in reordered] == ["kb.robot", "kb.price"]
+
+
+# ── Korean still works ──
+
+
+def test_the_korean_demo_script(tmp_path: Path) -> None:
+    table = tomllib.loads((SCRIPTS / "demo-ko.toml").read_text(encoding="utf-8"))
+    intents = [
+        Intent(name, keywords=tuple(t.get("keywords", ())), examples=tuple(t.get("examples", ())))
+        for name, t in table["intents"].items()
+    ] + [
+        Intent(f"kb.{name}", keywords=tuple(t.get("keywords", ())))
+        for name, t in table["kb"].items()
+    ]
+    nlu = make(intents, tmp_path)
+    allowed = ["kb.price", "kb.who", "affirm", "deny"]
+    for reply, expected in [
+        ("네", "affirm"),
+        ("네 좋아요", "affirm"),
+        ("아니요", "deny"),
+        ("필요없어요", "deny"),
+        ("가격이 얼마 예요", "kb.price"),
+        ("누구세요", "kb.who"),
+    ]:
+        assert [m.intent for m in nlu.classify(reply, allowed)][:1] == [expected], reply
+    assert nlu.classify("지금 바쁘네요", allowed) == []
+
+
+# ── robustness ──
+
+_CHINESE_REPLY = st.lists(
+    st.sampled_from([*"不没是好的用要嗯啊吧？?，。 别打再在钱前兴趣性多少", "不是", "没有", "ok"]),
+    max_size=15,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(st.text(max_size=40), _CHINESE_REPLY))
+def test_classify_never_raises_and_returns_allowed_classes(text: str) -> None:
+    matches = _SHARED.classify(text, ALLOWED)
+    assert [m.intent for m in matches] == [n for n in ALLOWED if n in {m.intent for m in matches}]
+    assert all(0.0 <= m.score <= 1.0 for m in matches)
+
+
+_SHARED = make(SALES, Path("."))
