@@ -63,9 +63,9 @@ import hashlib
 import re
 import string
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import attrs
 
@@ -482,6 +482,14 @@ def load_script(path: Path | str, *, check_recordings: bool = True) -> Script:
     return _Loader(Path(path)).load(check_recordings=check_recordings)
 
 
+class _ReadAction(Protocol):
+    """Reads one action value at ``key`` (the loader's ``_action`` with the node names bound)."""
+
+    def __call__(
+        self, key: str, value: Any, *, listening: bool = ..., file: Path | None = ...
+    ) -> Action | None: ...
+
+
 @attrs.define
 class _ClassDef:
     """One class (intent or kb entry) as merged from the script and its includes."""
@@ -660,8 +668,8 @@ class _Loader:
             elif SCOPE_SEPARATOR in name:
                 self.bad(f"nodes.{name}", "a node name may not hold '/'")
 
-        def check_class(key: str, cls: str, file: Path | None = None, *, kb: bool = True) -> bool:
-            if cls in known and (kb or not cls.startswith(KB_PREFIX)):
+        def check_class(key: str, cls: str, file: Path | None = None) -> bool:
+            if cls in known:
                 return True
             self.bad(key, f"unknown class {cls!r}", file)
             return False
@@ -670,12 +678,18 @@ class _Loader:
             if target not in nodes:
                 self.bad(key, f"no node named {target!r}", file)
 
-        def action(key: str, value: Any, *, listening: bool = True, file: Path | None = None):
+        def action(
+            key: str, value: Any, *, listening: bool = True, file: Path | None = None
+        ) -> Action | None:
             return self._action(key, value, nodes, listening=listening, file=file)
 
         # [script]
         check_node("script.start", head.start)
-        priority = self._priority(head.priority, "script.priority", classes)
+        priority = (
+            _default_priority(classes)
+            if head.priority is None
+            else self._priority(head.priority, "script.priority", known)
+        )
         for i, cls in enumerate(head.always):
             check_class(f"script.always[{i}]", cls)
         refusals = (
@@ -690,7 +704,8 @@ class _Loader:
         else:
             negation = dict(head.negation)
             for cls, other in negation.items():
-                check_class("script.negation", cls) and check_class(f"script.negation.{cls}", other)
+                if check_class("script.negation", cls):
+                    check_class(f"script.negation.{cls}", other)
         on_turn_cap = None
         if head.on_turn_cap is not None:
             on_turn_cap = action("script.on_turn_cap", head.on_turn_cap, listening=False)
@@ -817,16 +832,9 @@ class _Loader:
             },
         )
 
-    def _priority(
-        self, given: Sequence[str] | None, key: str, classes: Mapping[str, _ClassDef]
-    ) -> tuple[str, ...]:
-        if given is None:
-            # v1's default order first, then every other class in script order
-            order = [c for c in V1_PRIORITY if c == KB_CLASS or c in classes]
-            order += [c for c in classes if not c.startswith(KB_PREFIX) and c not in order]
-            return tuple(order)
+    def _priority(self, given: Sequence[str], key: str, known: set[str]) -> tuple[str, ...]:
         for i, cls in enumerate(given):
-            if cls not in (KB_CLASS, DEFAULT_INTENT) and cls not in classes:
+            if cls not in (KB_CLASS, DEFAULT_INTENT) and cls not in known:
                 self.bad(f"{key}[{i}]", f"unknown class {cls!r}")
         return tuple(c for c in given if c != DEFAULT_INTENT)
 
@@ -901,7 +909,7 @@ class _Loader:
         )
 
     def _counter(
-        self, table: Any, key: str, counting: str, scope: str, action: Any
+        self, table: Any, key: str, counting: str, scope: str, action: _ReadAction
     ) -> Counter | None:
         t = self.structure(_CounterTable, table, key)
         if t is None:
@@ -919,7 +927,7 @@ class _Loader:
         head: _ScriptTable,
         known: set[str],
         intents: Sequence[_ClassDef],
-        action: Any,
+        action: _ReadAction,
     ) -> Handlers:
         t = self.structure(_HandlersTable, raw.get("handlers", {}), "handlers")
         if t is None:
@@ -991,7 +999,7 @@ class _Loader:
         handlers: Handlers,
         intents: Mapping[str, Intent],
         known: set[str],
-        action: Any,
+        action: _ReadAction,
     ) -> tuple[Node, list[Intent]]:
         key = f"nodes.{name}"
         if not t.say:
@@ -1030,9 +1038,7 @@ class _Loader:
                         f"or [handlers.on] {cls}",
                     )
         order = (
-            priority
-            if t.priority is None
-            else self._priority(t.priority, f"{key}.priority", {c: None for c in known})  # type: ignore[misc]
+            priority if t.priority is None else self._priority(t.priority, f"{key}.priority", known)
         )
         appended = [c for c in routes if c not in UNMATCHED_ROUTES and c not in order]
         if KB_CLASS not in order:
@@ -1094,7 +1100,9 @@ class _Loader:
         )
         return node, extras
 
-    def _grading(self, raw: Mapping[str, Any], nodes: set[str], check_class: Any) -> tuple:
+    def _grading(
+        self, raw: Mapping[str, Any], nodes: set[str], check_class: Callable[[str, str], bool]
+    ) -> tuple[GradeRule, ...]:
         items = raw.get("grading", [])
         if not isinstance(items, list):
             self.bad("grading", "must be an array of tables ([[grading]])")
@@ -1162,6 +1170,14 @@ class _Loader:
             seen = _closure({name}, nodes, by_reply)
             if not any(nodes[n].end or _exits(nodes[n], by_reply) for n in seen):
                 self.bad(f"nodes.{name}", "loops with no exit: no path from it reaches an end node")
+
+
+def _default_priority(classes: Mapping[str, _ClassDef]) -> tuple[str, ...]:
+    """v1's default order (kb, affirm, deny: those that exist), then every other class in
+    script order."""
+    order = [c for c in V1_PRIORITY if c == KB_CLASS or c in classes]
+    order += [c for c in classes if not c.startswith(KB_PREFIX) and c not in order]
+    return tuple(order)
 
 
 def _closure(seeds: set[str], nodes: Mapping[str, Node], extra: Sequence[Action]) -> set[str]:
