@@ -778,6 +778,9 @@ async def test_timed_speaker_barge_in_cuts_only_what_may_be_cut(autojump_clock) 
             await trio.sleep(1.0)
             assert speaker.playing is first
             assert speaker.barge_in() == 2
+            await trio.sleep(1.0)
+            assert speaker.playing is notice
+            assert speaker.barge_in() == 0  # a notice that may not be cut plays on
             await notice.done.wait()
     assert (first.interrupted, notice.interrupted, last.interrupted) == (True, False, True)
     assert first.ended_at == pytest.approx(start + 1.0)
