@@ -78,6 +78,7 @@ class IntentModel:
         samples: scipy.sparse.csc_matrix,
         sample_labels: np.ndarray,
         sample_texts: tuple[str, ...],
+        reference: Callable[[str], np.ndarray],
     ) -> None:
         self._analyzer = analyzer
         self._vocabulary = vocabulary
@@ -89,6 +90,7 @@ class IntentModel:
         self._samples = samples
         self._sample_labels = sample_labels
         self._sample_texts = sample_texts
+        self._reference = reference
 
     @classmethod
     def train(cls, samples: Sequence[tuple[str, str]]) -> IntentModel | None:
@@ -131,6 +133,7 @@ class IntentModel:
             samples=scipy.sparse.csc_matrix(matrix),
             sample_labels=np.asarray(targets),
             sample_texts=tuple(texts),
+            reference=lambda text: model.predict_proba(vectorizer.transform([text]))[0],
         )
 
     def probabilities(self, text: str) -> dict[str, float] | None:
@@ -148,6 +151,16 @@ class IntentModel:
         else:
             shifted = np.exp(logits - logits.max())
             probs = shifted / shifted.sum()
+        return {
+            label: float(p)
+            for label, p in zip(self._labels, probs, strict=True)
+            if label != _BACKGROUND_LABEL
+        }
+
+    def reference_probabilities(self, text: str) -> dict[str, float]:
+        """What scikit-learn's own ``predict_proba`` gives ``text`` (slow): the yardstick
+        ``probabilities`` is held to."""
+        probs = self._reference(text)
         return {
             label: float(p)
             for label, p in zip(self._labels, probs, strict=True)
