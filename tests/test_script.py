@@ -1030,3 +1030,23 @@ def test_default_negation_only_pairs_classes_that_exist(tmp_path: Path) -> None:
     )
     (affirm,) = load_script(path).intents
     assert affirm.negated is None  # no deny to count a negated yes for
+
+
+def test_the_line_scanner_skips_what_only_looks_like_keys() -> None:
+    from waihu.dialog.script import _source_lines
+
+    text = (
+        '[t]\ndescription = """\nstart = "not a key"\n"""\n'
+        'rows = [\n  ["looks", "like"],\n  ["header"]\n]\n'
+        "'quoted key' = 1  # [not.a.header]\n"
+        "[[g]]\n[[g]]\nk = 2\n"
+    )
+    assert _source_lines(text) == {
+        "t": 1,
+        "t.description": 2,
+        "t.rows": 5,
+        "t.quoted key": 9,
+        "g[0]": 10,
+        "g[1]": 11,
+        "g[1].k": 12,
+    }
