@@ -124,8 +124,8 @@ class ScriptError(WaihuError):
 class Variant:
     """One way of saying a line: its text (for transcripts and TTS) and maybe a recording.
 
-    Without a recording, or when the text carries a ``{variable}``, the line is
-    spoken by the call's TTS provider.
+    A recording plays where there is one; without one the line is spoken by the
+    call's TTS provider (``waihu.dialog.library``).
     """
 
     text: str
