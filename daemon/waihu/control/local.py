@@ -2,7 +2,7 @@
 
 The control methods are ``protocol.COMMANDS``; this is their sibling for
 commands that work on files on this machine. Some must not need a running
-daemon (``script validate``, ``script chat``); others read or write a file
+daemon (``script validate``, ``chat``, ``test``, ``graph``); others read or write a file
 here and send the daemon what it needs (``campaign import``, ``campaign
 export``, ``campaign create`` from a campaign file, ``dnc import``, ``dnc
 export``): those name the control methods they send in ``sends``, take the
@@ -37,11 +37,21 @@ from waihu.control.protocol import (
     CommandEntry,
     Param,
 )
-from waihu.control.script_tools import DEFAULT_NLU, chat, validate
+from waihu.control.script_tools import DEFAULT_NLU, FALLBACK_NLU, chat, draw, run_cases, validate
+from waihu.dialog.graph import FORMATS
 
 __all__ = ["LOCAL_COMMANDS", "LOCAL_COMMANDS_BY_NAME", "DaemonLink", "LocalCommand"]
 
 DEFAULT_REGION = "CN"  # of numbers without a country code in a do-not-call file
+# chat and test understand replies with the same classifier
+NLU_PARAM = Param(
+    name="nlu",
+    type=str,
+    default=DEFAULT_NLU,
+    metavar="TYPE",
+    help=f"the intent classifier type, run with its defaults (default {DEFAULT_NLU}; "
+    f"{FALLBACK_NLU} while no {DEFAULT_NLU} classifier is installed)",
+)
 
 
 class DaemonLink(Protocol):
@@ -78,10 +88,17 @@ class LocalCommand(CommandEntry):
 LOCAL_COMMANDS: tuple[LocalCommand, ...] = (
     LocalCommand(
         name="script.validate",
-        summary="check script files: routes, intents, recordings (no daemon needed)",
-        description="Load each script file as waihud would and print 'FILE: OK (N nodes, "
-        "M kb entries)', or every problem found, each naming the file and the key. "
-        "Exits 1 if any file has a problem.",
+        summary="check script files: errors and warnings (no daemon needed)",
+        description="Load each script file as waihud would, recordings decoded, then look "
+        "for what loads but is probably wrong. Errors (FILE:LINE: KEY: MESSAGE) stop a script "
+        "from being used: an unknown node or class, an unreachable node, a loop with no exit, "
+        "a recording missing or not decodable. Warnings (FILE:LINE: warning: KEY: MESSAGE): "
+        "a dead end (only the handlers leave a node), a {field} with no [variables] default "
+        "(every contact must have it), a keyword claimed by two classes of one tier, a keyword "
+        "of one class inside another's with no negation rule between them, a kb entry whose "
+        "answer is never said. A file without errors ends with 'FILE: OK (N nodes, M kb "
+        "entries)' and its count of warnings. Exits 1 when a file has an error (with "
+        "--strict, a warning too), else 0.",
         params=(
             Param(
                 name="files",
@@ -91,17 +108,56 @@ LOCAL_COMMANDS: tuple[LocalCommand, ...] = (
                 metavar="FILE",
                 help="a script file (.toml); give as many as you like",
             ),
+            Param(
+                name="strict",
+                type=bool,
+                default=False,
+                help="warnings fail too (exit 1)",
+            ),
+            Param(
+                name="as_json",
+                type=bool,
+                default=False,
+                flag="--json",
+                help="print the errors and warnings as one JSON document",
+            ),
         ),
         run=validate,
     ),
     LocalCommand(
         name="script.chat",
-        summary="talk to a script by typing (no daemon needed)",
-        description="Run the dialogue engine on a script as text: the robot's lines are "
-        "printed, each line typed is what the callee says, and the intent it was understood "
-        "as is shown under it. An empty line is silence: the script's silence timer fires at "
-        "once. At an end node the node, grade and tags are printed; end of input (Ctrl-D) "
-        "is the callee hanging up. Recordings are not needed.",
+        summary="talk to a script by typing, each step explained (no daemon needed)",
+        description="Run the dialogue engine on a script as text: each line typed is what "
+        "the callee says; under it come the class it was taken for, the keyword or pattern "
+        "that matched, whether negation applied, the source (keyword, pattern, example, "
+        "model) and score, the chain of actions, the node it led to and that node's line in "
+        "the file, then the robot's answer. An empty line is silence: the node's silence "
+        "window passes at once. At the end the node, grade, tags and the grade's reason are "
+        "printed; end of input (Ctrl-D) is the callee hanging up. Standard input may be a "
+        "pipe. Recordings are not needed.",
+        params=(
+            Param(
+                name="file",
+                type=str,
+                required=True,
+                positional=True,
+                metavar="FILE",
+                help="the script file (.toml)",
+            ),
+            NLU_PARAM,
+            VARIABLES_PARAM,
+        ),
+        run=chat,
+    ),
+    LocalCommand(
+        name="script.test",
+        summary="run a script's dialogue test cases (no daemon needed)",
+        description="Play each [[case]] of the cases files (replies in; path, end node, "
+        "grade, tags, classes, dnc out: see waihu-script(5)) through the dialogue engine and "
+        "classifier, as chat does, and print PASS or FAIL per case with what differed. An "
+        "empty reply is a silence; after the last reply the callee hangs up. Exits 1 if a "
+        "case fails or a file cannot be used (each problem naming the file, the case and the "
+        "key), else 0: fit for CI.",
         params=(
             Param(
                 name="file",
@@ -112,15 +168,51 @@ LOCAL_COMMANDS: tuple[LocalCommand, ...] = (
                 help="the script file (.toml)",
             ),
             Param(
-                name="nlu",
-                type=str,
-                default=DEFAULT_NLU,
-                metavar="TYPE",
-                help=f"the intent classifier type, run with its defaults (default {DEFAULT_NLU})",
+                name="cases",
+                type=list,
+                required=True,
+                positional=True,
+                metavar="CASES.toml",
+                help="a cases file (NAME.cases.toml beside the script); as many as you like",
             ),
-            VARIABLES_PARAM,
+            NLU_PARAM,
         ),
-        run=chat,
+        run=run_cases,
+    ),
+    LocalCommand(
+        name="script.graph",
+        summary="draw a script's flow and knowledge base with Graphviz (no daemon needed)",
+        description="Draw the main flow (nodes, end nodes with their grade, edges labelled "
+        "with the classes or short/long/default routes), the handlers (no input, no match, "
+        "turn cap, DTMF) as dashed edges, and the knowledge base as a cluster with each "
+        "entry's then. SVG and PNG need Graphviz's dot program (apt-get install graphviz); "
+        "DOT text does not. '-o -' writes to standard output (DOT unless --format says "
+        "otherwise).",
+        params=(
+            Param(
+                name="file",
+                type=str,
+                required=True,
+                positional=True,
+                metavar="FILE",
+                help="the script file (.toml)",
+            ),
+            Param(
+                name="output",
+                type=str,
+                required=True,
+                flag="-o",
+                metavar="OUT",
+                help="where to write (flow.svg, flow.png, flow.dot; - for standard output)",
+            ),
+            Param(
+                name="format",
+                type=str,
+                metavar="FORMAT",
+                help=f"{' | '.join(FORMATS)} (default: by OUT's suffix, else svg)",
+            ),
+        ),
+        run=draw,
     ),
     LocalCommand(
         name="campaign.create",

@@ -1,113 +1,168 @@
-"""What ``waihuctl script validate`` and ``waihuctl script chat`` do, on this machine.
+"""What ``waihuctl script validate | chat | test | graph`` do, on this machine.
 
-Both work on script files alone and never connect to waihud: a script can be
-checked and talked to before it is installed, on any machine with waihu.
+All four work on script files alone and never connect to waihud: a script
+can be checked, talked to, tested and drawn before it is installed, on any
+machine with waihu.
 
 ``validate`` loads each file as the daemon would (``load_script``, recordings
-included) and prints ``FILE: OK (N nodes, M kb entries)`` or every problem,
-each naming the file and the key.
+included), then asks ``lint`` what is legal but probably wrong. Errors read
+``FILE:LINE: KEY: MESSAGE``, warnings ``FILE:LINE: warning: KEY: MESSAGE``;
+a file without errors ends with ``FILE: OK (N nodes, M kb entries)`` (and its
+count of warnings). Exit status 1 when a file has an error, or with
+``--strict`` a warning; ``--json`` prints one JSON document instead.
 
-``chat`` runs the real ``DialogueEngine`` with the real classifier (the
-``keywords`` NLU, or ``--nlu TYPE``, found through the plugin registry) and
-the text speaker: the robot's lines are printed, each line read from standard
-input is what the callee said (``SpeechBegan`` then ``Utterance(text, 1.0)``),
-and the intent it was classified as is printed under it. An empty line is
-silence: the script's silence timer fires at once. For that the chat runs on
-a clock that stands still (trio's ``MockClock`` at rate 0): typing takes no
-time in the script's eyes, and an empty line moves the clock on by the
-script's ``silence_timeout``, so nobody waits for real seconds. At an end
-node the node, grade and tags are printed; end of input is the callee hanging
-up (the script's ``default_grade``). Recordings are not needed for a chat.
+``chat`` runs the real ``DialogueEngine`` with the real classifier (``--nlu
+TYPE``, default ``trained``, else ``keywords`` while no ``trained`` plugin is
+installed) and the text speaker: each line read from standard input is what
+the callee said, and under it the engine's step is explained — the class,
+the words or pattern that matched, whether negation applied, the source and
+score, the chain of actions, the node it landed on and that node's line in
+the file — then the robot's answer. An empty line is silence (the clock
+jumps by the node's silence window: nobody waits). At the end: the node, the
+grade, the tags and the reason; end of input is the callee hanging up.
 
-What it is not: the command table (``local``) or a voice test (that is a
-real call: ``waihuctl call`` against a softphone).
+``test`` plays each case of a cases file (``waihu.dialog.cases``) through the
+same engine and classifier and prints ``PASS`` or ``FAIL`` with what
+differed; exit status 1 if any case failed or a file could not be used.
+
+``graph`` draws the flow (``waihu.dialog.graph``) as SVG, PNG or DOT text.
+
+What it is not: the command table (``local``), the checks (``dialog.lint``),
+the case format (``dialog.cases``) or a voice test (that is a real call:
+``waihuctl call`` against a softphone).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
 import tempfile
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
 import pluggy
 import trio
-from trio.testing import MockClock, wait_all_tasks_blocked
+from trio.testing import MockClock
 
-from waihu.api import Classifier, ProviderContext, Turn
+from waihu.api import Classifier, ProviderContext
 from waihu.control.render import emit
-from waihu.dialog.chat import TextSpeaker
-from waihu.dialog.engine import DialogueEngine, Ending, EngineEvent, SpeechBegan, Utterance
-from waihu.dialog.script import Script, ScriptError, load_script
+from waihu.dialog.cases import (
+    CasesError,
+    DialogueCase,
+    check_cases,
+    differences,
+    load_cases,
+    play,
+)
+from waihu.dialog.engine import Step
+from waihu.dialog.graph import FORMATS, Format, GraphError, flow_graph, render
+from waihu.dialog.lint import Finding, lint
+from waihu.dialog.script import DEFAULT_INTENT, Script, ScriptError, load_script
 from waihu.plugins import PluginError, collect_provider_types, make_plugin_manager
 
-__all__ = ["DEFAULT_NLU", "chat", "validate"]
+__all__ = ["DEFAULT_NLU", "FALLBACK_NLU", "chat", "draw", "run_cases", "validate"]
 
-DEFAULT_NLU = "keywords"  # the built-in classifier, as the shipped waihud.toml uses it
-TYPED_CONFIDENCE = 1.0  # a typed line is heard exactly
-CHAT_INBOX = 4  # engine events in flight: two per typed line
+DEFAULT_NLU = "trained"  # rules and the model trained from the script's examples
+FALLBACK_NLU = "keywords"  # the rules alone: what runs while no trained classifier is installed
 EXIT_FAILED = 1
 CALLEE_PROMPT = "callee: "
 ROBOT_PREFIX = "robot: "
+STDOUT = "-"  # graph -o -: write to standard output
+SUFFIX_FORMATS: dict[str, Format] = {".svg": "svg", ".png": "png", ".dot": "dot", ".gv": "dot"}
+_LINE_PROBLEM = re.compile(r"(?P<line>\d+): (?P<key>[^:]+): (?P<message>.*)", re.DOTALL)
+_KEY_PROBLEM = re.compile(r"(?P<key>[\w.\[\]/-]+): (?P<message>.*)", re.DOTALL)
 
 
-def validate(files: list[str]) -> int:
-    """Check each script file; print one OK line or every problem per file.
+# ───────────────────────── validate ─────────────────────────
 
-    Returns 0 when all are valid, 1 otherwise.
+
+def validate(files: list[str], strict: bool = False, as_json: bool = False) -> int:
+    """Check each script file: errors, then warnings; one summary line per good file.
+
+    Returns 1 when a file has an error (with ``strict``, a warning too), else 0.
     """
-    failed = False
-    for file in files:
-        try:
-            script = load_script(file)
-        except ScriptError as exc:
-            failed = True
-            for problem in exc.problems:
-                emit(problem, sys.stdout)
+    reports = [_validate_one(file) for file in files]
+    failed = any(r["errors"] or (strict and r["warnings"]) for r in reports)
+    if as_json:
+        emit(json.dumps({"ok": not failed, "files": reports}, ensure_ascii=False, indent=2),
+             sys.stdout)  # fmt: skip
+        return EXIT_FAILED if failed else 0
+    for report in reports:
+        for problem in (*report["errors"], *report["warnings"]):
+            emit(problem["text"], sys.stdout)
+        if report["errors"]:
             continue
-        emit(f"{file}: OK ({len(script.nodes)} nodes, {len(script.kb)} kb entries)", sys.stdout)
+        count = len(report["warnings"])
+        verdict = "OK" if not count else ("FAILED" if strict else "OK")
+        warned = f", {count} warning{'s' if count != 1 else ''}" if count else ""
+        emit(
+            f"{report['file']}: {verdict} ({report['nodes']} nodes, "
+            f"{report['kb']} kb entries{warned})",
+            sys.stdout,
+        )
     return EXIT_FAILED if failed else 0
 
 
-class _ChatError(Exception):
-    """The chat cannot start; the message says why."""
-
-
-def chat(file: str, nlu: str = DEFAULT_NLU, variables: Mapping[str, str] | None = None) -> int:
-    """Talk to the script in ``file`` over standard input and output; the exit status."""
+def _validate_one(file: str) -> dict[str, Any]:
+    report: dict[str, Any] = {"file": file, "errors": [], "warnings": []}
     try:
-        script = load_script(file, check_recordings=False)  # a draft may lack its recordings
+        script = load_script(file)
     except ScriptError as exc:
-        for problem in exc.problems:
-            emit(problem, sys.stdout)
-        return EXIT_FAILED
-    try:
-        classifier_type = _classifier_type(nlu)
-    except _ChatError as exc:
-        emit(f"waihuctl: {exc}", sys.stderr)
-        return EXIT_FAILED
-    clock = MockClock(rate=0.0)  # stands still: only an empty line moves it (silence)
-    with tempfile.TemporaryDirectory(prefix="waihu-chat-") as state_dir:
-        try:
-            return trio.run(
-                _chat, script, classifier_type, Path(state_dir), dict(variables or {}), clock,
-                clock=clock,
-            )  # fmt: skip
-        except _ChatError as exc:
-            emit(f"waihuctl: {exc}", sys.stderr)
-            return EXIT_FAILED
+        report["errors"] = [_parse_problem(file, p) for p in exc.problems]
+        return report
+    findings = lint(script)
+    report["errors"] = [_finding(f) for f in findings if f.severity == "error"]
+    report["warnings"] = [_finding(f) for f in findings if f.severity == "warning"]
+    report["nodes"], report["kb"] = len(script.nodes), len(script.kb)
+    return report
+
+
+def _finding(finding: Finding) -> dict[str, Any]:
+    return {**finding.as_dict(), "text": str(finding)}
+
+
+def _parse_problem(file: str, problem: str) -> dict[str, Any]:
+    """A loader problem (``FILE:LINE: KEY: MESSAGE`` or ``FILE: KEY: MESSAGE``) as data;
+    ``text`` keeps it as written."""
+    parsed: dict[str, Any] = {"severity": "error", "file": file, "line": None, "key": "",
+                              "message": problem, "text": problem}  # fmt: skip
+    for prefix in (f"{file}:", f"{Path(file)}:"):
+        if problem.startswith(prefix):
+            rest = problem[len(prefix) :].lstrip()
+            break
+    else:
+        return parsed  # an included file's problem: kept whole
+    found = _LINE_PROBLEM.fullmatch(rest)
+    if found:
+        parsed["line"] = int(found["line"])
+    else:
+        found = _KEY_PROBLEM.fullmatch(rest)
+    if found:
+        parsed["key"], parsed["message"] = found["key"], found["message"]
+    else:
+        parsed["message"] = rest
+    return parsed
+
+
+# ───────────────────────── the classifier ─────────────────────────
+
+
+class _ToolError(Exception):
+    """The command cannot go on; the message says why."""
 
 
 def _classifier_type(nlu: str) -> type[Any]:
     try:
         types = collect_provider_types(make_plugin_manager())["nlu"]
     except (PluginError, pluggy.PluginValidationError) as exc:
-        raise _ChatError(f"plugin error: {exc}") from None
+        raise _ToolError(f"plugin error: {exc}") from None
+    if nlu == DEFAULT_NLU and nlu not in types and FALLBACK_NLU in types:
+        return types[FALLBACK_NLU]
     if nlu not in types:
-        raise _ChatError(f"no nlu type {nlu!r} (installed: {', '.join(sorted(types)) or 'none'})")
+        raise _ToolError(f"no nlu type {nlu!r} (installed: {', '.join(sorted(types)) or 'none'})")
     return types[nlu]
 
 
@@ -115,12 +170,12 @@ def _make_classifier(cls: type[Any], script: Script, state_dir: Path) -> Classif
     try:
         config = cls.Config()
     except TypeError:
-        raise _ChatError(
-            f"nlu type {cls.type_name!r} needs settings; script chat runs a classifier "
+        raise _ToolError(
+            f"nlu type {cls.type_name!r} needs settings; the script tools run a classifier "
             "with its defaults only"
         ) from None
     context = ProviderContext(
-        name="chat",
+        name="script-tools",
         state_dir=state_dir,
         log=logging.getLogger(f"waihu.nlu.{cls.type_name}"),
         cpu_limiter=trio.CapacityLimiter(1),
@@ -130,75 +185,260 @@ def _make_classifier(cls: type[Any], script: Script, state_dir: Path) -> Classif
     return classifier
 
 
-async def _chat(
-    script: Script,
-    classifier_type: type[Any],
-    state_dir: Path,
-    variables: dict[str, str],
-    clock: MockClock,
-) -> int:
+def _load_for_talk(file: str) -> Script | None:
+    """The script, recordings not needed (a draft may lack them); None after printing
+    its problems."""
+    try:
+        return load_script(file, check_recordings=False)
+    except ScriptError as exc:
+        for problem in exc.problems:
+            emit(problem, sys.stdout)
+        return None
+
+
+def _run_standing(
+    main: Callable[[MockClock, Path], Any],
+) -> Any:
+    """Run ``main(clock, state_dir)`` in trio on a clock that stands still."""
+    clock = MockClock(rate=0.0)  # only a silence moves it
+    with tempfile.TemporaryDirectory(prefix="waihu-script-") as state_dir:
+        return trio.run(main, clock, Path(state_dir), clock=clock)
+
+
+# ───────────────────────── chat ─────────────────────────
+
+
+def chat(file: str, nlu: str = DEFAULT_NLU, variables: Mapping[str, str] | None = None) -> int:
+    """Talk to the script in ``file`` over standard input and output; the exit status."""
+    script = _load_for_talk(file)
+    if script is None:
+        return EXIT_FAILED
+    try:
+        classifier_type = _classifier_type(nlu)
+    except _ToolError as exc:
+        emit(f"waihuctl: {exc}", sys.stderr)
+        return EXIT_FAILED
     out = sys.stdout
-    classifier = _make_classifier(classifier_type, script, state_dir)
 
-    def on_turn(turn: Turn) -> None:
-        if turn.speaker == "callee":
-            emit(f"  → {turn.intent}", out)
-
-    send, inbox = trio.open_memory_channel[EngineEvent](CHAT_INBOX)
-    engine = DialogueEngine(
-        script,
-        classifier,
-        TextSpeaker(echo=lambda text: emit(ROBOT_PREFIX + text, out)),
-        inbox,
-        on_turn=on_turn,
-        variables=variables,
-        now=time.time,
-    )
-    ending: Ending | None = None
-    async with trio.open_nursery() as nursery:
-
-        async def converse() -> None:
-            nonlocal ending
-            ending = await engine.run()
-            nursery.cancel_scope.cancel()  # the conversation is over: stop reading
-
-        nursery.start_soon(converse)
-        await _callee(send, clock, script.silence_timeout, sys.stdin, out)
-        nursery.cancel_scope.cancel()  # end of input: the callee hung up
-    if ending is None:
-        grade = script.default_grade
-        emit(f"hung up at node {engine.node}: grade {grade} (the script's default_grade)", out)
+    async def main(clock: MockClock, state_dir: Path) -> int:
+        classifier = _make_classifier(classifier_type, script, state_dir)
+        console = _Console(script, out)
+        played = await play(
+            script,
+            classifier,
+            _reader(sys.stdin, out, console.flush),
+            clock,
+            variables=dict(variables or {}),
+            echo=console.robot,
+            on_step=console.step,
+            on_silence=lambda seconds: emit(f"  ({seconds:g} s of silence)", out),
+        )
+        console.flush()
+        if played.ending is not None:
+            ending = played.ending
+            how = "" if ending.reason == "end" else f" ({ending.reason})"
+            emit(f"end{how}: node {ending.node}, grade {ending.grade}, "
+                 f"tags {', '.join(ending.tags) or 'none'}", out)  # fmt: skip
+            if ending.transfer:
+                emit(f"transfer to {ending.transfer}", out)
+            reason = ending.grade_reason
+        else:
+            verdict = played.engine.verdict(hangup_by="callee")
+            emit(f"hung up at node {played.engine.node}: grade {verdict.grade}, "
+                 f"tags {', '.join(verdict.tags) or 'none'}", out)  # fmt: skip
+            reason = verdict.reason
+        emit(f"reason: {reason or _NO_RULE}", out)
         return 0
-    tags = ", ".join(ending.tags) or "none"
-    after = " after silence" if ending.reason == "silence" else ""
-    emit(f"end{after}: node {ending.node}, grade {ending.grade}, tags {tags}", out)
-    return 0
+
+    try:
+        return int(_run_standing(main))
+    except _ToolError as exc:
+        emit(f"waihuctl: {exc}", sys.stderr)
+        return EXIT_FAILED
 
 
-async def _callee(
-    send: trio.MemorySendChannel[EngineEvent],
-    clock: MockClock,
-    silence_timeout: float,
-    stdin: TextIO,
-    out: TextIO,
-) -> None:
-    """Feed each line of ``stdin`` to the engine until end of input."""
+_NO_RULE = "no grading rule matched (the end node's grade, else the script's default_grade)"
+
+
+def _reader(stdin: TextIO, out: TextIO, before: Callable[[], None]) -> Callable[[], Any]:
+    """The callee's replies read from ``stdin``: a prompt when it is a terminal, the line
+    echoed when it is not (a pipe's lines are not on screen)."""
     interactive = stdin.isatty()
-    while True:
-        await wait_all_tasks_blocked()  # the robot has said its piece and listens
+
+    async def next_reply() -> str | None:
+        before()
         if interactive:
             out.write(CALLEE_PROMPT)
             out.flush()
         line = await trio.to_thread.run_sync(stdin.readline, abandon_on_cancel=True)
         if not line:
-            return
+            return None
         text = line.strip()
-        if not text:
-            emit(f"  ({silence_timeout:g} s of silence)", out)
-            await wait_all_tasks_blocked()  # the engine's silence timer is running
-            clock.jump(silence_timeout)
+        if text and not interactive:
+            emit(CALLEE_PROMPT + text, out)
+        return text
+
+    return next_reply
+
+
+class _Console:
+    """Prints each step's explanation before the robot's answer to it.
+
+    The engine says its answer while handling a reply and reports the step
+    after; robot lines are held until then, so a reply, what it was taken for,
+    and the answer read top to bottom.
+    """
+
+    def __init__(self, script: Script, out: TextIO) -> None:
+        self.script = script
+        self.out = out
+        self._held: list[str] = []
+
+    def robot(self, text: str) -> None:
+        self._held.append(text)
+
+    def flush(self) -> None:
+        for text in self._held:
+            emit(ROBOT_PREFIX + text, self.out)
+        self._held.clear()
+
+    def step(self, step: Step) -> None:
+        for line in explain(self.script, step):
+            emit(line, self.out)
+        self.flush()
+
+
+def explain(script: Script, step: Step) -> list[str]:
+    """A step as the chat shows it: what the reply was taken for, then where it led."""
+    lines = []
+    decision = step.decision
+    if decision is not None:
+        match = decision.match
+        if match is None:
+            lines.append(f"  → {DEFAULT_INTENT} (nothing matched)")
+        else:
+            how = [f"{match.source} {match.matched!r}" if match.matched else match.source]
+            if match.negated:
+                how.append("negated")
+            how.append(f"score {match.score:.2f}")
+            lines.append(f"  → {decision.intent} ({', '.join(how)})")
+    else:
+        lines.append(f"  → {step.event.replace('_', ' ')}")
+    route = f"route {decision.route}" if decision is not None else step.event
+    chain = " → ".join(step.chain or (route,))
+    line = script.sources.get(f"nodes.{step.node}")
+    at = f" (line {line})" if line is not None else ""
+    lines.append(f"    {chain} ⇒ node {step.node}{at}")
+    return lines
+
+
+# ───────────────────────── test ─────────────────────────
+
+
+def run_cases(file: str, cases: list[str], nlu: str = DEFAULT_NLU) -> int:
+    """Play every case of the ``cases`` files against the script in ``file``; PASS or FAIL
+    per case with what differed. The exit status: 1 if any failed or could not run."""
+    script = _load_for_talk(file)
+    if script is None:
+        return EXIT_FAILED
+    loaded: list[tuple[str, list[DialogueCase]]] = []
+    problems: list[str] = []
+    classes = sorted({script.class_of(i.name) for i in script.intents} | {DEFAULT_INTENT})
+    for cases_file in cases:
+        try:
+            found = load_cases(cases_file)
+        except CasesError as exc:
+            problems.extend(exc.problems)
             continue
-        if not interactive:
-            emit(CALLEE_PROMPT + text, out)  # the typed line is not on screen: show it
-        await send.send(SpeechBegan())
-        await send.send(Utterance(text, TYPED_CONFIDENCE))
+        problems.extend(check_cases(found, cases_file, nodes=list(script.nodes), classes=classes))
+        loaded.append((cases_file, found))
+    if problems:
+        for problem in problems:
+            emit(problem, sys.stdout)
+        return EXIT_FAILED
+    try:
+        classifier_type = _classifier_type(nlu)
+    except _ToolError as exc:
+        emit(f"waihuctl: {exc}", sys.stderr)
+        return EXIT_FAILED
+    out = sys.stdout
+
+    async def main(clock: MockClock, state_dir: Path) -> tuple[int, int]:
+        classifier = _make_classifier(classifier_type, script, state_dir)
+        passed = failed = 0
+        for cases_file, found in loaded:
+            for case in found:
+                wrong = await _run_case(script, classifier, clock, case)
+                if wrong:
+                    failed += 1
+                    emit(f"FAIL {cases_file}: {case.label}", out)
+                    for difference in wrong:
+                        emit(f"    {difference}", out)
+                else:
+                    passed += 1
+                    emit(f"PASS {cases_file}: {case.label}", out)
+        return passed, failed
+
+    try:
+        passed, failed = _run_standing(main)
+    except _ToolError as exc:
+        emit(f"waihuctl: {exc}", sys.stderr)
+        return EXIT_FAILED
+    emit(f"{passed} passed, {failed} failed", out)
+    return EXIT_FAILED if failed else 0
+
+
+async def _run_case(
+    script: Script, classifier: Classifier, clock: MockClock, case: DialogueCase
+) -> list[str]:
+    replies = iter(case.replies)
+
+    async def next_reply() -> str | None:
+        return next(replies, None)
+
+    variables = case.variables(script.variables, sorted(script.placeholders))
+    played = await play(script, classifier, next_reply, clock, variables=variables)
+    return differences(case, played.outcome())
+
+
+# ───────────────────────── graph ─────────────────────────
+
+
+def draw(file: str, output: str, format: str | None = None) -> int:
+    """Draw the script in ``file`` to ``output`` (``-``: standard output) as ``format``
+    (default: by the output's suffix, else SVG; DOT text to standard output)."""
+    fmt = _graph_format(output, format)
+    if fmt is None:
+        emit(f"waihuctl: unknown format {format!r} (one of {', '.join(FORMATS)})", sys.stderr)
+        return EXIT_FAILED
+    script = _load_for_talk(file)
+    if script is None:
+        return EXIT_FAILED
+    try:
+        drawn = render(flow_graph(script), fmt)
+    except GraphError as exc:
+        emit(f"waihuctl: {exc}", sys.stderr)
+        return EXIT_FAILED
+    if output == STDOUT:
+        if fmt == "dot":
+            sys.stdout.write(drawn.decode("utf-8"))
+        else:  # an image, for a pipe: bytes as they are
+            sys.stdout.flush()
+            sys.stdout.buffer.write(drawn)
+            sys.stdout.buffer.flush()
+        return 0
+    try:
+        Path(output).write_bytes(drawn)
+    except OSError as exc:
+        emit(f"waihuctl: cannot write {output}: {exc.strerror}", sys.stderr)
+        return EXIT_FAILED
+    emit(f"{output}: {fmt}, {len(script.nodes)} nodes, {len(script.kb)} kb entries", sys.stdout)
+    return 0
+
+
+def _graph_format(output: str, format: str | None) -> Format | None:
+    if format is not None:
+        return next((f for f in FORMATS if f == format.lower()), None)
+    if output == STDOUT:
+        return "dot"
+    return SUFFIX_FORMATS.get(Path(output).suffix.lower(), "svg")
