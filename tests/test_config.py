@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 import attrs
+import pluggy
 import pytest
 
 from waihu.config import CORE_SECTIONS, ConfigError, load_config
+from waihu.daemon import check
 from waihu.providers import PROVIDER_KINDS, TrunkLimits
 
 from conftest import REPO
@@ -244,3 +246,23 @@ def test_the_shipped_config_speaks_by_espeak(provider_types: dict) -> None:
     config = load_config(REPO / "etc/waihu/waihud.toml", provider_types)
     assert config.call.tts == "default"
     assert config.section("tts", "default").type == "espeak"
+
+
+def test_check_config_refuses_a_script_needing_tts_when_none_is_configured(
+    tmp_path: Path, pm: pluggy.PluginManager
+) -> None:
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "offer.toml").write_text(
+        '[script]\nlanguage = "zh"\nstart = "hi"\n\n'
+        '[nodes.hi]\nsay = [{ text = "您好{name}" }]\nend = true\n',
+        encoding="utf-8",
+    )
+    daemon = f'\n[daemon]\nscripts_dir = "{scripts}"\n'
+    with pytest.raises(ConfigError) as info:
+        check(write(tmp_path, MINIMAL + daemon), pm)
+    assert info.value.problems == [
+        f"{scripts / 'offer.toml'}: nodes.hi.say[0]: no recording and no [call] tts to speak it"
+    ]
+    with_tts = MINIMAL + daemon + '\n[call]\ntts = "voice"\n\n[tts.voice]\ntype = "espeak"\n'
+    assert check(write(tmp_path, with_tts), pm).call.tts == "voice"
