@@ -303,3 +303,20 @@ def test_a_kb_entry_every_node_routes_itself_is_never_answered(tmp_path: Path) -
         ('busy = "hold", default', 'busy = "hold", "kb.price" = "bye_no", default')
     )
     assert findings(tmp_path, one_node_leaves_it)[1] == []
+
+
+def test_a_finding_in_an_included_class_names_that_file_and_line(tmp_path: Path) -> None:
+    common = tmp_path / "common"
+    common.mkdir()
+    (common / "zh-intents.toml").write_text(
+        '# shared classes\n\n[intents.busy]\ndescription = "忙"\nkeywords = ["可以晚点打"]\n',
+        encoding="utf-8",
+    )
+    text = changed(
+        ('always = ["dnc"]', 'always = ["dnc"]\ninclude = ["common/zh-intents.toml"]'),
+        ('[intents.busy]\nkeywords = ["在开车", "开会"]\n', ""),
+    )
+    _path, found = findings(tmp_path, text)
+    assert [(f.file, f.line, f.key) for f in found] == [
+        (common / "zh-intents.toml", 5, "intents.busy.keywords")
+    ]

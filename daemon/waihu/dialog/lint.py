@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import re
 import string
+import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -52,6 +53,7 @@ Severity = Literal["error", "warning"]
 # characters that negate what follows in Mandarin (and 唔 in Cantonese): the classifier
 # flips or cancels a keyword right after one (waihu-script(5), "Negation")
 NEGATORS = frozenset("不没别甭莫未无唔")
+INCLUDED_SECTIONS = ("intents", "kb")  # tables an included file may hold
 PROMPT_RATE = 8000  # Hz: recordings are decoded as the daemon decodes them, for G.711
 
 
@@ -94,26 +96,69 @@ def lint(script: Script, *, decode_recordings: bool = True) -> list[Finding]:
 
 
 class _Findings:
-    """Collects findings, each placed at the line the script's sources give its key."""
+    """Collects findings, each placed at the file and line of its key: the script's own
+    (``Script.line_of``), or for a class the script takes from an included file, that
+    file's table."""
 
     def __init__(self, script: Script) -> None:
         self.script = script
         self.items: list[Finding] = []
         self._seen: set[tuple[str, str]] = set()
+        self._included: list[tuple[Path, list[str]]] | None = None  # read when first needed
 
     def add(self, key: str, message: str, severity: Severity = "warning") -> None:
         if (key, message) in self._seen:
             return
         self._seen.add((key, message))
+        file, line = self._locate(key)
         self.items.append(
-            Finding(
-                severity=severity,
-                file=self.script.path,
-                line=self.script.line_of(key),
-                key=key,
-                message=message,
-            )
+            Finding(severity=severity, file=file, line=line, key=key, message=message)
         )
+
+    def _locate(self, key: str) -> tuple[Path, int | None]:
+        table, _, rest = key.partition(".")
+        name, _, sub = rest.partition(".")
+        if table in INCLUDED_SECTIONS and f"{table}.{name}" not in self.script.sources:
+            for file, lines in self._includes():  # the class comes from an included file
+                found = _table_line(lines, f"{table}.{name}", sub.split(".")[0].split("[")[0])
+                if found is not None:
+                    return file, found
+        return self.script.path, self.script.line_of(key)
+
+    def _includes(self) -> list[tuple[Path, list[str]]]:
+        """The script's included files and their lines ([script].include), as the loader
+        found them; a file it cannot read again is left out (the loader read it)."""
+        if self._included is None:
+            self._included = []
+            try:
+                head = tomllib.loads(self.script.path.read_text(encoding="utf-8"))
+                names = head.get("script", {}).get("include", [])
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+                names = []
+            for name in names if isinstance(names, list) else []:
+                file = self.script.path.parent / str(name)
+                try:
+                    self._included.append((file, file.read_text(encoding="utf-8").splitlines()))
+                except (OSError, UnicodeDecodeError):
+                    continue
+        return self._included
+
+
+def _table_line(lines: Sequence[str], table: str, key: str) -> int | None:
+    """The line of ``key`` in ``[table]`` of a TOML file's ``lines`` (of the table's header
+    when ``key`` is empty or not found); None when the table is not there."""
+    header = re.compile(r"\s*\[\s*" + r"\s*\.\s*".join(map(re.escape, table.split("."))) + r"\s*\]")
+    start = next((n for n, line in enumerate(lines) if header.match(line)), None)
+    if start is None:
+        return None
+    if key:
+        assignment = re.compile(r"\s*" + re.escape(key) + r"\s*=")
+        for n in range(start + 1, len(lines)):
+            if lines[n].lstrip().startswith("["):
+                break
+            if assignment.match(lines[n]):
+                return n + 1
+    return start + 1
 
 
 # ───────────────────────── the flow ─────────────────────────
