@@ -47,14 +47,10 @@ from rich.console import Console
 from rich.table import Table
 
 from waihu.api import Classifier, Match, WaihuError
-from waihu.dialog.script import DEFAULT_INTENT, Node, Script, ScriptError, load_script
+from waihu.dialog.engine import classify_reply
+from waihu.dialog.script import DEFAULT_INTENT, Script, ScriptError, load_script
 from waihu.plugins import PluginError, collect_provider_types, make_plugin_manager
 from waihu.providers import provider_context
-
-try:
-    from waihu.dialog.engine import classify_reply
-except ImportError:  # an engine from before the full script: the same rule, done here
-    classify_reply = None
 
 __all__ = [
     "CLASSES",
@@ -378,23 +374,9 @@ def evaluate(
                     f"node map: {reply.template}.{reply.context} = {name!r}:"
                     f" {script.path} has no such node"
                 )
-            got, match = _decide(script, classifier, script.nodes[name], reply.text)
-            outcomes.append(Outcome(reply, name, got, match))
+            decision = classify_reply(script, classifier, script.nodes[name], reply.text)
+            outcomes.append(Outcome(reply, name, decision.intent, decision.match))
     return Report(nlu=nlu, outcomes=tuple(outcomes))
-
-
-def _decide(
-    script: Script, classifier: Classifier, node: Node, text: str
-) -> tuple[str, Match | None]:
-    """The class ``text`` takes at ``node`` and the candidate that gave it."""
-    if classify_reply is not None:
-        decision = classify_reply(script, classifier, node, text)
-        return decision.intent, decision.match
-    matches = classifier.classify(text, script.allowed(node))
-    if not matches:
-        return DEFAULT_CLASS, None
-    class_of = getattr(script, "class_of", lambda name: name)  # node-scoped names came later
-    return class_of(matches[0].intent), matches[0]
 
 
 def _load_template(path: Path) -> Script:
