@@ -279,6 +279,7 @@ def test_each_difference_is_named() -> None:
     assert differences(expect(tags=("declined", "hot", "vip")), OUTCOME) == [
         "tags: missing hot, vip (got declined)"
     ]
+    assert differences(expect(tags=("hot",)), OUTCOME) == ["tags: missing hot (got declined)"]
     assert differences(expect(intents=("affirm", "affirm")), OUTCOME) == [
         "intents[1]: expected affirm, got deny"
     ]

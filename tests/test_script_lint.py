@@ -227,6 +227,17 @@ def test_a_keyword_inside_another_without_negation_between(tmp_path: Path) -> No
     )
 
 
+def test_a_one_character_keyword_is_a_word_of_its_own_never_inside_another(
+    tmp_path: Path,
+) -> None:
+    # the classifier takes "好" only said alone (or right after 不/没/别): never in "好忙"
+    text = changed(
+        ('keywords = ["可以", "感兴趣"]', 'keywords = ["可以", "感兴趣", "好"]'),
+        ('keywords = ["在开车", "开会"]', 'keywords = ["在开车", "好忙"]'),
+    )
+    assert findings(tmp_path, text)[1] == []
+
+
 def test_a_keyword_inside_one_of_a_class_that_comes_first_is_fine(tmp_path: Path) -> None:
     text = changed(
         ('keywords = ["在开车", "开会"]', 'keywords = ["在开车", "可以晚点打"]'),
