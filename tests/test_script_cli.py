@@ -192,6 +192,29 @@ def test_validate_as_json(
     assert bad["errors"][0]["message"] == "no node named 'greting'"
 
 
+def test_validate_holds_a_cases_file_to_the_script_beside_it(
+    zh: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = tmp_path / "cli-demo.cases.toml"
+    cases.write_text('[[case]]\nreplies = ["可以"]\nend = "bye_yes"\n', encoding="utf-8")
+    code, out, _ = run(monkeypatch, capsys, "script", "validate", str(zh), str(cases))
+    assert (code, out) == (0, [
+        f"{zh}: OK (4 nodes, 1 kb entries)",
+        f"{cases}: OK (1 case for {zh})",
+    ])  # fmt: skip
+    cases.write_text('[[case]]\nname = "typo"\nreplies = ["可以"]\nend = "bye_yse"\n', "utf-8")
+    code, out, _ = run(monkeypatch, capsys, "script", "validate", str(cases))
+    assert (code, out) == (1, [f"{cases}: case 1 (typo): end: the script has no node 'bye_yse'"])
+    alone = tmp_path / "alone.cases.toml"
+    alone.write_text('[[case]]\nreplies = ["可以"]\n', encoding="utf-8")
+    code, out, _ = run(monkeypatch, capsys, "script", "validate", "--strict", str(alone))
+    assert (code, out) == (1, [
+        f"{alone}: warning: no script {tmp_path / 'alone.toml'} beside it that loads: "
+        "the cases are not held to one",
+        f"{alone}: FAILED (1 case, 1 warning)",
+    ])  # fmt: skip
+
+
 def test_validate_of_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "nope.toml"
     assert main(["script", "validate", str(missing)]) == 1

@@ -110,6 +110,15 @@ def dot(script: Script) -> str:
     return render(flow_graph(script), "dot").decode("utf-8")
 
 
+def dot_with(script: Script, old: str, new: str) -> str:
+    """The DOT text of ``script`` with ``old`` replaced by ``new`` in its file."""
+    changed = script.path.with_name("changed.toml")
+    text = script.path.read_text(encoding="utf-8")
+    assert old in text
+    changed.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return dot(load_script(changed))
+
+
 def test_nodes_carry_their_line_and_end_nodes_their_grade(script: Script) -> None:
     text = dot(script)
     assert 'greeting [label="greeting\n您好，想给您介绍一款很不错的新产品…" penwidth=2 shape=box ' \
@@ -128,6 +137,10 @@ def test_routes_are_edges_labelled_with_their_classes(script: Script) -> None:
     assert "greeting -> book [label=affirm]" in text
     assert 'greeting -> bye_no [label="deny, long"]' in text  # one edge for one target
     assert 'greeting -> bye_no [label="busy / tags busy"]' in text  # an action table
+    said_first = dot_with(
+        script, 'default = "listen"', 'default = { say = [{ text = "嗯" }], resume = "listen" }'
+    )
+    assert 'book -> book [label="default (listen) / say"]' in said_first
     assert 'greeting -> greeting [label="short (repeat)"]' in text
     assert 'book -> book [label="default (listen)"]' in text
     assert "book -> bye_yes [label=affirm]" in text

@@ -97,8 +97,9 @@ LOCAL_COMMANDS: tuple[LocalCommand, ...] = (
         "(every contact must have it), a keyword claimed by two classes of one tier, a keyword "
         "of one class inside another's with no negation rule between them, a kb entry whose "
         "answer is never said. A file without errors ends with 'FILE: OK (N nodes, M kb "
-        "entries)' and its count of warnings. Exits 1 when a file has an error (with "
-        "--strict, a warning too), else 0.",
+        "entries)' and its count of warnings. A dialogue cases file (NAME.cases.toml) is read "
+        "and held to the script NAME.toml beside it instead. Exits 1 when a file has an error "
+        "(with --strict, a warning too), else 0.",
         params=(
             Param(
                 name="files",
@@ -186,8 +187,9 @@ LOCAL_COMMANDS: tuple[LocalCommand, ...] = (
         "with the classes or short/long/default routes), the handlers (no input, no match, "
         "turn cap, DTMF) as dashed edges, and the knowledge base as a cluster with each "
         "entry's then. SVG and PNG need Graphviz's dot program (apt-get install graphviz); "
-        "DOT text does not. '-o -' writes to standard output (DOT unless --format says "
-        "otherwise).",
+        "DOT text does not. A PNG shows Chinese only with a font that has its glyphs "
+        "(fonts-noto-cjk); an SVG leaves that to the viewer. '-o -' writes to standard output "
+        "(DOT unless --format says otherwise).",
         params=(
             Param(
                 name="file",

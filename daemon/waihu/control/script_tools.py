@@ -8,8 +8,10 @@ machine with waihu.
 included), then asks ``lint`` what is legal but probably wrong. Errors read
 ``FILE:LINE: KEY: MESSAGE``, warnings ``FILE:LINE: warning: KEY: MESSAGE``;
 a file without errors ends with ``FILE: OK (N nodes, M kb entries)`` (and its
-count of warnings). Exit status 1 when a file has an error, or with
-``--strict`` a warning; ``--json`` prints one JSON document instead.
+count of warnings). A cases file (``NAME.cases.toml``) is read and held to
+the script beside it instead, so ``validate zh/*.toml`` checks a template's
+cases too. Exit status 1 when a file has an error, or with ``--strict`` a
+warning; ``--json`` prints one JSON document instead.
 
 ``chat`` runs the real ``DialogueEngine`` with the real classifier (``--nlu
 TYPE``, default ``trained``, else ``keywords`` while no ``trained`` plugin is
@@ -70,6 +72,7 @@ FALLBACK_NLU = "keywords"  # the rules alone: what runs while no trained classif
 EXIT_FAILED = 1
 CALLEE_PROMPT = "callee: "
 ROBOT_PREFIX = "robot: "
+CASES_SUFFIX = ".cases.toml"  # dialogue test cases kept beside a script (waihu-script(5))
 STDOUT = "-"  # graph -o -: write to standard output
 SUFFIX_FORMATS: dict[str, Format] = {".svg": "svg", ".png": "png", ".dot": "dot", ".gv": "dot"}
 _LINE_PROBLEM = re.compile(r"(?P<line>\d+): (?P<key>[^:]+): (?P<message>.*)", re.DOTALL)
@@ -98,15 +101,18 @@ def validate(files: list[str], strict: bool = False, as_json: bool = False) -> i
         count = len(report["warnings"])
         verdict = "OK" if not count else ("FAILED" if strict else "OK")
         warned = f", {count} warning{'s' if count != 1 else ''}" if count else ""
-        emit(
-            f"{report['file']}: {verdict} ({report['nodes']} nodes, "
-            f"{report['kb']} kb entries{warned})",
-            sys.stdout,
-        )
+        if "cases" in report:
+            held = f" for {report['script']}" if report["script"] else ""
+            what = f"{report['cases']} case{'s' if report['cases'] != 1 else ''}{held}"
+        else:
+            what = f"{report['nodes']} nodes, {report['kb']} kb entries"
+        emit(f"{report['file']}: {verdict} ({what}{warned})", sys.stdout)
     return EXIT_FAILED if failed else 0
 
 
 def _validate_one(file: str) -> dict[str, Any]:
+    if file.endswith(CASES_SUFFIX):
+        return _validate_cases(file)
     report: dict[str, Any] = {"file": file, "errors": [], "warnings": []}
     try:
         script = load_script(file)
@@ -118,6 +124,37 @@ def _validate_one(file: str) -> dict[str, Any]:
     report["warnings"] = [_finding(f) for f in findings if f.severity == "warning"]
     report["nodes"], report["kb"] = len(script.nodes), len(script.kb)
     return report
+
+
+def _validate_cases(file: str) -> dict[str, Any]:
+    """A cases file (``NAME.cases.toml``, so that ``validate zh/*.toml`` takes them in
+    stride): read, and held to the script beside it (``NAME.toml``) when there is one."""
+    script_file = file.removesuffix(CASES_SUFFIX) + ".toml"
+    report: dict[str, Any] = {"file": file, "errors": [], "warnings": [], "script": None}
+    try:
+        cases = load_cases(file)
+    except CasesError as exc:
+        report["errors"] = [_parse_problem(file, p) for p in exc.problems]
+        return report
+    report["cases"] = len(cases)
+    try:
+        script = load_script(script_file, check_recordings=False)
+    except ScriptError:
+        message = f"no script {script_file} beside it that loads: the cases are not held to one"
+        report["warnings"] = [
+            {"severity": "warning", "file": file, "line": None, "key": "", "message": message,
+             "text": f"{file}: warning: {message}"}
+        ]  # fmt: skip
+        return report
+    report["script"] = script_file
+    problems = check_cases(cases, file, nodes=list(script.nodes), classes=_classes(script))
+    report["errors"] = [_parse_problem(file, p) for p in problems]
+    return report
+
+
+def _classes(script: Script) -> list[str]:
+    """Every class a reply to ``script`` can be taken for, as cases name them."""
+    return sorted({script.class_of(i.name) for i in script.intents} | {DEFAULT_INTENT})
 
 
 def _finding(finding: Finding) -> dict[str, Any]:
@@ -343,14 +380,15 @@ def run_cases(file: str, cases: list[str], nlu: str = DEFAULT_NLU) -> int:
         return EXIT_FAILED
     loaded: list[tuple[str, list[DialogueCase]]] = []
     problems: list[str] = []
-    classes = sorted({script.class_of(i.name) for i in script.intents} | {DEFAULT_INTENT})
     for cases_file in cases:
         try:
             found = load_cases(cases_file)
         except CasesError as exc:
             problems.extend(exc.problems)
             continue
-        problems.extend(check_cases(found, cases_file, nodes=list(script.nodes), classes=classes))
+        problems.extend(
+            check_cases(found, cases_file, nodes=list(script.nodes), classes=_classes(script))
+        )
         loaded.append((cases_file, found))
     if problems:
         for problem in problems:

@@ -159,9 +159,6 @@ def _edge(
 ) -> None:
     """One edge for ``action`` taken from ``source``: to the node it goes to, back to
     ``source`` for a resume, or to a hang-up or transfer terminal."""
-    extras = _extras(action)
-    if extras:
-        label = f"{label} / {extras}"
     if action.goto is not None:
         target = action.goto
     elif action.resume is not None:
@@ -169,7 +166,8 @@ def _edge(
         label = f"{label} ({action.resume})"
     else:
         target = _terminal(graph, terminals, action)
-    attrs = {"label": label}
+    extras = _extras(action)
+    attrs = {"label": f"{label} / {extras}" if extras else label}
     if dashed:
         attrs["style"] = "dashed"
     graph.edge(source, target, **attrs)
