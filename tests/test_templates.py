@@ -309,7 +309,7 @@ def test_library_claims_each_word_once() -> None:
 
 def test_library_negation_hands_words_to_their_opposites() -> None:
     affirm = _library()["intents"]["affirm"]
-    negated = {k["word"]: k["negated"] for k in affirm["keywords"] if isinstance(k, dict)}
+    negated = {k["word"]: k.get("negated") for k in affirm["keywords"] if isinstance(k, dict)}
     assert affirm["negated"] == "deny"
     assert negated["感兴趣"] == "deny"
     assert negated["需要"] == "deny"
