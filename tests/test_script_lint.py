@@ -208,6 +208,22 @@ def test_the_same_keyword_in_two_classes_of_a_tier(tmp_path: Path) -> None:
     ]
 
 
+def test_the_same_example_in_two_classes_of_a_tier(tmp_path: Path) -> None:
+    text = changed(
+        ('keywords = ["可以", "感兴趣"]', 'keywords = ["可以", "感兴趣"]\nexamples = ["嗯，说吧"]'),
+        ('keywords = ["在开车", "开会"]', 'keywords = ["在开车", "开会"]\nexamples = ["嗯，说吧"]'),
+    )
+    _path, found = findings(tmp_path, text)
+    assert [(f.line, f.key, f.message) for f in found] == [
+        (
+            line_of(text, "[intents.busy]") + 2,  # busy's examples line
+            "intents.busy.examples",
+            "'嗯，说吧' is also an example of 'affirm', which comes first at node 'greeting': "
+            "'busy' never gets it there",
+        )
+    ]
+
+
 def test_the_same_keyword_in_another_tier_is_fine(tmp_path: Path) -> None:
     # dnc is in the always tier: it takes "不用" first by design, wherever asked
     text = changed(('keywords = ["别再打"]', 'keywords = ["别再打", "不用"]'))

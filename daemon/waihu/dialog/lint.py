@@ -10,8 +10,8 @@ and finds what runs but will surprise its author on a call:
   script: this one is an error);
 - a ``{field}`` with no ``[variables]`` default and set by no node or
   action: every contact must then have that column;
-- the same keyword claimed by two classes of one tier at a node (the first
-  in the node's order always takes it);
+- the same keyword (or whole example reply) claimed by two classes of one
+  tier at a node (the first in the node's order always takes it);
 - a keyword of one class inside a keyword of another ("感兴趣" inside
   "不感兴趣") where the inner keyword's class comes first at a node, with no
   negation rule to separate them: fine when the outer keyword starts with a
@@ -255,7 +255,7 @@ def _keywords(script: Script, found: _Findings) -> None:
     for intent in script.intents:
         for keyword in intent.keywords:
             owners.setdefault(keyword.text, []).append((intent, keyword))
-    claimed: set[tuple[str, str]] = set()
+    claimed: set[tuple[str, str, str]] = set()
     inside: set[tuple[str, str, str]] = set()
     for node in script.nodes.values():
         if node.end:
@@ -272,23 +272,30 @@ def _claimed_twice(
     node: Node,
     tier: list[Intent],
     found: _Findings,
-    seen: set[tuple[str, str]],
+    seen: set[tuple[str, str, str]],
 ) -> None:
-    first: dict[str, Intent] = {}  # keyword text → the first class of the tier having it
-    for intent in tier:
-        for keyword in intent.keywords:
-            owner = first.setdefault(keyword.text, intent)
-            if script.class_of(owner.name) == script.class_of(intent.name) or _scoped(owner):
-                continue  # a node's own extras override a class there on purpose
-            if (intent.name, keyword.text) in seen:
-                continue
-            seen.add((intent.name, keyword.text))
-            found.add(
-                f"{_table_key(script, intent.name)}.keywords",
-                f"{keyword.text!r} is also a keyword of {script.class_of(owner.name)!r}, "
-                f"which comes first at node {node.name!r}: "
-                f"{script.class_of(intent.name)!r} never gets it there",
-            )
+    """Keywords, and whole example replies, that two classes of one tier both have: the
+    first in the node's order always takes them."""
+    for kind in ("keywords", "examples"):
+        first: dict[str, Intent] = {}  # text → the first class of the tier having it
+        for intent in tier:
+            texts = [k.text for k in intent.keywords] if kind == "keywords" else intent.examples
+            for text in texts:
+                owner = first.setdefault(text, intent)
+                if script.class_of(owner.name) == script.class_of(intent.name) or _scoped(owner):
+                    continue  # a node's own extras override a class there on purpose
+                if (kind, intent.name, text) in seen:
+                    continue
+                seen.add((kind, intent.name, text))
+                found.add(
+                    f"{_table_key(script, intent.name)}.{kind}",
+                    f"{text!r} is also {_ONE_OF[kind]} {script.class_of(owner.name)!r}, "
+                    f"which comes first at node {node.name!r}: "
+                    f"{script.class_of(intent.name)!r} never gets it there",
+                )
+
+
+_ONE_OF = {"keywords": "a keyword of", "examples": "an example of"}
 
 
 def _inner(
