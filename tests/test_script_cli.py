@@ -348,3 +348,18 @@ def test_chat_refuses_an_unknown_classifier_and_a_broken_script(
     code, out, _ = run(monkeypatch, capsys, "script", "chat", str(broken))
     assert code == 1
     assert out == [f"{broken}:5: script.start: required key is missing"]
+
+
+def test_chat_falls_back_to_keywords_while_no_trained_classifier_is_installed(
+    zh: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from waihu.control import script_tools
+
+    installed = script_tools.collect_provider_types(script_tools.make_plugin_manager())["nlu"]
+    only_keywords = {"nlu": {"keywords": installed["keywords"]}}  # as before trained existed
+    monkeypatch.setattr(script_tools, "collect_provider_types", lambda _pm: only_keywords)
+    code, out, err = run(monkeypatch, capsys, "script", "chat", str(zh), typed="不是很感兴趣\n")
+    assert (code, err) == (0, "")
+    assert out[2] == "  → deny (keyword '感兴趣', negated, score 0.50)"
+    code, out, err = run(monkeypatch, capsys, "script", "chat", str(zh), "--nlu", "trained")
+    assert (code, out, err) == (1, [], "waihuctl: no nlu type 'trained' (installed: keywords)\n")

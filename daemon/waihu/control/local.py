@@ -47,7 +47,6 @@ DEFAULT_REGION = "CN"  # of numbers without a country code in a do-not-call file
 NLU_PARAM = Param(
     name="nlu",
     type=str,
-    default=DEFAULT_NLU,
     metavar="TYPE",
     help=f"the intent classifier type, run with its defaults (default {DEFAULT_NLU}; "
     f"{FALLBACK_NLU} while no {DEFAULT_NLU} classifier is installed)",

@@ -191,19 +191,23 @@ class _ToolError(Exception):
     """The command cannot go on; the message says why."""
 
 
-def _classifier_type(nlu: str) -> type[Any]:
+def _classifier_type(nlu: str | None) -> type[Any]:
+    """The classifier type named ``nlu``; None: ``DEFAULT_NLU``, else ``FALLBACK_NLU``
+    while no default one is installed."""
     try:
         types = collect_provider_types(make_plugin_manager())["nlu"]
     except (PluginError, pluggy.PluginValidationError) as exc:
         raise _ToolError(f"plugin error: {exc}") from None
-    if nlu == DEFAULT_NLU and nlu not in types and FALLBACK_NLU in types:
-        return types[FALLBACK_NLU]
+    if nlu is None:
+        nlu = DEFAULT_NLU if DEFAULT_NLU in types or FALLBACK_NLU not in types else FALLBACK_NLU
     if nlu not in types:
         raise _ToolError(f"no nlu type {nlu!r} (installed: {', '.join(sorted(types)) or 'none'})")
     return types[nlu]
 
 
-def _make_classifier(cls: type[Any], script: Script, state_dir: Path) -> Classifier:
+async def _make_classifier(cls: type[Any], script: Script, state_dir: Path) -> Classifier:
+    """A classifier of type ``cls`` with its default settings, fitted to ``script`` (in a
+    worker thread: a trained model takes a moment)."""
     try:
         config = cls.Config()
     except TypeError:
@@ -218,7 +222,7 @@ def _make_classifier(cls: type[Any], script: Script, state_dir: Path) -> Classif
         cpu_limiter=trio.CapacityLimiter(1),
     )
     classifier: Classifier = cls(config, context)
-    classifier.fit(script.intents)
+    await trio.to_thread.run_sync(classifier.fit, script.intents)
     return classifier
 
 
@@ -245,7 +249,7 @@ def _run_standing(
 # ───────────────────────── chat ─────────────────────────
 
 
-def chat(file: str, nlu: str = DEFAULT_NLU, variables: Mapping[str, str] | None = None) -> int:
+def chat(file: str, nlu: str | None = None, variables: Mapping[str, str] | None = None) -> int:
     """Talk to the script in ``file`` over standard input and output; the exit status."""
     script = _load_for_talk(file)
     if script is None:
@@ -258,7 +262,7 @@ def chat(file: str, nlu: str = DEFAULT_NLU, variables: Mapping[str, str] | None 
     out = sys.stdout
 
     async def main(clock: MockClock, state_dir: Path) -> int:
-        classifier = _make_classifier(classifier_type, script, state_dir)
+        classifier = await _make_classifier(classifier_type, script, state_dir)
         console = _Console(script, out)
         played = await play(
             script,
@@ -372,7 +376,7 @@ def explain(script: Script, step: Step) -> list[str]:
 # ───────────────────────── test ─────────────────────────
 
 
-def run_cases(file: str, cases: list[str], nlu: str = DEFAULT_NLU) -> int:
+def run_cases(file: str, cases: list[str], nlu: str | None = None) -> int:
     """Play every case of the ``cases`` files against the script in ``file``; PASS or FAIL
     per case with what differed. The exit status: 1 if any failed or could not run."""
     script = _load_for_talk(file)
@@ -402,7 +406,7 @@ def run_cases(file: str, cases: list[str], nlu: str = DEFAULT_NLU) -> int:
     out = sys.stdout
 
     async def main(clock: MockClock, state_dir: Path) -> tuple[int, int]:
-        classifier = _make_classifier(classifier_type, script, state_dir)
+        classifier = await _make_classifier(classifier_type, script, state_dir)
         passed = failed = 0
         for cases_file, found in loaded:
             for case in found:
