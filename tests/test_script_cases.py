@@ -348,7 +348,27 @@ async def test_replies_running_out_is_the_callee_hanging_up(
     assert played.ending is None
     outcome = played.outcome()
     assert (outcome.path, outcome.end, outcome.completed) == (("greeting", "book"), "book", False)
-    assert outcome.grade == script.default_grade
+    assert (outcome.grade, outcome.dnc) == (script.default_grade, False)
+
+
+async def test_a_dnc_action_stands_when_the_callee_hangs_up_after_it(
+    tmp_path: Path, mock_clock: MockClock
+) -> None:
+    path = tmp_path / "dnc-then-on.toml"
+    path.write_text(SCRIPT.replace('deny = "bye_no", default = "repeat"',
+                                   'deny = { dnc = true, goto = "book" }, default = "repeat"'),
+                    encoding="utf-8")  # fmt: skip
+    script = load_script(path)
+    replies = iter(["不用"])
+
+    async def next_reply() -> str | None:
+        return next(replies, None)
+
+    with trio.fail_after(60):
+        played = await play(script, keywords_classifier(script, tmp_path), next_reply,
+                            mock_clock, variables={"name": "王"})  # fmt: skip
+    assert played.ending is None
+    assert (played.outcome().end, played.outcome().dnc) == ("book", True)
 
 
 # ───────────────────────── waihuctl script test ─────────────────────────

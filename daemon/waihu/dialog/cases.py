@@ -318,7 +318,7 @@ class Played:
             tags=tuple(verdict.tags),
             reason=verdict.reason,
             intents=intents,
-            dnc=False,  # an end node lists the number; a call hung up before one does not
+            dnc=self.engine.dnc,  # a dnc action stands though the callee hung up after it
             completed=False,
         )
 
