@@ -748,7 +748,8 @@ async def test_a_line_with_a_variable_is_rendered_while_the_call_rings(
 
     class RingingTrunk(FakeTrunk):
         async def dial(self, target: str, **options: Any) -> FakeLeg:
-            while tts.texts == []:  # answers only once the greeting is being rendered
+            # answers only once the greeting has been rendered: rendering began before
+            while speech.peek("김님", language="ko", sample_rate=8000) is None:
                 await trio.sleep(0.001)
             return await super().dial(target, **options)
 
@@ -761,6 +762,7 @@ async def test_a_line_with_a_variable_is_rendered_while_the_call_rings(
             )
     assert [(t.speaker, t.text) for t in record.turns] == [("robot", "김님")]
     assert tts.texts == ["김님"]  # rendered once, ahead; the call took it
+    assert (speech.misses, speech.hits) == (1, 0)  # ready when said: not waited for
     audio = speech.peek("김님", language="ko", sample_rate=8000)
     assert audio is not None and audio.size > 8000 // 5
     (leg,) = trunk.legs
@@ -790,6 +792,65 @@ async def test_a_line_set_mid_call_is_synthesised_when_said_and_then_played(
     audio = speech.peek("네요", language="ko", sample_rate=8000)
     assert audio is not None and trunk.legs[0].sent >= audio.size // 160
     assert (record.grade, record.error) == ("B", None)
+
+
+ORDER_SCRIPT = """
+[script]
+name = "order"
+language = "ko"
+start = "hello"
+
+[handlers.no_input]
+limit = 1
+then = { say = [{ text = "{stage}요" }], goto = "bye" }
+
+[nodes.hello]
+say = [{ text = "안녕하세요", recording = "hello.wav" }]
+set = { stage = "네" }
+silence_timeout = 0.2
+on = { default = "bye" }
+
+[nodes.bye]
+say = [{ text = "감사합니다", recording = "hello.wav" }]
+end = true
+"""
+
+
+async def test_a_recorded_line_waits_behind_one_still_being_synthesised(
+    tmp_path: Path, observed: tuple[EventBus, list[CallEvent]]
+) -> None:
+    bus, _seen = observed
+    speech = SpeechCache(CountingTts(tmp_path))
+    loaded = await load_script_text(tmp_path, ORDER_SCRIPT, speech)
+    trunk = FakeTrunk(FakeTrunk.Config(), context(tmp_path, "office"))
+    with trio.fail_after(TIMEOUT):
+        async with call_services(tmp_path, bus) as services:
+            services = attrs.evolve(services, speech=speech)
+            record = await place_call(services, trunk, new_record(), loaded)
+    said = [(t.text, t.started_at, t.ended_at) for t in record.turns if t.speaker == "robot"]
+    assert [text for text, _start, _end in said] == ["안녕하세요", "네요", "감사합니다"]
+    # the silence handler's line was synthesised when said; the recording after it waited
+    (_, _, hello_end), (_, line_start, line_end), (_, bye_start, _) = said
+    assert hello_end <= line_start < line_end <= bye_start
+
+
+async def test_a_fixed_line_plays_what_the_script_loaded_whatever_the_cache_dropped(
+    tmp_path: Path, observed: tuple[EventBus, list[CallEvent]]
+) -> None:
+    bus, _seen = observed
+    tts = CountingTts(tmp_path)
+    speech = SpeechCache(tts, max_bytes=1)  # keeps nothing
+    text = TTS_SCRIPT.replace('"{name}님"', '"네"')
+    loaded = await load_script_text(tmp_path, text, speech)
+    trunk = FakeTrunk(FakeTrunk.Config(), context(tmp_path, "office"))
+    with trio.fail_after(TIMEOUT):
+        async with call_services(tmp_path, bus) as services:
+            services = attrs.evolve(services, speech=speech)
+            record = await place_call(services, trunk, new_record(), loaded)
+    assert tts.texts == ["네"]  # at load only
+    assert len(speech) == 0
+    assert [(t.speaker, t.text) for t in record.turns] == [("robot", "네")]
+    assert trunk.legs[0].sent >= loaded.speech["네"].size // 160
 
 
 async def until_true(condition: Any) -> None:

@@ -17,7 +17,9 @@ needs TTS when none is configured is refused, naming the line:
 ``SpeechCache`` keeps synthesised audio per (text, language, rate), shared
 by every script and call of the daemon, as an LRU bounded by
 ``TTS_CACHE_BYTES``; a line asked for while it is being synthesised waits
-for that one synthesis rather than starting another.
+for that one synthesis rather than starting another. A loaded script keeps
+its own fixed lines (``LoadedScript.speech``) whatever the cache drops, so
+the bound only limits how many calls' own lines are kept for reuse.
 
 Error handling: a synthesiser failing on a line at load refuses the script
 with the line's key and the synthesiser's message, like any other problem of
