@@ -11,7 +11,9 @@ library fits in); ``match(text, allowed)`` classifies one reply:
    one pass over the compact reply and one over its sound code give every
    hit with its place;
 4. patterns: each class's regular expressions over the compact reply (or the
-   spaced one when spaces count), compiled once;
+   spaced one when spaces count), compiled once; one alternation of all of
+   them is searched first, and only a reply it matches is searched pattern
+   by pattern (for the place and class of each match);
 5. every hit goes through the same filters: its form (a Latin keyword is a
    whole word, no keyword spans punctuation; a one-character keyword a word of its own: said alone,
    repeated, between pauses or fillers, or right after 不/没/别 — "对", "对对",
@@ -78,7 +80,46 @@ SOUND_ALIKE_FACTOR = 0.9
 # leave it a word of its own, negating it: 不行, 没错 is a keyword of its own.
 _SINGLE_NEGATORS = frozenset("不没别")
 _DELIMITERS = FILLER_CHARS  # stand between words like a pause does: 对啊对啊, 好吧
+# A back-reference or conditional by group: its number changes in an alternation.
+_NUMBERED_REFERENCE = re.compile(r"\\[1-9]|\(\?P=|\(\?\(")
 _REGEX_META = frozenset(".^$*+?{}[]\\|()")  # an exclusion with none of these is a phrase
+
+
+# pyahocorasick finds a node's child by a linear search, and the root of an
+# automaton of 2,000 Chinese keywords has a child for nearly every common
+# character: 8 µs a reply. Spelt as two symbols each (a high part and a low
+# byte, from disjoint alphabets, so a match still starts on a character), no
+# node has more than 256 children: 1 µs, plus 1 µs to spell the reply.
+_HIGH_SYMBOLS = 0xE000  # Private Use Area: 0x1100 high parts (code point >> 8) …
+_LOW_SYMBOLS = _HIGH_SYMBOLS + 0x1100  # … then 256 low bytes
+_SYMBOL_CACHE_LIMIT = 1 << 16  # characters remembered; rarer ones are spelt each time
+
+
+class _TwoSymbols(dict[int, str]):
+    """``str.translate`` table: a character's ordinal → its two-symbol spelling."""
+
+    def __missing__(self, ordinal: int) -> str:
+        spelt = chr(_HIGH_SYMBOLS + (ordinal >> 8)) + chr(_LOW_SYMBOLS + (ordinal & 0xFF))
+        if len(self) < _SYMBOL_CACHE_LIMIT:
+            self[ordinal] = spelt
+        return spelt
+
+
+_SYMBOLS = _TwoSymbols()
+
+
+class _SoundSymbols(dict[int, str]):
+    """``str.translate`` table: a character's ordinal → the two-symbol spelling of its sound
+    code (``waihu_nlu.sound``): the reply's sound, spelt for the automaton in one pass."""
+
+    def __missing__(self, ordinal: int) -> str:
+        spelt = _SYMBOLS[ord(sound_code(chr(ordinal)))]
+        if len(self) < _SYMBOL_CACHE_LIMIT:
+            self[ordinal] = spelt
+        return spelt
+
+
+_SOUND_SYMBOLS = _SoundSymbols()
 
 
 @attrs.frozen(kw_only=True)
@@ -107,12 +148,6 @@ class _Rule:
     order: int  # script order, for ties
 
 
-@attrs.define
-class _Best:
-    match: Match
-    order: int
-
-
 class RuleMatcher:
     """Every rule of a script's intents, matched in one pass (see the module docstring)."""
 
@@ -125,12 +160,13 @@ class RuleMatcher:
         keys: dict[str, list[tuple[int, bool]]] = {}
         for intent in intents:
             self._add_intent(intent, keys)
+        self._any_pattern = _alternation([p for _, p in self._patterns])
         self._automaton: ahocorasick.Automaton | None = None
         self._has_sound = any(sound for entries in keys.values() for _, sound in entries)
         if keys:
             automaton = ahocorasick.Automaton()
             for key, entries in keys.items():
-                automaton.add_word(key, (len(key), tuple(entries)))
+                automaton.add_word(key.translate(_SYMBOLS), (len(key), tuple(entries)))
             automaton.make_automaton()
             self._automaton = automaton
 
@@ -146,17 +182,22 @@ class RuleMatcher:
 
     def match(self, text: str, allowed: Sequence[str]) -> list[Match]:
         """The classes of ``allowed`` whose rules fire on ``text``, in the order of ``allowed``."""
+        return self.match_core(text, allowed)[0]
+
+    def match_core(self, text: str, allowed: Sequence[str]) -> tuple[list[Match], str]:
+        """``match``, and the reply's ``core`` (computed on the way)."""
         reply = analyse(text, width=self.options.normalize_width)
-        wanted = set(allowed)
-        if not reply.compact or not wanted:
-            return []
         core = strip_fillers(reply.spaced)
         core_key = compact(core) if self.options.ignore_spaces else core
+        wanted = set(allowed)
+        if not reply.compact or not wanted:
+            return [], core_key
         size = max(1, len(compact(core).replace(QUESTION, "")))
-        best: dict[str, _Best] = {}
+        # class → (score, rule order, Match fields): a Match is made for the winners only
+        best: dict[str, tuple[float, int, str, bool, MatchSource]] = {}
         for name, written in self._examples.get(core_key, ()):
             if name in wanted and name not in best:
-                best[name] = _Best(Match(name, EXAMPLE_SCORE, written, source="example"), -1)
+                best[name] = (EXAMPLE_SCORE, -1, written, False, "example")
         excluded: dict[str, list[tuple[int, int]]] = {}
         pattern_text = reply.compact if self.options.ignore_spaces else reply.spaced
         for rule_id, start, end, sound in self._hits(reply, pattern_text):
@@ -176,18 +217,17 @@ class RuleMatcher:
                 continue
             score = min(1.0, (end - start) / size) * (SOUND_ALIKE_FACTOR if sound else 1.0)
             held = best.get(target)
-            if held is None or (
-                held.order >= 0 and (score, -rule.order) > (held.match.score, -held.order)
-            ):
-                best[target] = _Best(
-                    Match(target, score, rule.written, negated=negated, source=rule.source),
-                    rule.order,
-                )
+            # an example holds (order -1); else the higher score, then the earlier rule
+            if held is None or (held[1] >= 0 and (score, -rule.order) > (held[0], -held[1])):
+                best[target] = (score, rule.order, rule.written, negated, rule.source)
         matches: list[Match] = []
-        for name in dict.fromkeys(allowed):
-            if name in best:
-                matches.append(best[name].match)
-        return matches
+        if best:
+            for name in allowed:
+                found = best.pop(name, None)  # popped: a name repeated in allowed comes once
+                if found is not None:
+                    score, _, written, negated, source = found
+                    matches.append(Match(name, score, written, negated=negated, source=source))
+        return matches, core_key
 
     # ── fitting ──
 
@@ -280,20 +320,26 @@ class RuleMatcher:
         """
         text = reply.compact
         found: list[tuple[int, int, int, bool]] = []
-        if self._automaton is not None:
-            for last, (length, entries) in self._automaton.iter(text):
-                start = last + 1 - length
+        automaton = self._automaton
+        if automaton is not None:
+            spelt = text.translate(_SYMBOLS)
+            for last, (length, entries) in automaton.iter(spelt):
+                end = (last + 1) // 2
                 for rule_id, sound in entries:
-                    if not sound and self._keyword_fits(rule_id, reply, text, start, last + 1):
-                        found.append((rule_id, start, last + 1, False))
+                    if not sound and self._keyword_fits(rule_id, reply, text, end - length, end):
+                        found.append((rule_id, end - length, end, False))
             if self._has_sound:
-                coded = sound_code(text)
-                if coded != text:
-                    for last, (length, entries) in self._automaton.iter(coded):
-                        start = last + 1 - length
+                heard = text.translate(_SOUND_SYMBOLS)
+                if heard != spelt:  # else nothing in the reply has a pinyin reading
+                    coded = ""
+                    for last, (length, entries) in automaton.iter(heard):
+                        end = (last + 1) // 2
+                        coded = coded or sound_code(text)
                         for rule_id, sound in entries:
-                            if sound and self._keyword_fits(rule_id, reply, coded, start, last + 1):
-                                found.append((rule_id, start, last + 1, True))
+                            if sound and self._keyword_fits(
+                                rule_id, reply, coded, end - length, end
+                            ):
+                                found.append((rule_id, end - length, end, True))
         for hit in found:
             rule_id, start, end, _ = hit
             # A keyword inside a longer one found at the same place is part of that
@@ -304,6 +350,8 @@ class RuleMatcher:
                 for r, a, b, _ in found
             ):
                 yield hit
+        if self._any_pattern is not None and not self._any_pattern.search(pattern_text):
+            return  # most replies match no pattern: one search says so
         for rule_id, pattern in self._patterns:
             for start, end in self._spans(pattern, reply, pattern_text):
                 yield rule_id, start, end, False
@@ -380,6 +428,21 @@ class RuleMatcher:
                 else:
                     yield _to_compact(reply, start), _to_compact(reply, end - 1) + 1
             at = start + 1 if overlapping or end == start else end
+
+
+def _alternation(patterns: Sequence[re.Pattern[str]]) -> re.Pattern[str] | None:
+    """One expression matching wherever any of ``patterns`` does: a pre-check before each.
+
+    None when there are none, or when they cannot be joined (a back-reference
+    by number or an inline flag is only valid in its own expression): each is
+    then searched for on every reply.
+    """
+    if not patterns or any(_NUMBERED_REFERENCE.search(p.pattern) for p in patterns):
+        return None
+    try:
+        return re.compile("|".join(f"(?:{p.pattern})" for p in patterns))
+    except re.error:
+        return None
 
 
 def _to_compact(reply: Reply, spaced_index: int) -> int:

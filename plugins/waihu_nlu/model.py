@@ -15,13 +15,13 @@ background class of everyday sentences unrelated to any call
 (``BACKGROUND``) is trained alongside: an unrelated reply's probability goes
 there, and no script class reaches the threshold. It is never returned.
 
-``probabilities(text)`` scores one reply without going through
+``predict(text)`` scores one reply without going through
 scikit-learn's per-call input checks (about 0.3 ms for one string): the
 reply's n-grams are looked up in the fitted vocabulary, weighted by the
 fitted IDF, L2-normalised, and multiplied by the fitted coefficients — the
 same arithmetic as ``predict_proba``, in some tens of microseconds.
-``nearest(text, label)`` names the training sample of a class closest to the
-reply (cosine), for the transcript.
+``nearest(prediction, label)`` names the training sample of a class closest
+to the reply (cosine), for the transcript.
 
 What it is not: the policy of when the model is asked or believed — that is
 ``waihu_nlu.trained``.
@@ -29,12 +29,14 @@ What it is not: the policy of when the model is asked or believed — that is
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable, Sequence
 
+import attrs
 import numpy as np
-import scipy.sparse
 
-__all__ = ["BACKGROUND", "REGULARISATION", "IntentModel"]
+__all__ = ["BACKGROUND", "REGULARISATION", "IntentModel", "Prediction"]
 
 NGRAM_RANGE = (1, 3)  # character n-grams: single characters up to three-character words
 # Inverse regularisation strength of the logistic regression. Samples are few
@@ -45,7 +47,9 @@ NGRAM_RANGE = (1, 3)  # character n-grams: single characters up to three-charact
 REGULARISATION = 30.0
 
 # Everyday sentences that answer nothing a call asks: the background class.
-# Written for this purpose; none is a reply any script class should take.
+# Written for this purpose; none is a reply any script class should take. The
+# greetings are there because a callee's first words are often just that, and
+# 你好 shares 你 with every "你说说看" of a yes.
 BACKGROUND = tuple(
     """
     我在外面吃饭 孩子今天放学早 明天可能会下雨 这个周末去爬山 路上有点堵车 我刚到家 电视机坏了
@@ -56,11 +60,20 @@ BACKGROUND = tuple(
     菜市场的菜涨价了 地铁站很远 我们单位放假了 这几天太热了 空调开着呢 奶奶在睡觉 老师打电话来了
     钥匙找不到了 楼上漏水 电梯坏了 晚上去散步 衣服还没干 火车票买好了 冰箱里没东西 医院人太多
     球赛开始了 刚洗完澡 水开了 门口有人 今天星期几 几点了 外卖到了 路灯不亮 河边人挺多
+    你好 您好 喂你好 你好你好
     """.split()
 )
 _BACKGROUND_LABEL = ""  # no class of a script has an empty name
 MAX_ITERATIONS = 2000  # lbfgs converges in a few hundred on scripts of 2,000 keywords
 RANDOM_STATE = 0  # determinism: the same samples always give the same model
+
+
+@attrs.frozen
+class Prediction:
+    """The model's view of one text: class probabilities and the text's TF-IDF vector."""
+
+    probabilities: dict[str, float]  # script classes only, in the model's label order
+    vector: dict[int, float]  # column of each known n-gram → its L2-normalised TF-IDF weight
 
 
 class IntentModel:
@@ -69,27 +82,26 @@ class IntentModel:
     def __init__(
         self,
         *,
-        analyzer: Callable[[str], list[str]],
         vocabulary: dict[str, int],
-        idf: np.ndarray,
+        idf: Sequence[float],
         weights: np.ndarray,
         intercept: np.ndarray,
-        labels: tuple[str, ...],  # as the regression orders them
-        samples: scipy.sparse.csc_matrix,
-        sample_labels: np.ndarray,
-        sample_texts: tuple[str, ...],
+        labels: tuple[str, ...],
+        samples: Sequence[tuple[str, str, dict[int, float]]],
         reference: Callable[[str], np.ndarray],
     ) -> None:
-        self._analyzer = analyzer
         self._vocabulary = vocabulary
         self._idf = idf
         self._weights = weights  # features × classes (× 1 for two classes)
         self._intercept = intercept
-        self._labels = labels  # the model's classes, background included
+        self._labels = labels  # as the regression orders them, background included
         self.labels = tuple(label for label in labels if label != _BACKGROUND_LABEL)
-        self._samples = samples
-        self._sample_labels = sample_labels
-        self._sample_texts = sample_texts
+        # for ``nearest``: per class, column → [(sample text, its weight there)]
+        self._postings: dict[str, dict[int, list[tuple[str, float]]]] = {}
+        for text, label, vector in samples:
+            postings = self._postings.setdefault(label, {})
+            for column, weight in vector.items():
+                postings.setdefault(column, []).append((text, weight))
         self._reference = reference
 
     @classmethod
@@ -111,7 +123,7 @@ class IntentModel:
             analyzer="char", ngram_range=NGRAM_RANGE, lowercase=False, sublinear_tf=True
         )
         texts = [text for text, _ in samples] + list(BACKGROUND)
-        matrix = vectorizer.fit_transform(texts)
+        matrix = vectorizer.fit_transform(texts).tocsr()
         targets = [label for _, label in samples] + [_BACKGROUND_LABEL] * len(BACKGROUND)
         model = LogisticRegression(
             C=REGULARISATION,
@@ -123,39 +135,51 @@ class IntentModel:
         # daemon's (and each other's, on a busy host) made a 0.2 s fit take 4 s.
         with threadpool_limits(limits=1):
             model.fit(matrix, targets)
+        rows = [
+            dict(
+                zip(
+                    matrix.indices[matrix.indptr[i] : matrix.indptr[i + 1]].tolist(),
+                    matrix.data[matrix.indptr[i] : matrix.indptr[i + 1]].tolist(),
+                    strict=True,
+                )
+            )
+            for i in range(len(samples))
+        ]
         return cls(
-            analyzer=vectorizer.build_analyzer(),
             vocabulary={str(k): int(v) for k, v in vectorizer.vocabulary_.items()},
-            idf=np.asarray(vectorizer.idf_, dtype=np.float64),
+            idf=vectorizer.idf_.tolist(),
             weights=np.ascontiguousarray(model.coef_.T, dtype=np.float64),
             intercept=np.asarray(model.intercept_, dtype=np.float64),
             labels=tuple(str(c) for c in model.classes_),
-            samples=scipy.sparse.csc_matrix(matrix),
-            sample_labels=np.asarray(targets),
-            sample_texts=tuple(texts),
+            samples=[(t, lb, row) for (t, lb), row in zip(samples, rows, strict=True)],
             reference=lambda text: model.predict_proba(vectorizer.transform([text]))[0],
         )
 
-    def probabilities(self, text: str) -> dict[str, float] | None:
+    def predict(self, text: str) -> Prediction | None:
         """Each class's probability for ``text`` (the background's share left out, so they sum
         to 1 or less); None when no n-gram of it was seen in training."""
         vector = self._vector(text)
         if vector is None:
             return None
-        columns, values = vector
-        logits = values @ self._weights[columns] + self._intercept
+        logits = np.array(list(vector.values())) @ self._weights[list(vector)] + self._intercept
         if len(self._labels) == 2:
             # scikit-learn fits one logit for two classes: P(second) = sigmoid(z)
-            second = 1.0 / (1.0 + np.exp(-logits[0]))
-            probs = np.array([1.0 - second, second])
+            second = 1.0 / (1.0 + math.exp(-float(logits[0])))
+            probs = [1.0 - second, second]
         else:
             shifted = np.exp(logits - logits.max())
-            probs = shifted / shifted.sum()
-        return {
-            label: float(p)
+            probs = (shifted / shifted.sum()).tolist()
+        probabilities = {
+            label: p
             for label, p in zip(self._labels, probs, strict=True)
             if label != _BACKGROUND_LABEL
         }
+        return Prediction(probabilities, vector)
+
+    def probabilities(self, text: str) -> dict[str, float] | None:
+        """``predict(text).probabilities``, or None."""
+        prediction = self.predict(text)
+        return None if prediction is None else prediction.probabilities
 
     def reference_probabilities(self, text: str) -> dict[str, float]:
         """What scikit-learn's own ``predict_proba`` gives ``text`` (slow): the yardstick
@@ -167,28 +191,43 @@ class IntentModel:
             if label != _BACKGROUND_LABEL
         }
 
-    def nearest(self, text: str, label: str) -> str:
-        """The training sample of ``label`` most like ``text`` (cosine); empty when none is."""
-        vector = self._vector(text)
-        if vector is None:
+    def nearest(self, prediction: Prediction, label: str) -> str:
+        """The training sample of ``label`` most like the predicted text (cosine); empty when
+        none shares an n-gram with it. Ties go to the sample met first (by the reply's n-grams)."""
+        postings = self._postings.get(label, {})
+        similarity: dict[str, float] = {}
+        for column, value in prediction.vector.items():
+            for text, weight in postings.get(column, ()):
+                similarity[text] = similarity.get(text, 0.0) + value * weight
+        if not similarity:
             return ""
-        columns, values = vector
-        similarity = self._samples[:, columns] @ values
-        similarity = np.where(self._sample_labels == label, similarity, -1.0)
-        best = int(np.argmax(similarity))
-        return self._sample_texts[best] if similarity[best] > 0 else ""
+        return max(similarity, key=similarity.__getitem__)
 
-    def _vector(self, text: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """The TF-IDF vector of ``text`` as (columns, L2-normalised values)."""
+    def _vector(self, text: str) -> dict[int, float] | None:
+        """The TF-IDF vector of ``text`` (column → L2-normalised weight), as scikit-learn's."""
         counts: dict[int, int] = {}
-        for gram in self._analyzer(text):
-            column = self._vocabulary.get(gram)
+        vocabulary = self._vocabulary
+        for gram in _char_ngrams(text):
+            column = vocabulary.get(gram)
             if column is not None:
                 counts[column] = counts.get(column, 0) + 1
         if not counts:
             return None
-        columns = np.fromiter(counts, dtype=np.intp, count=len(counts))
-        values = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
-        values = (1.0 + np.log(values)) * self._idf[columns]  # sublinear_tf=True
-        values /= np.linalg.norm(values)
-        return columns, values
+        idf = self._idf
+        weights = {c: (1.0 + math.log(n)) * idf[c] for c, n in counts.items()}  # sublinear tf
+        norm = math.sqrt(sum(w * w for w in weights.values()))
+        return {c: w / norm for c, w in weights.items()}
+
+
+_WHITE_SPACES = re.compile(r"\s\s+")  # as scikit-learn's vectoriser folds them
+
+
+def _char_ngrams(text: str) -> list[str]:
+    """The n-grams scikit-learn's ``analyzer="char"`` takes from ``text`` (NGRAM_RANGE, no
+    lower-casing): its own function goes through three layers of calls per text."""
+    text = _WHITE_SPACES.sub(" ", text)
+    low, high = NGRAM_RANGE
+    grams = list(text) if low == 1 else []
+    for n in range(max(low, 2), min(high, len(text)) + 1):
+        grams.extend(text[i : i + n] for i in range(len(text) - n + 1))
+    return grams

@@ -55,21 +55,29 @@ _QUESTION_MARKS = frozenset("?？")  # ？ is folded by NFKC, but not when width
 _LEADING_FILLER = re.compile(
     r"^(?:那个|就是|这个|然后|嗯+|啊+|呃+|额+(?![度外])|哦+|噢+|哎+|唉+|诶+|欸+|喂+) ?"
 )
-_TRAILING_FILLER = re.compile(r" ?(?:吧|呢|啦|呀|哈|啊|嘛|哦|噢|嗯|呗|咯|喽)+$")
-_TRAILING_QUESTIONS = re.compile(r"(?: \?)+$")
+_LEADING_FIRST = frozenset("那就这然嗯啊呃额哦噢哎唉诶欸喂")  # first characters of leading fillers
+_TRAILING_CHARS = "吧呢啦呀哈啊嘛哦噢嗯呗咯喽"  # modal particles closing a reply
+_TRAILING_LAST = frozenset(_TRAILING_CHARS)
+_TRAILING_STRIP = _TRAILING_CHARS + " "
 
 # Single characters that are fillers wherever they stand: they delimit a
 # one-character keyword like a space does ("对啊对啊", "好吧").
 FILLER_CHARS = frozenset("嗯啊呃哦噢吧呢啦呀哈嘛呗咯喽")
 
 
-_WORD, _SPACE, _PUNCTUATION, _QUESTION = range(4)
+# Each character's kind, as one letter, so a reply's kinds are one str.translate.
+_WORD, _SPACE, _PUNCTUATION, _QUESTION = "wspq"
+_RUNS = re.compile(r"w+|q|[sp]+")  # words, a question mark, a gap of spaces and punctuation
 
 
-class _CharKinds(dict[str, int]):
-    """A character's kind for ``analyse``, looked up once per character ever seen."""
+_CACHE_LIMIT = 1 << 16  # characters remembered; rarer ones are looked up each time
 
-    def __missing__(self, char: str) -> int:
+
+class _CharKinds(dict[int, str]):
+    """``str.translate`` table: a character's ordinal → its kind, computed once per character."""
+
+    def __missing__(self, ordinal: int) -> str:
+        char = chr(ordinal)
         if char in _QUESTION_MARKS:
             kind = _QUESTION
         elif char.isspace():
@@ -78,7 +86,8 @@ class _CharKinds(dict[str, int]):
             kind = _PUNCTUATION
         else:
             kind = _WORD
-        self[char] = kind
+        if len(self) < _CACHE_LIMIT:  # bounded whatever the replies hold
+            self[ordinal] = kind
         return kind
 
 
@@ -108,38 +117,47 @@ def analyse(text: str, *, width: bool = True) -> Reply:
     if width:
         text = unicodedata.normalize("NFKC", text)
     text = text.casefold()
+    kinds = text.translate(_CHAR_KINDS)
+    if kinds.count(_WORD) == len(kinds):
+        # the common case of a recognised reply: one run of word characters
+        size = len(text)
+        flags = (False,) * size + (True,)
+        return Reply(text, text, flags, flags, tuple(range(size)))
     chars: list[str] = []
     gaps: list[bool] = []
     breaks: list[bool] = []
     gap = brk = False
-    kinds = _CHAR_KINDS
-    for char in text:
-        kind = kinds[char]
-        if kind == _SPACE:
-            gap = True
-        elif kind == _PUNCTUATION:
+    for run in _RUNS.finditer(kinds):
+        start, end = run.span()
+        kind = kinds[start]
+        if kind == _WORD:
+            # nothing stands before the first character: no gap to record there
+            rest = [False] * (end - start - 1)
+            gaps.append(gap and bool(chars))
+            gaps.extend(rest)
+            breaks.append(brk and bool(chars))
+            breaks.extend(rest)
+            chars.append(text[start:end])
+            gap = brk = False
+        elif kind == _QUESTION:
+            gaps.append(bool(chars))
+            breaks.append(bool(chars))
+            chars.append(QUESTION)
             gap = brk = True
         else:
-            question = kind == _QUESTION
-            # nothing stands before the first character: no gap to record there
-            gaps.append((gap or question) and bool(chars))
-            breaks.append((brk or question) and bool(chars))
-            chars.append(QUESTION if question else char)
-            gap = brk = question
+            gap = True
+            brk = brk or _PUNCTUATION in kinds[start:end]
     gaps.append(True)
     breaks.append(True)
+    # every piece (a run of word characters, or a question mark) stands apart
+    spaced = " ".join(chars)
     to_spaced: list[int] = []
-    parts: list[str] = []
     at = 0
-    for char, spaced_before in zip(chars, gaps, strict=False):
-        if spaced_before:
-            parts.append(" ")
-            at += 1
-        to_spaced.append(at)
-        parts.append(char)
-        at += 1
-    spaced = "".join(parts)
-    return Reply(spaced, "".join(chars), tuple(gaps), tuple(breaks), tuple(to_spaced))
+    for piece in chars:
+        to_spaced.extend(range(at, at + len(piece)))
+        at += len(piece) + 1
+    joined = "".join(chars)
+    return Reply(spaced, joined, tuple(gaps), tuple(breaks), tuple(to_spaced))
 
 
 def normalize(text: str, *, width: bool = True) -> str:
@@ -156,21 +174,28 @@ def strip_fillers(spaced: str) -> str:
 
     A question mark is not a word: "嗯 ?" keeps its 嗯, "好吧 ?" becomes "好 ?".
     """
-    questions = _TRAILING_QUESTIONS.search(spaced)
-    tail = questions.group() if questions else ""
-    body = spaced[: len(spaced) - len(tail)]
+    if not spaced or (
+        spaced[0] not in _LEADING_FIRST and spaced[-1] not in _TRAILING_LAST and spaced[-1] != "?"
+    ):
+        return spaced  # no filler can stand at either edge
+    body = spaced.rstrip(" ?")
+    if not body:
+        return spaced
+    tail = spaced[len(body) :]  # the closing question marks stay as they were
     while True:
-        before = body
-        for filler in (_LEADING_FILLER, _TRAILING_FILLER):
-            rest = filler.sub("", body, count=1)
-            if rest != body and _has_word(rest):
-                body = rest
-        if body == before:
-            return body + tail
+        leading = _LEADING_FILLER.match(body)
+        if leading and _has_word(body[leading.end() :]):
+            body = body[leading.end() :]
+            continue
+        rest = body.rstrip(_TRAILING_STRIP)
+        if rest != body and _has_word(rest):
+            body = rest
+            continue
+        return body + tail
 
 
 def _has_word(text: str) -> bool:
-    return any(c not in " ?" for c in text)
+    return bool(text.replace(" ", "").replace("?", ""))
 
 
 def compact(text: str) -> str:

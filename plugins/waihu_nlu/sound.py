@@ -42,6 +42,9 @@ def _syllable_code(syllable: str) -> str:
     return code
 
 
+_CACHE_LIMIT = 1 << 16  # characters remembered; rarer ones are looked up each time
+
+
 class _CharCodes(dict[int, str]):
     """``str.translate`` table: a character's ordinal → its syllable code, filled on first use."""
 
@@ -50,7 +53,8 @@ class _CharCodes(dict[int, str]):
         reading = lazy_pinyin(char)[0]
         # pypinyin returns a character it has no reading for (not Han) unchanged
         code = char if reading == char else _syllable_code(reading)
-        self[ordinal] = code
+        if len(self) < _CACHE_LIMIT:  # bounded whatever the replies hold
+            self[ordinal] = code
         return code
 
 
