@@ -25,7 +25,13 @@ from waihu_espeak.espeak import (
 
 from waihu.api import ProviderContext, ProviderError, Synthesizer
 from waihu.config import ConfigError, load_config
-from waihu.dialog.library import ScriptLibrary, SpeechCache, call_variables, missing_variables
+from waihu.dialog.library import (
+    ScriptLibrary,
+    SpeechCache,
+    call_variables,
+    missing_variables,
+    required_variables,
+)
 from waihu.dialog.script import load_script
 from waihu.plugins import collect_provider_types, make_plugin_manager
 
@@ -391,6 +397,7 @@ def test_missing_variables_name_the_first_line_and_spare_defaults_and_set_ones(
         ("name", "nodes.greeting.say[0]")
     ]
     assert missing_variables(script, {"name": "王先生"}) == []
+    assert required_variables(script) == {"name"}  # the columns a contact list needs
     assert call_variables(script, {"name": "王先生", "company": ""}) == {
         "company": "平安",
         "name": "王先生",

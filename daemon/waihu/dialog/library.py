@@ -55,6 +55,7 @@ __all__ = [
     "fill",
     "missing_variables",
     "per_call_lines",
+    "required_variables",
     "static_tts_lines",
     "without_tts",
 ]
@@ -92,8 +93,9 @@ def fill(text: str, variables: Mapping[str, str]) -> str:
 
 def call_variables(script: Script, variables: Mapping[str, str]) -> dict[str, str]:
     """The values a call fills its lines with: the script's ``[variables]`` defaults,
-    overridden by the call's (a contact's) values that are not blank."""
-    return {**script.variables, **{k: v for k, v in variables.items() if v.strip()}}
+    overridden by the call's (a contact's) values; blank values count as none."""
+    given = {**script.variables, **{k: v for k, v in variables.items() if v.strip()}}
+    return {k: v for k, v in given.items() if v.strip()}
 
 
 def _set_variables(script: Script) -> set[str]:
@@ -124,16 +126,24 @@ def without_tts(script: Script) -> list[str]:
     return [f"{script.path}: {key}: {NO_TTS}" for key, _line in spoken]
 
 
+def required_variables(script: Script) -> frozenset[str]:
+    """The placeholders every call must bring a value for: those with no (non-blank)
+    ``[variables]`` default that the script does not set itself. A contact list for
+    the script needs these columns, filled."""
+    defaults = call_variables(script, {})
+    return frozenset(script.placeholders - defaults.keys() - _set_variables(script))
+
+
 def missing_variables(script: Script, variables: Mapping[str, str]) -> list[tuple[str, str]]:
     """(variable, key of the first line using it) for each placeholder a call with
-    ``variables`` would leave empty: blank or absent, with no ``[variables]`` default,
-    and not set by the script itself. In script order."""
+    ``variables`` would leave empty: a required one (``required_variables``) that is
+    blank or absent. In script order."""
+    required = required_variables(script)
     have = call_variables(script, variables)
-    exempt = _set_variables(script)
     missing: dict[str, str] = {}
     for key, variant in script.variants():
         for name in sorted(fields(variant.text)):
-            if name not in have and name not in exempt and name not in missing:
+            if name in required and name not in have and name not in missing:
                 missing[name] = key
     return list(missing.items())
 
