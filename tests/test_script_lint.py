@@ -347,3 +347,35 @@ def test_a_finding_in_an_included_class_names_that_file_and_line(tmp_path: Path)
     assert [(f.file, f.line, f.key) for f in found] == [
         (common / "zh-intents.toml", 5, "intents.busy.keywords")
     ]
+
+
+def test_a_node_extra_hidden_by_a_class_that_comes_first(tmp_path: Path) -> None:
+    text = changed(('on = { affirm = "bye_yes", default = "bye_no" }',
+                    'keywords = { busy = ["可以晚点"] }\n'
+                    'on = { affirm = "bye_yes", busy = "bye_no", default = "bye_no"}'))  # fmt: skip
+    path, found = findings(tmp_path, text)
+    assert [(f.file, f.line, f.key) for f in found] == [
+        (path, line_of(text, "keywords = { busy"), "nodes.hold.keywords.busy")
+    ]
+    assert found[0].message.startswith("'可以晚点' (busy) contains '可以' (affirm)")
+
+
+# ───────────────────────── patterns and classes ─────────────────────────
+
+
+def test_a_pattern_that_matches_an_empty_reply(tmp_path: Path) -> None:
+    text = changed(('"开会"]', '"开会"]\npatterns = ["在(开车|开会)", "(忙|)"]'))
+    path, found = findings(tmp_path, text)
+    assert [str(f) for f in found] == [
+        f"{path}:{line_of(text, 'patterns = [')}: warning: intents.busy.patterns[1]: pattern "
+        "'(忙|)' matches an empty reply, so it fires on every reply: everything is 'busy'"
+    ]
+
+
+def test_a_class_of_the_script_no_node_hears(tmp_path: Path) -> None:
+    text = changed(("[intents.dnc]", '[intents.later]\nkeywords = ["晚点"]\n\n[intents.dnc]'))
+    path, found = findings(tmp_path, text)
+    assert [str(f) for f in found] == [
+        f"{path}:{line_of(text, '[intents.later]')}: warning: intents.later: heard nowhere: "
+        "no node routes on it, and it is not in script.always"
+    ]

@@ -94,11 +94,12 @@ LOCAL_COMMANDS: tuple[LocalCommand, ...] = (
         "a recording missing or not decodable. Warnings (FILE:LINE: warning: KEY: MESSAGE): "
         "a dead end (only the handlers leave a node), a {field} with no [variables] default "
         "(every contact must have it), a keyword claimed by two classes of one tier, a keyword "
-        "of one class inside another's with no negation rule between them, a kb entry whose "
-        "answer is never said. A file without errors ends with 'FILE: OK (N nodes, M kb "
-        "entries)' and its count of warnings. A dialogue cases file (NAME.cases.toml) is read "
-        "and held to the script NAME.toml beside it instead. Exits 1 when a file has an error "
-        "(with --strict, a warning too), else 0.",
+        "of one class inside another's with no negation rule between them, a pattern matching "
+        "an empty reply, a class no node hears, a kb entry whose answer is never said. A file "
+        "without errors ends with 'FILE: OK (N nodes, M kb entries)' and its count of "
+        "warnings. A dialogue cases file (NAME.cases.toml) is read and held to the script "
+        "NAME.toml beside it instead. Exits 1 when a file has an error (with --strict, a "
+        "warning too), else 0.",
         params=(
             Param(
                 name="files",

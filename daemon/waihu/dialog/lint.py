@@ -18,6 +18,9 @@ and finds what runs but will surprise its author on a call:
   negator (or has one right before the inner keyword) and the inner
   keyword's negated class is the outer one's class, or when an exclusion of
   the inner class covers it;
+- a pattern that matches an empty reply (it fires on every reply);
+- a class the script defines itself that no listening node hears (an
+  included library's classes need not all be used);
 - a knowledge-base entry whose answer is never said: every node hearing it
   routes its class itself.
 
@@ -91,7 +94,9 @@ def lint(script: Script, *, decode_recordings: bool = True) -> list[Finding]:
         _recordings(script, found)
     _variables(script, found)
     _keywords(script, found)
+    _patterns(script, found)
     _kb_heard(script, found)
+    _classes_heard(script, found)
     return sorted(found.items, key=lambda f: (f.line is None, f.line or 0))
 
 
@@ -288,7 +293,7 @@ def _claimed_twice(
                     continue
                 seen.add((kind, intent.name, text))
                 found.add(
-                    f"{_table_key(script, intent.name)}.{kind}",
+                    _rules_key(script, intent.name, kind),
                     f"{text!r} is also {_ONE_OF[kind]} {script.class_of(owner.name)!r}, "
                     f"which comes first at node {node.name!r}: "
                     f"{script.class_of(intent.name)!r} never gets it there",
@@ -336,7 +341,7 @@ def _inner(
                     else:
                         fix = f"put {outer_class!r} first there"
                     found.add(
-                        f"{_table_key(script, outer.name)}.keywords",
+                        _rules_key(script, outer.name, "keywords"),
                         f"{text!r} ({outer_class}) contains {part!r} ({inner_class}) and no "
                         f"negation rule separates them: at node {node.name!r}, where "
                         f"{inner_class!r} comes first, a reply saying {text!r} is taken for "
@@ -372,6 +377,37 @@ def _separated(outer_text: str, at: int, outer_class: str, inner: Intent, keywor
     return False
 
 
+def _patterns(script: Script, found: _Findings) -> None:
+    """Patterns that match an empty reply ("(好|)", ".*"): they fire on every reply."""
+    for intent in script.intents:
+        for index, pattern in enumerate(intent.patterns):
+            try:
+                empty = re.search(pattern, "") is not None
+            except re.error:  # the loader refuses it; nothing to add
+                continue
+            if empty:
+                found.add(
+                    f"{_rules_key(script, intent.name, 'patterns')}[{index}]",
+                    f"pattern {pattern!r} matches an empty reply, so it fires on every reply: "
+                    f"everything is {script.class_of(intent.name)!r}",
+                )
+
+
+def _classes_heard(script: Script, found: _Findings) -> None:
+    """Classes the script defines itself that no listening node hears (a library's, from
+    an include, need not all be used)."""
+    heard = {
+        script.class_of(name)
+        for node in script.nodes.values()
+        if not node.end
+        for name in script.allowed(node)
+    }
+    for intent in script.intents:
+        key = f"intents.{intent.name}"
+        if intent.name not in heard and key in script.sources:
+            found.add(key, "heard nowhere: no node routes on it, and it is not in script.always")
+
+
 def _kb_heard(script: Script, found: _Findings) -> None:
     """Knowledge-base entries whose answer is never said: no listening node both hears
     the class and leaves it to the entry (a node routing ``kb.x`` itself answers it its
@@ -403,15 +439,16 @@ def _scoped(intent: Intent) -> bool:
     return intent.name != Script.class_of(intent.name)
 
 
-def _table_key(script: Script, intent: str) -> str:
-    """The dotted key of the table defining ``intent`` (``intents.affirm``, ``kb.price``,
-    ``nodes.offer.keywords.affirm`` for a node's extras)."""
+def _rules_key(script: Script, intent: str, kind: str) -> str:
+    """The dotted key of an intent's ``kind`` of rules (``keywords``, ``patterns``,
+    ``examples``): ``intents.affirm.keywords``, ``kb.price.keywords``, and for a node's
+    extras ``nodes.offer.keywords.affirm``."""
     node, slash, cls = intent.partition("/")
     if slash:
-        return f"nodes.{node}.keywords.{cls}"
+        return f"nodes.{node}.{kind}.{cls}"
     if intent in script.kb:
-        return intent
-    return f"intents.{intent}"
+        return f"{intent}.{kind}"
+    return f"intents.{intent}.{kind}"
 
 
 def _by_name(script: Script) -> Mapping[str, Intent]:
