@@ -19,9 +19,10 @@ a barge-in in those few milliseconds does not cut it.
 
 The verdict: an ending script gives grade, tags and the grading rule's
 reason; when the callee hangs up mid-call the engine grades what happened so
-far (``DialogueEngine.verdict(hangup_by="callee")``). An end node with
-``transfer`` is logged and tagged ``transfer``, and the robot hangs up after
-its line: carrying out the transfer over SIP is not implemented yet.
+far (``DialogueEngine.verdict(hangup_by="callee")``). A transfer to a person
+(an end node's or an action's ``transfer``) is logged and tagged
+``transfer``, and the robot hangs up after the line before it: carrying out
+the transfer over SIP is not implemented yet.
 
 Error handling: a call catches and logs its own errors. Whatever goes wrong —
 a trunk error, an ASR failure, a bug — the record is filed with ``error`` set,
@@ -208,10 +209,12 @@ class _VoiceSpeaker:
                     text, language=self.loaded.script.language, sample_rate=self.sample_rate
                 )
             await before.wait()
-            line.playback = self.player.play(audio, interruptible=interruptible, label=text)
+            playback = line.playback = self.player.play(
+                audio, interruptible=interruptible, label=text
+            )
         finally:
             queued.set()  # a failed line must not hold back the next (the call ends anyway)
-        await line.playback.done.wait()
+        await playback.done.wait()
         line.done.set()
 
 
@@ -396,7 +399,7 @@ async def _converse(
                 nursery,
                 sample_rate=leg.codec.clock_rate,
             )
-            engine = DialogueEngine(
+            engine = dialogue = DialogueEngine(
                 script,
                 loaded.classifier,
                 speaker,
@@ -411,7 +414,7 @@ async def _converse(
             nursery.start_soon(media.receive_loop)
             services.clock.add(media)
             nursery.start_soon(
-                _listen, media, stream, inbox_send, lambda: script.nodes[engine.node], life
+                _listen, media, stream, inbox_send, lambda: script.nodes[dialogue.node], life
             )
 
             async def watch_hangup() -> None:
