@@ -52,6 +52,7 @@ from waihu.api import (
 from waihu.campaign.scheduler import CampaignScheduler
 from waihu.campaign.settings import CampaignSettings, settings_from_row, settings_from_table
 from waihu.config import ConfigError
+from waihu.dialog.library import required_variables
 from waihu.dispatcher import CallDispatcher, DispatchRefused
 
 __all__ = ["CampaignError", "CampaignService"]
@@ -265,7 +266,9 @@ class CampaignService:
         row = await self._get(campaign)
         settings = settings_from_row(row)
         try:
-            placeholders = sorted(self.dispatcher.script(settings.script).script.placeholders)
+            # a placeholder with a [variables] default, or one the script sets, needs no column
+            script = self.dispatcher.script(settings.script).script
+            placeholders = sorted(required_variables(script))
         except DispatchRefused as exc:
             raise CampaignError(exc.code, exc.message) from None
         return {
