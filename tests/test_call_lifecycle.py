@@ -853,6 +853,42 @@ async def test_a_fixed_line_plays_what_the_script_loaded_whatever_the_cache_drop
     assert trunk.legs[0].sent >= loaded.speech["네"].size // 160
 
 
+async def test_a_callee_hanging_up_during_a_dnc_closing_line_is_still_opted_out(
+    tmp_path: Path, observed: tuple[EventBus, list[CallEvent]]
+) -> None:
+    bus, _seen = observed
+    text = """
+[script]
+start = "bye_dnc"
+
+[nodes.bye_dnc]
+say = [{ text = "다시 연락드리지 않겠습니다", recording = "hello.wav" }]
+end = true
+dnc = true
+grade = "F"
+"""
+    write_script(tmp_path / "scripts", text)
+    rate = 8000  # a closing line of three seconds, so the callee is gone before its end
+    with wave.open(str(tmp_path / "scripts" / "hello.wav"), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes((np.ones(3 * rate) * 2000).astype("<i2").tobytes())
+    loaded = await load_script_text(tmp_path, text)
+    trunk = FakeTrunk(FakeTrunk.Config(), context(tmp_path, "office"))
+    record = attrs.evolve(new_record(), number="+821012345678")
+    with trio.fail_after(TIMEOUT):
+        async with call_services(tmp_path, bus) as services:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(place_call, services, trunk, record, loaded)
+                await until_true(lambda: trunk.legs and trunk.legs[0].sent > 0)
+                trunk.legs[0].callee_hangs_up()
+            listed = await services.storage.dnc_contains("+821012345678")
+    assert (record.hangup_by, record.grade) == ("callee", "F")
+    assert "dnc" in record.tags
+    assert listed
+
+
 async def until_true(condition: Any) -> None:
     while not condition():
         await trio.sleep(0.005)

@@ -19,7 +19,9 @@ a barge-in in those few milliseconds does not cut it.
 
 The verdict: an ending script gives grade, tags and the grading rule's
 reason; when the callee hangs up mid-call the engine grades what happened so
-far (``DialogueEngine.verdict(hangup_by="callee")``). A transfer to a person
+far (``DialogueEngine.verdict(hangup_by="callee")``), and a callee who asked
+never to be called again and hung up during the closing line is still put on
+the do-not-call list. A transfer to a person
 (an end node's or an action's ``transfer``) is logged and tagged
 ``transfer``, and the robot hangs up after the line before it: carrying out
 the transfer over SIP is not implemented yet.
@@ -447,7 +449,12 @@ async def _converse(
             engine.settle_turns()
             if record.grade is None:  # the callee hung up, or the call was cut off
                 verdict = engine.verdict(hangup_by=leg.ended_by or "robot")
-                life.graded(verdict.grade, verdict.tags, verdict.reason or None)
+                tags = verdict.tags
+                if engine.dnc:  # asked never to be called again, then hung up: it stands
+                    with trio.CancelScope(shield=True), trio.move_on_after(HANGUP_GRACE):
+                        await _opt_out(services, record)
+                    tags = (*tags, DNC_TAG)
+                life.graded(verdict.grade, tags, verdict.reason or None)
         if record.grade is None:
             life.graded(script.default_grade)
         if recorder is not None:
