@@ -181,6 +181,14 @@ def test_a_placeholder_without_a_default_needs_every_contact_to_have_it(tmp_path
     ]
 
 
+def test_a_blank_default_is_no_default(tmp_path: Path) -> None:
+    text = changed(('company = "平安"', 'company = " "'))
+    _path, found = findings(tmp_path, text)
+    assert [(f.key, f.message.split(": ")[-1]) for f in found] == [
+        ("nodes.greeting.say[0]", "needs every contact to have 'company'")
+    ]
+
+
 def test_a_placeholder_with_a_default_or_set_by_a_node_is_fine(tmp_path: Path) -> None:
     with_default = changed(
         ('"您好，我是', '"{name}您好，我是'),

@@ -38,7 +38,6 @@ a finding of severity ``error``.
 from __future__ import annotations
 
 import re
-import string
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -47,7 +46,8 @@ from typing import Literal
 import attrs
 
 from waihu.api import Intent, Keyword
-from waihu.dialog.script import Action, Node, Script
+from waihu.dialog.library import fields, required_variables
+from waihu.dialog.script import Node, Script
 from waihu.media.prompt_player import PromptError, load_prompt
 
 __all__ = ["NEGATORS", "Finding", "lint"]
@@ -190,16 +190,6 @@ def _flow(script: Script, found: _Findings) -> None:
 # ───────────────────────── recordings and variables ─────────────────────────
 
 
-def _handler_actions(script: Script) -> list[Action]:
-    handlers = script.handlers
-    actions = [handlers.no_input.then, *handlers.dtmf.values(), *handlers.on.values()]
-    if handlers.no_match is not None:
-        actions.append(handlers.no_match.then)
-    if script.on_turn_cap is not None:
-        actions.append(script.on_turn_cap)
-    return actions
-
-
 def _recordings(script: Script, found: _Findings) -> None:
     """Each recording decoded as the daemon would decode it; one finding per bad file."""
     checked: dict[Path, str | None] = {}
@@ -218,36 +208,17 @@ def _recordings(script: Script, found: _Findings) -> None:
             found.add(f"{key}.recording", problem, "error")
 
 
-def _fields(text: str) -> list[str]:
-    """The ``{field}`` names of a line, as the engine fills them (``{a.b}`` is field a)."""
-    try:
-        parsed = list(string.Formatter().parse(text))
-    except ValueError:  # a stray brace: the loader's business, not a variable
-        return []
-    return [field.split(".")[0].split("[")[0] for _text, field, _spec, _conv in parsed if field]
-
-
 def _variables(script: Script, found: _Findings) -> None:
-    """Placeholders that only a contact's own column can fill."""
-    defined = set(script.variables) | _set_anywhere(script)
+    """Placeholders that only a contact's own column can fill (``required_variables``:
+    no non-blank ``[variables]`` default, set by no node or action)."""
+    required = required_variables(script)
     for key, variant in script.variants():
-        for field in _fields(variant.text):
-            if field not in defined:
-                found.add(
-                    key,
-                    f"{{{field}}} has no [variables] default and no node sets it: "
-                    f"needs every contact to have {field!r}",
-                )
-
-
-def _set_anywhere(script: Script) -> set[str]:
-    """Variables some node or action sets during a call."""
-    names = {k for node in script.nodes.values() for k in node.set}
-    actions = [a for node in script.nodes.values() for a in node.on.values()]
-    actions += [entry.then for entry in script.kb.values()]
-    actions += [entry.on_limit for entry in script.kb.values() if entry.on_limit is not None]
-    actions += _handler_actions(script)
-    return names | {k for action in actions for k in action.set}
+        for field in sorted(fields(variant.text) & required):
+            found.add(
+                key,
+                f"{{{field}}} has no [variables] default and no node sets it: "
+                f"needs every contact to have {field!r}",
+            )
 
 
 # ───────────────────────── keywords ─────────────────────────
