@@ -32,6 +32,7 @@ What it is not: a cache, or a player — the core plays what it returns.
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 import struct
@@ -128,6 +129,25 @@ def _kaiser(x: np.ndarray) -> np.ndarray:
     return np.where(np.abs(x) < 1.0, np.i0(KAISER_BETA * arg) / np.i0(KAISER_BETA), 0.0)
 
 
+@functools.lru_cache(maxsize=8)  # one table per pair of rates; a daemon uses one or two
+def _phase_table(up: int, down: int) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel weights of each of the ``up`` output phases, and their input offsets.
+
+    Output sample ``m`` falls ``(m * down) % up / up`` past an input sample, so
+    only ``up`` distinct kernels exist: computing them once makes resampling a
+    gather and a dot product per sample.
+    """
+    scale = min(1.0, up / down)  # < 1 going down: widen the kernel
+    cutoff = scale * PASSBAND
+    half_width = HALF_TAPS / scale  # kernel half-length in input samples
+    reach = math.ceil(half_width)
+    offsets = np.arange(-reach + 1, reach + 1)
+    distance = (np.arange(up) / up)[:, None] - offsets[None, :]
+    table = cutoff * np.sinc(cutoff * distance) * _kaiser(distance / half_width)
+    table.flags.writeable = False  # shared by every call of this pair of rates
+    return table, offsets
+
+
 def resample(signal: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     """``signal`` at ``dst_rate`` as float64: band-limited (windowed-sinc) interpolation.
 
@@ -141,21 +161,15 @@ def resample(signal: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
         return x.copy()
     g = math.gcd(src_rate, dst_rate)
     up, down = dst_rate // g, src_rate // g
+    table, offsets = _phase_table(up, down)
     n_out = -(-x.size * up // down)
-    scale = min(1.0, dst_rate / src_rate)  # < 1 going down: widen the kernel
-    cutoff = scale * PASSBAND
-    half_width = HALF_TAPS / scale  # kernel half-length in input samples
-    reach = math.ceil(half_width)
-    offsets = np.arange(-reach + 1, reach + 1)
     out = np.empty(n_out, dtype=np.float64)
     for first in range(0, n_out, BLOCK):
         m = np.arange(first, min(first + BLOCK, n_out), dtype=np.int64)
         base = (m * down) // up  # the input sample at or before each output position
-        distance = ((m * down) % up / up)[:, None] - offsets[None, :]
-        weights = cutoff * np.sinc(cutoff * distance) * _kaiser(distance / half_width)
         index = base[:, None] + offsets[None, :]
         taps = x[np.clip(index, 0, x.size - 1)] * ((index >= 0) & (index < x.size))
-        out[first : first + m.size] = np.einsum("ij,ij->i", taps, weights)
+        out[first : first + m.size] = np.einsum("ij,ij->i", taps, table[(m * down) % up])
     return out
 
 
