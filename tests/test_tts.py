@@ -219,6 +219,9 @@ def test_resampling_keeps_a_tone_in_the_band_and_drops_one_above_it() -> None:
     spectrum = np.abs(np.fft.rfft(kept[middle]))
     assert abs(np.argmax(spectrum) * dst / (kept[middle].size) - 1000) < 5
     assert rms(dropped[middle]) < 100  # 40 dB down at least
+    # each output sample is the tone at its exact time, not at a neighbouring input sample
+    expected = 10000 * np.sin(2 * np.pi * 1000 * np.arange(dst) / dst)
+    assert np.max(np.abs(kept - expected)[middle]) < 10000 * 0.01
 
 
 # ───────────────────────── the core's cache ─────────────────────────
