@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from waihu.api import Intent, Keyword, Match, ProviderContext
 from waihu_nlu.keywords import KeywordClassifier
 from waihu_nlu.matcher import SOUND_ALIKE_FACTOR
+from waihu_nlu.negation import in_question_form, negations_before
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "etc" / "waihu" / "scripts"
 
@@ -109,6 +110,7 @@ def classes(classifier: KeywordClassifier, reply: str) -> list[str]:
         ("我对这个不感兴趣", "deny", False),  # deny's own keyword (不感兴趣), longest
         ("不是很感兴趣", "deny", True),  # 感兴趣 under 不是 across 很
         ("没太大兴趣", "deny", True),  # 兴趣 under 没 across 太大
+        ("没什么太大兴趣", "deny", True),  # across two gap words
         ("不怎么需要", "deny", True),
         ("我不太想要", "deny", True),
         ("倒也不是没兴趣", "affirm", True),  # deny's 没兴趣 negated by 不是
@@ -117,6 +119,10 @@ def classes(classifier: KeywordClassifier, reply: str) -> list[str]:
         ("感兴趣", "affirm", False),
         ("不需要", "deny", False),  # begins with a negator: not negated by its own 不
         ("不行", "deny", True),  # a one-character keyword right after 不
+        ("不行不行", "deny", True),
+        ("我觉得不行", "deny", True),
+        ("也不是不行", "affirm", True),
+        ("不对不对", "deny", True),
         ("这个没问题", "affirm", False),  # 没问题 is a word, not 问题 negated
     ],
 )
@@ -137,6 +143,9 @@ def test_the_negated_match_names_the_keyword_that_matched(sales: KeywordClassifi
 def test_punctuation_ends_the_scope_of_a_negator(sales: KeywordClassifier) -> None:
     assert classes(sales, "不，感兴趣") == ["affirm"]
     assert classes(sales, "不感兴趣") == ["deny"]
+    assert classes(sales, "不，是很感兴趣") == ["affirm"]
+    assert classes(sales, "不，是感兴趣的") == ["affirm"]  # no 不是 across the comma
+    assert classes(sales, "不是很感兴趣") == ["deny"]
 
 
 def test_a_negated_keyword_without_a_negated_class_counts_for_nothing(tmp_path: Path) -> None:
@@ -168,6 +177,8 @@ def test_negation_can_be_switched_off(tmp_path: Path) -> None:
         ("你们感不感兴趣我不管", ["affirm", "deny"]),
         ("不用不用", ["ask_use", "affirm"]),  # a repeated refusal, not the question 用不用
         ("不要不要", ["affirm"]),
+        ("行不行啊", ["affirm", "deny"]),
+        ("是不是机器人", ["affirm", "deny"]),
     ],
 )
 def test_a_not_a_questions_are_not_statements(
@@ -182,6 +193,39 @@ def test_repeated_refusals_are_refusals(sales: KeywordClassifier) -> None:
     assert classes(sales, "不用不用") == ["deny"]
     assert classes(sales, "不要不要不要") == ["deny"]
     assert classes(sales, "那这个用不用交钱") == ["ask_use"]
+
+
+@pytest.mark.parametrize(
+    ("text", "start", "end", "question"),
+    [
+        ("好不好用", 1, 3, True),  # 不好, begun at the 不 of 好不好
+        ("好不好用", 2, 4, True),  # 好用, right after 好不
+        ("感不感兴趣", 2, 5, True),
+        ("不用不用", 2, 4, False),  # the second 不用 of a repeated refusal
+        ("是不是机器人", 0, 1, True),  # 是, before 不是
+        ("喜欢不喜欢", 0, 2, True),
+        ("用不用", 0, 3, False),  # the whole question is what the keyword says
+        ("不行不行", 1, 2, False),
+        ("不好", 0, 2, False),
+        ("还不好", 1, 3, False),
+    ],
+)
+def test_question_forms_at_the_match_site(text: str, start: int, end: int, question: bool) -> None:
+    assert in_question_form(text, start, end) is question
+
+
+@pytest.mark.parametrize(
+    ("text", "start", "count"),
+    [
+        ("倒也不是没兴趣", 5, 2),  # 没, then 不是
+        ("不是很感兴趣", 3, 1),
+        ("没什么太大兴趣", 5, 1),
+        ("要不要再打", 3, 0),  # the 不 of 要不要 asks, it does not negate
+        ("感兴趣", 0, 0),
+    ],
+)
+def test_negators_counted_before_a_match(text: str, start: int, count: int) -> None:
+    assert negations_before(text, start) == count
 
 
 def test_a_keyword_that_is_itself_a_repetition_matches(tmp_path: Path) -> None:
@@ -234,6 +278,43 @@ def test_a_bad_pattern_is_an_error_naming_it(tmp_path: Path, intent: Intent, kin
     assert classes(nlu, "多少钱") == ["kb.price"]  # the earlier fit stays
 
 
+def test_a_negated_pattern_counts_for_the_negated_class_or_nothing(tmp_path: Path) -> None:
+    nlu = make([Intent("busy", patterns=("在(开会|开车)",)), *SALES], tmp_path)
+    assert [m.intent for m in nlu.classify("我在开会呢", ["busy"])] == ["busy"]
+    assert nlu.classify("我没在开会", ["busy"]) == []
+
+
+def test_an_exclusion_phrase_is_normalised_like_a_reply(tmp_path: Path) -> None:
+    nlu = make([Intent("ask_use", keywords=("用不用",), exclusions=("你用不用！",))], tmp_path)
+    assert nlu.classify("你用不用", ["ask_use"]) == []
+    assert [m.intent for m in nlu.classify("我用不用", ["ask_use"])] == ["ask_use"]
+
+
+def test_patterns_with_back_references_still_match(tmp_path: Path) -> None:
+    intents = [
+        Intent("repeat", patterns=(r"(什么|啥)\1",)),  # "什么什么?": joined, \1 would shift
+        Intent("kb.price", patterns=(r"(多少)钱",)),
+    ]
+    nlu = make(intents, tmp_path)
+    assert [m.intent for m in nlu.classify("什么什么", ["repeat", "kb.price"])] == ["repeat"]
+    assert [m.intent for m in nlu.classify("要多少钱", ["repeat", "kb.price"])] == ["kb.price"]
+
+
+def test_with_spaces_counting_patterns_and_exclusions_see_the_spaced_reply(
+    tmp_path: Path,
+) -> None:
+    intents = [
+        Intent("busy", patterns=("在 开会",), exclusions=("不 在 开会",)),
+        Intent("affirm", keywords=("好的",)),
+    ]
+    nlu = make(intents, tmp_path, ignore_spaces=False)
+    [match] = nlu.classify("我 在 开会", ["busy", "affirm"])
+    assert (match.intent, match.score) == ("busy", pytest.approx(3 / 4))  # 在开会 of 我在开会
+    assert nlu.classify("我在开会", ["busy"]) == []
+    assert nlu.classify("我 不 在 开会", ["busy"]) == []
+    assert nlu.classify("好 的", ["affirm"]) == []
+
+
 # ── sound-alike ──
 
 
@@ -251,6 +332,12 @@ def test_homophones_match_by_pinyin(
 ) -> None:
     match = first(sales, reply)
     assert match is not None and (match.intent, match.matched) == (expected, keyword), reply
+
+
+def test_a_keyword_also_sounds_as_its_phrase_reading(tmp_path: Path) -> None:
+    nlu = make([Intent("kb.bank", keywords=("银行",))], tmp_path)  # yín háng, 行 alone: xíng
+    assert [m.intent for m in nlu.classify("哪个银杭", ["kb.bank"])] == ["kb.bank"]
+    assert [m.intent for m in nlu.classify("哪个银星", ["kb.bank"])] == ["kb.bank"]
 
 
 def test_a_sound_alike_scores_a_little_lower_than_the_written_word(

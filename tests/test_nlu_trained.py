@@ -235,11 +235,13 @@ def test_the_fast_path_gives_scikit_learns_probabilities(
     assert fast == pytest.approx(model.reference_probabilities(reply), abs=1e-9)
 
 
-def test_two_classes_use_the_binary_logit() -> None:
+def test_two_classes_and_the_background_give_three_probabilities() -> None:
     nlu = make([Intent("affirm", keywords=("好的", "可以")), Intent("deny", keywords=("不要",))])
-    assert nlu.model is not None
+    assert nlu.model is not None and nlu.model.labels == ("affirm", "deny")
     fast = nlu.model.probabilities("可以的")
     assert fast == pytest.approx(nlu.model.reference_probabilities("可以的"), abs=1e-9)
+    assert fast is not None and fast["affirm"] > fast["deny"]
+    assert sum(fast.values()) < 1.0  # the rest is the background's
 
 
 def test_a_bad_pattern_is_an_error_naming_it_before_training() -> None:

@@ -17,7 +17,7 @@ library fits in); ``match(text, allowed)`` classifies one reply:
 5. every hit goes through the same filters: its form (a Latin keyword is a
    whole word, no keyword spans punctuation; a one-character keyword a word of its own: said alone,
    repeated, between pauses or fillers, or right after 不/没/别 — "对", "对对",
-   "好吧", "不行", not the 对 of 不对劲), the class's exclusions, A-not-A and
+   "好吧", "我觉得不行", not the 对 of 对面), the class's exclusions, A-not-A and
    repetition (``waihu_nlu.negation``), then negation scope: an odd number of
    negators sends the hit to the keyword's negated class (``Keyword.negated``,
    else ``Intent.negated``), or drops it when there is none;
@@ -217,8 +217,8 @@ class RuleMatcher:
                 continue
             score = min(1.0, (end - start) / size) * (SOUND_ALIKE_FACTOR if sound else 1.0)
             held = best.get(target)
-            # an example holds (order -1); else the higher score, then the earlier rule
-            if held is None or (held[1] >= 0 and (score, -rule.order) > (held[0], -held[1])):
+            # the higher score, then the earlier rule; an example (1.0, order -1) holds
+            if held is None or (score, -rule.order) > (held[0], -held[1]):
                 best[target] = (score, rule.order, rule.written, negated, rule.source)
         matches: list[Match] = []
         if best:
@@ -386,7 +386,7 @@ class RuleMatcher:
     def _target(self, rule: _Rule, reply: Reply, start: int, end: int) -> tuple[str | None, bool]:
         """The class a hit counts for after A-not-A and negation, and whether negation decided."""
         text = reply.compact
-        if in_question_form(text, start):
+        if in_question_form(text, start, end):
             return None, False
         if rule.infix and repeats_refusal(text, start, end):
             return None, False
@@ -457,7 +457,8 @@ def _alone(reply: Reply, text: str, start: int) -> bool:
     """Whether the one character at ``text[start]`` is a word of its own.
 
     Said once or repeated (对对), with a pause, a filler or the reply's edge on
-    both sides; on the left, 不/没/别 may stand between (不行, then negated).
+    both sides; on the left, 不/没/别 may stand instead (不行, then negated),
+    and a repeated refusal holds one word each time (不行不行).
     A question mark right after makes it a question ("嗯？"), not the word.
     """
     real = reply.compact
@@ -470,11 +471,21 @@ def _alone(reply: Reply, text: str, start: int) -> bool:
         end += 1
     if end < len(real) and real[end] == QUESTION:
         return False
-    if not (end == len(real) or gaps[end] or real[end] in _DELIMITERS):
+    if not (
+        end == len(real)
+        or gaps[end]
+        or real[end] in _DELIMITERS
+        # a repeated refusal: the first 行 of 不行不行 (not of 行不行, a question)
+        or (
+            real[end] in _SINGLE_NEGATORS
+            and end + 1 < len(text)
+            and text[end + 1] == char
+            and first > 0
+            and real[first - 1] == real[end]
+        )
+    ):
         return False
     if first == 0 or gaps[first] or real[first - 1] in _DELIMITERS:
         return True
-    before = first - 1
-    return real[before] in _SINGLE_NEGATORS and (
-        before == 0 or gaps[before] or real[before - 1] in _DELIMITERS
-    )
+    # 不行, 我觉得不行, 不是不行: the negator decides what the word counts for
+    return real[first - 1] in _SINGLE_NEGATORS

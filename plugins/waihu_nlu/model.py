@@ -92,7 +92,7 @@ class IntentModel:
     ) -> None:
         self._vocabulary = vocabulary
         self._idf = idf
-        self._weights = weights  # features × classes (× 1 for two classes)
+        self._weights = weights  # features × classes
         self._intercept = intercept
         self._labels = labels  # as the regression orders them, background included
         self.labels = tuple(label for label in labels if label != _BACKGROUND_LABEL)
@@ -162,13 +162,10 @@ class IntentModel:
         if vector is None:
             return None
         logits = np.array(list(vector.values())) @ self._weights[list(vector)] + self._intercept
-        if len(self._labels) == 2:
-            # scikit-learn fits one logit for two classes: P(second) = sigmoid(z)
-            second = 1.0 / (1.0 + math.exp(-float(logits[0])))
-            probs = [1.0 - second, second]
-        else:
-            shifted = np.exp(logits - logits.max())
-            probs = (shifted / shifted.sum()).tolist()
+        # softmax: there are always three classes or more (two of the script's and the
+        # background), so scikit-learn's one-logit form for two never arises
+        shifted = np.exp(logits - logits.max())
+        probs = (shifted / shifted.sum()).tolist()
         probabilities = {
             label: p
             for label, p in zip(self._labels, probs, strict=True)

@@ -118,15 +118,25 @@ def _is_question_infix(text: str, at: int) -> bool:
     )
 
 
-def in_question_form(text: str, start: int) -> bool:
-    """Whether the match at ``text[start:]`` is part of an X不X question.
+def in_question_form(text: str, start: int, end: int) -> bool:
+    """Whether the match ``text[start:end]`` is part of an X不X question.
 
-    Either it begins at the 不 of one (不好 in 好不好用) or right after it
-    (好用 in 好不好用, 感兴趣 in 感不感兴趣).
+    It begins at the 不 of one (不好 in 好不好用), right after it (好用 in
+    好不好用, 感兴趣 in 感不感兴趣), or right before it (是 in 是不是, 喜欢 in
+    喜欢不喜欢).
     """
     if start < len(text) and _is_question_infix(text, start):
         return True
-    return start >= 2 and _is_question_infix(text, start - 1) and text[start - 2] == text[start]
+    if start >= 2 and _is_question_infix(text, start - 1) and text[start - 2] == text[start]:
+        return True
+    # the match is the A of A不A: 是 in 是不是, 喜欢 in 喜欢不喜欢, unless 不A不A
+    size = end - start
+    return (
+        end + size < len(text)
+        and text[end] in A_NOT_A_INFIXES
+        and text[end + 1 : end + 1 + size] == text[start:end]
+        and not (start > 0 and text[start - 1] == text[end])
+    )
 
 
 def repeats_refusal(text: str, start: int, end: int) -> bool:
