@@ -123,6 +123,7 @@ def classes(classifier: KeywordClassifier, reply: str) -> list[str]:
         ("我觉得不行", "deny", True),
         ("也不是不行", "affirm", True),
         ("不对不对", "deny", True),
+        ("不是不是", "deny", True),  # a repeated no, not a double negation
         ("这个没问题", "affirm", False),  # 没问题 is a word, not 问题 negated
     ],
 )

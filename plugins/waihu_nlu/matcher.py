@@ -344,9 +344,10 @@ class RuleMatcher:
             rule_id, start, end, _ = hit
             # A keyword inside a longer one found at the same place is part of that
             # word, not a word of its own (兴趣 in 不感兴趣); a keyword right after
-            # itself is a repetition (不用不用) that the first one already says.
+            # itself is a repetition (不用不用, 不是不是) that the first one already says.
             if not any(
-                (a <= start and end <= b and b - a > end - start) or (r == rule_id and b == start)
+                (a <= start and end <= b and b - a > end - start)
+                or (r == rule_id and _repeats(text, a, b, start))
                 for r, a, b, _ in found
             ):
                 yield hit
@@ -428,6 +429,14 @@ class RuleMatcher:
                 else:
                     yield _to_compact(reply, start), _to_compact(reply, end - 1) + 1
             at = start + 1 if overlapping or end == start else end
+
+
+def _repeats(text: str, first: int, first_end: int, start: int) -> bool:
+    """Whether a match at ``start`` repeats the same keyword's match ``text[first:first_end]``:
+    right after it (好的好的), or with the same negator before each (不是不是)."""
+    return first_end == start or (
+        first_end == start - 1 and first > 0 and text[first - 1] == text[start - 1]
+    )
 
 
 def _alternation(patterns: Sequence[re.Pattern[str]]) -> re.Pattern[str] | None:
