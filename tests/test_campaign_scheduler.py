@@ -442,6 +442,26 @@ async def test_a_dnc_end_node_lists_the_number_before_hanging_up_and_files_opted
             assert listed[0]["reason"].startswith("asked in call ")
 
 
+async def test_a_contact_without_a_variable_the_script_now_needs_is_skipped_not_retried(
+    tmp_path: Path, threads_hold_the_clock: trio.testing.MockClock
+) -> None:
+    """The contacts were imported before the script began to greet by {name}."""
+    scripts = tmp_path / "scripts"
+    write_hello_script(scripts)
+    named = HELLO_SCRIPT.replace('name = "hello"', 'name = "named"').replace(
+        'text = "안녕하세요"', 'text = "안녕하세요 {name}"'
+    )
+    (scripts / "named.toml").write_text(named, encoding="utf-8")
+    with trio.fail_after(SIMULATED_LIMIT):
+        async with rig(tmp_path) as r:
+            cid = await r.campaign([("+8613800138000", None)], script="named")
+            await r.service.change(cid, "start", user="tester")
+            await r.until_state(cid, "completed")
+            assert r.trunk.dialled == []
+            shown = await r.service.show(cid)
+            assert shown["contacts"] == {"skipped": 1}
+
+
 async def test_campaigns_sharing_a_trunk_take_its_lines_in_turn(
     tmp_path: Path, threads_hold_the_clock: trio.testing.MockClock
 ) -> None:

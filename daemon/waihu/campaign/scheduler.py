@@ -68,6 +68,7 @@ from waihu.campaign.outcomes import outcome_for
 from waihu.campaign.pacing import TokenBucket
 from waihu.campaign.settings import settings_from_row
 from waihu.config import ConfigError
+from waihu.dialog.library import missing_variables
 from waihu.dispatcher import CallDispatcher, CallRequest, DispatchRefused, Line, new_call_id
 from waihu.events import EventBus
 from waihu.notify.leads import NotifyRule, digest_notification, lead_from_call, lead_notification
@@ -411,6 +412,18 @@ class CampaignRunner:
             return False
         if await self.store.dnc_contains(contact.number):
             await self.store.skip_contact(contact.id, outcome="do-not-call")
+            return False
+        script = self.scheduler.dispatcher.script(self.settings.script).script
+        missing = missing_variables(script, contact.variables)
+        if missing:
+            # the script changed since the import: dialling would read a placeholder out,
+            # and retrying never fills it; the contact is skipped, saying what it lacks
+            name, key = missing[0]
+            await self.store.skip_contact(contact.id, outcome=f"missing variable {name!r}")
+            log.warning(
+                "campaign %s: contact %s skipped: script %r needs variable %r (%s)",
+                self.row.id, contact.number, self.settings.script, name, key,
+            )  # fmt: skip
             return False
         cap = self.scheduler.frequency_cap
         if cap > 0 and await self.store.answered_since(contact.number, now - cap) > 0:
