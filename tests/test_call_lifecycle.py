@@ -30,7 +30,6 @@ import attrs
 import numpy as np
 import pytest
 import trio
-from waihu_espeak.espeak import EspeakSynthesizer
 
 from waihu.api import (
     EVENT_KINDS,
@@ -61,6 +60,7 @@ from waihu.dialog.library import LoadedScript, ScriptLibrary, SpeechCache
 from waihu.events import EventBus
 from waihu.media.media_clock import MediaClock
 from waihu.plugins import collect_provider_types, make_plugin_manager
+from waihu_espeak.espeak import EspeakSynthesizer
 from waihu_sqlite.storage import SqliteStorage
 
 TIMEOUT = 30  # seconds of real time; the machine is shared

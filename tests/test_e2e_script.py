@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trio
-from waihu_espeak.espeak import EspeakSynthesizer
 
 from waihu.api import ProviderContext
 from waihu.testing.daemon import running_waihud, write_config
 from waihu.testing.sipp import Play, sipp_peer
 from waihu.testing.speech import synthesize, to_ulaw
+from waihu_espeak.espeak import EspeakSynthesizer
 
 pytestmark = pytest.mark.e2e
 

@@ -15,13 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trio
-from waihu_espeak.espeak import (
-    DEFAULT_VOICES,
-    EspeakSynthesizer,
-    read_wav,
-    resample,
-    speaking_text,
-)
 
 from waihu.api import ProviderContext, ProviderError, Synthesizer
 from waihu.config import ConfigError, load_config
@@ -34,6 +27,13 @@ from waihu.dialog.library import (
 )
 from waihu.dialog.script import load_script
 from waihu.plugins import collect_provider_types, make_plugin_manager
+from waihu_espeak.espeak import (
+    DEFAULT_VOICES,
+    EspeakSynthesizer,
+    read_wav,
+    resample,
+    speaking_text,
+)
 
 CALL_RATE = 8000
 DEADLINE_S = 30  # espeak-ng is quick; the machine is shared
