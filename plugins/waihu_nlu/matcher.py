@@ -139,6 +139,7 @@ class _Rule:
     intent: str  # the class it signals
     written: str  # as the script wrote it: reported in Match.matched
     spaced: str  # normalised (keywords)
+    key: str  # normalised without spaces: what the character pass finds (keywords)
     length: int  # characters of its compact key (keywords)
     latin: bool  # a Latin word: whole words only
     single: bool  # one non-Latin character: a word of its own only
@@ -252,6 +253,7 @@ class RuleMatcher:
                     intent=name,
                     written=keyword.text,
                     spaced=reply.spaced,
+                    key=reply.compact,
                     length=len(reply.compact),
                     latin=latin,
                     single=len(reply.compact) == 1 and not latin,
@@ -279,6 +281,7 @@ class RuleMatcher:
                     intent=name,
                     written=pattern,
                     spaced="",
+                    key="",
                     length=0,
                     latin=False,
                     single=False,
@@ -334,12 +337,15 @@ class RuleMatcher:
                     coded = ""
                     for last, (length, entries) in automaton.iter(heard):
                         end = (last + 1) // 2
-                        coded = coded or sound_code(text)
+                        start = end - length
+                        said = text[start:end]
                         for rule_id, sound in entries:
-                            if sound and self._keyword_fits(
-                                rule_id, reply, coded, end - length, end
-                            ):
-                                found.append((rule_id, end - length, end, True))
+                            # the written word itself sounds like itself: the
+                            # character pass has it already
+                            if sound and self._rules[rule_id].key != said:
+                                coded = coded or sound_code(text)
+                                if self._keyword_fits(rule_id, reply, coded, start, end):
+                                    found.append((rule_id, start, end, True))
         for hit in found:
             rule_id, start, end, _ = hit
             # A keyword inside a longer one found at the same place is part of that
