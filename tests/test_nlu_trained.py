@@ -209,6 +209,16 @@ def test_node_scoped_extras_are_rules_but_not_trained() -> None:
     assert (match.intent, match.source) == ("appointment/affirm", "keyword")
 
 
+def test_one_character_keywords_are_rules_but_not_samples() -> None:
+    intents = [
+        Intent("affirm", keywords=("中", "好的", "可以")),
+        Intent("deny", keywords=("不要",)),
+    ]
+    nlu = make(intents)
+    assert nlu.classify("你是中介吧", ["affirm", "deny"]) == []  # 中 (OK) inside 中介
+    assert [m.source for m in nlu.classify("中", ["affirm", "deny"])] == ["keyword"]
+
+
 def test_fewer_than_two_classes_give_no_model_but_rules_work() -> None:
     nlu = make([Intent("affirm", keywords=("好的",))])
     assert nlu.model is None

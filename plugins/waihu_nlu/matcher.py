@@ -9,18 +9,21 @@ library fits in); ``match(text, allowed)`` classifies one reply:
 3. keywords: one Aho-Corasick automaton (``pyahocorasick``) holds every
    keyword of every class, by characters and by sound (``waihu_nlu.sound``);
    one pass over the compact reply and one over its sound code give every
-   hit with its place;
+   hit with its place (a sound hit of the written word itself is dropped);
 4. patterns: each class's regular expressions over the compact reply (or the
    spaced one when spaces count), compiled once; one alternation of all of
    them is searched first, and only a reply it matches is searched pattern
    by pattern (for the place and class of each match);
-5. every hit goes through the same filters: its form (a Latin keyword is a
-   whole word, no keyword spans punctuation; a one-character keyword a word of its own: said alone,
-   repeated, between pauses or fillers, or right after 不/没/别 — "对", "对对",
-   "好吧", "我觉得不行", not the 对 of 对面), the class's exclusions, A-not-A and
-   repetition (``waihu_nlu.negation``), then negation scope: an odd number of
-   negators sends the hit to the keyword's negated class (``Keyword.negated``,
-   else ``Intent.negated``), or drops it when there is none;
+5. every hit goes through the same filters: its form (no keyword spans
+   punctuation; a Latin keyword is a whole word; a one-character keyword is
+   a word of its own: said alone, repeated, between pauses or fillers, or
+   right after 不/没/别 — "对", "对对", "好吧", "我觉得不行", not the 对 of
+   对面); containment (a keyword inside a longer one found at the same place
+   is part of it: 兴趣 in 不感兴趣) and repetition (不用不用, 不是不是 say it
+   once); the class's exclusions; A-not-A questions (``waihu_nlu.negation``);
+   then negation scope: an odd number of negators sends the hit to the
+   keyword's negated class (``Keyword.negated``, else ``Intent.negated``),
+   or drops it when there is none;
 6. each class keeps its best hit; classes come back in the order of
    ``allowed``.
 

@@ -49,7 +49,9 @@ REGULARISATION = 30.0
 # Everyday sentences that answer nothing a call asks: the background class.
 # Written for this purpose; none is a reply any script class should take. The
 # greetings are there because a callee's first words are often just that, and
-# 你好 shares 你 with every "你说说看" of a yes.
+# 你好 shares 你 with every "你说说看" of a yes; the household lines use 打, 没,
+# 别, 不, 要, 是, 有 in their everyday senses, so those characters alone do not
+# carry a reply to "do not call" or "no".
 BACKGROUND = tuple(
     """
     我在外面吃饭 孩子今天放学早 明天可能会下雨 这个周末去爬山 路上有点堵车 我刚到家 电视机坏了
@@ -61,6 +63,9 @@ BACKGROUND = tuple(
     钥匙找不到了 楼上漏水 电梯坏了 晚上去散步 衣服还没干 火车票买好了 冰箱里没东西 医院人太多
     球赛开始了 刚洗完澡 水开了 门口有人 今天星期几 几点了 外卖到了 路灯不亮 河边人挺多
     你好 您好 喂你好 你好你好
+    他在打篮球 我打个车过去 碗打碎了 周末打扫卫生 孩子去打疫苗了 楼下在打麻将 水还没烧开 作业写完没
+    衣服晾了没 别跑那么快 别把水洒了 宝宝别动那个 不早了该睡了 这菜不咸 我要去做饭了 他是我同学
+    今天有雨 这个挺好吃 灯没关 门别锁 妈妈在做饭 孩子在哭 锅里还有汤 我去接孩子放学 老公在洗碗
     """.split()
 )
 _BACKGROUND_LABEL = ""  # no class of a script has an empty name

@@ -1,7 +1,7 @@
 """Negation scope and A-not-A questions in Chinese replies, decided at a keyword's match site.
 
 All functions take the compact reply (normalised, no spaces: ``Reply.compact``)
-and the match's start index.
+and the match's place in it.
 
 Negation: a negator (不, 没, 没有, 别, 甭, 莫, 未, 无, 唔, 不是, 并不, 从没 …)
 before a match, possibly across a short gap of degree or modal words (不是很感兴趣,
@@ -11,9 +11,10 @@ meaning. A keyword that begins with a negator (不需要) is the negated form
 itself: only what stands before it counts. The scan stops at punctuation, so
 "不知道，有兴趣" does not negate 兴趣.
 
-A-not-A: X不X / X没X is a yes-no question (好不好用, 买不买, 有没有), so neither
-"不好" inside it nor "好用" after it is a statement; but 不X不X (不用不用,
-不要不要) is a repeated refusal, not the question "用不用".
+A-not-A: X不X / X没X is a yes-no question (好不好用, 买不买, 有没有, 是不是),
+so neither "不好" inside it, "好用" after it nor "是" before 不是 is a
+statement; but 不X不X (不用不用, 不要不要) is a repeated refusal, not the
+question "用不用". Only X不X itself is seen, whatever X is: no word list.
 
 What it is not: a parser. A negator inside the matched words, or negation
 after them (感兴趣才怪), is not seen.
