@@ -219,6 +219,16 @@ def test_one_character_keywords_are_rules_but_not_samples() -> None:
     assert [m.source for m in nlu.classify("中", ["affirm", "deny"])] == ["keyword"]
 
 
+def test_an_a_not_a_question_is_no_refusal_to_the_model(trained: TrainedClassifier) -> None:
+    [match] = trained.classify("试听要不要钱", ALLOWED)  # 不要 inside 要不要: a question
+    assert (match.intent, match.source) == ("kb.price", "model")
+
+
+def test_a_one_character_reply_may_go_to_the_model(trained: TrainedClassifier) -> None:
+    [match] = trained.classify("忙", ALLOWED)  # no rule: busy's keywords are 在忙, 没空…
+    assert (match.intent, match.source) == ("busy", "model")
+
+
 def test_fewer_than_two_classes_give_no_model_but_rules_work() -> None:
     nlu = make([Intent("affirm", keywords=("好的",))])
     assert nlu.model is None
