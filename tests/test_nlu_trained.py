@@ -264,9 +264,11 @@ def test_two_classes_and_the_background_give_three_probabilities() -> None:
     assert sum(fast.values()) < 1.0  # the rest is the background's
 
 
-def test_a_bad_pattern_is_an_error_naming_it_before_training() -> None:
+def test_a_bad_pattern_is_an_error_naming_it_and_the_earlier_fit_stays() -> None:
+    nlu = make(SCRIPT)
     with pytest.raises(ValueError, match=r"intent 'dnc': pattern '别\.\{0,2\}\(打'"):
-        make([*SCRIPT[1:], Intent("dnc", patterns=("别.{0,2}(打",))])
+        nlu.fit([*SCRIPT[1:], Intent("dnc", patterns=("别.{0,2}(打",))])
+    assert nlu.classify("一年交多少", ALLOWED) == _TRAINED.classify("一年交多少", ALLOWED)
 
 
 @settings(max_examples=100, deadline=None)

@@ -55,6 +55,7 @@ import attrs
 
 from waihu.api import Intent, Match, ProviderContext
 from waihu_nlu.keywords import KeywordClassifier
+from waihu_nlu.matcher import RuleMatcher
 from waihu_nlu.model import IntentModel
 
 __all__ = ["DEFAULT_THRESHOLD", "TrainedClassifier"]
@@ -109,10 +110,12 @@ class TrainedClassifier(KeywordClassifier):
         """Fit the rules (as ``keywords``) and train the model; blocking CPU work.
 
         Raises ``ValueError`` naming the intent and pattern on a bad pattern,
-        before any training.
+        before any training; the earlier fit then stays. Rules and model are
+        replaced together once both are ready, so a reply classified during a
+        refit meets the old pair or the new one.
         """
-        super().fit(intents)
-        core = self._matcher.core
+        matcher = RuleMatcher(intents, self._options())
+        core = matcher.core
         # (normalised sample, class) → the sample as written, for Match.matched;
         # ordered, and without repeats
         samples: dict[tuple[str, str], str] = {}
@@ -124,8 +127,8 @@ class TrainedClassifier(KeywordClassifier):
                 # a one-character keyword is a word of its own only (module docstring)
                 if len(sample.replace(" ", "")) > 1 or text in intent.examples:
                     samples.setdefault((_as_question(sample), intent.name), text)
-        self._model = IntentModel.train(list(samples))
-        self._written = samples
+        model = IntentModel.train(list(samples))
+        self._matcher, self._model, self._written = matcher, model, samples
 
     def classify(self, text: str, allowed: Sequence[str]) -> list[Match]:
         """The rules' classes; when none fires, the model's confident class (module docstring)."""
