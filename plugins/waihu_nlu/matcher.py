@@ -147,6 +147,7 @@ class _Rule:
     latin: bool  # a Latin word: whole words only
     single: bool  # one non-Latin character: a word of its own only
     infix: bool  # contains 不/没: may spell X不X
+    plain: bool  # neither single nor latin: found anywhere, as written
     negated: str | None  # the class a negated hit counts for
     source: MatchSource
     order: int  # script order, for ties
@@ -261,6 +262,7 @@ class RuleMatcher:
                     latin=latin,
                     single=len(reply.compact) == 1 and not latin,
                     infix=any(c in A_NOT_A_INFIXES for c in reply.compact),
+                    plain=len(reply.compact) > 1 and not latin,
                     negated=keyword.negated if keyword.negated is not None else intent.negated,
                     source="keyword",
                     order=rule_id,
@@ -289,6 +291,7 @@ class RuleMatcher:
                     latin=False,
                     single=False,
                     infix=False,
+                    plain=False,
                     negated=intent.negated,
                     source="pattern",
                     order=rule_id,
@@ -318,7 +321,7 @@ class RuleMatcher:
 
     # ── matching ──
 
-    def _hits(self, reply: Reply, pattern_text: str) -> Iterator[tuple[int, int, int, bool]]:
+    def _hits(self, reply: Reply, pattern_text: str) -> list[tuple[int, int, int, bool]]:
         """(rule id, start, end, by sound) of every keyword and pattern occurrence.
 
         Positions index ``reply.compact``. Keyword hits are checked for form
@@ -349,26 +352,31 @@ class RuleMatcher:
                                 coded = coded or sound_code(text)
                                 if self._keyword_fits(rule_id, reply, coded, start, end):
                                     found.append((rule_id, start, end, True))
-        for hit in found:
-            rule_id, start, end, _ = hit
+        if len(found) > 1:
             # A keyword inside a longer one found at the same place is part of that
             # word, not a word of its own (兴趣 in 不感兴趣); a keyword right after
             # itself is a repetition (不用不用, 不是不是) that the first one already says.
-            if not any(
-                (a <= start and end <= b and b - a > end - start)
-                or (r == rule_id and _repeats(text, a, b, start))
-                for r, a, b, _ in found
-            ):
-                yield hit
-        if self._any_pattern is not None and not self._any_pattern.search(pattern_text):
-            return  # most replies match no pattern: one search says so
-        for rule_id, pattern in self._patterns:
-            for start, end in self._spans(pattern, reply, pattern_text):
-                yield rule_id, start, end, False
+            found = [
+                (rule_id, start, end, sound)
+                for rule_id, start, end, sound in found
+                if not any(
+                    (a <= start and end <= b and b - a > end - start)
+                    or (r == rule_id and _repeats(text, a, b, start))
+                    for r, a, b, _ in found
+                )
+            ]
+        if self._any_pattern is None or self._any_pattern.search(pattern_text):
+            # (most replies match no pattern: one search says so)
+            for rule_id, pattern in self._patterns:
+                for start, end in self._spans(pattern, reply, pattern_text):
+                    found.append((rule_id, start, end, False))
+        return found
 
     def _keyword_fits(self, rule_id: int, reply: Reply, text: str, start: int, end: int) -> bool:
         """Whether a keyword found at ``text[start:end]`` stands as its kind requires."""
         rule = self._rules[rule_id]
+        if reply.plain and rule.plain and self.options.ignore_spaces:
+            return True  # the common case: no pause in the reply, nothing to check
         if end - start > 1 and any(reply.break_before[start + 1 : end]):
             return False  # punctuation inside: "不，感兴趣" holds no 不感兴趣
         if rule.single:

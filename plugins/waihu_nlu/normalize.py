@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-
-import attrs
+from typing import NamedTuple
 
 __all__ = [
     "FILLER_CHARS",
@@ -94,8 +93,7 @@ class _CharKinds(dict[int, str]):
 _CHAR_KINDS = _CharKinds()
 
 
-@attrs.frozen
-class Reply:
+class Reply(NamedTuple):
     """A reply (or keyword, or example) analysed for matching.
 
     ``spaced`` is the normalised text; ``compact`` the same without spaces;
@@ -110,6 +108,7 @@ class Reply:
     gap_before: tuple[bool, ...]
     break_before: tuple[bool, ...]
     to_spaced: tuple[int, ...]
+    plain: bool = False  # one run of word characters: no space, punctuation or ? anywhere
 
 
 def analyse(text: str, *, width: bool = True) -> Reply:
@@ -122,7 +121,7 @@ def analyse(text: str, *, width: bool = True) -> Reply:
         # the common case of a recognised reply: one run of word characters
         size = len(text)
         flags = (False,) * size + (True,)
-        return Reply(text, text, flags, flags, tuple(range(size)))
+        return Reply(text, text, flags, flags, tuple(range(size)), plain=True)
     chars: list[str] = []
     gaps: list[bool] = []
     breaks: list[bool] = []
