@@ -107,6 +107,8 @@ PARAPHRASES = [
     ("你说说看吧", "affirm"),
     ("那你发过来我看下", "affirm"),
     ("我正忙着呢", "busy"),
+    ("不买不买", "deny"),  # a repeated refusal, not the question 买不买
+    ("不去不去", "deny"),
 ]
 # …and three the model does not get: below the threshold, they stay unmatched.
 MISSED = ["早都办好了", "上个月刚续的", "你刚才说啥"]
