@@ -226,7 +226,10 @@ class RuleMatcher:
             if held is None or (score, -rule.order) > (held[0], -held[1]):
                 best[target] = (score, rule.order, rule.written, negated, rule.source)
         matches: list[Match] = []
-        if best:
+        if len(best) == 1:  # the usual case: no order to keep
+            name, (score, _, written, negated, source) = best.popitem()
+            matches.append(Match(name, score, written, negated=negated, source=source))
+        elif best:
             for name in allowed:
                 found = best.pop(name, None)  # popped: a name repeated in allowed comes once
                 if found is not None:
