@@ -4,6 +4,7 @@ sound-alikes, the question mark, ties — on a sales script's classes as an auth
 from __future__ import annotations
 
 import logging
+import re
 import tomllib
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from waihu.api import Intent, Keyword, Match, ProviderContext
 from waihu_nlu.keywords import KeywordClassifier
+from waihu_nlu.literals import needed_characters
 from waihu_nlu.matcher import SOUND_ALIKE_FACTOR
 from waihu_nlu.negation import in_question_form, negations_before
 
@@ -282,6 +284,7 @@ def test_a_bad_pattern_is_an_error_naming_it(tmp_path: Path, intent: Intent, kin
 def test_a_negated_pattern_counts_for_the_negated_class_or_nothing(tmp_path: Path) -> None:
     nlu = make([Intent("busy", patterns=("在(开会|开车)",)), *SALES], tmp_path)
     assert [m.intent for m in nlu.classify("我在开会呢", ["busy"])] == ["busy"]
+    assert [m.intent for m in nlu.classify("在开会", ["busy"])] == ["busy"]  # 在 comes first
     assert nlu.classify("我没在开会", ["busy"]) == []
 
 
@@ -314,6 +317,53 @@ def test_with_spaces_counting_patterns_and_exclusions_see_the_spaced_reply(
     assert nlu.classify("我在开会", ["busy"]) == []
     assert nlu.classify("我 不 在 开会", ["busy"]) == []
     assert nlu.classify("好 的", ["affirm"]) == []
+
+
+# Patterns of the kinds the templates use, for the pre-search character test.
+PATTERNS = [
+    r"(怎么|咋)?(又|还|老是?|总是?|天天|一直|每天)(给我)?(打|来电)(来|过来|电话)",
+    r"(是|不是)?(机器|机械|电脑|自动)(人|的|录音|语音)?(吗|吧|啊)?\s*\?",
+    r"(请问)?(你|您)是\s*\??$",
+    r"(打|拨)?(12315|12321|12345|110|315)",
+    r"[0-9一二两三四五六七八九十]+(点|号)",
+    r"(今|明|后)天(?!.{0,4}(不|没|忙))",
+    r"别.{0,2}打",
+    r"^(嗯|呃)?不是(的|啊)?$",
+    r".*",
+    r"(?i)ok",
+    r"(好)\1",
+]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "needed"),
+    [
+        (PATTERNS[2], {"是"}),
+        (PATTERNS[3], {"1", "3"}),
+        (PATTERNS[4], {"点", "号"}),
+        (PATTERNS[6], {"别"}),
+        (PATTERNS[8], None),  # matches anything
+        (PATTERNS[9], None),  # case-insensitive: o may be O
+    ],
+)
+def test_the_characters_a_pattern_needs(pattern: str, needed: set[str] | None) -> None:
+    assert needed_characters(re.compile(pattern)) == (None if needed is None else frozenset(needed))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pattern=st.sampled_from(PATTERNS),
+    text=st.lists(st.sampled_from([*"是打拨别不没号点今明天你您机器人好12345?", "ok", "OK"])).map(
+        "".join
+    ),
+)
+def test_a_pattern_never_matches_a_reply_without_a_character_it_needs(
+    pattern: str, text: str
+) -> None:
+    compiled = re.compile(pattern)
+    needed = needed_characters(compiled)
+    if needed is not None and needed.isdisjoint(text):
+        assert compiled.search(text) is None
 
 
 # ── sound-alike ──
