@@ -372,6 +372,32 @@ async def test_a_script_needing_tts_without_one_is_refused_naming_each_line(
     }
 
 
+async def test_a_rule_the_classifier_refuses_refuses_the_script_naming_it(
+    tmp_path: Path,
+) -> None:
+    """A stand-in classifier refuses the fit: the loader already compiles every pattern the
+    built-in classifiers could refuse, so no real one fails here; a third-party one may."""
+    write_scripts(tmp_path, "first")
+
+    class Refusing:
+        def fit(self, intents: object) -> None:
+            raise ValueError("intent 'x': pattern '(' is not a regular expression")
+
+        def classify(self, text: str, allowed: object) -> list[object]:
+            return []
+
+    with trio.fail_after(DEADLINE_S):
+        scripts = ScriptLibrary(tmp_path, Refusing, speech=None)  # type: ignore[arg-type]
+        await scripts.load()
+    assert scripts.scripts == {}
+    assert scripts.problems == {
+        str(tmp_path / "first.toml"): [
+            f"{tmp_path / 'first.toml'}: intents: intent 'x': pattern '(' is not a regular"
+            " expression"
+        ]
+    }
+
+
 async def test_a_line_the_synthesiser_cannot_speak_refuses_the_script_naming_it(
     tmp_path: Path,
 ) -> None:

@@ -324,7 +324,10 @@ class ScriptLibrary:
         script = load_script(path)
         audio = _decode_recordings(script, self.sample_rate)
         classifier = self.make_classifier()
-        classifier.fit(script.intents)
+        try:
+            classifier.fit(script.intents)
+        except ValueError as exc:  # a rule the classifier cannot use (the loader checks most)
+            raise ScriptError([f"{path}: intents: {exc}"]) from None
         return LoadedScript(script=script, audio=audio, classifier=classifier)
 
     async def _synthesise(self, item: LoadedScript) -> LoadedScript:
