@@ -372,6 +372,20 @@ async def test_a_script_needing_tts_without_one_is_refused_naming_each_line(
     }
 
 
+async def test_dialogue_cases_beside_a_script_are_not_loaded_as_a_script(tmp_path: Path) -> None:
+    write_scripts(tmp_path, "first")
+    (tmp_path / "first.cases.toml").write_text(
+        '[[case]]\nname = "hello"\nreplies = [""]\n', encoding="utf-8"
+    )
+    with trio.fail_after(DEADLINE_S):
+        async with trio.open_nursery() as nursery:
+            scripts = library(tmp_path, SpeechCache(await started(nursery, tmp_path)))
+            await scripts.load()
+            nursery.cancel_scope.cancel()
+    assert sorted(scripts.scripts) == ["first"]
+    assert scripts.problems == {}
+
+
 async def test_a_rule_the_classifier_refuses_refuses_the_script_naming_it(
     tmp_path: Path,
 ) -> None:

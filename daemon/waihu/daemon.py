@@ -50,7 +50,7 @@ from waihu.campaign.service import CampaignService
 from waihu.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from waihu.control.handlers import ControlHandlers, daemon_version
 from waihu.control.server import ControlServer
-from waihu.dialog.library import ScriptLibrary, SpeechCache, without_tts
+from waihu.dialog.library import ScriptLibrary, SpeechCache, script_files, without_tts
 from waihu.dialog.script import ScriptError, load_script
 from waihu.dispatcher import CallDispatcher
 from waihu.events import EventBus
@@ -223,7 +223,7 @@ def check(config_path: Path, pm: pluggy.PluginManager) -> Config:
     config = load_config(config_path, collect_provider_types(pm))
     problems: list[str] = []
     scripts_dir = Path(config.daemon.scripts_dir)
-    for path in sorted(scripts_dir.glob("*.toml")) if scripts_dir.is_dir() else []:
+    for path in script_files(scripts_dir):
         try:
             script = load_script(path)
         except ScriptError as exc:

@@ -46,6 +46,7 @@ from waihu.dialog.script import Script, ScriptError, Variant, load_script
 from waihu.media.prompt_player import PromptError, load_prompt
 
 __all__ = [
+    "CASES_SUFFIX",
     "TTS_CACHE_BYTES",
     "LoadedScript",
     "ScriptLibrary",
@@ -56,6 +57,7 @@ __all__ = [
     "missing_variables",
     "per_call_lines",
     "required_variables",
+    "script_files",
     "static_tts_lines",
     "without_tts",
 ]
@@ -260,6 +262,17 @@ def _decode_recordings(script: Script, sample_rate: int) -> dict[str, np.ndarray
     return audio
 
 
+CASES_SUFFIX = ".cases.toml"  # dialogue test cases an author keeps beside a script
+
+
+def script_files(directory: Path) -> list[Path]:
+    """The script files of a scripts directory: its ``*.toml`` at the top level, but not
+    the dialogue test cases kept beside them (``NAME.cases.toml``); sorted."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("*.toml") if not p.name.endswith(CASES_SUFFIX))
+
+
 class ScriptLibrary:
     """Scripts by name, loaded from one directory.
 
@@ -291,7 +304,7 @@ class ScriptLibrary:
         """(Re)load every script; keeps a previous good version of one that now fails."""
         problems: dict[str, list[str]] = {}
         loaded: dict[str, LoadedScript] = {}
-        files = sorted(self.directory.glob("*.toml")) if self.directory.is_dir() else []
+        files = script_files(self.directory)
         if not self.directory.is_dir():
             log.warning("scripts directory %s does not exist", self.directory)
         for path in files:

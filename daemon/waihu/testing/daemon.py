@@ -48,12 +48,14 @@ def write_config(
     media: Mapping[str, Any] | None = None,
     daemon: Mapping[str, Any] | None = None,
     storage: Mapping[str, Any] | None = None,
+    tts: bool = False,
     extra: str = "",
 ) -> Path:
     """A complete waihud.toml; returns its path.
 
     ``proxy`` is the SIP peer of the one trunk ``loopback``, or a mapping of
-    trunk names to peers (the first is the default trunk).
+    trunk names to peers (the first is the default trunk). ``tts`` configures
+    espeak-ng to speak lines without recordings.
     """
     directory.mkdir(parents=True, exist_ok=True)
     proxies = {"loopback": proxy} if isinstance(proxy, str) else dict(proxy)
@@ -79,6 +81,7 @@ def write_config(
         "",
         "[call]",
         f"trunk = {_toml(next(iter(proxies)))}",
+        *(['tts = "default"', "", "[tts.default]", 'type = "espeak"'] if tts else []),
         "",
         *trunks,
         "[asr.default]",

@@ -171,6 +171,7 @@ async def run_demo(directory: Path, keep: bool, lang: Language, model: str | Non
             proxy={"carrier": edge.hostport},
             scripts_dir=lang.scripts_dir,
             model=model,
+            tts=lang.script != "demo-ko",  # the Korean demo has recordings; the others speak by TTS
             extra="\n".join(
                 [
                     "[notify.sales]",
