@@ -322,7 +322,6 @@ async def test_a_reply_takes_its_class_and_the_node_route(make, autojump_clock) 
     assert call.steps[0].line == "好的，稍后专员联系您。"
 
 
-@pytest.mark.xfail(reason="needs negation scope in the keywords classifier", strict=False)
 async def test_not_interested_is_deny_and_a_double_negation_affirm(make) -> None:
     script, classifier = make()
     node = script.nodes["offer"]
@@ -865,7 +864,6 @@ def library_script(make) -> tuple[Script, object]:
     return make(WITH_LIBRARY.format(library=LIBRARY))
 
 
-@pytest.mark.xfail(reason="needs negation scope in the keywords classifier", strict=False)
 async def test_library_not_interested_and_a_double_negation(library_script) -> None:
     script, classifier = library_script
     node = script.nodes["interest"]
@@ -873,7 +871,6 @@ async def test_library_not_interested_and_a_double_negation(library_script) -> N
     assert classify_reply(script, classifier, node, "倒也不是没兴趣").intent == "affirm"
 
 
-@pytest.mark.xfail(reason="needs patterns in the keywords classifier", strict=False)
 async def test_library_do_not_call_wins_over_the_knowledge_base(
     library_script, autojump_clock
 ) -> None:
