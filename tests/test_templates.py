@@ -8,11 +8,13 @@ base), and pass its own dialogue cases (``NAME.cases.toml``) through the runner
 named nodes pin the decisions the class library was built around (negation, A-not-A
 questions, a time named at an appointment question, a parent at a school's identity
 check); ``tests/data/nlu_eval_nodes.toml`` must name, for each template, nodes that exist
-and hear every standard class.
+and hear every standard class; and a script anywhere can include the class library by its
+relative path.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections import Counter
 from collections.abc import Iterator
@@ -248,6 +250,42 @@ AT_NODES = [
     ("appointment", "confirm", "能不能改到后天", "deny"),
     ("appointment", "confirm", "会准时到的", "affirm"),
     ("appointment", "reschedule", "下周三下午", "affirm"),
+    # a day named with a call back puts the call off; a day needs an availability word,
+    # so everyday talk with a day or a number in it stays unmatched
+    ("real_estate", "visit", "周六再联系吧", "call_later"),
+    ("education", "trial", "后天打给我", "call_later"),
+    ("appointment", "reschedule", "下周一再打过来", "call_later"),
+    ("real_estate", "visit", "礼拜天下午", "affirm"),
+    ("education", "trial", "明天下午三点", "affirm"),
+    ("education", "trial", "今天菜市场人好多", "default"),
+    ("real_estate", "visit", "明天要下雨了", "default"),
+    ("education", "trial", "三楼的灯坏了", "default"),
+    # busy and so not coming is a refusal of the visit
+    ("real_estate", "visit", "那周末我去不了", "deny"),
+    ("appointment", "confirm", "明天我有事来不了", "deny"),
+    # knowledge-base questions after a yes-word, and topic words in refusals
+    ("real_estate", "greeting", "是的你是哪个店", "kb.who"),
+    ("appointment", "greeting", "对你是哪家诊所的", "kb.who"),
+    ("insurance", "greeting", "你是保险公司的吗", "kb.who"),
+    ("real_estate", "offer", "你们是中介还是开发商", "kb.who"),
+    ("real_estate", "visit", "你们在哪个区", "kb.address"),
+    ("insurance", "offer", "可以啊那一年得交多少", "kb.price"),
+    ("real_estate", "offer", "房价多少一平", "kb.price"),
+    ("real_estate", "offer", "价格这么贵我不考虑", "deny"),
+    ("insurance", "offer", "理赔太麻烦了不想买", "deny"),
+    # a relative's number, things had already, a stop request beside a threat
+    ("insurance", "greeting", "这是我爸的号", "wrong_person"),
+    ("insurance", "greeting", "你找的是我妈吧", "wrong_person"),
+    ("insurance", "greeting", "这个号是我女儿的", "wrong_person"),
+    ("insurance", "offer", "我们全家都配齐了", "already_have"),
+    ("insurance", "offer", "前两天刚续完", "already_have"),
+    ("appointment", "confirm", "我昨天已经去过了", "already_have"),
+    ("insurance", "offer", "别打了再打我就投诉", "dnc"),
+    ("insurance", "offer", "我要举报你们骚扰", "complaint"),
+    ("insurance", "offer", "我正好想给我爸买一份", "affirm"),
+    # faults and promises not kept at a satisfaction question
+    ("after_sales", "satisfy", "洗衣机有杂音", "deny"),
+    ("after_sales", "satisfy", "安装师傅到现在还没来", "deny"),
 ]
 
 
@@ -323,3 +361,45 @@ def test_library_negation_hands_words_to_their_opposites() -> None:
     assert negated["方便"] == "busy"
     assert negated["是我"] == "wrong_person"
     assert _library()["intents"]["deny"]["negated"] == "affirm"
+
+
+def test_library_is_included_from_a_script_anywhere(tmp_path: Path) -> None:
+    """A script outside the templates' folder takes the library in by its relative path."""
+    elsewhere = tmp_path / "campaigns" / "spring"
+    elsewhere.mkdir(parents=True)
+    include = os.path.relpath(LIBRARY, elsewhere)
+    kb = "".join(f'[kb.{k.removeprefix("kb.")}]\nsay = [{{ text = "答" }}]\n' for k in STANDARD_KB)
+    (elsewhere / "spring.toml").write_text(
+        f"""
+[script]
+start = "ask"
+include = [{include!r}]
+priority = ["kb", "busy", "deny", "affirm"]
+always = ["dnc", "complaint"]
+
+[nodes.ask]
+say = [{{ text = "您好，您有兴趣了解一下吗？" }}]
+
+[nodes.ask.on]
+affirm = "bye"
+deny = "bye"
+busy = "bye"
+dnc = "bye"
+complaint = "bye"
+default = "bye"
+
+[nodes.bye]
+say = [{{ text = "再见" }}]
+end = true
+
+[intents.affirm]
+keywords = ["来一份"]
+{kb}""",
+        encoding="utf-8",
+    )
+    script = load_script(elsewhere / "spring.toml", check_recordings=True)
+    names = {intent.name for intent in script.intents}
+    assert set(STANDARD_CLASSES) | set(STANDARD_KB) <= names
+    affirm = next(intent for intent in script.intents if intent.name == "affirm")
+    words = [k.text for k in affirm.keywords]
+    assert words[0] == "来一份" and "感兴趣" in words  # the script's own words come first
