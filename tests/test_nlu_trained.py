@@ -121,6 +121,13 @@ UNRELATED = [
     "asdfgh",
     "哈哈哈哈",
     "那边下雨了没",
+    # a callee talking to someone in the room: household words (打, 别, 没) in
+    # their everyday senses, not a refusal or a request to stop calling
+    "小宝别哭了妈妈在打电话",
+    "我家猫又把杯子打碎了",
+    "你吃了没",
+    "别把汤弄洒了",
+    "儿子去把门关上",
 ]
 
 

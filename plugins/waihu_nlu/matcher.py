@@ -62,7 +62,7 @@ from waihu_nlu.literals import needed_characters
 from waihu_nlu.negation import (
     A_NOT_A_INFIXES,
     in_question_form,
-    negations_before,
+    negator_spans,
     repeats_refusal,
 )
 from waihu_nlu.normalize import (
@@ -85,6 +85,14 @@ EXAMPLE_SCORE = 1.0  # an example matches the whole reply
 # A keyword heard by its sound only (在 for 再) is a little less sure than the
 # written word: its score is scaled by this, so the written word wins a tie.
 SOUND_ALIKE_FACTOR = 0.9
+# A keyword of one syllable has a dozen homophones in everyday words (的/得/地,
+# 是/事/市): only keywords of at least this many syllables match by sound.
+MIN_SOUND_SYLLABLES = 2
+# A recogniser's homophone slips are a character or so in a word (在听 for 再听,
+# 性趣 for 兴趣); a stretch of reply that shares only the sound with most of a
+# keyword is other words (有异响 is not 有意向, 午十 not 唔使): at most this share
+# of a keyword's characters may differ in a sound-alike hit.
+MAX_SOUND_DIFFERENCE = 0.5
 # Characters that may stand right before a one-character keyword and still
 # leave it a word of its own, negating it: 不行, 没错 is a keyword of its own.
 _SINGLE_NEGATORS = frozenset("不没别")
@@ -173,6 +181,10 @@ class RuleMatcher:
         keys: dict[str, list[tuple[int, bool]]] = {}
         for intent in intents:
             self._add_intent(intent, keys)
+        # every keyword as written: a stretch of reply that is one is not heard as another
+        self._written = frozenset(
+            key for key, entries in keys.items() if any(not sound for _, sound in entries)
+        )
         self._automaton: ahocorasick.Automaton | None = None
         self._has_sound = any(sound for entries in keys.values() for _, sound in entries)
         if keys:
@@ -212,6 +224,9 @@ class RuleMatcher:
                 best[name] = (EXAMPLE_SCORE, -1, written, False, "example")
         excluded: dict[str, list[tuple[int, int]]] = {}
         pattern_text = reply.compact if self.options.ignore_spaces else reply.spaced
+        # every hit that survives the filters: (rule, start, end, by sound, class, negated)
+        kept: list[tuple[_Rule, int, int, bool, str | None, bool]] = []
+        consumed: list[tuple[int, int]] = []  # negators some hit's negation used up
         for rule_id, start, end, sound in self._hits(reply, pattern_text, wanted):
             rule = self._rules[rule_id]
             if rule.intent not in wanted and rule.negated not in wanted:
@@ -224,8 +239,15 @@ class RuleMatcher:
                     )
                 if any(a <= start and end <= b for a, b in spans):
                     continue
-            target, negated = self._target(rule, reply, start, end)
+            target, negated, negators = self._target(rule, reply, start, end)
+            consumed.extend(negators)
+            kept.append((rule, start, end, sound, target, negated))
+        for rule, start, end, sound, target, negated in kept:
             if target is None or target not in wanted:
+                continue
+            # a negator that negates another hit is part of that negation, not a word of
+            # its own: the 不是 of 倒也不是没兴趣, the 没有 of 没有不感兴趣
+            if consumed and any(a <= start and end <= b for a, b in consumed):
                 continue
             score = min(1.0, (end - start) / size) * (SOUND_ALIKE_FACTOR if sound else 1.0)
             held = best.get(target)
@@ -280,7 +302,12 @@ class RuleMatcher:
             )
             keys.setdefault(reply.compact, []).append((rule_id, False))
             sound = keyword.sound_alike if keyword.sound_alike is not None else intent.sound_alike
-            if opts.sound_alike and sound and not latin:
+            if (
+                opts.sound_alike
+                and sound
+                and not latin
+                and len(reply.compact) >= MIN_SOUND_SYLLABLES
+            ):
                 for code in keyword_codes(reply.compact):
                     keys.setdefault(code, []).append((rule_id, True))
         for pattern in intent.patterns:
@@ -359,17 +386,34 @@ class RuleMatcher:
                 heard = text.translate(_SOUND_SYMBOLS)
                 if heard != spelt:  # else nothing in the reply has a pinyin reading
                     coded = ""
+                    written = self._written
                     for last, (length, entries) in automaton.iter(heard):
                         end = (last + 1) // 2
                         start = end - length
                         said = text[start:end]
+                        # a keyword as written (the word itself, or another class's
+                        # word: 在听 is not 再听 when 在听 is listed) is read as written
+                        if said in written:
+                            continue
                         for rule_id, sound in entries:
-                            # the written word itself sounds like itself: the
-                            # character pass has it already
-                            if sound and self._rules[rule_id].key != said:
+                            if sound and _sounds_like(self._rules[rule_id].key, said):
                                 coded = coded or sound_code(text)
                                 if self._keyword_fits(rule_id, reply, coded, start, end):
                                     found.append((rule_id, start, end, True))
+        if len(found) > 1:
+            # A word written in the reply beats a sound-alike reading that overlaps it
+            # without holding it: 很满意 holds 满意, not 很慢; 不知道 not 不值.
+            written_hits = [(a, b) for _, a, b, sound in found if not sound]
+            if len(written_hits) < len(found) and written_hits:
+                found = [
+                    hit
+                    for hit in found
+                    if not hit[3]
+                    or not any(
+                        a < hit[2] and hit[1] < b and not (hit[1] <= a and b <= hit[2])
+                        for a, b in written_hits
+                    )
+                ]
         if len(found) > 1:
             # A keyword inside a longer one found at the same place is part of that
             # word, not a word of its own (兴趣 in 不感兴趣); a keyword right after
@@ -426,19 +470,22 @@ class RuleMatcher:
                     return False
         return True
 
-    def _target(self, rule: _Rule, reply: Reply, start: int, end: int) -> tuple[str | None, bool]:
-        """The class a hit counts for after A-not-A and negation, and whether negation decided."""
+    def _target(
+        self, rule: _Rule, reply: Reply, start: int, end: int
+    ) -> tuple[str | None, bool, list[tuple[int, int]]]:
+        """The class a hit counts for after A-not-A and negation, whether negation decided,
+        and the negators it used up."""
         text = reply.compact
         if in_question_form(text, start, end):
-            return None, False
+            return None, False, []
         if rule.infix and repeats_refusal(text, start, end):
-            return None, False
+            return None, False, []
         if not self.options.negation:
-            return rule.intent, False
-        count = negations_before(text, start, reply.break_before)
-        if count % 2:
-            return rule.negated, True
-        return rule.intent, count > 0
+            return rule.intent, False, []
+        spans = negator_spans(text, start, reply.break_before)
+        if len(spans) % 2:
+            return rule.negated, True, spans
+        return rule.intent, bool(spans), spans
 
     def _exclusion_spans(self, name: str, reply: Reply, pattern_text: str) -> list[tuple[int, int]]:
         spans: list[tuple[int, int]] = []
@@ -471,6 +518,13 @@ class RuleMatcher:
                 else:
                     yield _to_compact(reply, start), _to_compact(reply, end - 1) + 1
             at = start + 1 if overlapping or end == start else end
+
+
+def _sounds_like(key: str, said: str) -> bool:
+    """Whether ``said`` (a stretch of reply of ``key``'s sound) differs from the written
+    ``key`` in few enough characters to be a slip of the recogniser."""
+    differ = sum(a != b for a, b in zip(key, said, strict=True))
+    return 0 < differ <= len(key) * MAX_SOUND_DIFFERENCE
 
 
 def _repeats(text: str, first: int, first_end: int, start: int) -> bool:

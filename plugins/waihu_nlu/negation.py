@@ -24,7 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["A_NOT_A_INFIXES", "in_question_form", "negations_before", "repeats_refusal"]
+__all__ = [
+    "A_NOT_A_INFIXES",
+    "in_question_form",
+    "negations_before",
+    "negator_spans",
+    "repeats_refusal",
+]
 
 # Longest first, so "不是" is taken whole rather than as "是" + "不".
 NEGATORS = tuple(
@@ -69,18 +75,30 @@ def negations_before(text: str, start: int, breaks: Sequence[bool] | None = None
     ``breaks[i]`` (``Reply.break_before``) marks punctuation before
     ``text[i]``; the scan does not cross it.
     """
-    count = 0
+    return len(negator_spans(text, start, breaks))
+
+
+def negator_spans(
+    text: str, start: int, breaks: Sequence[bool] | None = None
+) -> list[tuple[int, int]]:
+    """The negators governing the match at ``text[start:]``, nearest first, as spans of ``text``.
+
+    A negator used up this way is part of the negation, not a word of its own:
+    the 不是 of 倒也不是没兴趣 says nothing apart from 没兴趣.
+    """
+    spans: list[tuple[int, int]] = []
     at = start
     while True:
         found = _negator_ending(text, at, breaks)
         if found is None:
-            return count
-        count += 1
-        at = found
+            return spans
+        begin, end = found
+        spans.append((begin, end))
+        at = begin
 
 
-def _negator_ending(text: str, end: int, breaks: Sequence[bool] | None) -> int | None:
-    """Start of a negator ending at ``end`` or after up to MAX_GAP_WORDS gap words; or None."""
+def _negator_ending(text: str, end: int, breaks: Sequence[bool] | None) -> tuple[int, int] | None:
+    """The span of a negator ending at ``end`` or before up to MAX_GAP_WORDS gap words; or None."""
     at = end
     for _ in range(MAX_GAP_WORDS + 1):
         if at <= 0 or (breaks is not None and breaks[at]):
@@ -93,7 +111,7 @@ def _negator_ending(text: str, end: int, breaks: Sequence[bool] | None) -> int |
                 and not _crosses(breaks, begin, at)
                 and not _is_question_infix(text, begin)
             ):
-                return begin
+                return begin, at
         for length in _GAP_LENGTHS:
             begin = at - length
             if begin >= 0 and text[begin:at] in _GAP_SET and not _crosses(breaks, begin, at):
