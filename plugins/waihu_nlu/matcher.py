@@ -9,7 +9,13 @@ library fits in); ``match(text, allowed)`` classifies one reply:
 3. keywords: one Aho-Corasick automaton (``pyahocorasick``) holds every
    keyword of every class, by characters and by sound (``waihu_nlu.sound``);
    one pass over the compact reply and one over its sound code give every
-   hit with its place (a sound hit of the written word itself is dropped);
+   hit with its place. A sound-alike hit counts only for a keyword of
+   ``MIN_SOUND_SYLLABLES`` or more, when at most ``MAX_SOUND_DIFFERENCE`` of
+   its characters differ from the keyword's (a recogniser's slip: 在听 for
+   再听; not other words of the same sound: 有异响 is no 有意向), when the
+   stretch heard is not itself a keyword as written (of any class), and
+   when it does not cut a written keyword hit in two (很满意 holds 满意, not
+   很慢);
 4. patterns: each class's regular expressions over the compact reply (or the
    spaced one when spaces count), compiled once; a pattern is searched only
    when its class matters for ``allowed`` and the reply holds one of the
@@ -28,7 +34,8 @@ library fits in); ``match(text, allowed)`` classifies one reply:
    once); the class's exclusions; A-not-A questions (``waihu_nlu.negation``);
    then negation scope: an odd number of negators sends the hit to the
    keyword's negated class (``Keyword.negated``, else ``Intent.negated``),
-   or drops it when there is none;
+   or drops it when there is none; a negator some hit's negation used up is
+   no hit of its own (the 不是 of 倒也不是没兴趣 is no "no");
 6. each class keeps its best hit; classes come back in the order of
    ``allowed``.
 
