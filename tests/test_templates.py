@@ -260,6 +260,9 @@ AT_NODES = [
     ("education", "trial", "今天菜市场人好多", "default"),
     ("real_estate", "visit", "明天要下雨了", "default"),
     ("education", "trial", "三楼的灯坏了", "default"),
+    ("real_estate", "visit", "周末要下雨", "default"),
+    ("appointment", "reschedule", "十点了该吃饭了", "default"),
+    ("appointment", "reschedule", "十五号上午", "affirm"),
     # busy and so not coming is a refusal of the visit
     ("real_estate", "visit", "那周末我去不了", "deny"),
     ("appointment", "confirm", "明天我有事来不了", "deny"),
