@@ -443,12 +443,13 @@ def test_a_one_character_keyword_is_never_heard_by_sound(sales: KeywordClassifie
 
 # A satisfaction question's classes, as a template writes them: sound-alikes on.
 SATISFACTION = [
-    Intent("affirm", keywords=("满意", "有意向", "好的", "在听"), negated="deny"),
-    Intent("deny", keywords=("很慢", "唔使", "不值", "几房", "太差"), negated="affirm"),
+    Intent("affirm", keywords=("满意", "有意向", "好的", "在听", "可以", "是我"), negated="deny"),
+    Intent("deny", keywords=("很慢", "唔使", "不值", "几房", "太差", "一般"), negated="affirm"),
     Intent("repeat", keywords=("不知道你说啥", "再说一遍")),
     Intent("call_later", keywords=("再听",)),
+    Intent("busy", keywords=("有事",)),
 ]
-SATISFACTION_ALLOWED = ["affirm", "deny", "repeat", "call_later"]
+SATISFACTION_ALLOWED = ["affirm", "deny", "repeat", "call_later", "busy"]
 
 
 @pytest.fixture(scope="module")
@@ -466,6 +467,9 @@ def satisfaction() -> KeywordClassifier:
         # a written word the sound-alike reading would cut in two wins
         ("很满意", ["affirm"]),  # 满意, not 很慢 (hen man)
         ("服务很满意啊", ["affirm"]),
+        ("那就可以办理吧", ["affirm"]),  # 以办 (yi ban) is not 一般: both characters differ
+        ("现在有事我等会儿打给你", ["busy"]),  # 有事 written; 事我 (shi wo) is not 是我
+        ("服务一版吧", ["deny"]),  # 一版 for 一般, nothing written in its way
         # a stretch written as another class's keyword is that keyword
         ("我在听", ["affirm"]),  # 在听 is listed: not 再听 (call_later) by sound
         # a recogniser's one-character slip still counts
