@@ -18,6 +18,7 @@ from waihu_nlu.keywords import KeywordClassifier
 from waihu_nlu.literals import needed_characters
 from waihu_nlu.matcher import SOUND_ALIKE_FACTOR
 from waihu_nlu.negation import in_question_form, negations_before
+from waihu_nlu.words import cuts_word, word_count
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "etc" / "waihu" / "scripts"
 
@@ -584,3 +585,47 @@ def test_classify_never_raises_and_returns_allowed_classes(text: str) -> None:
 
 
 _SHARED = make(SALES, Path("."))
+
+
+# ── keyword hits that cut a common word ──
+
+WORD_CUTS = [
+    Intent("affirm", keywords=("好的", "可以", "周日", "上午"), negated="deny"),
+    Intent("deny", keywords=("不去", "不值"), negated="affirm"),
+    Intent("busy", keywords=("在开会", "开会")),
+    Intent("kb.address", keywords=("在哪",)),
+]
+WORD_CUTS_ALLOWED = ["kb.address", "affirm", "deny", "busy"]
+
+
+@pytest.fixture(scope="module")
+def word_cuts() -> KeywordClassifier:
+    return make(WORD_CUTS, Path("."))
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("说好的赠品到现在也没给", []),  # 说好 + 的: no 好的
+        ("现在哪有钱啊", []),  # 现在 + 哪: no 在哪
+        ("我不知道", []),  # 不 + 知道: no 不值 by sound
+        ("你们店在哪", ["kb.address"]),  # 店在 is no word: 在哪 stands
+        ("好的没问题", ["affirm"]),
+        ("那就周日上午", ["affirm"]),  # 周日 is the commoner word at 日|上
+        ("这周日不去了", ["affirm", "deny"]),  # 这周 is no listed word: 周日 stands
+        ("正在开会", ["busy"]),  # 在开会 cuts 正在; 开会 stands
+        ("东西不直这个价", ["deny"]),  # 不直 for 不值, nothing cut
+    ],
+)
+def test_a_keyword_that_cuts_a_common_word_is_no_hit(
+    word_cuts: KeywordClassifier, reply: str, expected: list[str]
+) -> None:
+    assert [m.intent for m in word_cuts.classify(reply, WORD_CUTS_ALLOWED)] == expected
+
+
+def test_the_word_counts_decide_which_side_of_an_edge_is_a_word() -> None:
+    assert word_count("现在") > word_count("在哪") == 0
+    assert cuts_word("说好的", 1, 3)  # 说好 across the start
+    assert cuts_word("不知道", 0, 2)  # 知道 across the end
+    assert not cuts_word("好的", 0, 2)  # nothing outside the hit
+    assert not cuts_word("那就周日上午", 2, 4)  # 日上 is no word

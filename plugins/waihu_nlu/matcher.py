@@ -15,7 +15,9 @@ library fits in); ``match(text, allowed)`` classifies one reply:
    再听; not other words of the same sound: 有异响 is no 有意向), when the
    stretch heard is not itself a keyword as written (of any class), and
    when it does not cut a written keyword hit in two (很满意 holds 满意, not
-   很慢);
+   很慢). A keyword hit of two or more Han characters that cuts a common
+   word at its edge (``waihu_nlu.words``: 好的 in 说好的, 在哪 in 现在哪有钱)
+   is no hit;
 4. patterns: each class's regular expressions over the compact reply (or the
    spaced one when spaces count), compiled once; a pattern is searched only
    when its class matters for ``allowed`` and the reply holds one of the
@@ -83,6 +85,7 @@ from waihu_nlu.normalize import (
     strip_fillers,
 )
 from waihu_nlu.sound import keyword_codes, sound_code
+from waihu_nlu.words import cuts_word
 
 __all__ = ["SOUND_ALIKE_FACTOR", "MatchOptions", "RuleMatcher"]
 
@@ -388,6 +391,8 @@ class RuleMatcher:
                 end = (last + 1) // 2
                 for rule_id, sound in entries:
                     if not sound and self._keyword_fits(rule_id, reply, text, end - length, end):
+                        if self._rules[rule_id].plain and cuts_word(text, end - length, end):
+                            continue  # 好的 in 说好的, 在哪 in 现在哪有钱
                         found.append((rule_id, end - length, end, False))
             if self._has_sound:
                 heard = text.translate(_SOUND_SYMBOLS)
@@ -403,7 +408,11 @@ class RuleMatcher:
                         if said in written:
                             continue
                         for rule_id, sound in entries:
-                            if sound and _sounds_like(self._rules[rule_id].key, said):
+                            if (
+                                sound
+                                and _sounds_like(self._rules[rule_id].key, said)
+                                and not cuts_word(text, start, end)  # 不值 in 不知道
+                            ):
                                 coded = coded or sound_code(text)
                                 if self._keyword_fits(rule_id, reply, coded, start, end):
                                     found.append((rule_id, start, end, True))
