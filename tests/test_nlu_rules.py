@@ -290,6 +290,25 @@ def test_exclusions_veto_matches_inside_them_only(sales: KeywordClassifier) -> N
     assert "kb.price" in classes(sales, "一个月多少")
 
 
+@pytest.mark.parametrize(
+    "reply",
+    ["再打骚扰电话我就去投诉你们", "别给我打了再打我打12315", "天天骚扰我我要举报"],
+)
+def test_a_whole_reply_exclusion_vetoes_patterns_and_keywords_alike(
+    tmp_path: Path, reply: str
+) -> None:
+    # the class library's way: a reply threatening a complaint is no do-not-call
+    dnc = Intent(
+        "dnc",
+        keywords=("骚扰",),
+        patterns=(r"(别|不要).{0,4}打",),
+        exclusions=(".*(投诉|举报|12315).*",),
+    )
+    nlu = make([dnc, Intent("complaint", keywords=("投诉", "举报", "12315"))], tmp_path)
+    assert [m.intent for m in nlu.classify(reply, ["dnc", "complaint"])] == ["complaint"]
+    assert [m.intent for m in nlu.classify("别给我打了烦死了", ["dnc", "complaint"])] == ["dnc"]
+
+
 def test_an_exclusion_of_one_class_does_not_veto_another(tmp_path: Path) -> None:
     intents = [
         Intent("ask_use", keywords=("用不用",), exclusions=("你用不用",)),
