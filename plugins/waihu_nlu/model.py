@@ -51,7 +51,10 @@ REGULARISATION = 30.0
 # greetings are there because a callee's first words are often just that, and
 # 你好 shares 你 with every "你说说看" of a yes; the household lines use 打, 没,
 # 别, 不, 要, 是, 有 in their everyday senses, so those characters alone do not
-# carry a reply to "do not call" or "no".
+# carry a reply to "do not call" or "no". The last lines are a callee talking
+# to someone in the room (a child, a partner) while the call is open: on a
+# 13-class script such replies scored up to 0.12 for some class without them,
+# 0.09 with them, well under the threshold.
 BACKGROUND = tuple(
     """
     我在外面吃饭 孩子今天放学早 明天可能会下雨 这个周末去爬山 路上有点堵车 我刚到家 电视机坏了
