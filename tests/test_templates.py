@@ -279,6 +279,8 @@ AT_NODES = [
     ("real_estate", "offer", "房价多少一平", "kb.price"),
     ("real_estate", "offer", "价格这么贵我不考虑", "deny"),
     ("insurance", "offer", "理赔太麻烦了不想买", "deny"),
+    ("education", "offer", "不是网课吧", "kb.online"),
+    ("insurance", "offer", "价格不贵吧", "kb.price"),
     # a relative's number, things had already, a stop request beside a threat
     ("insurance", "greeting", "这是我爸的号", "wrong_person"),
     ("insurance", "greeting", "你找的是我妈吧", "wrong_person"),
