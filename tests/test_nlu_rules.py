@@ -227,6 +227,36 @@ def test_a_not_a_questions_are_not_statements(
         assert name not in found, (reply, found)
 
 
+VISIT = [
+    Intent("affirm", keywords=("去",), negated="deny"),
+    Intent("deny", keywords=("不去",), negated="affirm"),
+]
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("没时间带他去不去了", ["deny"]),  # the refusal 不去了, not the question 去不去
+        ("算了去不去了，下次吧", ["deny"]),  # 了 before punctuation ends the clause too
+        ("你们去不去", []),
+        ("去不去了你说", []),  # 了 inside the clause: still a question
+        ("去不去了啊", []),
+    ],
+)
+def test_a_not_a_with_le_at_the_clause_end_is_a_refusal(
+    tmp_path: Path, reply: str, expected: list[str]
+) -> None:
+    visit = make(VISIT, tmp_path)
+    assert [m.intent for m in visit.classify(reply, ["affirm", "deny"])] == expected
+
+
+def test_break_ends_the_clause_of_a_refusal() -> None:
+    breaks = [False] * 7
+    breaks[4] = True  # 去不去了，你说
+    assert in_question_form("去不去了你说", 1, 3, breaks) is False
+    assert in_question_form("去不去了你说", 1, 3) is True
+
+
 def test_repeated_refusals_are_refusals(sales: KeywordClassifier) -> None:
     assert classes(sales, "不用不用") == ["deny"]
     assert classes(sales, "不要不要不要") == ["deny"]
@@ -246,6 +276,14 @@ def test_repeated_refusals_are_refusals(sales: KeywordClassifier) -> None:
         ("不行不行", 1, 2, False),
         ("不好", 0, 2, False),
         ("还不好", 1, 3, False),
+        # X不X了 ending the reply refuses: 不去了, not the question 去不去
+        ("没时间带他去不去了", 6, 8, False),  # 不去, at the 不
+        ("没时间带他去不去了", 5, 6, False),  # 去, the A before 不去
+        ("没时间带他去不去了", 7, 8, False),  # 去, right after 去不
+        ("喜欢不喜欢了", 0, 2, False),
+        ("去不去了啊", 1, 3, True),  # 了 not at the end: still asks
+        ("你去不去", 2, 4, True),
+        ("去不去了你说", 1, 3, True),
     ],
 )
 def test_question_forms_at_the_match_site(text: str, start: int, end: int, question: bool) -> None:

@@ -233,6 +233,14 @@ def test_an_a_not_a_question_is_no_refusal_to_the_model(trained: TrainedClassifi
     assert (match.intent, match.source) == ("kb.price", "model")
 
 
+def test_a_refusal_x_not_x_le_is_no_question_to_the_model() -> None:
+    from waihu_nlu.trained import _as_question
+
+    assert _as_question("没时间带他去不去了") == "没时间带他去不去了"  # 不去了: a refusal
+    assert _as_question("去不去了啊") == "去吗了啊"
+    assert _as_question("要不要钱") == "要吗钱"
+
+
 def test_a_one_character_reply_may_go_to_the_model(trained: TrainedClassifier) -> None:
     [match] = trained.classify("忙", ALLOWED)  # no rule: busy's keywords are 在忙, 没空…
     assert (match.intent, match.source) == ("busy", "model")

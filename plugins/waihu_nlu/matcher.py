@@ -492,7 +492,7 @@ class RuleMatcher:
         """The class a hit counts for after A-not-A and negation, whether negation decided,
         and the negators it used up."""
         text = reply.compact
-        if in_question_form(text, start, end):
+        if in_question_form(text, start, end, reply.break_before):
             return None, False, []
         if rule.infix and repeats_refusal(text, start, end):
             return None, False, []

@@ -15,6 +15,9 @@ A-not-A: X不X / X没X is a yes-no question (好不好用, 买不买, 有没有,
 so neither "不好" inside it, "好用" after it nor "是" before 不是 is a
 statement; but 不X不X (不用不用, 不要不要) is a repeated refusal, not the
 question "用不用". Only X不X itself is seen, whatever X is: no word list.
+Nor is X不X了 at the end of a clause a question: "没时间带他去不去了" is "(go?) —
+not going any more", the refusal 不去了 that 了 marks as a changed plan. Only 了
+right at the clause end counts: "去不去了啊" and "去不去了你说" still ask.
 
 What it is not: a parser. A negator inside the matched words, or negation
 after them (感兴趣才怪), is not seen.
@@ -62,6 +65,7 @@ GAP_WORDS = tuple(
 MAX_GAP_WORDS = 2
 
 A_NOT_A_INFIXES = frozenset("不没")  # X不X, X没X
+REFUSAL_END = "了"  # X不X了 ending a clause: a changed plan (不去了), not the question X不X
 
 _NEGATOR_SET = frozenset(NEGATORS)
 _NEGATOR_LENGTHS = sorted({len(n) for n in NEGATORS}, reverse=True)  # longest first
@@ -109,7 +113,7 @@ def _negator_ending(text: str, end: int, breaks: Sequence[bool] | None) -> tuple
                 begin >= 0
                 and text[begin:at] in _NEGATOR_SET
                 and not _crosses(breaks, begin, at)
-                and not _is_question_infix(text, begin)
+                and not _is_question_infix(text, begin, breaks)
             ):
                 return begin, at
         for length in _GAP_LENGTHS:
@@ -127,26 +131,41 @@ def _crosses(breaks: Sequence[bool] | None, begin: int, end: int) -> bool:
     return breaks is not None and end - begin > 1 and any(breaks[begin + 1 : end])
 
 
-def _is_question_infix(text: str, at: int) -> bool:
-    """Whether ``text[at]`` is the 不/没 of an X不X question (not of a 不X不X repetition)."""
+def _is_question_infix(text: str, at: int, breaks: Sequence[bool] | None = None) -> bool:
+    """Whether ``text[at]`` is the 不/没 of an X不X question (not of a 不X不X repetition,
+    nor of a refusal X不X了 ending a clause)."""
     return (
         text[at] in A_NOT_A_INFIXES
         and 0 < at < len(text) - 1
         and text[at - 1] == text[at + 1]
         and not (at >= 2 and text[at - 2] == text[at])
+        and not _ends_clause_with_le(text, at + 2, breaks)
     )
 
 
-def in_question_form(text: str, start: int, end: int) -> bool:
+def _ends_clause_with_le(text: str, at: int, breaks: Sequence[bool] | None) -> bool:
+    """Whether ``text[at]`` is a 了 that ends its clause (the text's end, or punctuation next)."""
+    if at >= len(text) or text[at] != REFUSAL_END:
+        return False
+    after = at + 1
+    return after == len(text) or (breaks is not None and after < len(breaks) and breaks[after])
+
+
+def in_question_form(text: str, start: int, end: int, breaks: Sequence[bool] | None = None) -> bool:
     """Whether the match ``text[start:end]`` is part of an X不X question.
 
     It begins at the 不 of one (不好 in 好不好用), right after it (好用 in
     好不好用, 感兴趣 in 感不感兴趣), or right before it (是 in 是不是, 喜欢 in
-    喜欢不喜欢).
+    喜欢不喜欢); not when X不X了 ends a clause (a refusal, module docstring).
+    ``breaks`` as for ``negations_before``.
     """
-    if start < len(text) and _is_question_infix(text, start):
+    if start < len(text) and _is_question_infix(text, start, breaks):
         return True
-    if start >= 2 and _is_question_infix(text, start - 1) and text[start - 2] == text[start]:
+    if (
+        start >= 2
+        and _is_question_infix(text, start - 1, breaks)
+        and text[start - 2] == text[start]
+    ):
         return True
     # the match is the A of A不A: 是 in 是不是, 喜欢 in 喜欢不喜欢, unless 不A不A
     size = end - start
@@ -155,6 +174,7 @@ def in_question_form(text: str, start: int, end: int) -> bool:
         and text[end] in A_NOT_A_INFIXES
         and text[end + 1 : end + 1 + size] == text[start:end]
         and not (start > 0 and text[start - 1] == text[end])
+        and not _ends_clause_with_le(text, end + 1 + size, breaks)
     )
 
 

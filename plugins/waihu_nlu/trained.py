@@ -61,8 +61,9 @@ __all__ = ["DEFAULT_THRESHOLD", "TrainedClassifier"]
 
 DEFAULT_THRESHOLD = 0.3  # see the module docstring: between wrong (≤ 0.20) and right (≥ 0.38)
 _NODE_SEPARATOR = "/"  # "offer/affirm": a node's own extras of class affirm
-# X不X / X没X, not inside 不X不X: a yes-no question (要不要钱, 有没有优惠)
-_A_NOT_A = re.compile(r"(?<![不没])(.)[不没]\1")
+# X不X / X没X, not inside 不X不X: a yes-no question (要不要钱, 有没有优惠); not X不X了 ending
+# a clause either, a refusal (去不去了: 不去了) as ``waihu_nlu.negation`` reads it
+_A_NOT_A = re.compile(r"(?<![不没])(.)[不没]\1(?!了(?:$|\s))")
 
 
 def _as_question(sample: str) -> str:
