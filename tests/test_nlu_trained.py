@@ -7,8 +7,11 @@ is a keyword or an example of the script.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import trio
@@ -293,3 +296,61 @@ def test_a_bad_pattern_is_an_error_naming_it_and_the_earlier_fit_stays() -> None
 def test_classify_never_raises(text: str) -> None:
     matches = _TRAINED.classify(text, ALLOWED)
     assert all(m.intent in ALLOWED and 0.0 <= m.score <= 1.0 for m in matches)
+
+
+# ── the shipped templates: everyday talk aside stays unmatched, paraphrases still land ──
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _load_benchmark() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("nlu_eval", REPO / "benchmarks" / "nlu_eval.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["nlu_eval"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# (template, kind of question asked, reply, class): none of these replies is a line of the
+# background class (waihu_nlu.background) nor of the evaluation sets
+AT_THE_TEMPLATES = [
+    # said aside or off-topic: the model took each before the background was widened
+    ("insurance", "identity", "油价又涨了", "default"),  # 价 → kb.price
+    ("insurance", "interest", "外面好大的风", "default"),  # 好 → affirm
+    ("real_estate", "interest", "你等一下我关个火", "default"),  # 等一下 → call_later
+    ("real_estate", "appointment", "这个那个就是那啥", "default"),  # 啥 → repeat
+    ("insurance", "identity", "孩子发烧了刚退", "default"),
+    ("real_estate", "appointment", "你看那个人在干嘛", "default"),
+    ("after_sales", "satisfaction", "我姐明天结婚", "default"),  # 明天 → call_later
+    ("education", "interest", "鸡汤炖好了", "default"),  # 好了 → already_have
+    ("appointment", "appointment", "牙疼得厉害", "default"),
+    ("insurance", "identity", "你们谁拿了我的充电器", "default"),  # 谁…我的 → kb.how_number
+    ("education", "identity", "老头子把遥控器给我", "default"),
+    ("after_sales", "identity", "头发该剪了", "default"),  # 头 → call_later's 回头
+    # real paraphrases the model must still take
+    ("education", "appointment", "没时间带他去不去了", "deny"),
+    ("insurance", "interest", "你从哪弄到我号码的", "kb.how_number"),
+    ("real_estate", "interest", "均价大概多少一平", "kb.price"),
+    ("appointment", "confirm", "能准时到", "affirm"),
+    ("education", "interest", "孩子已经报了别的班", "already_have"),
+]
+
+
+@pytest.fixture(scope="module")
+def at_the_templates() -> dict[str, str]:
+    nlu_eval = _load_benchmark()
+    nodes = nlu_eval.load_nodes(REPO / "tests" / "data" / "nlu_eval_nodes.toml")
+    replies = [
+        nlu_eval.Reply(number, template, context, text, expect)
+        for number, (template, context, text, expect) in enumerate(AT_THE_TEMPLATES, 1)
+    ]
+    report = nlu_eval.evaluate(replies, nodes=nodes)
+    return {outcome.reply.text: outcome.got for outcome in report.outcomes}
+
+
+@pytest.mark.parametrize(("template", "context", "reply", "expected"), AT_THE_TEMPLATES)
+def test_the_templates_reject_talk_aside_and_take_paraphrases(
+    at_the_templates: dict[str, str], template: str, context: str, reply: str, expected: str
+) -> None:
+    assert at_the_templates[reply] == expected, (template, context, reply)

@@ -35,6 +35,13 @@ rules alone. The probability is spread over the script's classes and a
 background class of everyday talk (``waihu_nlu.model``), so a script with
 few classes may want a higher one.
 
+The background class's lines are trained as replies reach the model
+(fillers stripped, A-not-A spelt "A吗", below), so it learns no n-gram a
+reply never brings. Requiring a model answer to share a word (not just a
+character) with its class was measured and left out: it turned away two
+off-topic replies of 64 but also right paraphrases (这会儿腾不开手 → busy by
+会/开, 试听要不要钱 → kb.price) scoring alike (0.33–0.40).
+
 One-character keywords (行, 中, 是) are not samples: the rules take them only
 as a word of their own, while in a model the character would count wherever
 it stands ("你是中介吧" is no yes). Samples and replies alike have each A-not-A
@@ -55,7 +62,7 @@ import attrs
 from waihu.api import Intent, Match, ProviderContext
 from waihu_nlu.keywords import KeywordClassifier
 from waihu_nlu.matcher import RuleMatcher
-from waihu_nlu.model import IntentModel
+from waihu_nlu.model import BACKGROUND, IntentModel
 
 __all__ = ["DEFAULT_THRESHOLD", "TrainedClassifier"]
 
@@ -127,7 +134,11 @@ class TrainedClassifier(KeywordClassifier):
                 # a one-character keyword is a word of its own only (module docstring)
                 if len(sample.replace(" ", "")) > 1 or text in intent.examples:
                     samples.setdefault((_as_question(sample), intent.name), text)
-        model = IntentModel.train(list(samples))
+        # the background as replies reach the model: fillers gone, A-not-A spelt "A吗"
+        background = list(
+            dict.fromkeys(_as_question(b) for line in BACKGROUND if (b := core(line)).strip())
+        )
+        model = IntentModel.train(list(samples), background)
         self._matcher, self._model, self._written = matcher, model, samples
 
     def classify(self, text: str, allowed: Sequence[str]) -> list[Match]:
