@@ -354,3 +354,14 @@ def test_the_templates_reject_talk_aside_and_take_paraphrases(
     at_the_templates: dict[str, str], template: str, context: str, reply: str, expected: str
 ) -> None:
     assert at_the_templates[reply] == expected, (template, context, reply)
+
+
+def test_the_background_is_trained_as_replies_reach_the_model() -> None:
+    # fillers (嗯, 呃, 哎) are stripped from a reply before the model sees it; the
+    # background's lines hold them (嗯嗯那个, 呃这个, 哎呀这个) but are trained the same way,
+    # so the model learns no n-gram that no reply brings
+    nlu = make([Intent("affirm", keywords=("可以", "好的")), Intent("deny", keywords=("算了",))])
+    assert nlu.model is not None
+    for filler in "嗯呃哎":
+        assert nlu.model.probabilities(filler) is None, filler
+    assert nlu.model.probabilities("今天") is not None  # the background's words are there
