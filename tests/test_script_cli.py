@@ -192,6 +192,15 @@ def test_validate_as_json(
     assert bad["errors"][0]["message"] == "no node named 'greting'"
 
 
+def test_the_global_json_flag_before_the_command_counts_for_validate(
+    zh: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(monkeypatch, capsys, "--json", "script", "validate", str(zh))
+    document = json.loads("\n".join(out))
+    assert code == 0 and document["ok"] is True
+    assert [f["file"] for f in document["files"]] == [str(zh)]
+
+
 def test_validate_holds_a_cases_file_to_the_script_beside_it(
     zh: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -464,6 +464,8 @@ class _Link:
 
 def _run_local(command: LocalCommand, args: argparse.Namespace) -> int:
     params = {**{p.name: p.default for p in command.params}, **_params(command, args)}
+    if args.json and "as_json" in params:
+        params["as_json"] = True  # the global --json, given before the command, counts too
     if not command.sends:
         return command.run(**params)
     link = _Link(args)
