@@ -35,11 +35,13 @@ __all__ = [
     "FRAME_MS",
     "OUTCOMES",
     "PROJECT_NAME",
+    "TRUNK_STATES",
     "AsrEngine",
     "AsrResult",
     "AsrStream",
     "Attempt",
     "AuditEntry",
+    "BadTarget",
     "CallEvent",
     "CallFailed",
     "CallLeg",
@@ -71,14 +73,18 @@ __all__ = [
     "Synthesizer",
     "Trunk",
     "TrunkError",
+    "TrunkState",
+    "TrunkStatus",
     "Turn",
     "WaihuError",
     "at_least",
     "between",
     "check",
+    "check_target",
     "hookimpl",
     "one_of",
     "positive",
+    "trunk_status",
 ]
 
 PROJECT_NAME = "waihu"  # pluggy project name and entry-point group
@@ -100,6 +106,14 @@ class ProviderError(WaihuError):
 
 class TrunkError(ProviderError):
     """The trunk failed at the transport or protocol level (no answer at all, bad reply)."""
+
+
+class BadTarget(WaihuError):
+    """A call target a trunk cannot dial, found before any call id is issued.
+
+    The message says what is wrong with the target and how it should look
+    ("'abc' is not a phone number or SIP URI: use digits, +E.164 or sip:user@host").
+    """
 
 
 class CallFailed(WaihuError):
@@ -278,6 +292,70 @@ class Trunk(Protocol):
         caller abandons the attempt cleanly.
         """
         ...
+
+    # Optional (the core reads them with ``trunk_status`` and ``check_target``):
+    #   def status(self) -> TrunkStatus: how the trunk is doing now.
+    #   def check_target(self, target: str) -> str: the target as it will be
+    #       dialled, or BadTarget naming what is wrong; no I/O, it must be quick.
+
+
+TrunkState = Literal["starting", "up", "reachable", "registered", "failing", "down"]
+TRUNK_STATES: tuple[TrunkState, ...] = (
+    "starting",
+    "up",
+    "reachable",
+    "registered",
+    "failing",
+    "down",
+)
+
+
+@attrs.frozen
+class TrunkStatus:
+    """How a trunk is doing, for ``waihuctl status``, metrics and alerts.
+
+    ``state``:
+
+    - ``starting``: ``run`` has not finished starting yet;
+    - ``up``: running; nothing probes whether the far end answers;
+    - ``reachable``: the far end answered our last probe (SIP OPTIONS);
+    - ``registered``: registered with the registrar and reachable;
+    - ``failing``: running, but its last probe, registration or dials failed;
+    - ``down``: cannot work at all now (its proxy does not resolve, its socket
+      cannot be bound) and is retrying; the daemon and other trunks run on.
+
+    ``since`` is when it entered this state (seconds since the epoch) and
+    ``detail`` one line for people ("proxy sip.example.net does not resolve;
+    retrying every 30 s"), empty when there is nothing to say.
+    """
+
+    state: TrunkState
+    since: float
+    detail: str = ""
+
+
+def trunk_status(trunk: object, *, started_at: float) -> TrunkStatus:
+    """``trunk.status()``, or ``up`` since ``started_at`` for a trunk that has no ``status``.
+
+    ``status`` and ``check_target`` are optional methods of a ``Trunk``: a
+    third-party trunk without them still works, reported as ``up`` and with
+    targets checked only when dialled.
+    """
+    status = getattr(trunk, "status", None)
+    if callable(status):
+        return status()
+    return TrunkStatus(state="up", since=started_at)
+
+
+def check_target(trunk: object, target: str) -> str:
+    """``trunk.check_target(target)``: the target as it will be dialled, or ``BadTarget``.
+
+    A trunk without ``check_target`` gets the target back unchanged (stripped).
+    """
+    check = getattr(trunk, "check_target", None)
+    if callable(check):
+        return check(target)
+    return target.strip()
 
 
 # ───────────────────────────── speech recognition ─────────────────────────────
