@@ -53,6 +53,7 @@ __all__ = [
     "CampaignStore",
     "Classifier",
     "Codec",
+    "ConfigProblem",
     "Contact",
     "ContactState",
     "DeliveryFailed",
@@ -205,6 +206,28 @@ class Provider:
         ready. The default has nothing to own."""
         task_status.started()
         await trio.sleep_forever()
+
+    @classmethod
+    def check(cls, config: Any, *, section: str) -> list[ConfigProblem]:
+        """What would stop this provider from starting, found without starting it.
+
+        ``waihud --check-config`` and start-up both call it with the built
+        ``Config`` and the section's name (``asr.default``, ``trunk.office``),
+        before anything runs: it may look at files and resolve host names, but
+        must not load large models or hold resources. Problems name their key
+        (``asr.default.model``); ``warning=True`` ones are printed but do not
+        stop start-up (a proxy that does not resolve yet). The default finds nothing.
+        """
+        return []
+
+
+@attrs.frozen
+class ConfigProblem:
+    """One problem ``Provider.check`` found: the full key, what is wrong and what to do."""
+
+    key: str  # "asr.default.model"
+    message: str  # "model directory /var/lib/waihu/models/cn does not exist: unpack a …"
+    warning: bool = False
 
 
 # ───────────────────────────── trunks and calls ─────────────────────────────
