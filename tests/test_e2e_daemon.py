@@ -105,11 +105,9 @@ async def test_sighup_reloads_scripts_and_reports_broken_ones(tmp_path: Path) ->
             while "second" not in (status := await daemon.request("status"))["scripts"]:
                 await trio.sleep(0.1)
             assert status["scripts"] == ["demo-ko", "second"]
-            (problem,) = [
-                p
-                for p in status["script_errors"][str(scripts / "broken.toml")]
-                if "bye_unclaer" in p
-            ]
+            (broken,) = status["script_errors"]
+            assert (broken["file"], broken["in_use"]) == (str(scripts / "broken.toml"), None)
+            (problem,) = [p for p in broken["problems"] if "bye_unclaer" in p]
             assert "nodes.ask_again.on.default: no node named 'bye_unclaer'" in problem
             # a call naming the broken script is refused with a clear error
             with pytest.raises(ControlError, match="no script named 'broken'"):

@@ -42,6 +42,7 @@ __all__ = [
     "Attempt",
     "AuditEntry",
     "BadTarget",
+    "CallCounts",
     "CallEvent",
     "CallFailed",
     "CallLeg",
@@ -585,6 +586,19 @@ class CallRecord:
     script_hash: str | None = None  # content hash of the script version that spoke
 
 
+@attrs.frozen(kw_only=True)
+class CallCounts:
+    """How many calls a span of time saw: all of them, by outcome and by grade.
+
+    ``outcomes`` counts calls that are over (keys from ``OUTCOMES``); calls
+    still in progress count in ``calls`` only. ``grades`` counts graded calls.
+    """
+
+    calls: int
+    outcomes: Mapping[str, int] = attrs.field(factory=dict)
+    grades: Mapping[str, int] = attrs.field(factory=dict)
+
+
 @runtime_checkable
 class Storage(Protocol):
     """Where call records live. The embedded default is SQLite."""
@@ -626,6 +640,11 @@ class Storage(Protocol):
 
     async def last_alive(self, node: str) -> float | None:
         """When ``node`` last said it was alive, or None."""
+        ...
+
+    async def call_counts(self, *, since: float, until: float | None = None) -> CallCounts:
+        """Calls created in [since, until) counted by outcome and by grade (``status``'s
+        "today"); one grouped query, not a list of records."""
         ...
 
 

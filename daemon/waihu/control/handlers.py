@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -51,6 +50,7 @@ from waihu.control.protocol import (
     ControlError,
 )
 from waihu.control.server import EventStream, current_peer
+from waihu.control.status import gather_status
 from waihu.dispatcher import CallDispatcher, CallRequest, DispatchRefused
 from waihu.events import EventBus
 from waihu.media.media_clock import MediaClock
@@ -163,18 +163,13 @@ class ControlHandlers:
         self.recordings_dir = recordings_dir
 
     async def status(self) -> dict[str, Any]:
-        scripts = self.dispatcher.scripts
-        return {
-            "version": daemon_version(),
-            "pid": os.getpid(),
-            "uptime": round(time.time() - self.started_at, 1),
-            "draining": self.dispatcher.draining,
-            "live_calls": len(self.dispatcher.live),
-            "trunks": self.dispatcher.trunks,
-            "scripts": sorted(scripts.scripts),
-            "script_errors": scripts.problems,
-            "media_clock": attrs.asdict(self.clock.stats),
-        }
+        return await gather_status(
+            dispatcher=self.dispatcher,
+            storage=self.storage,
+            clock=self.clock,
+            started_at=self.started_at,
+            version=daemon_version(),
+        )
 
     async def plugins(self) -> list[dict[str, Any]]:
         return plugin_info(self.pm)

@@ -177,6 +177,23 @@ def _command(command: Command) -> list[str]:
         docs += [".TP", _flag("--wait"), _text(WAIT_HELP[0].upper() + WAIT_HELP[1:] + ".")]
     if docs:
         lines += [".RS", *docs, ".RE"]
+    return lines + _result_doc(command)
+
+
+def _result_doc(command: Command) -> list[str]:
+    """The keys of a command's ``--json`` result and an example of its text, when given."""
+    lines: list[str] = []
+    if command.result_keys:
+        lines += [
+            ".RS",
+            f"With {_flag('--json')}, an object with these keys (times are seconds since the "
+            "epoch):",
+        ]
+        for key, meaning in command.result_keys:
+            lines += [".TP", _flag(key), _text(meaning)]
+        lines += [".RE"]
+    if command.example:
+        lines += [".RS", ".PP", "For example:", ".PP", ".nf", _text(command.example), ".fi", ".RE"]
     return lines
 
 

@@ -366,6 +366,9 @@ class Command(CommandEntry):
     # False: waihuctl has no subcommand of its own for it; a local step sends it
     # (its params cannot be typed: contacts, pages of an export)
     spelled: bool = True
+    # the result's keys and what each holds, for the man page: (key, meaning)
+    result_keys: tuple[tuple[str, str], ...] = ()
+    example: str = ""  # what waihuctl prints, for the man page
 
     @property
     def handler_name(self) -> str:
@@ -449,15 +452,84 @@ CAMPAIGN_CHANGES: tuple[tuple[str, str, str], ...] = (
     ),
 )
 
+# ``status``'s result (``waihu.control.status``): times are seconds since the epoch
+STATUS_KEYS: tuple[tuple[str, str], ...] = (
+    ("version", "the daemon's version (string)"),
+    ("pid", "its process id"),
+    ("now", "when the daemon answered"),
+    ("started_at", "when it started"),
+    ("uptime", "seconds since it started"),
+    ("draining", "true while it refuses new calls before shutting down"),
+    ("live_calls", "calls dialling, ringing or answered now"),
+    (
+        "trunks",
+        "one object per configured trunk, in config order: name, type, state (starting, "
+        "up, reachable, registered, failing or down), since (when it entered that state), "
+        "detail (one line, or empty), live_calls and lines (how many calls it may carry)",
+    ),
+    (
+        "today",
+        "calls since the daemon's local midnight: since (that midnight), calls (every "
+        "call placed), outcomes (calls that are over, by outcome) and grades (graded "
+        "calls, by grade); a call in progress counts in calls only",
+    ),
+    (
+        "campaigns",
+        "how many campaigns are in each state (draft, running, paused, stopped, "
+        "completed), or null when the storage keeps no campaigns",
+    ),
+    (
+        "media_clock",
+        "calls (on the clock now), ticks (20 ms frames ticked since start), late_ticks "
+        "(ticks more than 5 ms late), max_lateness_ms (the worst lateness), skipped (frames "
+        "dropped to catch up after a stall), max_tick_ms (the longest tick's work), "
+        "source_errors (calls taken off the clock for an error)",
+    ),
+    ("scripts", "the names of the scripts calls may use"),
+    (
+        "script_errors",
+        "one object per script file the last load refused: file, problems (each "
+        "FILE:LINE: KEY: MESSAGE) and in_use (the earlier version still serving calls: "
+        "script, loaded_at and script_hash; null when none is)",
+    ),
+)
+STATUS_EXAMPLE = """\
+  version       0.1.0
+  pid           4242
+  uptime        2 h 14 min (since 2026-11-18 08:52:40)
+  draining      no
+  live calls    3 (office 2, branch 1)
+  today         120 calls · answered 64 · no answer 30 · busy 12 · failed 10 · in progress 4
+  grades today  A 5 · B 12 · C 40 · D 7
+  campaigns     1 running · 2 paused
+  media clock   402000 ticks · 3 late (worst 7.21 ms) · slowest tick 0.081 ms
+  scripts       demo-ko, second
+
+trunks
+  NAME    STATE       SINCE              CALLS  DETAIL
+  office  failing     11:03, 3 min       2/10   no answer to 3 OPTIONS probes in a row
+  branch  registered  08:53, 2 h 13 min  1/4
+
+script errors
+  /etc/waihu/scripts/broken.toml:41: nodes.ask_again.on.default: no node named 'bye_unclaer'
+    in use: the version of broken loaded at 10:16 (a1b2c3d4e5f6)"""
+
 COMMANDS: tuple[Command, ...] = (
     Command(
         name="status",
         handler="status",
-        summary="show the daemon's state: version, uptime, live calls, trunks, draining",
-        description="Show the running daemon's version, process id, uptime, whether it is "
-        "draining (refusing new calls before shutting down), the number of live calls, "
-        "the configured trunks, the loaded scripts and any script that failed to load.",
+        summary="show the daemon at a glance: trunks, live calls, today's calls, scripts",
+        description="Show the running daemon's version, process id and uptime; whether it "
+        "is draining (refusing new calls before shutting down); each trunk's state (up, "
+        "reachable, registered, failing, down), since when, and its calls in use of its "
+        "lines; the live calls; today's calls (since local midnight) by outcome and by "
+        "grade; the campaigns running or paused; the media clock's health (late ticks and "
+        "the worst lateness in ms); the loaded scripts, and for each script file with "
+        "errors its problems, one per line as FILE:LINE: KEY: MESSAGE, and which earlier "
+        "version of it still serves calls, if any.",
         render=render_status,
+        result_keys=STATUS_KEYS,
+        example=STATUS_EXAMPLE,
     ),
     Command(
         name="plugins",

@@ -63,27 +63,198 @@ def emit(text: str, stream: TextIO) -> None:
 
 
 def render_status(result: Mapping[str, Any]) -> str:
-    """``status``: one ``label  value`` line per fact, known ones first."""
-    known = {
-        "version": str,
-        "pid": str,
-        "uptime": _duration,
-        "draining": lambda v: "yes (no new calls)" if v else "no",
-        "live_calls": str,
-        "trunks": _listing,
-        "scripts": _listing,
-    }
-    lines = [
-        (key.replace("_", " "), show(result[key])) for key, show in known.items() if key in result
-    ]
+    """``status``: the daemon at a glance — facts, then trunks, then script errors.
+
+    Spans are counted to the daemon's ``now``; times of day are local. Keys
+    this function does not know are shown generically after the facts.
+    """
+    now = result.get("now")
+    now = now if isinstance(now, int | float) else time.time()
+    trunks = result.get("trunks")
+    table = isinstance(trunks, list) and all(isinstance(t, Mapping) for t in trunks)
+    facts: list[tuple[str, str]] = []
     for key, value in result.items():
-        if key in known:
-            continue
-        if key == "script_errors" and isinstance(value, Mapping):
-            lines += [("script error", f"{name}: {problem}") for name, problem in value.items()]
+        if key in _STATUS_SHOWN:
+            facts += _STATUS_SHOWN[key](value, result, now)
+        elif key not in _STATUS_ELSEWHERE or (key == "trunks" and not table):
+            facts.append((key.replace("_", " "), _value(value)))  # (an older daemon's trunks)
+    lines = [_fields(facts)]
+    if table and trunks:
+        lines += ["", "trunks", _indent(_trunk_table(trunks, now))]
+    errors = result.get("script_errors")
+    if errors:
+        lines += ["", "script errors", *_script_error_lines(errors, now)]
+    return "\n".join(lines)
+
+
+STATUS_SEPARATOR = " · "  # between the parts of one status line: counts read as a list
+TIME_OF_DAY = "%H:%M"  # "failing since 14:02": the day is today's unless said
+DAY_AND_TIME = "%Y-%m-%d %H:%M"
+MS_WHOLE = 100.0  # lateness at or above this many ms is shown without decimals
+SPAN_MINUTE, SPAN_HOUR, SPAN_DAY = 60, 3600, 86400  # seconds, for "2 h 14 min"
+
+_Facts = list[tuple[str, str]]
+
+
+def _span(seconds: float) -> str:
+    """A coarse span for people: ``42 s``, ``3 min``, ``2 h 14 min``, ``3 d 4 h``."""
+    whole = max(0, int(seconds))
+    if whole < SPAN_MINUTE:
+        return f"{whole} s"
+    if whole < SPAN_HOUR:
+        return f"{whole // SPAN_MINUTE} min"
+    if whole < SPAN_DAY:
+        return f"{whole // SPAN_HOUR} h {whole % SPAN_HOUR // SPAN_MINUTE:02d} min"
+    return f"{whole // SPAN_DAY} d {whole % SPAN_DAY // SPAN_HOUR} h"
+
+
+def _at(timestamp: float, now: float) -> str:
+    """``14:02`` on the day of ``now``, else ``2026-03-04 14:02`` (local time)."""
+    then, today = time.localtime(timestamp), time.localtime(now)
+    same_day = then[:3] == today[:3]
+    return time.strftime(TIME_OF_DAY if same_day else DAY_AND_TIME, then)
+
+
+def _since(timestamp: Any, now: float) -> str:
+    """``14:02, 3 min``: when, and how long ago."""
+    if not isinstance(timestamp, int | float):
+        return NONE
+    return f"{_at(timestamp, now)}, {_span(now - timestamp)}"
+
+
+def _ms(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return NONE
+    return f"{value:.0f} ms" if value >= MS_WHOLE else f"{value:.3g} ms"
+
+
+def _joined(parts: Iterable[str]) -> str:
+    return STATUS_SEPARATOR.join(parts)
+
+
+def _status_uptime(value: Any, result: Mapping[str, Any], now: float) -> _Facts:
+    shown = _span(value) if isinstance(value, int | float) else _value(value)
+    started = result.get("started_at")
+    if isinstance(started, int | float):
+        shown += f" (since {_when(started)})"
+    return [("uptime", shown)]
+
+
+def _status_live(value: Any, result: Mapping[str, Any], now: float) -> _Facts:
+    trunks = result.get("trunks") or []
+    per_trunk = [
+        f"{t.get('name', NONE)} {t['live_calls']}"
+        for t in trunks
+        if isinstance(t, Mapping) and t.get("live_calls")
+    ]
+    return [("live calls", f"{value} ({', '.join(per_trunk)})" if per_trunk else str(value))]
+
+
+def _status_today(value: Any, result: Mapping[str, Any], now: float) -> _Facts:
+    if not isinstance(value, Mapping):
+        return [("today", _value(value))]
+    calls = value.get("calls", 0)
+    if not calls:
+        return [("today", "no calls yet")]
+    outcomes = value.get("outcomes") or {}
+    parts = [f"{calls} call{'s' if calls != 1 else ''}"]
+    parts += [f"{k.replace('_', ' ')} {n}" for k, n in _largest_first(outcomes)]
+    in_progress = calls - sum(outcomes.values())
+    if in_progress > 0:
+        parts.append(f"in progress {in_progress}")
+    grades = value.get("grades") or {}
+    shown = _joined(f"{g} {n}" for g, n in sorted(grades.items())) or "none yet"
+    return [("today", _joined(parts)), ("grades today", shown)]
+
+
+def _largest_first(counts: Mapping[str, int]) -> list[tuple[str, int]]:
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _status_campaigns(value: Any, result: Mapping[str, Any], now: float) -> _Facts:
+    if value is None:
+        return [("campaigns", "none (this storage keeps no campaigns)")]
+    if not isinstance(value, Mapping):
+        return [("campaigns", _value(value))]
+    active = [f"{value[s]} {s}" for s in ("running", "paused") if value.get(s)]
+    return [("campaigns", _joined(active) or "none running")]
+
+
+def _status_clock(value: Any, result: Mapping[str, Any], now: float) -> _Facts:
+    if not isinstance(value, Mapping):
+        return [("media clock", _value(value))]
+    late = value.get("late_ticks", 0)
+    parts = [f"{value.get('ticks', 0)} ticks"]
+    if late:
+        parts.append(f"{late} late (worst {_ms(value.get('max_lateness_ms'))})")
+    else:
+        parts.append("none late")
+    if value.get("skipped"):
+        parts.append(f"{value['skipped']} skipped")
+    parts.append(f"slowest tick {_ms(value.get('max_tick_ms'))}")
+    if value.get("source_errors"):
+        parts.append(f"{value['source_errors']} call(s) dropped for errors")
+    return [("media clock", _joined(parts))]
+
+
+def _status_plain(label: str, show: Callable[[Any], str]) -> Callable[..., _Facts]:
+    return lambda value, result, now: [(label, show(value))]
+
+
+# status keys shown as facts, each by its function of (value, the whole result, now)
+_STATUS_SHOWN: dict[str, Callable[[Any, Mapping[str, Any], float], _Facts]] = {
+    "version": _status_plain("version", str),
+    "pid": _status_plain("pid", str),
+    "uptime": _status_uptime,
+    "draining": _status_plain("draining", lambda v: "yes (no new calls)" if v else "no"),
+    "live_calls": _status_live,
+    "today": _status_today,
+    "campaigns": _status_campaigns,
+    "media_clock": _status_clock,
+    "scripts": _status_plain("scripts", lambda v: _listing(v) if isinstance(v, list) else str(v)),
+}
+# status keys shown by another line, or in a section of their own
+_STATUS_ELSEWHERE = {"now", "started_at", "trunks", "script_errors"}
+
+
+def _trunk_table(trunks: Sequence[Mapping[str, Any]], now: float) -> str:
+    rows = [
+        [
+            t.get("name", NONE),
+            t.get("state", NONE),
+            _since(t.get("since"), now),
+            f"{t.get('live_calls', 0)}/{t['lines']}" if t.get("lines") else NONE,
+            t.get("detail") or "",
+        ]
+        for t in trunks
+    ]
+    return _table(["NAME", "STATE", "SINCE", "CALLS", "DETAIL"], rows)
+
+
+def _script_error_lines(errors: Any, now: float) -> list[str]:
+    """Each problem as ``FILE:LINE: KEY: MESSAGE``, then what serves calls meanwhile."""
+    if not isinstance(errors, list):  # an older daemon: {file: problems}
+        return [_indent(_value(errors))]
+    lines: list[str] = []
+    for error in errors:
+        file = str(error.get("file", NONE))
+        for problem in error.get("problems") or []:
+            problem = str(problem)
+            lines.append("  " + (problem if problem.startswith(file) else f"{file}: {problem}"))
+        kept = error.get("in_use")
+        if isinstance(kept, Mapping) and isinstance(kept.get("loaded_at"), int | float):
+            version = str(kept.get("script_hash") or "")[:SCRIPT_HASH_SHOWN]
+            lines.append(
+                f"    in use: the version of {kept.get('script', NONE)} loaded at "
+                f"{_at(kept['loaded_at'], now)}" + (f" ({version})" if version else "")
+            )
         else:
-            lines.append((key.replace("_", " "), _value(value)))
-    return _fields(lines)
+            lines.append("    not loaded")
+    return lines
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
 
 
 def render_plugins(result: Sequence[Mapping[str, Any]]) -> str:

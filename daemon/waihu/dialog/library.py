@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import string
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -245,13 +246,16 @@ class LoadedScript:
     """A validated script with its recordings decoded at the call rate, and its classifier.
 
     ``speech`` holds the synthesised audio of the lines every call says the
-    same way (no recording, no variable), by text.
+    same way (no recording, no variable), by text. ``loaded_at`` is when this
+    version was read (seconds since the epoch): a reload that finds the file
+    broken keeps it, and ``status`` says which one is in use.
     """
 
     script: Script
     audio: Mapping[str, np.ndarray]  # recording path as written in the script → PCM
     classifier: Classifier
     speech: Mapping[str, np.ndarray] = attrs.Factory(dict)
+    loaded_at: float = 0.0
 
 
 def _decode_recordings(script: Script, sample_rate: int) -> dict[str, np.ndarray]:
@@ -300,6 +304,11 @@ class ScriptLibrary:
     def get(self, name: str) -> LoadedScript | None:
         return self.scripts.get(name)
 
+    def in_use(self, file: str) -> LoadedScript | None:
+        """The loaded script read from ``file`` (a key of ``problems``), or None: which
+        version of a file that now has errors still serves calls, if any."""
+        return next((s for s in self.scripts.values() if str(s.script.path) == file), None)
+
     async def load(self) -> None:
         """(Re)load every script; keeps a previous good version of one that now fails."""
         problems: dict[str, list[str]] = {}
@@ -326,7 +335,7 @@ class ScriptLibrary:
         for file, errs in problems.items():
             for err in errs:
                 log.error("script %s", err)
-            old = next((s for s in self.scripts.values() if str(s.script.path) == file), None)
+            old = self.in_use(file)
             if old is not None and old.script.name not in loaded:
                 log.warning("keeping the previous version of script %r", old.script.name)
                 loaded[old.script.name] = old
@@ -341,7 +350,9 @@ class ScriptLibrary:
             classifier.fit(script.intents)
         except ValueError as exc:  # a rule the classifier cannot use (the loader checks most)
             raise ScriptError([f"{path}: intents: {exc}"]) from None
-        return LoadedScript(script=script, audio=audio, classifier=classifier)
+        return LoadedScript(
+            script=script, audio=audio, classifier=classifier, loaded_at=time.time()
+        )
 
     async def _synthesise(self, item: LoadedScript) -> LoadedScript:
         """``item`` with its fixed TTS lines spoken; ScriptError naming each line that
