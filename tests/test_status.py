@@ -29,6 +29,7 @@ from test_sqlite_storage import running as running_storage
 
 from waihu.api import TRUNK_STATES, CallRecord, Provider, TrunkStatus, hookimpl
 from waihu.config import load_config
+from waihu.control.protocol import STATUS_EXAMPLE
 from waihu.control.render import render_status
 from waihu.control.status import gather_status, local_midnight
 from waihu.dialog.library import ScriptLibrary
@@ -126,6 +127,24 @@ def test_status_reads_at_a_glance(shanghai: None) -> None:
             "    not loaded",
         ]
     )
+
+
+def test_the_man_pages_example_is_what_waihuctl_prints(monkeypatch: pytest.MonkeyPatch) -> None:
+    status = full_status()
+    status["trunks"][0]["detail"] += " in a row"
+    status["trunks"][1]["since"] = T - 8000
+    status["today"]["grades"]["D"] = 7
+    status["script_errors"] = status["script_errors"][:1]
+    status["script_errors"][0]["problems"] = [
+        "/etc/waihu/scripts/broken.toml:41: nodes.ask_again.on.default: no node named 'bye_unclaer'"
+    ]
+    monkeypatch.setenv("TZ", "UTC")  # the example's times of day
+    time.tzset()
+    try:
+        assert render_status(status) == STATUS_EXAMPLE
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_a_quiet_day_a_draining_daemon_and_an_idle_clock(shanghai: None) -> None:
