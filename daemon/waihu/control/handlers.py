@@ -4,8 +4,8 @@
 ``protocol.COMMANDS``, the method the command names in its ``handler``
 field, with the command's params as keyword arguments. Each method asks the
 part of the daemon that knows (the dispatcher for live calls and new ones,
-storage for filed calls, the event bus for ``watch``) and returns plain JSON
-values.
+storage for filed calls, the event bus for ``watch``; ``status`` asks them
+all through ``waihu.control.status``) and returns plain JSON values.
 
 Campaigns and the do-not-call list are the ``CampaignService``'s: those
 handlers only forward, with the unix user asking (``server.current_peer``) for
