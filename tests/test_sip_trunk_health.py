@@ -3,7 +3,8 @@
 The state machine (``TrunkHealth``), the retry delays and the probe's pacing
 loop are tested alone, without sockets (the pacing under a MockClock). The
 trunk itself is tested against real peers on 127.0.0.1: sipp answering
-OPTIONS (with 200, and with 404, which counts as an answer too), a port
+OPTIONS (with 200, and with 404, which counts as an answer too), kamailio
+answering them as a proxy does (and relaying a call meanwhile), a port
 where nothing listens, a proxy under the reserved ``.invalid`` TLD (RFC
 6761), a socket that cannot be bound, and a real waihud with two trunks, one
 of them down. The one stand-in is a custom trio host-name resolver, used
@@ -23,9 +24,10 @@ import pytest
 import trio
 import trio.testing
 
-from waihu.api import ConfigProblem, TrunkError, trunk_status
+from waihu.api import CallFailed, ConfigProblem, TrunkError, trunk_status
 from waihu.config import ConfigError, load_config
 from waihu.testing.daemon import running_waihud, write_config
+from waihu.testing.kamailio import kamailio_proxy
 from waihu.testing.sipp import sipp_peer
 from waihu_sip.address import NameAddress, SipUri
 from waihu_sip.config import SipTrunkConfig
@@ -328,6 +330,26 @@ async def test_a_404_to_options_still_means_reachable(tmp_path: Path) -> None:
                 nursery.cancel_scope.cancel()
         result.check()
     assert trunk.status().detail.startswith("OPTIONS answered 404 Not Found in ")
+
+
+async def test_kamailio_answers_the_probe_and_relays_the_call_as_before(tmp_path: Path) -> None:
+    with trio.fail_after(REAL_TIME_LIMIT):
+        async with sipp_peer("busy.xml", tmp_path) as callee:
+            async with kamailio_proxy(tmp_path, next_hop=callee.hostport) as proxy:
+                trunk = sip_trunk(tmp_path, proxy=proxy.hostport, probe_interval=30)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(trunk.run)
+                    while trunk.status().state != "reachable":
+                        await trio.sleep(0.05)
+                    with pytest.raises(CallFailed) as busy:
+                        await trunk.dial("1001")  # probing does not get in the way of calls
+                    nursery.cancel_scope.cancel()
+                methods = proxy.methods_seen()
+            result = await callee.wait()
+        result.check()
+    assert trunk.status().detail.startswith("OPTIONS answered 200 Keepalive in ")
+    assert busy.value.status == 486
+    assert methods[0] == "OPTIONS" and "INVITE" in methods, proxy.report()
 
 
 async def test_nothing_listening_makes_it_failing_logged_once(
