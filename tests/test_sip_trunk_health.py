@@ -43,11 +43,11 @@ from waihu_sip.health import (
     probe_forever,
 )
 from waihu_sip.identity import LocalIdentity
-from waihu_sip.message import SipRequest, parse_message
+from waihu_sip.message import SipRequest, make_response, parse_message
 from waihu_sip.trunk import SipTrunk
 
 from conftest import REPO
-from sip_harness import LOGGER, sip_trunk
+from sip_harness import LOGGER, dialling, sip_trunk, trunk_and_peer
 
 REAL_TIME_LIMIT = 60  # seconds per real-time test; generous, the machine is shared
 E2E_LIMIT = 180  # the daemon loads a speech model first
@@ -384,6 +384,37 @@ async def test_nothing_listening_makes_it_failing_logged_once(
     ]
 
 
+async def test_calls_the_proxy_never_answers_make_it_failing_until_one_is_answered(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The proxy is a raw UDP socket that stays silent on purpose, then answers 486 (sipp
+    always answers); time is virtual, so Timer B passes at once."""
+    with trio.fail_after(1000):
+        async with trunk_and_peer(tmp_path, probe_failures=2) as (trunk, peer):
+            for _ in range(2):
+                with pytest.raises(TrunkError, match="no response"):
+                    await trunk.dial("1001")
+            status = trunk.status()
+            assert status.state == "failing" and status.since > 0
+            assert status.detail.startswith(
+                "2 calls in a row got no response from the proxy (last: no response from "
+            ), status.detail
+            unanswered: set[str] = set()
+            while True:  # the two calls' INVITEs and retransmissions, waiting in the socket
+                with trio.move_on_after(0.01) as drained:
+                    message, _, _ = await peer.receive()
+                    unanswered.add(message.call_id)
+                if drained.cancelled_caught:
+                    break
+            assert len(unanswered) == 2
+            async with dialling(trunk) as outcome:
+                invite, source, _ = await peer.receive_request()
+                assert invite.method == "INVITE" and invite.call_id not in unanswered
+                await peer.send(make_response(invite, 486, to_tag="busy"), source)
+            assert outcome.failure is not None and outcome.failure.status == 486
+            assert trunk.status().state == "up"
+
+
 async def test_a_proxy_that_does_not_resolve_leaves_the_trunk_down(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -423,14 +454,25 @@ class FlakyResolver(trio.abc.HostnameResolver):
         self.failures = failures
         self.asked: list[float] = []
 
-    async def getaddrinfo(self, host, port, family=0, type=0, proto=0, flags=0):  # type: ignore[no-untyped-def]
+    async def getaddrinfo(
+        self,
+        host: bytes | str | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,  # the name is trio's
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[str, int]]]:
         self.asked.append(trio.current_time())
         if len(self.asked) <= self.failures:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return [(socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("127.0.0.1", int(port)))]
+        assert port is not None
+        return [
+            (socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP, "", ("127.0.0.1", int(port)))
+        ]
 
-    async def getnameinfo(self, sockaddr, flags):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
+    async def getnameinfo(self, sockaddr: tuple[str, int], flags: int) -> tuple[str, str]:
+        raise NotImplementedError("the trunk never asks for a name")
 
 
 async def test_a_down_trunk_retries_with_backoff_and_comes_up(
