@@ -2,8 +2,8 @@
 
 ``run`` binds the signalling socket and serves it until cancelled, probing
 the proxy with OPTIONS (``health``); ``status`` says how the trunk is doing;
-``dial`` places a call and returns the answered ``SipCallLeg``. Requests from the far
-end are answered here: in-dialog ones by their leg, OPTIONS with 200, a
+``dial`` places a call and returns the answered ``SipCallLeg``. Requests from
+the far end are answered here: in-dialog ones by their leg, OPTIONS with 200, a
 request for a dialog we do not know with 481, a method we do not implement
 with 501, and a new INVITE (inbound calls are not taken in this release) with
 480.
@@ -12,9 +12,10 @@ Error handling: a bad target, an unusable answer or a final non-2xx is a
 ``CallFailed``; no response at all from the proxy, no free RTP port or a
 trunk that is not running (or is down) is a ``TrunkError``. A proxy that
 does not resolve or a socket that cannot be bound does not end ``run``: the
-trunk is ``down`` and retries with backoff while the daemon carries on. One call's trouble never stops
-the trunk: its background work catches and logs its own errors. When the
-trunk stops, every live call gets a BYE (best effort, one datagram each).
+trunk is ``down`` and retries with backoff while the daemon carries on.
+One call's trouble never stops the trunk: its background work catches and
+logs its own errors. When the trunk stops, every live call gets a BYE (best
+effort, one datagram each).
 
 Not for: message parsing (``message``), the INVITE state machine
 (``outgoing``) or the answered call (``leg``).
@@ -158,6 +159,9 @@ class SipTrunk(Provider):
         except OSError as exc:
             transport.close()
             return f"proxy {host} does not resolve ({_why(exc)})"
+        except BaseException:
+            transport.close()  # cancelled while resolving: the socket is not ours to keep
+            raise
         self._transport = transport
         self.local_address = transport.local_address
         advertised = cfg.public_host or cfg.local_host
