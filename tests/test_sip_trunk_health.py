@@ -24,7 +24,7 @@ import pytest
 import trio
 import trio.testing
 
-from waihu.api import CallFailed, ConfigProblem, TrunkError, trunk_status
+from waihu.api import CallFailed, ConfigProblem, TrunkError, TrunkStatus, trunk_status
 from waihu.config import ConfigError, load_config
 from waihu.testing.daemon import running_waihud, write_config
 from waihu.testing.kamailio import kamailio_proxy
@@ -79,9 +79,7 @@ def test_any_final_answer_makes_it_reachable_even_404() -> None:
     assert h.status().since == T0 + 2
     # another answer changes the detail, not the state or its since, and is not a change
     assert h.probe_done(T0 + 32, ProbeResult.answered(200, "OK", 0.002)) is None
-    assert h.status() == h.status().__class__(
-        "reachable", T0 + 2, "OPTIONS answered 200 OK in 2 ms"
-    )
+    assert h.status() == TrunkStatus("reachable", T0 + 2, "OPTIONS answered 200 OK in 2 ms")
 
 
 def test_failing_after_n_probes_in_a_row_logged_once_then_back() -> None:
@@ -140,7 +138,7 @@ def test_down_until_it_comes_up_and_nothing_else_moves_it() -> None:
     assert change == Change("starting", "down", f"{problem}; next try in 5 s")
     assert change.worse and h.problem == problem
     assert h.down(T0 + 6, problem, 10) is None  # each retry: no new change, a new detail
-    assert h.status() == h.status().__class__("down", T0 + 1, f"{problem}; next try in 10 s")
+    assert h.status() == TrunkStatus("down", T0 + 1, f"{problem}; next try in 10 s")
     assert h.probe_done(T0 + 7, ProbeResult.answered(200, "OK", 0.0)) is None
     assert h.dial_answered(T0 + 7) is None and h.dial_unanswered(T0 + 7, "x") is None
     assert h.status().state == "down"
@@ -309,10 +307,7 @@ async def test_sipp_answering_options_makes_the_trunk_reachable(
     assert abs(status.since - time.time()) < REAL_TIME_LIMIT
     assert trunk_status(trunk, started_at=0).state == "reachable"
     changes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("trunk t:")]
-    assert changes[:2] == [
-        "trunk t: starting → up: waiting for the first answer to an OPTIONS probe",
-        changes[1],
-    ]
+    assert changes[0] == "trunk t: starting → up: waiting for the first answer to an OPTIONS probe"
     assert changes[1].startswith("trunk t: up → reachable: OPTIONS answered 200 OK in ")
     assert len(changes) == 2  # the second answer changed nothing worth a line
 
