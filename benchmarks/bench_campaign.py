@@ -92,6 +92,7 @@ def config_for(directory: Path, switchboard: str, lines: int) -> Path:
             "local_port = 0",
             f"lines = {lines}",
             f"calls_per_minute = {CALLS_PER_MINUTE}",
+            "probe_interval = 0",  # the switchboard would take an OPTIONS for a call
         ]
     )
     return write_config(

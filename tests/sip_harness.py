@@ -24,7 +24,9 @@ LOGGER = "waihu.test.sip"  # tests that read the trunk's log capture this logger
 
 
 def sip_trunk(tmp_path: Path, *, local_port: int = 0, **config: object) -> SipTrunk:
-    """A SipTrunk built as the core builds providers (not started); port 0 picks a free one."""
+    """A SipTrunk built as the core builds providers (not started); port 0 picks a free one.
+    OPTIONS probes are off unless ``probe_interval`` is given: the tests play the far end."""
+    config.setdefault("probe_interval", 0)
     cfg = SipTrunk.Config(local_port=local_port, **config)
     ctx = waihu.api.ProviderContext(
         name="t", state_dir=tmp_path, log=logging.getLogger(LOGGER),

@@ -294,12 +294,18 @@ async def test_bad_target_is_484(tmp_path: Path) -> None:
             assert str(trunk.target_uri("sip:bob@10.0.0.1:5070")) == "sip:bob@10.0.0.1:5070"
 
 
-async def test_port_in_use_is_a_trunk_error(tmp_path: Path) -> None:
+async def test_port_in_use_leaves_the_trunk_down(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
-        with pytest.raises(TrunkError, match="cannot start SIP trunk"):
-            await sip_trunk(tmp_path, proxy="127.0.0.1:9", local_port=port).run()
+        trunk = sip_trunk(tmp_path, proxy="127.0.0.1:9", local_port=port)
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(trunk.run)  # started, though down: the daemon runs on
+                assert trunk.status().state == "down"
+                with pytest.raises(TrunkError, match=f"is down: cannot bind 127.0.0.1:{port}"):
+                    await trunk.dial("1001")
+                nursery.cancel_scope.cancel()
 
 
 async def test_reinvite_moves_media_and_is_answered(tmp_path: Path) -> None:

@@ -18,6 +18,11 @@ from waihu_sip.sdp import KNOWN_CODECS
 __all__ = ["SipTrunkConfig"]
 
 DEFAULT_USER_AGENT = "waihu"
+DEFAULT_PROBE_INTERVAL = 30.0  # seconds between OPTIONS probes (Asterisk qualifies every 60 s)
+MIN_PROBE_INTERVAL = 1.0  # seconds; anything shorter floods the proxy for no news
+MAX_PROBE_INTERVAL = 86400.0  # a day: a longer gap says nothing about the trunk now
+DEFAULT_PROBE_FAILURES = 3  # unanswered probes (or calls) in a row before the trunk is failing
+MAX_PROBE_FAILURES = 100
 
 
 def _is_host_port(text: str) -> bool:
@@ -64,6 +69,10 @@ class SipTrunkConfig:
     From when no caller ID is given. ``rtp_host``: where RTP sockets bind
     (default ``local_host``). ``rtp_ports``: [low, high] range for RTP ports
     (default: any free even port). ``codecs``: G.711 codecs in preference order.
+    ``probe_interval``: seconds between SIP OPTIONS probes of the proxy (0 = no
+    probing; the trunk is then ``up`` rather than ``reachable``).
+    ``probe_failures``: how many probes in a row without an answer, or calls in
+    a row that got no answer at all from the proxy, make the trunk ``failing``.
     """
 
     proxy: str = attrs.field(
@@ -107,6 +116,20 @@ class SipTrunkConfig:
         ),
     )
     user_agent: str = DEFAULT_USER_AGENT
+    probe_interval: float = attrs.field(
+        default=DEFAULT_PROBE_INTERVAL,
+        validator=check(
+            lambda v: v == 0 or MIN_PROBE_INTERVAL <= v <= MAX_PROBE_INTERVAL,
+            f"must be 0 (no probing) or {MIN_PROBE_INTERVAL:g}–{MAX_PROBE_INTERVAL:g} seconds, "
+            "not {value}",
+        ),
+    )
+    probe_failures: int = attrs.field(
+        default=DEFAULT_PROBE_FAILURES,
+        validator=check(
+            lambda v: 1 <= v <= MAX_PROBE_FAILURES, f"must be 1–{MAX_PROBE_FAILURES}, not {{value}}"
+        ),
+    )
 
     def __attrs_post_init__(self) -> None:
         if (self.username is None) != (self.password is None):

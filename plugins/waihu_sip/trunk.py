@@ -1,17 +1,21 @@
 """``SipTrunk``: the ``type = "sip"`` trunk provider — places calls over one SIP/UDP socket.
 
-``run`` binds the signalling socket and serves it until cancelled; ``dial``
-places a call and returns the answered ``SipCallLeg``. Requests from the far
-end are answered here: in-dialog ones by their leg, OPTIONS with 200, a
+``run`` binds the signalling socket and serves it until cancelled, probing
+the proxy with OPTIONS (``health``); ``status`` says how the trunk is doing;
+``dial`` places a call and returns the answered ``SipCallLeg``. Requests from
+the far end are answered here: in-dialog ones by their leg, OPTIONS with 200, a
 request for a dialog we do not know with 481, a method we do not implement
 with 501, and a new INVITE (inbound calls are not taken in this release) with
 480.
 
 Error handling: a bad target, an unusable answer or a final non-2xx is a
 ``CallFailed``; no response at all from the proxy, no free RTP port or a
-trunk that is not running is a ``TrunkError``. One call's trouble never stops
-the trunk: its background work catches and logs its own errors. When the
-trunk stops, every live call gets a BYE (best effort, one datagram each).
+trunk that is not running (or is down) is a ``TrunkError``. A proxy that
+does not resolve or a socket that cannot be bound does not end ``run``: the
+trunk is ``down`` and retries with backoff while the daemon carries on.
+One call's trouble never stops the trunk: its background work catches and
+logs its own errors. When the trunk stops, every live call gets a BYE (best
+effort, one datagram each).
 
 Not for: message parsing (``message``), the INVITE state machine
 (``outgoing``) or the answered call (``leg``).
@@ -19,27 +23,48 @@ Not for: message parsing (``message``), the INVITE state machine
 
 from __future__ import annotations
 
+import logging
 import random
 import socket
+import time
 from typing import ClassVar
 
 import trio
 
-from waihu.api import CallFailed, Codec, ProgressCallback, Provider, ProviderContext, TrunkError
+from waihu.api import (
+    CallFailed,
+    Codec,
+    ConfigProblem,
+    ProgressCallback,
+    Provider,
+    ProviderContext,
+    TrunkError,
+    TrunkStatus,
+)
 from waihu_sip.address import NameAddress, SipUri, format_host_port
 from waihu_sip.config import SipTrunkConfig
 from waihu_sip.dialog import Dialog
 from waihu_sip.errors import SipParseError
+from waihu_sip.health import (
+    Backoff,
+    Change,
+    ProbeResult,
+    TrunkHealth,
+    options_request,
+    probe_forever,
+)
 from waihu_sip.identity import ALLOWED_METHODS, LocalIdentity
 from waihu_sip.leg import SessionState, SipCallLeg
 from waihu_sip.media_socket import open_media_socket
 from waihu_sip.message import SipRequest, SipResponse, make_response
 from waihu_sip.outgoing import OutgoingCall
+from waihu_sip.transaction import send_non_invite
 from waihu_sip.transport import Address, SipTransport, new_token
 
 __all__ = ["SipTrunk"]
 
 UNSPECIFIED_IPV4 = "0.0.0.0"
+DEFAULT_SIP_PORT = 5060
 SHUTDOWN_BYE_GRACE = 1.0  # seconds to spend sending BYEs when the trunk stops
 SESSION_ID_MAX = 2**62  # o= session ids: random, well inside what peers parse as integers
 VISUAL_SEPARATORS = str.maketrans("", "", " -().")  # RFC 3966 §5.1.1, dropped from numbers
@@ -68,23 +93,75 @@ class SipTrunk(Provider):
         self._identity: LocalIdentity | None = None
         self._nursery: trio.Nursery | None = None
         self._legs: dict[str, SipCallLeg] = {}
+        self._health = TrunkHealth(
+            probing=config.probe_interval > 0, failures=config.probe_failures, now=time.time()
+        )
 
     # ─────────────── lifetime ───────────────
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Bind the signalling socket, serve it, and call ``task_status.started()``; run until
-        cancelled. Raises ``TrunkError`` when the socket cannot be bound."""
+        """Bring the trunk up (bind the signalling socket, resolve the proxy), serve it and probe
+        the proxy; run until cancelled.
+
+        ``task_status.started()`` comes once the trunk is up, or once its first
+        attempt failed: a proxy that does not resolve or a socket that cannot
+        be bound leaves the trunk ``down`` (``dial`` fails at once) and is
+        retried after ``RETRY_FIRST`` seconds, doubling up to ``RETRY_MAX``,
+        until it works. Neither stops the daemon; ``run`` does not raise for them.
+        """
+        backoff = Backoff()
+        started = False
+        try:
+            while (problem := await self._bring_up()) is not None:
+                delay = backoff.next()
+                self._note(self._health.down(time.time(), problem, delay))
+                if not started:
+                    task_status.started()
+                    started = True
+                await trio.sleep(delay)
+            transport, identity = self._transport, self._identity
+            assert transport is not None and identity is not None and self.local_address
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(transport.serve, self._on_request)
+                self.log.info(
+                    "SIP trunk on %s:%d (advertised %s), proxy %s",
+                    *self.local_address,
+                    identity.hostport,
+                    self.config.proxy,
+                )
+                self._note(self._health.came_up(time.time()))
+                if self.config.probe_interval:
+                    nursery.start_soon(self._probe_forever)
+                if not started:
+                    task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_BYE_GRACE):
+                for leg in list(self._legs.values()):
+                    await leg.release()
+            if self._transport is not None:
+                self._transport.close()
+            self._transport = None
+
+    async def _bring_up(self) -> str | None:
+        """Bind the socket and resolve the proxy; None when done, else what went wrong."""
         cfg = self.config
+        host, port = cfg.proxy_host_port
         transport = SipTransport(host=cfg.local_host, port=cfg.local_port, log=self.log)
         try:
             await transport.open()
-            proxy = await transport.resolve(*cfg.proxy_host_port)
+        except OSError as exc:
+            return f"cannot bind {cfg.local_host}:{cfg.local_port} ({_why(exc)})"
+        try:
+            proxy = await transport.resolve(host, port)
         except OSError as exc:
             transport.close()
-            raise TrunkError(
-                f"cannot start SIP trunk on {cfg.local_host}:{cfg.local_port} "
-                f"(proxy {cfg.proxy}): {exc}"
-            ) from None
+            return f"proxy {host} does not resolve ({_why(exc)})"
+        except BaseException:
+            transport.close()  # cancelled while resolving: the socket is not ours to keep
+            raise
         self._transport = transport
         self.local_address = transport.local_address
         advertised = cfg.public_host or cfg.local_host
@@ -96,25 +173,84 @@ class SipTrunk(Provider):
             user=cfg.from_user,
             user_agent=cfg.user_agent,
         )
+        return None
+
+    # ─────────────── health ───────────────
+
+    def status(self) -> TrunkStatus:
+        """How the trunk is doing now: ``starting``, ``up`` (no probing), ``reachable`` (the
+        proxy answered OPTIONS), ``failing`` or ``down``, with since when and why."""
+        return self._health.status()
+
+    @classmethod
+    def check(cls, config: SipTrunkConfig, *, section: str) -> list[ConfigProblem]:
+        """What would keep this trunk from working, found without starting it.
+
+        A proxy that does not resolve now is a warning (the trunk starts
+        ``down`` and retries); a ``local_host`` or ``rtp_host`` that is no
+        address of this machine is an error (nothing could ever be bound
+        there). Resolves a host name and binds a throw-away socket to port 0:
+        call it from a worker thread.
+        """
+        problems: list[ConfigProblem] = []
+        host, port = config.proxy_host_port
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(transport.serve, self._on_request)
-                self.log.info(
-                    "SIP trunk on %s:%d (advertised %s), proxy %s",
-                    *self.local_address,
-                    self._identity.hostport,
-                    cfg.proxy,
+            socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
+        except OSError as exc:
+            problems.append(
+                ConfigProblem(
+                    f"{section}.proxy",
+                    f"{host} does not resolve ({_why(exc)}); the trunk will start down and retry",
+                    warning=True,
                 )
-                task_status.started()
-                await trio.sleep_forever()
-        finally:
-            self._nursery = None
-            with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_BYE_GRACE):
-                for leg in list(self._legs.values()):
-                    await leg.release()
-            transport.close()
-            self._transport = None
+            )
+        for key, address in (("local_host", config.local_host), ("rtp_host", config.rtp_host)):
+            if address is None or address == UNSPECIFIED_IPV4:
+                continue
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                    sock.bind((address, 0))  # port 0: a port in use must not count against it
+            except OSError as exc:
+                problems.append(
+                    ConfigProblem(
+                        f"{section}.{key}",
+                        f"{address} is not an address of this machine ({_why(exc)}): "
+                        f"use one of its own addresses or {UNSPECIFIED_IPV4}",
+                    )
+                )
+        return problems
+
+    async def _probe_forever(self) -> None:
+        interval = self.config.probe_interval
+        await probe_forever(self._probe_once, self._probe_done, interval=interval)
+
+    async def _probe_once(self) -> ProbeResult:
+        """One OPTIONS to the proxy (resolved afresh, so a changed DNS record is followed)."""
+        transport, identity = self._transport, self._identity
+        if transport is None or identity is None:
+            return ProbeResult.unanswered("the trunk is not running")
+        host, port = self.config.proxy_host_port
+        try:
+            destination = await transport.resolve(host, port)
+        except OSError as exc:
+            return ProbeResult.unanswered(f"proxy {host} does not resolve ({_why(exc)})")
+        target = SipUri(host=host, port=None if port == DEFAULT_SIP_PORT else port)
+        request = options_request(identity, target, self._from_address(None))
+        sent_at = trio.current_time()
+        response = await send_non_invite(transport, request, destination)
+        if response is None:
+            return ProbeResult.unanswered(f"no answer from {format_host_port(*destination)}")
+        return ProbeResult.answered(response.status, response.reason, trio.current_time() - sent_at)
+
+    def _probe_done(self, result: ProbeResult) -> None:
+        self._note(self._health.probe_done(time.time(), result))
+
+    def _note(self, change: Change | None) -> None:
+        """Log a change of state, once: a warning when it got worse."""
+        if change is None:
+            return
+        level = logging.WARNING if change.worse else logging.INFO
+        self.log.log(level, "trunk %s: %s", self.context.name, change)
 
     # ─────────────── placing calls ───────────────
 
@@ -137,6 +273,8 @@ class SipTrunk(Provider):
         """
         if not ring_timeout > 0:
             raise ValueError(f"ring_timeout must be positive, not {ring_timeout}")
+        if self._health.problem is not None:
+            raise TrunkError(f"trunk {self.context.name} is down: {self._health.problem}; retrying")
         nursery, transport, identity = self._nursery, self._transport, self._identity
         if nursery is None or transport is None or identity is None:
             raise TrunkError("SIP trunk is not running")
@@ -193,17 +331,24 @@ class SipTrunk(Provider):
             )
         except OSError as exc:
             media.close()
-            raise TrunkError(f"cannot resolve proxy {cfg.proxy}: {exc}") from None
+            error = TrunkError(f"cannot resolve proxy {cfg.proxy}: {exc}")
+            self._note(self._health.dial_unanswered(time.time(), str(error)))
+            raise error from None
         self.log.info("call %s: dialling %s", call.call_id, request_uri)
         try:
             nursery.start_soon(call.run)
             await call.done.wait()
             leg = call.claim()
-        except BaseException:
+        except BaseException as exc:
             # failed or cancelled: the call's background work finishes any CANCEL or BYE
             call.abandon(self._spawn)
             media.close()
+            if isinstance(exc, TrunkError):
+                self._note(self._health.dial_unanswered(time.time(), str(exc)))
+            elif isinstance(exc, CallFailed):
+                self._note(self._health.dial_answered(time.time()))
             raise
+        self._note(self._health.dial_answered(time.time()))
         return leg
 
     def target_uri(self, target: str) -> SipUri:
@@ -230,7 +375,7 @@ class SipTrunk(Provider):
         if self.config.domain:
             return self.config.domain
         host, port = self.config.proxy_host_port
-        return format_host_port(host, None if port == 5060 else port)
+        return format_host_port(host, None if port == DEFAULT_SIP_PORT else port)
 
     def _from_address(self, caller_id: str | None) -> NameAddress:
         user = (caller_id or self.config.from_user).translate(VISUAL_SEPARATORS)
@@ -299,3 +444,8 @@ def _route_source(destination: Address) -> str:
             return str(probe.getsockname()[0])
         except OSError:
             return "127.0.0.1"
+
+
+def _why(exc: OSError) -> str:
+    """An OS or resolver error as people read it: its text without the Python wrapping."""
+    return exc.strerror or str(exc) or type(exc).__name__

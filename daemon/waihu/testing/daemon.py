@@ -50,12 +50,15 @@ def write_config(
     storage: Mapping[str, Any] | None = None,
     tts: bool = False,
     extra: str = "",
+    trunk: Mapping[str, Any] | None = None,
 ) -> Path:
     """A complete waihud.toml; returns its path.
 
     ``proxy`` is the SIP peer of the one trunk ``loopback``, or a mapping of
     trunk names to peers (the first is the default trunk). ``tts`` configures
-    espeak-ng to speak lines without recordings.
+    espeak-ng to speak lines without recordings. ``trunk`` adds keys to every
+    ``[trunk.NAME]``; OPTIONS probes are off unless it sets ``probe_interval``
+    (a sipp callee would take a probe for an unexpected call).
     """
     directory.mkdir(parents=True, exist_ok=True)
     proxies = {"loopback": proxy} if isinstance(proxy, str) else dict(proxy)
@@ -67,6 +70,7 @@ def write_config(
             f"proxy = {_toml(hostport)}",
             'local_host = "127.0.0.1"',
             "local_port = 0",
+            *(f"{k} = {_toml(v)}" for k, v in {"probe_interval": 0, **(trunk or {})}.items()),
             "",
         ]
     lines = [

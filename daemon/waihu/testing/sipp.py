@@ -3,7 +3,7 @@
 Usage::
 
     async with sipp_peer(SCENARIOS / "answer.xml", tmp_path, rtp_echo=True) as peer:
-        trunk_config = SipTrunk.Config(proxy=peer.hostport, local_port=0)
+        trunk_config = SipTrunk.Config(proxy=peer.hostport, local_port=0, probe_interval=0)
         ...  # dial, talk, hang up
         result = await peer.wait()
     result.check()  # AssertionError with sipp's logs unless the scenario passed
@@ -45,6 +45,10 @@ Scenarios in ``contrib/sipp/`` (each documents its keys):
 - ``no_answer.xml``: rings until CANCEL, then 200/487, expects the ACK.
 - ``reinvite.xml``: answers, then re-INVITEs to move its media to
   ``new_media_port`` and hold (sendonly); checks our answer, waits for BYE.
+- ``options.xml``: a proxy answering keepalive OPTIONS with ``status``/``reason``
+  (both keys required), one per sipp "call": ``extra_args=["-m", "N"]`` for N.
+  A trunk that probes must not point at the other scenarios (they would take
+  its OPTIONS for an unexpected call): set ``probe_interval = 0`` there.
 - ``switchboard.xml``: one callee for many numbers, for campaigns. It branches
   on the last digit of the dialled user (answer, busy, ring out, 603/404/503/480,
   callee hangs up, talks, silence); ``SWITCHBOARD`` maps each digit to what it
