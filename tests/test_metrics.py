@@ -34,6 +34,7 @@ from waihu.api import (
     CallRecord,
     CampaignRow,
     Contact,
+    ProviderError,
     TrunkStatus,
     Turn,
 )
@@ -343,6 +344,75 @@ async def test_outbox_backlog_and_pending_contacts_come_from_the_store_and_are_c
     assert STORE_REFRESH_S > 1  # the cached one read the store once
     assert value(later_cached, "waihu_notify_outbox_pending", notifier="ops") == 0
     assert value(later_fresh, "waihu_notify_outbox_pending", notifier="ops") == 1
+
+
+class BrokenTrunk:
+    """A third-party trunk whose ``status`` has a bug."""
+
+    def status(self) -> TrunkStatus:
+        raise AttributeError("'NoneType' object has no attribute 'state'")
+
+
+class FailingStore:
+    """A campaign store that fails as the test says: a ProviderError (database locked), or
+    something unexpected."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def outbox_due(self, notifier: str, *, now: float, limit: int) -> list[Any]:
+        raise self.error
+
+    async def list_campaigns(self) -> list[CampaignRow]:
+        raise self.error
+
+
+async def test_a_trunk_whose_status_fails_is_left_out_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = DaemonMetrics(
+        version="x",
+        started_at=0.0,
+        dispatcher=Trunks(["office", "odd"]),  # type: ignore[arg-type]
+        providers=Started({"office": PlainTrunk(), "odd": BrokenTrunk()}),  # type: ignore[arg-type]
+    )
+    with trio.fail_after(TIMEOUT):
+        async with serving(metrics) as base:
+            response = await scrape(base)
+    s = parse(response.text)
+    assert response.status_code == 200
+    assert value(s, "waihu_trunk_state", trunk="office", state="up") == 1
+    assert not [key for key in s if key[0] == "waihu_trunk_state" and ("trunk", "odd") in key[1]]
+    assert "metrics: trunk odd: status() failed" in caplog.text
+
+
+async def test_a_failing_store_keeps_the_last_figures_or_answers_500(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = make_storage(tmp_path)
+    metrics = DaemonMetrics(
+        version="x",
+        started_at=0.0,
+        providers=Started({}, {"sales": object()}),  # type: ignore[arg-type]
+        store_refresh=0.0,
+    )
+    with trio.fail_after(TIMEOUT):
+        async with running(storage), serving(metrics) as base:
+            await storage.outbox_put("sales", {"n": 1}, due_at=0.0)
+            metrics.store = storage
+            first = parse((await scrape(base)).text)
+            metrics.store = FailingStore(ProviderError("database is locked"))  # type: ignore[assignment]
+            locked = parse((await scrape(base)).text)
+            metrics.store = FailingStore(RuntimeError("bug"))  # type: ignore[assignment]
+            broken = await scrape(base)
+            metrics.store = storage
+            again = await scrape(base)
+    assert value(first, "waihu_notify_outbox_pending", notifier="sales") == 1
+    assert value(locked, "waihu_notify_outbox_pending", notifier="sales") == 1  # the last read
+    assert "cannot read the outbox and campaigns: database is locked" in caplog.text
+    assert broken.status_code == 500
+    assert broken.text == "cannot gather the metrics: RuntimeError: bug\n"
+    assert again.status_code == 200
 
 
 # ───────────────────────── HTTP ─────────────────────────

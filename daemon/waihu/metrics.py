@@ -33,7 +33,11 @@ Error handling: an address that cannot be bound (in use, not local) is
 logged naming ``metrics.listen`` and tried again every ``BIND_RETRY_S``
 seconds while the daemon runs on — metrics are never a reason for calls to
 stop. A client that sends a malformed request gets 400 and is disconnected;
-one that sends nothing for ``IDLE_S`` seconds is disconnected. A campaign
+one that sends nothing for ``IDLE_S`` seconds is disconnected. Metrics that
+cannot be gathered (a store failing in an unexpected way) answer 500 with
+the reason and are logged; a trunk whose ``status()`` raises is logged and
+left out of ``waihu_trunk_state``; no error in here reaches the daemon's
+nursery. A campaign
 store that fails while the backlog is read is logged, and the last figures
 read are served again. A subscriber that cannot keep up loses events rather
 than slowing calls; each lost event is counted in
@@ -46,6 +50,7 @@ command (``waihuctl status`` is for people).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
@@ -319,7 +324,8 @@ class DaemonMetrics:
             for record in self.dispatcher.live.values():
                 live[record.trunk] = live.get(record.trunk, 0) + 1
             s.live = live
-            s.trunks = {name: self._trunk_state(name) for name in self.dispatcher.trunks}
+            states = {name: self._trunk_state(name) for name in self.dispatcher.trunks}
+            s.trunks = {name: state for name, state in states.items() if state is not None}
         if self.clock is not None:
             s.clock = attrs.asdict(self.clock.stats)
             s.clock_sources = len(self.clock)
@@ -327,11 +333,15 @@ class DaemonMetrics:
             if trio.current_time() - s.store_read_at >= self.store_refresh:
                 await self._read_store()
 
-    def _trunk_state(self, name: str) -> tuple[str, float]:
+    def _trunk_state(self, name: str) -> tuple[str, float] | None:
         trunk = None if self.providers is None else self.providers.get("trunk", name)
         if trunk is None:  # configured, but not running
             return "down", self.started_at
-        status = trunk_status(trunk, started_at=self.started_at)
+        try:
+            status = trunk_status(trunk, started_at=self.started_at)
+        except Exception:  # a third-party trunk's bug: the other trunks are still shown
+            log.exception("metrics: trunk %s: status() failed", name)
+            return None
         return status.state, status.since
 
     async def _read_store(self) -> None:
@@ -411,22 +421,30 @@ class MetricsEndpoint:
     async def _serve(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
         try:
-            while True:
-                with trio.move_on_after(IDLE_S):
-                    request = await self._next_request(conn, stream)
-                if request is None:
-                    return
-                await self._respond(conn, stream, request)
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                    return
-                conn.start_next_cycle()
+            await self._converse(conn, stream)
         except h11.RemoteProtocolError as exc:
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                await self._send(conn, stream, 400, f"bad request: {exc}\n".encode())
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self._send(conn, stream, 400, f"bad request: {exc}\n".encode())
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away
+        except Exception:  # a bug here must not take the daemon's nursery down
+            log.exception("metrics: serving a client failed")
         finally:
             await stream.aclose()
+
+    async def _converse(self, conn: h11.Connection, stream: trio.SocketStream) -> None:
+        """Answer requests on one connection until the client is done, idle or must go."""
+        while True:
+            request = None
+            with trio.move_on_after(IDLE_S):
+                request = await self._next_request(conn, stream)
+            if request is None:
+                return
+            await self._respond(conn, stream, request)
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return
+            conn.start_next_cycle()
 
     async def _next_request(self, conn: h11.Connection, stream: trio.SocketStream) -> Any:
         """The next complete request (its body read and ignored), or None if the client is
@@ -457,7 +475,13 @@ class MetricsEndpoint:
             await self._send(conn, stream, 405, body, [("Allow", "GET, HEAD")])
             return
         accept = b", ".join(v for k, v in request.headers if k == b"accept").decode("latin-1")
-        body, content_type = await self.metrics.exposition(accept)
+        try:
+            body, content_type = await self.metrics.exposition(accept)
+        except Exception as exc:  # a store or trunk that fails oddly: say so, serve on
+            log.exception("metrics: cannot gather the metrics")
+            body = f"cannot gather the metrics: {type(exc).__name__}: {exc}\n".encode()
+            await self._send(conn, stream, 500, body)
+            return
         await self._send(
             conn, stream, 200, body, [("Content-Type", content_type)], head=method == "HEAD"
         )
