@@ -242,6 +242,22 @@ def test_turn_latency_pairs_each_answered_reply_with_the_robot_line_after_it() -
     assert reply_latencies(turns) == [0.5, 0.25]
 
 
+def test_a_timing_listener_that_raises_is_logged_and_the_others_still_hear(
+    pm: pluggy.PluginManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = EventBus(pm)
+    heard: list[float] = []
+
+    def broken(measure: str, seconds: float) -> None:
+        raise KeyError(measure)
+
+    bus.on_timing(broken)
+    bus.on_timing(lambda measure, seconds: heard.append(seconds))
+    bus.timed("asr", 0.25)
+    assert heard == [0.25]
+    assert "timing listener failed on asr" in caplog.text
+
+
 def test_a_timing_the_bus_does_not_know_is_a_bug(pm: pluggy.PluginManager) -> None:
     with pytest.raises(ValueError, match="unknown timing 'asr_time'"):
         EventBus(pm).timed("asr_time", 1.0)
@@ -626,6 +642,7 @@ async def test_a_running_daemon_counts_its_calls_for_prometheus(tmp_path: Path) 
     assert (value(after, "waihu_turn_latency_seconds_count") or 0) >= 1
     assert (value(after, "waihu_asr_decode_seconds_count") or 0) >= 1
     assert 0 < (value(after, "waihu_turn_latency_seconds_sum") or 0) < 30
+    assert 0 < (value(after, "waihu_asr_decode_seconds_sum") or 0) < 30
     assert (value(after, "waihu_media_clock_ticks_total") or 0) > 0
     assert (value(after, "waihu_start_time_seconds") or 0) > 1_700_000_000
     assert [k for k in after if k[0] == "waihu_daemon_info"]
