@@ -462,20 +462,29 @@ async def test_another_path_is_404_another_method_405_and_head_has_no_body() -> 
     assert all(families.values())  # every metric has its HELP text
 
 
+async def raw_request(base: str, data: bytes) -> bytes:
+    """Send ``data`` as it is; everything the endpoint answers until it closes."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(data)
+    answer = b""
+    while chunk := await stream.receive_some(4096):
+        answer += chunk
+    await stream.aclose()
+    return answer
+
+
 async def test_a_malformed_request_gets_400_and_the_endpoint_serves_on() -> None:
     metrics = DaemonMetrics(version="x", started_at=0.0)
     with trio.fail_after(TIMEOUT):
         async with serving(metrics) as base:
-            host, port = base.removeprefix("http://").rsplit(":", 1)
-            stream = await trio.open_tcp_stream(host, int(port))
-            await stream.send_all(b"NOT HTTP AT ALL\r\n\r\n")
-            answer = b""
-            while chunk := await stream.receive_some(4096):
-                answer += chunk
-            await stream.aclose()
+            answer = await raw_request(base, b"NOT HTTP AT ALL\r\n\r\n")
+            # just past the largest head, and all of it read before the answer: no reset
+            huge = await raw_request(base, b"GET /metrics HTTP/1.1\r\nX: " + b"x" * 17_000)
             after = await scrape(base)
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert b"bad request" in answer
+    assert huge.startswith(b"HTTP/1.1 431 ")
     assert after.status_code == 200
 
 

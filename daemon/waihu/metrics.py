@@ -32,7 +32,8 @@ one read-only path.
 Error handling: an address that cannot be bound (in use, not local) is
 logged naming ``metrics.listen`` and tried again every ``BIND_RETRY_S``
 seconds while the daemon runs on — metrics are never a reason for calls to
-stop. A client that sends a malformed request gets 400 and is disconnected;
+stop. A client that sends a malformed request gets 400 (a head larger than
+``MAX_REQUEST_BYTES``: 431) and is disconnected;
 one that sends nothing for ``IDLE_S`` seconds is disconnected. Metrics that
 cannot be gathered (a store failing in an unexpected way) answer 500 with
 the reason and are logged; a trunk whose ``status()`` raises is logged and
@@ -53,7 +54,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -104,6 +105,42 @@ MAX_REQUEST_BYTES = 16_384  # a request head larger than this is refused (400)
 
 
 # ───────────────────────── what is measured ─────────────────────────
+
+
+# The media clock's figures (``ClockStats``): metric, kind, HELP text, ClockStats field.
+CLOCK_FIGURES: tuple[tuple[str, Callable[..., Metric], str, str], ...] = (
+    ("waihu_media_clock_ticks", CounterMetricFamily, "Ticks of the media clock.", "ticks"),
+    (
+        "waihu_media_clock_late_ticks",
+        CounterMetricFamily,
+        "Ticks that started more than 5 ms after their deadline.",
+        "late_ticks",
+    ),
+    (
+        "waihu_media_clock_skipped_frames",
+        CounterMetricFamily,
+        "Frames skipped to catch up after the clock fell more than 3 frames behind.",
+        "skipped",
+    ),
+    (
+        "waihu_media_clock_max_lateness_seconds",
+        GaugeMetricFamily,
+        "The worst lateness of a tick since the daemon started.",
+        "max_lateness",
+    ),
+    (
+        "waihu_media_clock_max_tick_seconds",
+        GaugeMetricFamily,
+        "The longest time one tick of every call's media took since the daemon started.",
+        "max_tick_seconds",
+    ),
+    (
+        "waihu_media_clock_source_errors",
+        CounterMetricFamily,
+        "Calls whose media raised on a tick and were taken off the clock.",
+        "source_errors",
+    ),
+)
 
 
 @attrs.define
@@ -179,37 +216,11 @@ class _SnapshotCollector(Collector):
         yield contacts
 
     def _clock(self) -> Iterator[Metric]:
-        c = self.snapshot.clock
-        if not c:
+        figures = self.snapshot.clock
+        if not figures:
             return
-        yield CounterMetricFamily(
-            "waihu_media_clock_ticks", "Ticks of the media clock.", value=c["ticks"]
-        )
-        yield CounterMetricFamily(
-            "waihu_media_clock_late_ticks",
-            "Ticks that started more than 5 ms after their deadline.",
-            value=c["late_ticks"],
-        )
-        yield CounterMetricFamily(
-            "waihu_media_clock_skipped_frames",
-            "Frames skipped to catch up after the clock fell more than 3 frames behind.",
-            value=c["skipped"],
-        )
-        yield GaugeMetricFamily(
-            "waihu_media_clock_max_lateness_seconds",
-            "The worst lateness of a tick since the daemon started.",
-            value=c["max_lateness"],
-        )
-        yield GaugeMetricFamily(
-            "waihu_media_clock_max_tick_seconds",
-            "The longest time one tick of every call's media took since the daemon started.",
-            value=c["max_tick_seconds"],
-        )
-        yield CounterMetricFamily(
-            "waihu_media_clock_source_errors",
-            "Calls whose media raised on a tick and were taken off the clock.",
-            value=c["source_errors"],
-        )
+        for name, family, documentation, field in CLOCK_FIGURES:
+            yield family(name, documentation, value=figures[field])
         yield GaugeMetricFamily(
             "waihu_media_clock_sources",
             "Calls the media clock is ticking now.",
@@ -422,10 +433,11 @@ class MetricsEndpoint:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
         try:
             await self._converse(conn, stream)
-        except h11.RemoteProtocolError as exc:
+        except h11.RemoteProtocolError as exc:  # 400, or 431 for a head that is too large
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await self._send(conn, stream, 400, f"bad request: {exc}\n".encode())
+                    body = f"bad request: {exc}\n".encode()
+                    await self._send(conn, stream, exc.error_status_hint, body)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away
         except Exception:  # a bug here must not take the daemon's nursery down
