@@ -489,7 +489,7 @@ async def _listen(
         elif isinstance(event, SpeechEnded):
             ended_at = time.time()  # when the endpointer decided, before recognition
             result = await stream.finish()
-            life.utterance(result.text, result.confidence)
+            life.utterance(result.text, result.confidence, decode_seconds=time.time() - ended_at)
             await inbox.send(Utterance(result.text, result.confidence, started_at, ended_at))
         elif isinstance(event, BargeIn):
             life.barge_in()

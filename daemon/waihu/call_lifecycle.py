@@ -21,6 +21,12 @@ change that should reach storage marks the record changed; a filing loop
 (``keep_filed``) saves the newest state, one save at a time, coalescing
 changes that arrive during a save.
 
+Timings go to the event bus's listeners (``EventBus.timed``, for the
+metrics): the recogniser's time for each utterance as the call reports it,
+and, when the call ends, each turn's latency from the transcript
+(``reply_latencies``: the robot lines' times are those they were really
+heard, which the engine settles before the end).
+
 ``reconciled`` is the same table applied after a crash: a record found
 dialing, ringing or answered at start-up ends as the daemon left it.
 
@@ -50,6 +56,7 @@ import trio
 
 from waihu.api import CallRecord, CallStatus, HangupSide, Storage, Turn
 from waihu.campaign.outcomes import outcome_for
+from waihu.dialog.engine import IGNORED_INTENT
 from waihu.events import EventBus
 
 __all__ = [
@@ -62,6 +69,7 @@ __all__ = [
     "reconcile_unfinished",
     "reconciled",
     "record_as_dict",
+    "reply_latencies",
 ]
 
 log = logging.getLogger("waihu.call")
@@ -85,6 +93,29 @@ _unstructure = cattrs.Converter().unstructure
 def record_as_dict(record: CallRecord) -> dict[str, Any]:
     """A call record as plain JSON-ready data (control socket replies, the log)."""
     return _unstructure(record)
+
+
+def reply_latencies(turns: Iterable[Turn]) -> list[float]:
+    """Seconds from the end of each callee reply to the start of the robot's answer to it.
+
+    An answer is the robot line right after a callee turn; a reply the engine
+    ignored (``IGNORED_INTENT``: it came while a line played on) has none, and
+    neither has one followed by another callee turn or by nothing.
+    """
+    latencies = []
+    previous: Turn | None = None
+    for turn in turns:
+        if (
+            previous is not None
+            and previous.speaker == "callee"
+            and previous.intent != IGNORED_INTENT
+            and turn.speaker == "robot"
+            and previous.ended_at is not None
+            and turn.started_at is not None
+        ):
+            latencies.append(max(0.0, turn.started_at - previous.ended_at))
+        previous = turn
+    return latencies
 
 
 class IllegalTransition(ValueError):
@@ -222,8 +253,13 @@ class CallLifecycle:
     def node(self, node: str) -> None:
         self.publish("node", node=node)
 
-    def utterance(self, text: str, confidence: float) -> None:
+    def utterance(
+        self, text: str, confidence: float, *, decode_seconds: float | None = None
+    ) -> None:
+        """The recogniser's final result; ``decode_seconds`` is how long it took."""
         self.publish("utterance", text=text, confidence=confidence)
+        if decode_seconds is not None:
+            self._events.timed("asr", decode_seconds)
 
     def barge_in(self) -> None:
         self.publish("barge_in")
@@ -298,6 +334,8 @@ class CallLifecycle:
             hangup_by=record.hangup_by,
             error=record.error,
         )
+        for latency in reply_latencies(record.turns):
+            self._events.timed("turn_latency", latency)
         return record
 
     def _move(self, to: CallStatus) -> None:

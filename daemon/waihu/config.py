@@ -1,7 +1,7 @@
 """Loading and validating ``waihud.toml`` into typed attrs objects.
 
 The file is read with ``tomllib``; the core's own tables (``[daemon]``,
-``[media]``, ``[call]``, ``[campaign]``) are structured here, and every
+``[media]``, ``[call]``, ``[campaign]``, ``[metrics]``) are structured here, and every
 provider table is structured with the ``Config`` class of the provider its
 ``type`` names. Which provider tables exist comes from the one table of kinds,
 ``waihu.providers.PROVIDER_KINDS``: a singleton kind has exactly one table
@@ -42,8 +42,10 @@ __all__ = [
     "ConfigError",
     "DaemonConfig",
     "MediaConfig",
+    "MetricsConfig",
     "ProviderSection",
     "load_config",
+    "parse_listen",
     "structure_strict",
 ]
 
@@ -110,6 +112,32 @@ class CallConfig:
     max_duration: float = attrs.field(default=600.0, validator=positive())
 
 
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (``"[::1]:9464"`` for IPv6) as (host, port); ValueError saying why."""
+    host, sep, port = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not (sep and host and port.isdigit() and int(port) <= 65535):
+        raise ValueError(f"must be HOST:PORT such as 127.0.0.1:9464 (port 0–65535), not {listen!r}")
+    return host, int(port)
+
+
+def _listen_address(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        raise ValueError(f"{attribute.name}: {exc}") from None
+
+
+@attrs.frozen(kw_only=True)
+class MetricsConfig:
+    """``[metrics]``: the Prometheus endpoint (``waihu.metrics``); off unless enabled."""
+
+    enabled: bool = False
+    # localhost only by default: the figures name trunks and campaigns
+    listen: str = attrs.field(default="127.0.0.1:9464", validator=_listen_address)
+
+
 @attrs.frozen(kw_only=True)
 class CampaignConfig:
     """``[campaign]``: defaults every campaign shares (the scheduler reads them).
@@ -135,6 +163,7 @@ CORE_SECTIONS: Mapping[str, type] = {
     "media": MediaConfig,
     "call": CallConfig,
     "campaign": CampaignConfig,
+    "metrics": MetricsConfig,
 }
 
 
@@ -164,6 +193,7 @@ class Config:
     call: CallConfig
     providers: tuple[ProviderSection, ...]
     campaign: CampaignConfig = CampaignConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     def sections(self, kind: str) -> list[ProviderSection]:
         """The provider sections of one kind, in file order."""
@@ -334,6 +364,7 @@ def load_config(path: Path | str, provider_types: ProviderTypes) -> Config:
         call=call,
         campaign=campaign,
         providers=tuple(providers),
+        metrics=core["metrics"],
     )
 
 

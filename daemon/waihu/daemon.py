@@ -7,7 +7,8 @@ order of their kinds' table (storage, speech recognisers and synthesisers,
 trunks, notifiers); the calls a previous run left unfinished are reconciled and the
 heartbeat starts; then the media clock, the scripts (their fixed lines
 without a recording spoken by ``[call] tts`` into the speech cache that
-calls share), the call dispatcher,
+calls share), the call dispatcher, the metrics endpoint when ``[metrics]``
+enables it (``waihu.metrics``), the campaigns,
 and last the control socket; only then is systemd told READY.
 
 Signals: SIGTERM/SIGINT drain — no new calls, live calls get
@@ -55,6 +56,7 @@ from waihu.dialog.script import ScriptError, load_script
 from waihu.dispatcher import CallDispatcher
 from waihu.events import EventBus
 from waihu.media.media_clock import MediaClock
+from waihu.metrics import DaemonMetrics, MetricsEndpoint
 from waihu.notify.outbox import OutboxDelivery
 from waihu.plugins import PluginError, collect_provider_types, make_plugin_manager
 from waihu.providers import Providers
@@ -89,6 +91,8 @@ class Daemon:
         self.scripts: ScriptLibrary | None = None
         self.dispatcher: CallDispatcher | None = None
         self.control_path = Path(config.daemon.control_socket)
+        self.metrics: DaemonMetrics | None = None  # with [metrics] enabled, once started
+        self.metrics_address: tuple[str, int] | None = None  # (host, port) it listens on
         self._stop = trio.Event()
 
     def stop(self) -> None:
@@ -120,6 +124,8 @@ class Daemon:
                 self.config, self.providers, self.scripts, clock=self.clock, events=self.events
             )
             await nursery.start(dispatcher.run)
+            if self.config.metrics.enabled:  # before the campaigns, which may dial at once
+                await self._start_metrics(nursery, storage, dispatcher)
             campaigns = await self._start_campaigns(nursery, storage, dispatcher)
             handlers = ControlHandlers(
                 dispatcher=dispatcher,
@@ -180,6 +186,22 @@ class Daemon:
             dispatcher=dispatcher,
             default_region=self.config.campaign.default_region,
         )
+
+    async def _start_metrics(
+        self, nursery: trio.Nursery, storage: Storage, dispatcher: CallDispatcher
+    ) -> None:
+        """The Prometheus endpoint (``[metrics]``), counting events from now on."""
+        self.metrics = DaemonMetrics(
+            version=daemon_version(),
+            started_at=self.started_at,
+            dispatcher=dispatcher,
+            providers=self.providers,
+            clock=self.clock,
+            store=storage if isinstance(storage, CampaignStore) else None,
+        )
+        await nursery.start(self.metrics.follow, self.events)
+        endpoint = MetricsEndpoint(self.config.metrics.listen, self.metrics)
+        self.metrics_address = await nursery.start(endpoint.run)
 
     async def _heartbeat(self, storage: Storage, node: str) -> None:
         while True:

@@ -5,8 +5,14 @@ subscribers (the control socket's live monitor, the console and metrics
 later). An event is one of the closed set ``waihu.api.EVENT_KINDS`` and
 carries exactly the fields that table lists for its kind, in that order.
 
+Beside events, a call reports *timings* (``TIMINGS``: how long the
+recogniser took, each turn's latency) with ``timed``; they go only to local
+listeners (``on_timing``: the daemon's metrics), synchronously, and are not
+events: nothing is filed or shown in ``watch``.
+
 Error handling: an unknown kind, or data whose fields differ from the
-table's, is a bug in the publisher and raises ValueError at once. Otherwise
+table's, is a bug in the publisher and raises ValueError at once (so does
+an unknown timing). Otherwise
 publishing never blocks and never fails the call: a plugin that raises is
 logged with its name, and a subscriber that does not keep up loses events
 (counted, and told through its ``on_drop``) rather than stalling the media
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pluggy
@@ -28,12 +34,19 @@ import trio
 
 from waihu.api import EVENT_KINDS, CallEvent
 
-__all__ = ["EventBus"]
+__all__ = ["TIMINGS", "EventBus"]
 
 log = logging.getLogger("waihu.events")
 SUBSCRIBER_BUFFER = 256  # events a slow subscriber may lag behind before losing some
 
 DropCallback = Callable[[CallEvent], None]
+TimingListener = Callable[[str, float], None]
+
+# the timings a call reports (seconds), and what each measures
+TIMINGS: Mapping[str, str] = {
+    "asr": "the recogniser's final result of an utterance, from the endpointer's decision",
+    "turn_latency": "from the end of the callee's reply to the first frame of the robot's answer",
+}
 
 
 class EventBus:
@@ -44,6 +57,7 @@ class EventBus:
         # each subscriber's channel, and what to tell when it loses an event
         self._subscribers: dict[trio.MemorySendChannel[CallEvent], DropCallback | None] = {}
         self.dropped = 0
+        self._timing_listeners: list[TimingListener] = []
 
     def publish(
         self, call_id: str | None, kind: str, *, campaign: str | None = None, **data: Any
@@ -100,3 +114,20 @@ class EventBus:
         send, receive = trio.open_memory_channel[CallEvent](SUBSCRIBER_BUFFER)
         self._subscribers[send] = on_drop
         return receive
+
+    def timed(self, measure: str, seconds: float) -> None:
+        """Report one timing (``measure`` from ``TIMINGS``) to every ``on_timing`` listener.
+
+        A listener that raises is logged and the others still hear it.
+        """
+        if measure not in TIMINGS:
+            raise ValueError(f"unknown timing {measure!r} (timings: {', '.join(TIMINGS)})")
+        for listener in list(self._timing_listeners):
+            try:
+                listener(measure, seconds)
+            except Exception:
+                log.exception("timing listener failed on %s", measure)
+
+    def on_timing(self, listener: TimingListener) -> None:
+        """Call ``listener(measure, seconds)`` for every timing from now on; it must be quick."""
+        self._timing_listeners.append(listener)
