@@ -628,6 +628,14 @@ class Storage(Protocol):
         """When ``node`` last said it was alive, or None."""
         ...
 
+    async def call_ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        """Up to ``limit`` ids of filed calls starting with ``prefix``, in id order.
+
+        For short call ids (``waihuctl call show 20261125-1500``), as git takes
+        short hashes; it should use an index on the id, not read every call.
+        """
+        ...
+
 
 # ───────────────────────────── events ─────────────────────────────
 
