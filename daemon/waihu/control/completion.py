@@ -96,13 +96,20 @@ def completion_parser(
             parent = node(words[:-1], "")
             if words[:-1] not in actions:
                 actions[words[:-1]] = parent.add_subparsers(metavar="COMMAND")
-            parsers[words] = actions[words[:-1]].add_parser(words[-1], help=help)
+            parsers[words] = actions[words[:-1]].add_parser(
+                words[-1], help=help or f"the {words[-1]} commands"
+            )
         return parsers[words]
 
+    commands = list(commands)
     for command in commands:
-        parser = node(command.words, command.summary)
+        node(command.words, command.summary)
+    for command in commands:
+        parser = parsers[command.words]
         for param in command.params:
-            _add_param(parser, param)
+            # `call TARGET` beside `call show`: a word after `call` completes as a subcommand
+            if not (param.positional and command.words in actions):
+                _add_param(parser, param)
         if command.name in with_options:
             _add_options(parser, options)
     return top
