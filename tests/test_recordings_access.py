@@ -24,10 +24,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import trio
 
 from waihu.control.protocol import RECORDING_CHUNK_BYTES
+from waihu.media.recorder import StereoRecorder
 from waihu.testing.daemon import DaemonUnderTest, running_waihud, write_config
 from waihu.testing.sipp import Play, sipp_peer
 from waihu.testing.speech import synthesize, to_ulaw
@@ -212,10 +214,6 @@ async def test_recordings_are_group_readable_and_fetched_over_the_socket(tmp_pat
 
 
 async def test_the_recorder_sets_the_modes_whatever_the_umask(tmp_path: Path) -> None:
-    import numpy as np
-
-    from waihu.media.recorder import StereoRecorder
-
     kept = tmp_path / "kept"
     kept.mkdir(mode=0o700)  # an administrator's folder keeps its mode
     path = kept / "recordings" / "20261125" / "20261125-150001-a1b2c3.wav"
