@@ -125,6 +125,12 @@ def check_fetch(daemon: DaemonUnderTest, record: dict, out: Path) -> None:
     forced = waihuctl(daemon, "call", "fetch", short, "--force", cwd=out)
     assert forced.returncode == 0 and copy.read_bytes() == on_disk
 
+    nowhere = waihuctl(daemon, "call", "fetch", short, "-o", "no/such/x.wav", cwd=out)
+    assert (nowhere.returncode, nowhere.stderr.decode()) == (
+        EXIT_FAILED,
+        "waihuctl: cannot write in no/such/: No such file or directory\n",
+    )
+
     # to standard output, the report on stderr
     piped = waihuctl(daemon, "call", "fetch", short, "-o", "-", cwd=out)
     assert piped.returncode == 0 and piped.stdout == on_disk

@@ -135,14 +135,20 @@ def fetch_to(link: DaemonLink, call_id: str, output: str | None, force: bool) ->
     if output is not None:
         _refuse_existing(Path(output), force)  # before the transfer, not after it
     # into a hidden file beside the destination, renamed into place once it checks out
-    folder = Path(output).parent if output is not None else Path.cwd()
-    fd, temporary = tempfile.mkstemp(prefix=".waihu-recording-", suffix=".wav", dir=folder)
+    folder = Path(output).parent if output is not None else Path(".")
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=".waihu-recording-", suffix=".wav", dir=folder)
+    except OSError as exc:
+        raise ControlError("bad_request", f"cannot write in {folder}/: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as file:
             fetched = _download(link, call_id, file)
         path = Path(output) if output is not None else Path(f"{fetched.call_id}.wav")
         _refuse_existing(path, force)
         os.replace(temporary, path)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise ControlError("bad_request", f"cannot write {output or folder}: {exc}") from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
