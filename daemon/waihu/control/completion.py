@@ -102,14 +102,14 @@ def completion_parser(
         return parsers[words]
 
     commands = list(commands)
+    # every subcommand first: after `call`, its subcommands (show, fetch…) are offered,
+    # as they would not be once `call`'s own free-text TARGET came first
     for command in commands:
         node(command.words, command.summary)
     for command in commands:
         parser = parsers[command.words]
         for param in command.params:
-            # `call TARGET` beside `call show`: a word after `call` completes as a subcommand
-            if not (param.positional and command.words in actions):
-                _add_param(parser, param)
+            _add_param(parser, param)
         if command.name in with_options:
             _add_options(parser, options)
     return top
