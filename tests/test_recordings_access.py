@@ -79,6 +79,16 @@ async def run_calls(tmp_path: Path, check: object) -> None:
                 refused = await daemon.request(
                     "call", target="1002", script="demo-ko", trunk="busy"
                 )
+                # while it goes on, a short id finds the live call; its file comes at its end
+                live_id = placed["call_id"]
+                early = await trio.to_thread.run_sync(
+                    lambda: waihuctl(daemon, "call", "fetch", live_id[:-2], cwd=tmp_path)
+                )
+                assert (early.returncode, early.stderr.decode()) == (
+                    EXIT_FAILED,
+                    f"waihuctl: call {live_id} is still going on; its recording is written "
+                    "at its end\n",
+                )
                 answered = await daemon.wait_call(placed["call_id"], timeout=CALL_TIMEOUT)
                 busy = await daemon.wait_call(refused["call_id"], timeout=CALL_TIMEOUT)
                 await trio.to_thread.run_sync(check, daemon, answered, busy)
