@@ -75,6 +75,7 @@ __all__ = [
     "groups",
     "main",
     "talks_to_daemon",
+    "waihu_version",
     "waihuctl_commands",
 ]
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from importlib.metadata import PackageNotFoundError, version
 
 from waihu.api import EVENT_KINDS
 from waihu.control.client import (
@@ -25,6 +24,7 @@ from waihu.control.client import (
     UNREACHABLE,
     USAGE,
     GlobalOption,
+    waihu_version,
     waihuctl_commands,
 )
 from waihu.control.local import LOCAL_COMMANDS, LocalCommand
@@ -232,10 +232,7 @@ def _code(code: str, meaning: str) -> list[str]:
 
 def manpage() -> str:
     """The whole roff source of waihuctl(1)."""
-    try:
-        release = version("waihu")
-    except PackageNotFoundError:
-        release = "unknown"
+    release = waihu_version()
     global_usage = " ".join(
         f"[{_flag(o.flag)}{' ' + _word(o.metavar) if o.metavar else ''}]" for o in GLOBAL_OPTIONS
     )
