@@ -72,6 +72,7 @@ __all__ = [
     "GlobalOption",
     "NoReply",
     "build_parser",
+    "did_you_mean",
     "groups",
     "main",
     "talks_to_daemon",

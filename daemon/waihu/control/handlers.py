@@ -15,8 +15,12 @@ and those commands answer ``unavailable``.
 Error handling: expected failures are ``ControlError`` with a fixed code —
 a ``DispatchRefused`` or ``CampaignError`` becomes the error of the same code,
 an unknown call id is ``not_found``, a date that does not parse is
-``bad_request``. Anything else is left to the server, which answers
-``internal`` and logs it.
+``bad_request``. A call id may be a unique prefix of one (``_call_id``, live
+calls and the storage's ``call_ids_with_prefix``): one that several ids start
+with, or shorter than ``MIN_CALL_ID_PREFIX``, is ``bad_request``.
+``call.recording`` reads the file in a worker thread: a call without one, or
+whose file is gone, is ``not_found``; a live call's is ``unavailable``.
+Anything else is left to the server, which answers ``internal`` and logs it.
 
 What it is not: the socket server (``server``), the protocol (``protocol``),
 or the daemon's life cycle (``waihu.daemon`` builds this object and asks it
