@@ -647,6 +647,14 @@ class Storage(Protocol):
         "today"); one grouped query, not a list of records."""
         ...
 
+    async def call_ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        """Up to ``limit`` ids of filed calls starting with ``prefix``, in id order.
+
+        For short call ids (``waihuctl call show 20261125-1500``), as git takes
+        short hashes; it should use an index on the id, not read every call.
+        """
+        ...
+
 
 # ───────────────────────────── events ─────────────────────────────
 

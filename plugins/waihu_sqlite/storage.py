@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -318,6 +319,21 @@ class SqliteStorage(Provider):
             return None if row is None else row[0]
 
         return await self._atomic(last)
+
+    async def call_ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        """Up to ``limit`` call ids starting with ``prefix``, in id order.
+
+        A range on the primary key (``prefix <= id < prefix'``, where ``prefix'``
+        is ``prefix`` with its last character bumped), so SQLite searches the
+        id's index; ``LIKE`` would not (it is case-insensitive, the index is not),
+        and ``GLOB`` would read ``*``/``?`` in the prefix as wildcards.
+        """
+        if not prefix or limit <= 0 or ord(prefix[-1]) == sys.maxunicode:
+            return []  # the last: no character sorts after it, and no call id holds it
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        sql = f"SELECT id FROM {CALLS} WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
+        rows = await self._atomic(lambda db: db.execute(sql, [prefix, upper, limit]).fetchall())
+        return [row[0] for row in rows]
 
     # ───────────────────────── waihu.api.CampaignStore ─────────────────────────
     # The SQL is in ``campaigns``; each method is one transaction (``_atomic``).

@@ -32,6 +32,7 @@ What it is not: the dialling (``scheduler``) or the file reading
 
 from __future__ import annotations
 
+import difflib
 import re
 import secrets
 import time
@@ -410,9 +411,12 @@ class CampaignService:
     async def _get(self, campaign: str) -> CampaignRow:
         row = await self._find(campaign)
         if row is None:
-            names = ", ".join(sorted(r.name for r in await self.store.list_campaigns()))
+            names = sorted(r.name for r in await self.store.list_campaigns())
+            close = difflib.get_close_matches(campaign, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
             raise CampaignError(
-                "not_found", f"no campaign {campaign!r} (campaigns: {names or 'none'})"
+                "not_found",
+                f"no campaign {campaign!r}{hint} (campaigns: {', '.join(names) or 'none'})",
             )
         return row
 

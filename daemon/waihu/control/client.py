@@ -16,9 +16,16 @@ its reply, one line each, until interrupted (or until the watched call ends).
 
 Exit status: 0 on success, 1 when the daemon cannot be reached or answers
 with an error (or a local command fails), 2 for a usage error, 130 when
-interrupted. With ``--json`` a failure is printed as JSON on stdout too,
-``{"ok": false, "error": {"code": ..., "message": ...}}``: the daemon's
-code, or ``unreachable`` (no connection) or ``no_reply``.
+interrupted. With ``--json`` (anywhere on the command line) a failure is
+printed as JSON on stdout instead of text on stderr, ``{"ok": false,
+"error": {"code": ..., "message": ...}}``: the daemon's code, or
+``unreachable`` (no connection), ``no_reply``, or ``usage`` (a usage error,
+exit status 2 as without ``--json``).
+
+An unknown command word says which are known and the closest
+(``difflib``): ``unknown command 'stauts'; did you mean 'status'?``; so does
+a script file that does not exist, among the scripts beside it (on stderr,
+before the command reports the file its own way).
 
 What it is not: the server (``server``), or anything the daemon imports.
 """
@@ -26,6 +33,8 @@ What it is not: the server (``server``), or anything the daemon imports.
 from __future__ import annotations
 
 import argparse
+import difflib
+import functools
 import itertools
 import json
 import os
@@ -33,8 +42,9 @@ import socket
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 
@@ -62,8 +72,11 @@ __all__ = [
     "GlobalOption",
     "NoReply",
     "build_parser",
+    "did_you_mean",
     "groups",
     "main",
+    "talks_to_daemon",
+    "waihu_version",
     "waihuctl_commands",
 ]
 
@@ -74,10 +87,15 @@ RECEIVE_BYTES = 65536
 MAX_REPLY_BYTES = 64 * MAX_LINE_BYTES  # a call.show of a long call is large, but not this
 ENDED = ("ended", "failed")  # call states, and kinds of a call's last event
 EXIT_FAILED = 1
+EXIT_USAGE = 2  # as argparse exits for a usage error
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 # --json codes for failures no daemon answered: waihuctl's own, beside the protocol's
 UNREACHABLE = "unreachable"
 NO_REPLY = "no_reply"
+USAGE = "usage"
+JSON_FLAG = "--json"
+SCRIPT_SUFFIX = ".toml"  # what "did you mean" offers for a script file that is not there
+SCRIPT_FILE_PARAMS = ("file", "files", "cases")  # params of script commands naming inputs
 
 
 class ConnectFailed(Exception):
@@ -229,7 +247,8 @@ def groups() -> dict[str, list[AnyCommand]]:
     return found
 
 
-def _talks_to_daemon(command: AnyCommand) -> bool:
+def talks_to_daemon(command: AnyCommand) -> bool:
+    """Whether the command connects to the daemon (and so takes the global options)."""
     return isinstance(command, Command) or bool(command.sends)
 
 
@@ -337,19 +356,51 @@ def _group_help(word: str, members: list[AnyCommand]) -> str:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, one subcommand per entry of the command tables."""
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are JSON on stdout when ``json_errors``."""
+
+    def __init__(self, *args: Any, json_errors: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.json_errors = json_errors
+
+    def error(self, message: str) -> NoReturn:
+        if self.json_errors:
+            _fail(USAGE, f"{message} (see '{self.prog} --help')", as_json=True)
+            sys.exit(EXIT_USAGE)
+        super().error(message)
+
+
+def waihu_version() -> str:
+    """The installed waihu version, or ``unknown`` when run from a bare source tree."""
+    try:
+        return version("waihu")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
+    """The full argument parser, one subcommand per entry of the command tables.
+
+    With ``json_errors``, usage errors are printed as JSON on stdout (``--json``).
+    """
+    parser = _Parser(
         prog=PROG,
         description="Drive a running waihud (the phone robot daemon) over its control socket, "
         "and check and try out scripts without one.",
         epilog="See waihuctl(1) for the protocol and examples.",
+        json_errors=json_errors,
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {waihu_version()}")
     _add_global_options(parser, after_command=False)
     parser.set_defaults(
         socket=os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET, timeout=DEFAULT_TIMEOUT
     )
-    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subcommands = parser.add_subparsers(
+        dest="command",
+        metavar="COMMAND",
+        required=True,
+        parser_class=functools.partial(_Parser, json_errors=json_errors),
+    )
     for command in waihuctl_commands():
         sub = subcommands.add_parser(
             _spoken(command),
@@ -360,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
             _add_param(sub, param)
         if isinstance(command, Command) and command.waitable:
             sub.add_argument("--wait", action="store_true", help=WAIT_HELP)
-        if _talks_to_daemon(command):
+        if talks_to_daemon(command):
             _add_global_options(sub, after_command=True)
     for word, members in groups().items():
         # no help=: the group is left out of the main listing, which shows its members
@@ -386,16 +437,80 @@ def _join_command_words(argv: Sequence[str]) -> list[str]:
     argparse cannot have ``call TARGET`` and ``call show ID`` side by side, so
     the words of a multi-word command are joined before it parses.
     """
-    takes_value = {o.flag for o in GLOBAL_OPTIONS if o.metavar is not None}
     words = list(argv)
-    position = 0
-    while position < len(words) and words[position].startswith("-"):
-        position += 2 if words[position] in takes_value else 1
+    position = _command_position(words)
     for command in sorted(waihuctl_commands(), key=lambda c: -len(c.words)):
         count = len(command.words)
         if count > 1 and tuple(words[position : position + count]) == command.words:
             return [*words[:position], _spoken(command), *words[position + count :]]
     return words
+
+
+def _command_position(words: Sequence[str]) -> int:
+    """Where the command word is: after the global options given before it."""
+    takes_value = {o.flag for o in GLOBAL_OPTIONS if o.metavar is not None}
+    position = 0
+    while position < len(words) and words[position].startswith("-"):
+        position += 2 if words[position] in takes_value else 1
+    return position
+
+
+def did_you_mean(word: str, known: Sequence[str]) -> str:
+    """``; did you mean 'status'?`` for the closest of ``known`` to ``word``, or ``""``."""
+    close = difflib.get_close_matches(word, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _unknown_command(words: Sequence[str]) -> str | None:
+    """What is wrong with the command words of ``words`` (joined already), or None.
+
+    Says so for a first word that is no command, and for a second word that is
+    none of its group's (``campaign strat``), listing the known ones and the closest.
+    """
+    position = _command_position(words)
+    if position >= len(words):
+        return None  # no command: argparse says so
+    word = words[position]
+    commands = waihuctl_commands()
+    if word in {_spoken(c) for c in commands}:
+        return None
+    first_words = list(dict.fromkeys(c.words[0] for c in commands))
+    if word not in first_words:
+        return (
+            f"unknown command {word!r}{did_you_mean(word, first_words)} "
+            f"(commands: {', '.join(first_words)})"
+        )
+    members = groups().get(word)
+    following = words[position + 1] if position + 1 < len(words) else None
+    if not members or following is None or following.startswith("-"):
+        return None  # a command of its own (call TARGET), or the group's help
+    names = [" ".join(c.words[1:]) for c in members]
+    if following in names:
+        return None
+    return (
+        f"{word}: invalid choice: {following!r}{did_you_mean(following, names)} "
+        f"({word} commands: {', '.join(names)})"
+    )
+
+
+def _missing_script_files(command: LocalCommand, params: Mapping[str, Any]) -> Iterator[str]:
+    """For each script or cases file given that does not exist, a line naming the
+    scripts beside it and the closest. The command still runs and reports the file
+    its own way (``script validate`` goes on to the other files)."""
+    if command.words[0] != "script":
+        return
+    for name in SCRIPT_FILE_PARAMS:
+        value = params.get(name)
+        for given in [value] if isinstance(value, str) else value or []:
+            path = Path(given)
+            if path.exists():
+                continue
+            folder = path.parent
+            scripts = sorted(p.name for p in folder.glob(f"*{SCRIPT_SUFFIX}"))
+            close = difflib.get_close_matches(path.name, scripts, n=1)
+            hint = f"; did you mean {str(folder / close[0])!r}?" if close else ""
+            there = f"{', '.join(scripts)}" if scripts else "none"
+            yield f"{given}: no such file{hint} (scripts in {folder}/: {there})"
 
 
 def _show(result: Any, command: Command, as_json: bool) -> None:
@@ -464,6 +579,8 @@ class _Link:
 
 def _run_local(command: LocalCommand, args: argparse.Namespace) -> int:
     params = {**{p.name: p.default for p in command.params}, **_params(command, args)}
+    for line in _missing_script_files(command, params):
+        emit(f"{PROG}: {line}", sys.stderr)
     if args.json and "as_json" in params:
         params["as_json"] = True  # the global --json, given before the command, counts too
     if not command.sends:
@@ -510,8 +627,15 @@ def _fail(code: str, message: str, as_json: bool) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``waihuctl`` console script; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(_join_command_words(sys.argv[1:] if argv is None else argv))
+    given = list(sys.argv[1:] if argv is None else argv)
+    as_json = JSON_FLAG in given  # before parsing: a usage error is reported as JSON too
+    parser = build_parser(json_errors=as_json)
+    words = _join_command_words(given)
+    unknown = _unknown_command(words)
+    if unknown is not None:
+        parser.error(unknown)
+    args = parser.parse_args(words)
+    args.json = args.json or as_json  # a local command's own --json counts for its errors
     try:
         return _run(args)
     except ConnectFailed as exc:

@@ -15,8 +15,12 @@ and those commands answer ``unavailable``.
 Error handling: expected failures are ``ControlError`` with a fixed code —
 a ``DispatchRefused`` or ``CampaignError`` becomes the error of the same code,
 an unknown call id is ``not_found``, a date that does not parse is
-``bad_request``. Anything else is left to the server, which answers
-``internal`` and logs it.
+``bad_request``. A call id may be a unique prefix of one (``_call_id``, live
+calls and the storage's ``call_ids_with_prefix``): one that several ids start
+with, or shorter than ``MIN_CALL_ID_PREFIX``, is ``bad_request``.
+``call.recording`` reads the file in a worker thread: a call without one, or
+whose file is gone, is ``not_found``; a live call's is ``unavailable``.
+Anything else is left to the server, which answers ``internal`` and logs it.
 
 What it is not: the socket server (``server``), the protocol (``protocol``),
 or the daemon's life cycle (``waihu.daemon`` builds this object and asks it
@@ -25,8 +29,10 @@ nothing).
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import functools
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -47,6 +53,8 @@ from waihu.control.protocol import (
     AUDIT_LIMIT,
     DNC_REASON,
     ERROR_CODES,
+    MIN_CALL_ID_PREFIX,
+    RECORDING_CHUNK_BYTES,
     ControlError,
 )
 from waihu.control.server import EventStream, current_peer
@@ -54,14 +62,18 @@ from waihu.control.status import gather_status
 from waihu.dispatcher import CallDispatcher, CallRequest, DispatchRefused
 from waihu.events import EventBus
 from waihu.media.media_clock import MediaClock
+from waihu.media.recorder import CHANNEL_LAYOUT
 from waihu.plugins import plugin_info
-from waihu.recordings import prune_recordings
+from waihu.recordings import prune_recordings, read_chunk
 
 __all__ = ["ControlHandlers", "call_summary", "daemon_version", "parse_instant"]
+
+log = logging.getLogger("waihu.control")
 
 UNKNOWN_USER = "unknown"  # the audit log's user when the kernel named nobody
 NO_CAMPAIGNS = "this storage keeps no campaigns"
 DATE_LENGTH = len("2026-03-05")  # a bare date, not a date-time
+AMBIGUOUS_SHOWN = 5  # calls an ambiguous call id prefix lists: enough to pick the right one
 
 
 def daemon_version() -> str:
@@ -212,12 +224,92 @@ class ControlHandlers:
         return [call_summary(r) for r in records]
 
     async def call_show(self, id: str) -> dict[str, Any]:
+        id = await self._call_id(id)
         record = self.dispatcher.live.get(id) or await self.storage.get_call(id)
         if record is None:
             raise ControlError("not_found", f"no call with id {id!r}")
         return record_as_dict(record)
 
+    async def _call_id(self, given: str) -> str:
+        """The full id of the one call, live or filed, whose id is or starts with ``given``.
+
+        ControlError bad_request for a prefix shorter than MIN_CALL_ID_PREFIX or
+        one that several calls' ids start with (some of them listed), not_found
+        for one that none does.
+        """
+        if given in self.dispatcher.live or await self.storage.get_call(given) is not None:
+            return given  # a whole id, however short
+        if len(given) < MIN_CALL_ID_PREFIX:
+            raise ControlError(
+                "bad_request",
+                f"no call with id {given!r}; a shortened call id needs at least "
+                f"{MIN_CALL_ID_PREFIX} characters",
+            )
+        found = {i for i in self.dispatcher.live if i.startswith(given)}
+        # one more than shown: enough to tell "one" from "several" and to say "…"
+        find = getattr(self.storage, "call_ids_with_prefix", None)  # a storage may lack it
+        if find is not None:
+            found.update(await find(given, AMBIGUOUS_SHOWN + 1))
+        if not found:
+            raise ControlError("not_found", f"no call with id {given!r}")
+        if len(found) > 1:
+            shown = sorted(found)[:AMBIGUOUS_SHOWN]
+            more = ", …" if len(found) > AMBIGUOUS_SHOWN else ""
+            raise ControlError(
+                "bad_request",
+                f"call id {given!r} is ambiguous: {', '.join(shown)}{more}; give more of it",
+            )
+        return found.pop()
+
+    async def call_recording(self, id: str, offset: int = 0) -> dict[str, Any]:
+        id = await self._call_id(id)
+        live = self.dispatcher.live.get(id)
+        if live is not None:
+            raise ControlError(
+                "unavailable", f"call {id} is still going on; its recording is written at its end"
+            )
+        record = await self.storage.get_call(id)
+        if record is None:  # it ended between the look-ups: filed by now, or never
+            raise ControlError("not_found", f"no call with id {id!r}")
+        if record.recording is None:
+            why = "it was not answered" if record.answered_at is None else "recording was off"
+            raise ControlError("not_found", f"call {id} has no recording ({why})")
+        path = Path(record.recording)
+        try:
+            size, chunk, digest = await trio.to_thread.run_sync(
+                read_chunk, path, offset, RECORDING_CHUNK_BYTES
+            )
+        except FileNotFoundError:
+            raise ControlError(
+                "not_found", f"the recording of call {id}, {path}, is gone (pruned?)"
+            ) from None
+        except OSError as exc:
+            raise ControlError(
+                "unavailable", f"cannot read the recording of call {id}, {path}: {exc.strerror}"
+            ) from None
+        if offset > size:
+            raise ControlError("bad_request", f"offset {offset} is past the end ({size} bytes)")
+        if offset == 0:
+            log.info("recording of call %s fetched by %s", id, _user())
+            if isinstance(self.storage, CampaignStore):  # where the audit log is
+                await self.storage.audit(
+                    AuditEntry(
+                        at=time.time(), user=_user(), action="call.recording", params={"id": id}
+                    )
+                )
+        return {
+            "call_id": id,
+            "name": path.name,
+            "size": size,
+            "offset": offset,
+            "data": base64.b64encode(chunk).decode("ascii"),
+            "sha256": digest,
+            "channels": list(CHANNEL_LAYOUT),
+        }
+
     async def watch(self, call_id: str | None = None, campaign: str | None = None) -> EventStream:
+        if call_id is not None:
+            call_id = await self._call_id(call_id)
         campaign_id = await self._campaign_id(campaign) if campaign is not None else None
         # subscribe before looking: a call live now cannot end unseen in between
         monitor = Monitor(self.events, call_id, campaign=campaign_id)

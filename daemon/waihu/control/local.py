@@ -30,13 +30,16 @@ from waihu.control.campaign_cli import (
     import_contacts,
     import_dnc,
 )
+from waihu.control.completion import SHELLS, print_completion
 from waihu.control.protocol import (
+    CALL_ID_PARAM,
     CAMPAIGN_PARAM,
     COMMANDS_BY_NAME,
     VARIABLES_PARAM,
     CommandEntry,
     Param,
 )
+from waihu.control.recording_cli import PLAYERS, fetch_recording, play_recording
 from waihu.control.script_tools import DEFAULT_NLU, FALLBACK_NLU, chat, draw, run_cases, validate
 from waihu.dialog.graph import FORMATS
 
@@ -84,7 +87,44 @@ class LocalCommand(CommandEntry):
             raise ValueError(f"{self.name} sends unknown control methods: {unknown}")
 
 
+CHANNELS_SAID = "The recording is stereo: the callee on the left channel, the robot on the right."
 LOCAL_COMMANDS: tuple[LocalCommand, ...] = (
+    LocalCommand(
+        name="call.fetch",
+        summary="copy a call's recording (WAV) here over the control socket",
+        description="Copy the call's recording from the daemon over the control socket, "
+        "so an operator needs no access to the daemon's files, and check the copy against "
+        "the daemon's size and SHA-256 before it takes its name (a failed copy leaves no "
+        f"file). It is written to ID.wav here unless -o names another file ('-o -': "
+        f"standard output); an existing file is not overwritten without --force. "
+        f"{CHANNELS_SAID} A call that was not answered, or made with recording off, has "
+        "none (not_found).",
+        params=(
+            CALL_ID_PARAM,
+            Param(
+                name="output",
+                type=str,
+                flag="-o",
+                metavar="FILE",
+                help="where to write it (default: ID.wav here; - for standard output)",
+            ),
+            Param(name="force", type=bool, default=False, help="overwrite FILE if it exists"),
+        ),
+        run=fetch_recording,
+        sends=("call.recording",),
+    ),
+    LocalCommand(
+        name="call.play",
+        summary="play a call's recording here with a local audio player",
+        description="Fetch the call's recording as 'call fetch' does, into a temporary file, "
+        "and play it with the first of "
+        f"{', '.join(p[0] for p in PLAYERS)} found on this machine (sox provides play, ffmpeg "
+        f"ffplay); the file is removed afterwards. {CHANNELS_SAID} With no player found it "
+        "says so and suggests 'call fetch'.",
+        params=(CALL_ID_PARAM,),
+        run=play_recording,
+        sends=("call.recording",),
+    ),
     LocalCommand(
         name="script.validate",
         summary="check script files: errors and warnings (no daemon needed)",
@@ -383,6 +423,26 @@ LOCAL_COMMANDS: tuple[LocalCommand, ...] = (
         ),
         run=export_dnc,
         sends=("dnc.list",),
+    ),
+    LocalCommand(
+        name="completion",
+        summary="print the shell completion script for bash or zsh (no daemon needed)",
+        description="Print a script that completes waihuctl's commands, options and file "
+        "names in bash or zsh. For bash, save it as "
+        "/usr/share/bash-completion/completions/waihuctl (or "
+        "~/.local/share/bash-completion/completions/waihuctl for yourself); for zsh, as "
+        "_waihuctl in a directory of $fpath, such as /usr/local/share/zsh/site-functions.",
+        params=(
+            Param(
+                name="shell",
+                type=str,
+                required=True,
+                positional=True,
+                metavar="SHELL",
+                help=f"{' or '.join(SHELLS)}",
+            ),
+        ),
+        run=print_completion,
     ),
 )
 

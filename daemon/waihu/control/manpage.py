@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from importlib.metadata import PackageNotFoundError, version
 
 from waihu.api import EVENT_KINDS
 from waihu.control.client import (
@@ -23,7 +22,9 @@ from waihu.control.client import (
     NO_REPLY,
     PROG,
     UNREACHABLE,
+    USAGE,
     GlobalOption,
+    waihu_version,
     waihuctl_commands,
 )
 from waihu.control.local import LOCAL_COMMANDS, LocalCommand
@@ -33,6 +34,7 @@ from waihu.control.protocol import (
     DROPPED_EVENT,
     ERROR_MEANINGS,
     MAX_LINE_BYTES,
+    MIN_CALL_ID_PREFIX,
     SOCKET_ENV,
     WAIT_HELP,
     Command,
@@ -94,6 +96,14 @@ EXAMPLES = (
     (
         "One call's transcript as JSON, for jq:",
         "waihuctl \\-\\-json call show 20261125\\-150001\\-a1b2c3 | jq .turns",
+    ),
+    (
+        "Copy a call's recording here, naming the call by the start of its id; or play it:",
+        "waihuctl call fetch 20261125\\-1500 \\-o greeting.wav\nwaihuctl call play 20261125\\-1500",
+    ),
+    (
+        "Bash completion for yourself:",
+        "waihuctl completion bash > ~/.local/share/bash\\-completion/completions/waihuctl",
     ),
     (
         "The protocol by hand:",
@@ -239,10 +249,7 @@ def _code(code: str, meaning: str) -> list[str]:
 
 def manpage() -> str:
     """The whole roff source of waihuctl(1)."""
-    try:
-        release = version("waihu")
-    except PackageNotFoundError:
-        release = "unknown"
+    release = waihu_version()
     global_usage = " ".join(
         f"[{_flag(o.flag)}{' ' + _word(o.metavar) if o.metavar else ''}]" for o in GLOBAL_OPTIONS
     )
@@ -275,6 +282,49 @@ def manpage() -> str:
     ]
     for option in GLOBAL_OPTIONS:
         out += _option(option)
+    out += [
+        ".TP",
+        f".B {_flag('--version')}",
+        f"Print {PROG}'s version and exit.",
+        ".SS Call ids",
+        "Wherever a command takes a call id",
+        f"({_flag('call show')}, {_flag('call fetch')}, {_flag('call play')},",
+        f"{_flag('watch --call')}),",
+        f"its first {MIN_CALL_ID_PREFIX} or more characters will do, as long as no other",
+        "call's id, live or filed, starts with them (as git takes short hashes). Ids start",
+        "with the call's date and time",
+        r"(\fB20261125\-150001\-a1b2c3\fR),",
+        r"so \fB20261125\-1500\fR names the one call placed at 15:00 that day.",
+        "A prefix that several calls share is refused with",
+        ".B bad_request",
+        "listing some of them; one that none does with",
+        ".BR not_found .",
+        ".SS Recordings",
+        "Recordings are stereo WAV files: the callee on the left channel, the robot on the",
+        "right. The daemon writes them mode 0640 in folders of mode 0750, so members of its",
+        "group can read them where they are;",
+        ".B call fetch",
+        "and",
+        ".B call play",
+        "reach them over the control socket from any account that may use it.",
+        ".SS Shell completion",
+        f".B {PROG} completion bash",
+        "prints a bash completion script: save it as",
+        r".I /usr/share/bash\-completion/completions/waihuctl",
+        "(or, for yourself,",
+        r".IR ~/.local/share/bash\-completion/completions/waihuctl ).",
+        f".B {PROG} completion zsh",
+        "prints one for zsh: save it as",
+        ".I _waihuctl",
+        "in a directory of",
+        ".BR $fpath ,",
+        "such as",
+        r".IR /usr/local/share/zsh/site\-functions .",
+        ".SS Unknown names",
+        "An unknown command, or a campaign or script file that does not exist, is",
+        "reported with the known ones and, when one is close, which was probably meant",
+        r"(\fBunknown command \(aqstauts\(aq; did you mean \(aqstatus\(aq?\fR).",
+    ]
     out += [
         ".SH COMMANDS",
         "Commands that change the daemon's state (calls, campaigns, the do\\-not\\-call list,",
@@ -367,13 +417,18 @@ def manpage() -> str:
         ".B campaign import",
         "that read its file exits 0 even when rows were rejected: they are listed and",
         "written to the rejects file.",
-        f"With {_flag('--json')}, a failure is printed on standard output too, as",
+        f"With {_flag('--json')} anywhere on the command line, a failure is printed on",
+        "standard output instead, as",
         '\\fB{"ok": false, "error": {"code": ..., "message": ...}}\\fR',
-        "with the daemon's code, or",
+        "with the daemon's code (see",
+        ".BR PROTOCOL ),",
+        "or",
         f"\\fB{UNREACHABLE}\\fR",
-        "when the socket cannot be reached, or",
+        "when the socket cannot be reached,",
         f"\\fB{NO_REPLY}\\fR",
-        "when no reply came.",
+        "when no reply came, or",
+        f"\\fB{USAGE}\\fR",
+        "for a usage error (exit status 2).",
         ".SH EXAMPLES",
     ]
     for caption, example in EXAMPLES:

@@ -26,9 +26,12 @@ Error codes:
 - ``parse_error``: the line is not UTF-8 JSON, or longer than ``MAX_LINE_BYTES``
   (the reply's ``id`` is then null);
 - ``bad_request``: valid JSON but not a request — not an object, ``method``
-  not a string, an unknown or missing param, a param of the wrong type;
+  not a string, an unknown or missing param, a param of the wrong type; a call
+  id prefix shorter than ``MIN_CALL_ID_PREFIX`` or that several calls' ids start with
+  (the message lists some of them);
 - ``unknown_method``: no such method;
 - ``not_found``: the thing named (call, script, trunk, campaign) does not exist;
+  no call's id starts with the call id prefix given; the call has no recording;
 - ``unavailable``: the daemon cannot do it now (draining, at ``max_calls``, a
   storage that keeps no campaigns);
 - ``forbidden``: the command changes the daemon's state and the client is not
@@ -134,6 +137,7 @@ from waihu.control.render import (
 __all__ = [
     "ATTEMPTS_PAGE",
     "AUDIT_LIMIT",
+    "CALL_ID_PARAM",
     "CAMPAIGN_PARAM",
     "COMMANDS",
     "COMMANDS_BY_NAME",
@@ -144,7 +148,9 @@ __all__ = [
     "ERROR_CODES",
     "ERROR_MEANINGS",
     "MAX_LINE_BYTES",
+    "MIN_CALL_ID_PREFIX",
     "NUMBERS_PARAM",
+    "RECORDING_CHUNK_BYTES",
     "SOCKET_ENV",
     "VARIABLES_PARAM",
     "WAIT_HELP",
@@ -169,6 +175,12 @@ __all__ = [
 DEFAULT_SOCKET = "/run/waihu/control.sock"  # systemd's RuntimeDirectory=waihu
 SOCKET_ENV = "WAIHU_SOCKET"  # overrides DEFAULT_SOCKET for waihuctl
 MAX_LINE_BYTES = 1 << 20  # 1 MiB: far above any request, low enough to bound a bad client
+# A call id may be shortened to a unique prefix of at least this many characters, as git
+# takes short hashes; fewer would match most of a day's calls (ids start with the date)
+MIN_CALL_ID_PREFIX = 4
+# bytes of a recording per call.recording reply: base64 makes it 4/3 as long, still well
+# under MAX_LINE_BYTES with the reply around it
+RECORDING_CHUNK_BYTES = 512 * 1024
 
 ErrorCode = Literal[
     "parse_error",
@@ -185,9 +197,10 @@ ERROR_MEANINGS: Mapping[str, str] = {
     "parse_error": "the line is not UTF-8 JSON, or is too long",
     "bad_request": "not a request, an unknown or missing param, a param of the wrong type, "
     "or a request the daemon refuses as wrong (bad campaign settings, a state change "
-    "that does not apply)",
+    "that does not apply, a call id prefix that more than one call's id starts with)",
     "unknown_method": "no such method",
-    "not_found": "the call, script, trunk or campaign named does not exist",
+    "not_found": "the call, script, trunk or campaign named does not exist (or the call "
+    "has no recording)",
     "unavailable": "the daemon cannot do it now (draining, at max_calls, a storage "
     "without campaigns)",
     "forbidden": "the command changes state and the client is not in daemon.control_admin_group",
@@ -402,6 +415,14 @@ class Command(CommandEntry):
 
 
 WAIT_HELP = "wait until the call has ended, then show it as 'call show' does"
+CALL_ID_PARAM = Param(
+    name="id",
+    type=str,
+    required=True,
+    positional=True,
+    help="the call's id, as 'call' printed it or 'calls' lists it, or its first "
+    f"{MIN_CALL_ID_PREFIX} or more characters if no other call's id starts with them",
+)
 # a script's {KEY} placeholders are filled the same way for a real call and a typed chat
 VARIABLES_PARAM = Param(
     name="variables",
@@ -629,16 +650,24 @@ COMMANDS: tuple[Command, ...] = (
         description="Show everything filed about one call, live or finished: number, script, "
         "times, SIP outcome, who hung up, grade, tags, recording, and the transcript with "
         "the node of every robot line and the intent and confidence of every reply.",
-        params=(
-            Param(
-                name="id",
-                type=str,
-                required=True,
-                positional=True,
-                help="the call's id, as 'call' printed it or 'calls' lists it",
-            ),
-        ),
+        params=(CALL_ID_PARAM,),
         render=render_call,
+    ),
+    Command(
+        name="call.recording",
+        handler="call_recording",
+        summary="one chunk of a call's recording, base64, for 'call fetch' and 'call play'",
+        description=f"Up to {RECORDING_CHUNK_BYTES} bytes of the call's WAV file from byte "
+        "OFFSET, base64 in 'data', with the file's 'size', its 'channels' (left, right: who "
+        "is heard on each) and, for OFFSET 0, the 'sha256' of the whole file to check the "
+        "copy against. not_found when the call has no recording or its file is gone; "
+        "unavailable while the call is still going on.",
+        params=(
+            CALL_ID_PARAM,
+            Param(name="offset", type=int, default=0, minimum=0, help="the first byte wanted"),
+        ),
+        render=render_value,
+        spelled=False,
     ),
     Command(
         name="watch",
@@ -657,7 +686,8 @@ COMMANDS: tuple[Command, ...] = (
                 type=str,
                 flag="--call",
                 metavar="ID",
-                help="follow only this live call, and stop when it has ended",
+                help="follow only this live call (its id, or a unique prefix of "
+                f"{MIN_CALL_ID_PREFIX} or more characters), and stop when it has ended",
             ),
             Param(
                 name="campaign",

@@ -6,6 +6,12 @@ stay aligned — a prompt and the barge-in that cut it line up to the frame.
 Frames are kept in memory (about 32 KB per second of call at 8 kHz) and
 written once, when the call is over, in a worker thread.
 
+The file is created mode 0640 and the folders the recorder makes 0750, set
+explicitly (``mkstemp`` creates 0600 whatever the umask; systemd's
+``UMask=0027`` would leave 0640 and 0750 alone, a stricter umask would not),
+so that the ``waihu`` group — the operators — can read the recordings, as
+the unit file promises, and nobody else can.
+
 What it is not: a streaming writer. A call that is killed outright loses its
 recording; its result, filed separately, does not depend on it.
 """
@@ -21,12 +27,15 @@ from pathlib import Path
 import numpy as np
 import trio
 
-__all__ = ["StereoRecorder"]
+__all__ = ["CHANNEL_LAYOUT", "DIRECTORY_MODE", "FILE_MODE", "StereoRecorder"]
 
 log = logging.getLogger("waihu.media.recorder")
 
 SAMPLE_WIDTH = 2  # bytes: 16-bit PCM
 CHANNELS = 2  # callee left, robot right (the customary layout of call-centre recordings)
+CHANNEL_LAYOUT = ("callee", "robot")  # who is heard on the left channel, and on the right
+FILE_MODE = 0o640  # the waihu group (operators) may read a recording; others may not
+DIRECTORY_MODE = 0o750  # and may list the folders holding them
 
 
 class StereoRecorder:
@@ -74,12 +83,13 @@ class StereoRecorder:
 
     def _write(self, callee: list[np.ndarray], robot: list[np.ndarray]) -> float:
         audio = _interleave(callee, robot)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _make_folders(self.path.parent)
         fd, tmp_name = tempfile.mkstemp(
             prefix=f".{self.path.stem}-", suffix=".wav", dir=self.path.parent
         )
         tmp = Path(tmp_name)
         try:
+            os.fchmod(fd, FILE_MODE)  # mkstemp made it 0600
             with os.fdopen(fd, "wb") as raw, wave.open(raw, "wb") as wav:
                 wav.setnchannels(CHANNELS)
                 wav.setsampwidth(SAMPLE_WIDTH)
@@ -90,6 +100,21 @@ class StereoRecorder:
             tmp.unlink(missing_ok=True)
             raise
         return audio.shape[0] / self.sample_rate
+
+
+def _make_folders(folder: Path) -> None:
+    """Create ``folder`` and its missing parents, each DIRECTORY_MODE whatever the umask;
+    folders already there keep the mode they have (an administrator's choice)."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue  # made meanwhile by another call's recorder: its mode is set
+        path.chmod(DIRECTORY_MODE)
 
 
 def _interleave(callee: list[np.ndarray], robot: list[np.ndarray]) -> np.ndarray:
