@@ -6,19 +6,32 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_call_lifecycle import call_services, load_hello, new_record, observed
+from test_dispatcher import idle_dispatcher, running, until
 
 import waihu.api
-from waihu.api import BadTarget, CallFailed
+from waihu.api import BadTarget, CallEvent, CallFailed
+from waihu.call import place_call
+from waihu.call_lifecycle import failure_reason
+from waihu.dispatcher import CallRequest, DispatchRefused, TargetRefused, unknown_name
+from waihu.events import EventBus
+from waihu.testing.sipp import sipp_peer
 from waihu_sip.address import SipUri
 from waihu_sip.target import MAX_NUMBER_DIGITS
 from waihu_sip.trunk import SipTrunk
 
+from sip_harness import running_trunk
+
 GOOD = "dial a number (digits 0-9, * and #, a leading + for E.164) or a SIP URI (sip:user@host)"
 DOMAIN = "127.0.0.1:9"  # the test trunk's proxy, where numbers are sent
+TIMEOUT = 30  # seconds of real time; the machine is shared
+REAL_TIME_LIMIT = 60  # with sipp as the callee
+__all__ = ["observed"]  # a fixture, imported to be used here
 
 
 def trunk(tmp_path: Path | None = None) -> SipTrunk:
@@ -209,3 +222,136 @@ def test_whatever_is_accepted_becomes_a_uri_that_parses_back(target: str) -> Non
     assert str(uri).isascii() and " " not in str(uri)
     if not dialled.startswith(("sip:", "sips:")):
         assert set(dialled) <= set("0123456789*#+")  # a number: ASCII digits only
+
+
+# ───────────────────────── a failed call says why ─────────────────────────
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "detail", "error"),
+    [
+        (484, "Address Incomplete", None, "484 Address Incomplete: too few digits"),
+        (486, "Busy Here", None, "486 Busy Here"),
+        (404, "Not Found", None, "404 Not Found: no such number"),
+        (499, "Odd", None, "499 Odd: the request was refused"),  # the 4xx row
+        (302, "Moved", None, "302 Moved"),  # no row of its own: the answer alone
+        (
+            408,
+            "Request Timeout",
+            "no answer within 60 s",
+            "408 Request Timeout: no answer within 60 s",
+        ),
+        (480, "", None, "480: switched off, out of reach"),
+        (None, None, "trunk: no response", "trunk: no response"),
+        (None, None, None, "no final SIP answer, and no other reason known"),
+    ],
+)
+def test_the_failure_reason_is_the_answer_and_what_it_means(
+    status: int | None, reason: str | None, detail: str | None, error: str
+) -> None:
+    assert failure_reason(status, reason, detail) == error
+
+
+async def test_a_target_the_trunk_refuses_when_dialled_files_its_reason(
+    tmp_path: Path, observed: tuple[EventBus, list[CallEvent]]
+) -> None:
+    """place_call straight to a running SIP trunk (no dispatcher to check first): the 484
+    the trunk raises carries the reason into ``error``."""
+    bus, seen = observed
+    loaded = await load_hello(tmp_path)
+    with trio.fail_after(TIMEOUT):
+        async with running_trunk(tmp_path, proxy="127.0.0.1:9") as sip:
+            async with call_services(tmp_path, bus) as services:
+                record = attrs.evolve(new_record(), number="abc")
+                await place_call(services, sip, record, loaded)
+                stored = await services.storage.get_call(record.id)
+    assert (record.status, record.outcome, record.sip_status) == ("failed", "invalid_number", 484)
+    assert record.error == (
+        "484 Address Incomplete: 'abc' is not a phone number or SIP URI "
+        f"('a' does not belong in a phone number): {GOOD}"
+    )
+    assert stored is not None and stored.error == record.error
+    assert seen[-1].kind == "failed" and seen[-1].data["error"] == record.error
+
+
+async def test_a_call_nobody_answers_files_the_ring_timeout(
+    tmp_path: Path, observed: tuple[EventBus, list[CallEvent]]
+) -> None:
+    """sipp rings until the SIP trunk gives up at the ring timeout and CANCELs."""
+    bus, _seen = observed
+    loaded = await load_hello(tmp_path)
+    with trio.fail_after(REAL_TIME_LIMIT):
+        async with sipp_peer("no_answer.xml", tmp_path) as peer:
+            async with running_trunk(tmp_path, proxy=peer.hostport) as sip:
+                async with call_services(tmp_path, bus) as services:
+                    record = attrs.evolve(new_record(), number="1001")
+                    await place_call(services, sip, record, loaded, ring_timeout=1.5)
+                result = await peer.wait()
+    result.check()
+    assert (record.status, record.outcome, record.sip_status) == ("failed", "no_answer", 408)
+    assert record.error == "408 Request Timeout: no answer within 1.5 s"
+
+
+# ───────────────────────── the dispatcher checks before it files ─────────────────────────
+
+
+async def test_a_bad_target_is_refused_before_an_id_is_issued_and_nothing_is_filed(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running(tmp_path) as rig:
+            office = rig.trunk("office")
+            office.check_target = TRUNK.check_target  # type: ignore[attr-defined]
+            request = CallRequest(target="010<1234>;x=1", script="hello", trunk="office")
+            with pytest.raises(TargetRefused) as refused:
+                rig.dispatcher.start(request)
+            assert refused.value.code == "bad_request"
+            assert refused.value.message == (
+                "'010<1234>;x=1' is not a phone number or SIP URI "
+                f"('<' does not belong in a phone number): {GOOD}"
+            )
+            assert rig.dispatcher.live == {} and office.dialled == []
+            assert await rig.providers.storage.recent_calls() == []
+            assert rig.events == []
+            # the line was never taken: both are free
+            for line in [rig.dispatcher.try_acquire_line("office") for _ in range(2)]:
+                line.release()
+            # a good one is dialled as the trunk writes it, and filed so
+            record = rig.dispatcher.start(attrs.evolve(request, target="+86 138-0013-8000"))
+            assert record.number == "+8613800138000"
+            await until(lambda: not rig.dispatcher.live)
+            assert office.dialled[0][0] == "+8613800138000"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("ofice", "no trunk named 'ofice' (did you mean 'office'? known: office, branch)"),
+        ("Branch", "no trunk named 'Branch' (did you mean 'branch'? known: office, branch)"),
+        ("home", "no trunk named 'home' (known: office, branch)"),
+    ],
+)
+def test_an_unknown_trunk_lists_the_known_ones_and_the_closest(
+    tmp_path: Path, name: str, message: str
+) -> None:
+    with pytest.raises(DispatchRefused) as refused:
+        idle_dispatcher(tmp_path).resolve_trunk(name)
+    assert (refused.value.code, refused.value.message) == ("not_found", message)
+
+
+@pytest.mark.parametrize(
+    ("name", "known", "message"),
+    [
+        (
+            "helo",
+            ["hello", "survey"],
+            "no script named 'helo' (did you mean 'hello'? known: hello, survey)",
+        ),
+        ("x", ["hello", "survey"], "no script named 'x' (known: hello, survey)"),
+        ("hello", [], "no script named 'hello' (none loaded)"),
+    ],
+)
+def test_an_unknown_script_lists_the_known_ones_and_the_closest(
+    name: str, known: list[str], message: str
+) -> None:
+    assert unknown_name("script", name, known, none="none loaded") == message
