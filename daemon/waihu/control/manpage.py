@@ -19,6 +19,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from waihu.api import EVENT_KINDS
 from waihu.control.client import (
+    EXIT_NOT_PLACED,
+    EXIT_NOT_TAKEN,
     GLOBAL_OPTIONS,
     NO_REPLY,
     PROG,
@@ -350,6 +352,12 @@ def manpage() -> str:
         ".B campaign import",
         "that read its file exits 0 even when rows were rejected: they are listed and",
         "written to the rejects file.",
+        f"{_flag('call --wait')} exits by how the call ended: 0 when it was answered;",
+        f"{EXIT_NOT_TAKEN} when the callee did not take it (busy, no answer, declined);",
+        f"{EXIT_NOT_PLACED} when it could not be put through (an invalid number, a trunk",
+        "fault, cut off by a shutdown); the reason is printed on standard error and is",
+        f"the call's {_flag('error')}.",
+        "A target the trunk cannot dial is refused before any call is filed: exit 1.",
         f"With {_flag('--json')}, a failure is printed on standard output too, as",
         '\\fB{"ok": false, "error": {"code": ..., "message": ...}}\\fR',
         "with the daemon's code, or",
