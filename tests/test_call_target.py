@@ -9,9 +9,12 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_call_lifecycle import call_services, load_hello, new_record, observed
+from test_campaign_scheduler import SIMULATED_LIMIT, threads_hold_the_clock
+from test_campaign_scheduler import rig as scheduler_rig
 from test_dispatcher import idle_dispatcher, running, until
 
 import waihu.api
@@ -31,7 +34,7 @@ GOOD = "dial a number (digits 0-9, * and #, a leading + for E.164) or a SIP URI 
 DOMAIN = "127.0.0.1:9"  # the test trunk's proxy, where numbers are sent
 TIMEOUT = 30  # seconds of real time; the machine is shared
 REAL_TIME_LIMIT = 60  # with sipp as the callee
-__all__ = ["observed"]  # a fixture, imported to be used here
+__all__ = ["observed", "threads_hold_the_clock"]  # fixtures, imported to be used here
 
 
 def trunk(tmp_path: Path | None = None) -> SipTrunk:
@@ -355,3 +358,36 @@ def test_an_unknown_script_lists_the_known_ones_and_the_closest(
     name: str, known: list[str], message: str
 ) -> None:
     assert unknown_name("script", name, known, none="none loaded") == message
+
+
+# ───────────────────────── a campaign number the trunk refuses ─────────────────────────
+
+
+async def test_a_campaign_number_the_trunk_refuses_is_filed_invalid_with_the_reason(
+    tmp_path: Path, threads_hold_the_clock: trio.testing.MockClock
+) -> None:
+    """The trunk's own rule (a stand-in for a carrier that takes only some numbers) refuses
+    one contact: it is finished as a bad number, never dialled, never retried."""
+
+    def only_mainland(target: str) -> str:
+        if not target.startswith("+86"):
+            raise BadTarget(f"{target!r}: this trunk dials +86 numbers only")
+        return target
+
+    with trio.fail_after(SIMULATED_LIMIT):
+        async with scheduler_rig(tmp_path) as r:
+            r.trunk.check_target = only_mainland  # type: ignore[attr-defined]
+            cid = await r.campaign([("+8613800138000", None), ("+82212345670", None)])
+            await r.service.change(cid, "start", user="tester")
+            await r.until_state(cid, "completed")
+            assert [t for t, _ in r.trunk.dialled] == ["+8613800138000"]
+            shown = await r.service.show(cid)
+            assert shown["outcomes"] == {"answered": 1, "invalid_number": 1}
+            assert shown["contacts"] == {"done": 2}
+            attempts = await r.store.campaign_attempts(cid)
+            (refused,) = [a for a, c in attempts if c.number == "+82212345670"]
+            assert refused.note == "'+82212345670': this trunk dials +86 numbers only"
+            assert refused.ended_at is not None and refused.seq == 1
+            # nothing was filed as a call for it, and its line came back
+            assert await r.store.get_call(refused.call_id) is None
+            assert r.dispatcher.live == {}
