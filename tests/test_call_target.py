@@ -21,6 +21,7 @@ import waihu.api
 from waihu.api import BadTarget, CallEvent, CallFailed
 from waihu.call import place_call
 from waihu.call_lifecycle import failure_reason
+from waihu.control.client import call_exit_status
 from waihu.dispatcher import CallRequest, DispatchRefused, TargetRefused, unknown_name
 from waihu.events import EventBus
 from waihu.testing.sipp import sipp_peer
@@ -330,7 +331,7 @@ async def test_a_bad_target_is_refused_before_an_id_is_issued_and_nothing_is_fil
     ("name", "message"),
     [
         ("ofice", "no trunk named 'ofice' (did you mean 'office'? known: office, branch)"),
-        ("Branch", "no trunk named 'Branch' (did you mean 'branch'? known: office, branch)"),
+        ("BRANCH", "no trunk named 'BRANCH' (did you mean 'branch'? known: office, branch)"),
         ("home", "no trunk named 'home' (known: office, branch)"),
     ],
 )
@@ -391,3 +392,21 @@ async def test_a_campaign_number_the_trunk_refuses_is_filed_invalid_with_the_rea
             # nothing was filed as a call for it, and its line came back
             assert await r.store.get_call(refused.call_id) is None
             assert r.dispatcher.live == {}
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome", "exit_status"),
+    [
+        ("ended", "answered", 0),
+        ("ended", "opted_out", 0),  # a conversation took place
+        ("failed", "busy", 3),
+        ("failed", "no_answer", 3),
+        ("failed", "rejected", 3),
+        ("failed", "invalid_number", 4),
+        ("failed", "unreachable", 4),
+        ("failed", "failed", 4),
+        ("failed", "interrupted", 4),
+    ],
+)
+def test_call_wait_exits_by_how_the_call_ended(status: str, outcome: str, exit_status: int) -> None:
+    assert call_exit_status({"status": status, "outcome": outcome}) == exit_status
