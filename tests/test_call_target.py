@@ -12,15 +12,15 @@ import trio
 import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_call_lifecycle import call_services, load_hello, new_record, observed
-from test_campaign_scheduler import SIMULATED_LIMIT, threads_hold_the_clock
+from test_call_lifecycle import call_services, load_hello, new_record, observed, storage_in
 from test_campaign_scheduler import rig as scheduler_rig
+from test_campaign_scheduler import threads_hold_the_clock
 from test_dispatcher import idle_dispatcher, running, until
 
 import waihu.api
 from waihu.api import BadTarget, CallEvent, CallFailed
 from waihu.call import place_call
-from waihu.call_lifecycle import failure_reason
+from waihu.call_lifecycle import CallLifecycle, failure_reason
 from waihu.control.client import call_exit_status
 from waihu.dispatcher import CallRequest, DispatchRefused, TargetRefused, unknown_name
 from waihu.events import EventBus
@@ -35,6 +35,8 @@ GOOD = "dial a number (digits 0-9, * and #, a leading + for E.164) or a SIP URI 
 DOMAIN = "127.0.0.1:9"  # the test trunk's proxy, where numbers are sent
 TIMEOUT = 30  # seconds of real time; the machine is shared
 REAL_TIME_LIMIT = 60  # with sipp as the callee
+# simulated seconds: two contacts take a few; a contact dialled again and again never ends
+CAMPAIGN_LIMIT = 3600
 __all__ = ["observed", "threads_hold_the_clock"]  # fixtures, imported to be used here
 
 
@@ -256,6 +258,20 @@ def test_the_failure_reason_is_the_answer_and_what_it_means(
     assert failure_reason(status, reason, detail) == error
 
 
+async def test_a_call_failed_with_only_its_sip_answer_files_what_the_answer_means(
+    tmp_path: Path, observed: tuple[EventBus, list[CallEvent]]
+) -> None:
+    bus, seen = observed
+    with trio.fail_after(TIMEOUT):
+        async with storage_in(tmp_path) as storage:
+            life = CallLifecycle(new_record(), storage=storage, events=bus)
+            await life.begin()
+            await life.end(sip_status=404, sip_reason="Not Found")
+            stored = await storage.get_call("c1")
+    assert stored is not None and stored.error == "404 Not Found: no such number"
+    assert seen[-1].data["error"] == "404 Not Found: no such number"
+
+
 async def test_a_target_the_trunk_refuses_when_dialled_files_its_reason(
     tmp_path: Path, observed: tuple[EventBus, list[CallEvent]]
 ) -> None:
@@ -375,7 +391,7 @@ async def test_a_campaign_number_the_trunk_refuses_is_filed_invalid_with_the_rea
             raise BadTarget(f"{target!r}: this trunk dials +86 numbers only")
         return target
 
-    with trio.fail_after(SIMULATED_LIMIT):
+    with trio.fail_after(CAMPAIGN_LIMIT):
         async with scheduler_rig(tmp_path) as r:
             r.trunk.check_target = only_mainland  # type: ignore[attr-defined]
             cid = await r.campaign([("+8613800138000", None), ("+82212345670", None)])
