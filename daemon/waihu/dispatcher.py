@@ -75,8 +75,8 @@ ON_END_SECONDS = 30.0  # an on_end callback (a campaign filing its attempt) may 
 TRUNK_BURST = 1  # calls a trunk may start at once: carriers count calls per second, so spread
 CALL_ID_TIME = "%Y%m%d-%H%M%S-"  # a call id starts with its local start time, for people
 CALL_ID_RANDOM_BYTES = 3  # then random hex: unique among calls started in the same second
-# "did you mean": difflib's default similarity, which takes 'ofice' and 'Office' for 'office'
-# but not 'home' for 'hold'
+# "did you mean": difflib's default similarity, which takes 'ofice' or 'Office' for 'office'
+# but not 'home' (a name that is merely short and shares letters)
 SUGGEST_CUTOFF = 0.6
 
 RefusalCode = Literal["unavailable", "not_found", "bad_request"]
