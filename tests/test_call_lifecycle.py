@@ -400,6 +400,13 @@ async def test_no_record_is_ever_final_without_its_end_time_and_outcome(
     assert len(storage.saved) < 2 + 20  # coalesced, not one save per change
 
 
+# a failed call always says why: what it was told, else its SIP answer and what that means
+FAILURE_REASONS = {
+    486: "486 Busy Here",
+    603: "603 Decline: the callee refused the call",
+}
+
+
 @pytest.mark.parametrize(
     ("ending", "expected"),
     [
@@ -423,7 +430,8 @@ async def test_an_unanswered_call_fails_with_the_outcome_of_its_answer(
             await life.begin()
             record = await life.end(**ending)
     assert (record.status, record.outcome, record.sip_status, record.hangup_by) == expected
-    assert record.error == ending.get("error") and record.ended_at is not None
+    assert record.error == ending.get("error", FAILURE_REASONS.get(record.sip_status))
+    assert record.error and record.ended_at is not None
     assert seen[-1].kind == "failed" and seen[-1].data["outcome"] == expected[1]
     assert_matches_event_kinds(seen)
 
@@ -592,7 +600,7 @@ async def test_place_call_files_grade_tags_answer_time_and_recording(
 @pytest.mark.parametrize(
     ("target", "status", "outcome", "sip", "error"),
     [
-        ("busy", "failed", "busy", 486, None),
+        ("busy", "failed", "busy", 486, "486 Busy Here"),
         ("down", "failed", "failed", None, "trunk: no response from 127.0.0.1:5999"),
     ],
 )

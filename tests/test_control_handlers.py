@@ -118,7 +118,7 @@ async def test_call_places_through_the_dispatcher_and_translates_refusals(
     assert (no_script.code, no_trunk.code, draining.code) == (
         "not_found", "bad_request", "unavailable"
     )  # fmt: skip
-    assert no_script.message == "no script named 'nope' (loaded: hello)"
+    assert no_script.message == "no script named 'nope' (known: hello)"
 
 
 async def test_watch_refuses_unknown_and_ended_calls_and_follows_live_ones(

@@ -139,7 +139,7 @@ def test_trunks_and_scripts_are_looked_up_with_the_known_ones_listed(tmp_path: P
     assert dispatcher.resolve_trunk("branch") == "branch"
     unknown = refused(dispatcher.resolve_trunk, "home")
     assert (unknown.code, unknown.message) == (
-        "not_found", "no trunk named 'home' (trunks: office, branch)"
+        "not_found", "no trunk named 'home' (known: office, branch)"
     )  # fmt: skip
     ambiguous = refused(dispatcher.resolve_trunk, None)
     assert (ambiguous.code, ambiguous.message) == (
@@ -147,7 +147,7 @@ def test_trunks_and_scripts_are_looked_up_with_the_known_ones_listed(tmp_path: P
     )  # fmt: skip
     no_script = refused(dispatcher.script, "hello")  # nothing loaded yet
     assert (no_script.code, no_script.message) == (
-        "not_found", "no script named 'hello' (loaded: none)"
+        "not_found", "no script named 'hello' (none loaded)"
     )  # fmt: skip
 
 
@@ -298,7 +298,7 @@ async def test_start_refuses_at_once_and_holds_nothing(tmp_path: Path) -> None:
                 exc = refused(start, CallRequest(**{"target": "1", "script": "hello", **request}))
                 return exc.code, exc.message
 
-            assert code(script="nope") == ("not_found", "no script named 'nope' (loaded: hello)")
+            assert code(script="nope") == ("not_found", "no script named 'nope' (known: hello)")
             assert code(trunk="home")[0] == "not_found"
             assert code(trunk=None)[0] == "bad_request"  # two trunks and no [call] trunk
             assert code(target="  ", trunk="office") == (

@@ -60,7 +60,7 @@ async def place(tmp_path: Path, scenario: str, *, plays=(), keys=None) -> tuple[
         ) as peer:
             config = write_config(tmp_path / "waihud", proxy=peer.hostport)
             async with running_waihud(config) as daemon:
-                reply = await daemon.request("call", target="callee", script="demo-ko")
+                reply = await daemon.request("call", target="1001", script="demo-ko")
                 record = await daemon.wait_call(reply["call_id"], timeout=CALL_TIMEOUT)
                 result = await peer.wait()
                 assert await daemon.stop() == 0, daemon.log_text()[-3000:]

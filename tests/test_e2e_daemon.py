@@ -33,7 +33,7 @@ async def test_sigterm_drains_then_hangs_up_live_calls_cleanly(tmp_path: Path) -
                 tmp_path / "waihud", proxy=peer.hostport, daemon={"drain_timeout": 2.0}
             )
             async with running_waihud(config) as daemon:
-                call = await daemon.request("call", target="callee", script="demo-ko")
+                call = await daemon.request("call", target="1001", script="demo-ko")
                 with trio.fail_after(30):
                     while (await daemon.request("call.show", id=call["call_id"]))[
                         "status"
@@ -43,7 +43,7 @@ async def test_sigterm_drains_then_hangs_up_live_calls_cleanly(tmp_path: Path) -
                 await trio.sleep(0.5)
                 # draining: no new calls
                 with pytest.raises(ControlError) as refused:
-                    await daemon.request("call", target="callee", script="demo-ko")
+                    await daemon.request("call", target="1001", script="demo-ko")
                 assert refused.value.code == "unavailable"
                 assert await daemon.stop() == 0
             (await peer.wait()).check()  # sipp received the BYE and answered it
@@ -132,7 +132,7 @@ async def test_watch_follows_a_busy_call_from_dialing_to_failed(tmp_path: Path) 
                     header = b""
                     while not header.endswith(b"\n"):  # subscribed: nothing is missed now
                         header += await watcher.stderr.receive_some(4096)
-                    call = await daemon.request("call", target="callee", script="demo-ko")
+                    call = await daemon.request("call", target="1001", script="demo-ko")
                     events: list[dict] = []
                     buffer = b""
                     while not events or events[-1]["event"] != "failed":
@@ -156,7 +156,7 @@ async def test_watch_follows_a_busy_call_from_dialing_to_failed(tmp_path: Path) 
     kinds = [e["event"] for e in events]
     assert kinds[0] == "dialing" and kinds[-1] == "failed"
     assert set(kinds[1:-1]) <= {"ringing"}  # provisional responses, if the trunk reports them
-    assert events[0]["number"] == "callee" and events[0]["script"] == "demo-ko"
+    assert events[0]["number"] == "1001" and events[0]["script"] == "demo-ko"
     assert events[-1]["sip_status"] == 486 and events[-1]["grade"] is None
 
 
@@ -180,7 +180,7 @@ async def test_locked_database_loses_no_result_and_the_daemon_carries_on(tmp_pat
                 locker.execute("BEGIN EXCLUSIVE")
                 try:
                     call = await daemon.request(
-                        "call", target="callee", script="demo-ko", trunk="first"
+                        "call", target="1001", script="demo-ko", trunk="first"
                     )
                     unsaved_mark = f"call {call['call_id']}: unsaved record: "
                     with trio.fail_after(30):
@@ -196,7 +196,7 @@ async def test_locked_database_loses_no_result_and_the_daemon_carries_on(tmp_pat
                 )  # fmt: skip
                 # the daemon carries on and files the next call normally
                 again = await daemon.request(
-                    "call", target="callee", script="demo-ko", trunk="second"
+                    "call", target="1001", script="demo-ko", trunk="second"
                 )
                 record = await daemon.wait_call(again["call_id"])
                 assert (record["status"], record["sip_status"]) == ("failed", 486)
@@ -213,7 +213,7 @@ async def test_a_call_cut_off_by_kill_9_is_reconciled_at_the_next_start(tmp_path
         async with sipp_peer("answer.xml", tmp_path, keys={"bye_wait_ms": "60000"}) as peer:
             config = write_config(tmp_path / "waihud", proxy=peer.hostport)
             async with running_waihud(config) as first:
-                call = await first.request("call", target="callee", script="demo-ko")
+                call = await first.request("call", target="1001", script="demo-ko")
                 with trio.fail_after(30):
                     while (await first.request("call.show", id=call["call_id"]))[
                         "status"

@@ -115,7 +115,7 @@ async def test_baresip_callee_says_yes(tmp_path: Path) -> None:
             config = write_config(tmp_path / "waihud", proxy=peer.hostport)
             async with running_waihud(config) as daemon:
                 notes.add(waihud_log(daemon))
-                reply = await daemon.request("call", target=peer.user, script="demo-ko")
+                reply = await daemon.request("call", target=peer.uri(), script="demo-ko")
                 record = await daemon.wait_call(reply["call_id"], timeout=CALL_TIMEOUT)
                 assert await daemon.stop() == 0
             closed = await peer.wait_call_closed()
@@ -150,7 +150,7 @@ async def test_call_through_a_record_routing_proxy(tmp_path: Path) -> None:
                 config = write_config(tmp_path / "waihud", proxy=proxy.hostport)
                 async with running_waihud(config) as daemon:
                     notes.add(waihud_log(daemon))
-                    reply = await daemon.request("call", target="callee", script="demo-ko")
+                    reply = await daemon.request("call", target="1001", script="demo-ko")
                     record = await daemon.wait_call(reply["call_id"], timeout=CALL_TIMEOUT)
                     result = await callee.wait()
                     assert await daemon.stop() == 0

@@ -134,7 +134,7 @@ async def place(tmp_path: Path, scenario: str, plays: list[Play], **keys: str) -
             with_tts(config)
             async with running_waihud(config) as daemon:
                 reply = await daemon.request(
-                    "call", target="callee", script="tts-ko", variables={"name": NAME}
+                    "call", target="1001", script="tts-ko", variables={"name": NAME}
                 )
                 record = await daemon.wait_call(reply["call_id"], timeout=CALL_TIMEOUT)
                 result = await peer.wait()

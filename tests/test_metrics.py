@@ -626,10 +626,10 @@ async def test_a_running_daemon_counts_its_calls_for_prometheus(tmp_path: Path) 
                 assert found, daemon.log_text()[-3000:]
                 base = found.group(1)
                 before = parse((await scrape(base)).text)
-                answered = await daemon.request("call", target="callee", script="demo-ko")
+                answered = await daemon.request("call", target="1001", script="demo-ko")
                 during = parse((await scrape(base)).text)  # the greeting lasts seconds
                 refused = await daemon.request(
-                    "call", target="callee", script="demo-ko", trunk="busyline"
+                    "call", target="1001", script="demo-ko", trunk="busyline"
                 )
                 await daemon.wait_call(refused["call_id"], timeout=CALL_TIMEOUT)
                 filed = await daemon.wait_call(answered["call_id"], timeout=CALL_TIMEOUT)

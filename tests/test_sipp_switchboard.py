@@ -151,7 +151,7 @@ async def test_a_number_without_a_last_digit_fails_loudly(tmp_path: Path) -> Non
         async with switchboard_peer(tmp_path, 1) as peer:
             async with running_trunk(tmp_path, proxy=peer.hostport) as trunk:
                 with pytest.raises(CallFailed) as failure:
-                    await trunk.dial("callee")
+                    await trunk.dial(peer.uri("callee"))
                 assert (failure.value.status, failure.value.reason) == (484, "Address Incomplete")
                 result = await peer.wait()
         assert not result.passed  # a test that dials a wrong number finds out

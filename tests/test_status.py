@@ -514,9 +514,9 @@ async def test_status_of_a_real_daemon_moves_with_its_calls(tmp_path: Path) -> N
             )
             async with running_waihud(config) as daemon:
                 before = json.loads(await waihuctl(daemon.socket, "--json", "status"))
-                placed = await daemon.request("call", target="x", script="demo-ko", trunk="busy")
+                placed = await daemon.request("call", target="1001", script="demo-ko", trunk="busy")
                 refused = await daemon.wait_call(placed["call_id"])
-                placed = await daemon.request("call", target="x", script="demo-ko")
+                placed = await daemon.request("call", target="1001", script="demo-ko")
                 while (await daemon.request("call.show", id=placed["call_id"]))[
                     "status"
                 ] != "answered":

@@ -27,7 +27,10 @@ the do-not-call list. A transfer to a person
 the transfer over SIP is not implemented yet.
 
 Error handling: a call catches and logs its own errors. Whatever goes wrong —
-a trunk error, an ASR failure, a bug — the record is filed with ``error`` set,
+a final non-2xx answer (``error`` is the answer and why: ``484 Address
+Incomplete: 'abc' is not a phone number…`` when the trunk refused the target,
+``408 Request Timeout: no answer within 60 s`` at the ring timeout), a trunk
+error, an ASR failure, a bug — the record is filed with ``error`` set,
 the leg is hung up if it was answered, and the exception does not leave this
 module; one bad call never takes down the daemon. Cancellation (drain
 deadline, shutdown) also hangs up cleanly, under a shielded, bounded scope.
@@ -60,8 +63,9 @@ from waihu.api import (
     Trunk,
     TrunkError,
     Turn,
+    WaihuError,
 )
-from waihu.call_lifecycle import CallLifecycle, record_as_dict
+from waihu.call_lifecycle import CallLifecycle, failure_reason, record_as_dict
 from waihu.campaign.numbers import InvalidNumber, to_e164
 from waihu.config import CallConfig, MediaConfig
 from waihu.dialog.engine import (
@@ -112,6 +116,7 @@ TRANSFER_TAG = "transfer"  # the tag of a call the script wanted handed to a per
 PRERENDER_RATE = 8000
 TRUNK_ERROR_PREFIX = "trunk: "  # how ``error`` files a transport-level failure
 CANCELLED_ERROR = "cancelled: daemon shutting down"
+RING_TIMEOUT_STATUS = 408  # what a trunk files when the ring timeout passes (Trunk.dial)
 
 
 @attrs.frozen
@@ -270,6 +275,8 @@ async def place_call(
     must be new (``dialing``); it is final (``ended`` or ``failed``) on return.
     """
     life = CallLifecycle(record, storage=services.storage, events=services.events)
+    if ring_timeout is None:
+        ring_timeout = services.call.ring_timeout
     leg: CallLeg | None = None
     ending = _Ending()
     said = call_variables(loaded.script, variables or {})
@@ -282,14 +289,13 @@ async def place_call(
                 leg = await trunk.dial(
                     record.number,
                     caller_id=services.call.caller_id if caller_id is None else caller_id,
-                    ring_timeout=services.call.ring_timeout
-                    if ring_timeout is None
-                    else ring_timeout,
+                    ring_timeout=ring_timeout,
                     on_progress=life.progress,
                 )
             except CallFailed as exc:
                 ending.sip_status, ending.sip_reason = exc.status, exc.reason
-                log.info("call %s to %s: %s %s", record.id, record.number, exc.status, exc.reason)
+                ending.error = failure_reason(exc.status, exc.reason, _known(exc, ring_timeout))
+                log.info("call %s to %s: %s", record.id, record.number, ending.error)
             except TrunkError as exc:
                 ending.error, ending.trunk_error = f"{TRUNK_ERROR_PREFIX}{exc}", True
                 log.warning("call %s to %s: %s", record.id, record.number, exc)
@@ -340,6 +346,17 @@ async def place_call(
                 f", error: {record.error}" if record.error else "",
             )  # fmt: skip
     return record
+
+
+def _known(failure: CallFailed, ring_timeout: float) -> str | None:
+    """What the trunk told beside a final answer: the reason it gave for refusing the
+    target itself (the ``BadTarget`` it raised ``CallFailed`` from), or, for 408, that
+    nobody answered within the ring timeout."""
+    if isinstance(failure.__cause__, WaihuError):
+        return str(failure.__cause__)
+    if failure.status == RING_TIMEOUT_STATUS:
+        return f"no answer within {ring_timeout:g} s"
+    return None
 
 
 async def _converse(

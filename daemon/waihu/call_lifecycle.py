@@ -13,7 +13,9 @@ whether it finished by itself, failed, or was cancelled (drain deadline,
 shutdown, a bug). The final transition (``end``) sets ``status``,
 ``ended_at``, ``outcome`` and ``hangup_by`` in one synchronous step, so no
 save can catch a record "ended" without its end time; it files the record
-and then publishes ``ended`` or ``failed``.
+and then publishes ``ended`` or ``failed``. A ``failed`` record always says
+why in ``error``: what the call was told, else its final SIP answer and what
+that means (``failure_reason``: ``484 Address Incomplete: too few digits``).
 
 Every event of a call is published through its lifecycle, with exactly the
 fields ``waihu.api.EVENT_KINDS`` lists and the call's ``campaign``. Every
@@ -55,7 +57,7 @@ import cattrs
 import trio
 
 from waihu.api import CallRecord, CallStatus, HangupSide, Storage, Turn
-from waihu.campaign.outcomes import outcome_for
+from waihu.campaign.outcomes import OUTCOME_TABLE, outcome_for
 from waihu.dialog.engine import IGNORED_INTENT
 from waihu.events import EventBus
 
@@ -65,6 +67,7 @@ __all__ = [
     "TRANSITIONS",
     "CallLifecycle",
     "IllegalTransition",
+    "failure_reason",
     "last_known_time",
     "reconcile_unfinished",
     "reconciled",
@@ -86,6 +89,7 @@ FINAL_STATUSES: frozenset[CallStatus] = frozenset({"ended", "failed"})
 RINGING_STATUSES = range(180, 190)  # 180 Ringing, 181 forwarded, 182 queued, 183 progress
 FINAL_SAVE_SECONDS = 30.0  # the last save of a record may outlast a cancelled call this long
 INTERRUPTED = "interrupted"  # outcome of a call the daemon stopped before any final answer
+NO_ANSWER_ERROR = "no final SIP answer, and no other reason known"  # never expected; never null
 
 _unstructure = cattrs.Converter().unstructure
 
@@ -116,6 +120,33 @@ def reply_latencies(turns: Iterable[Turn]) -> list[float]:
             latencies.append(max(0.0, turn.started_at - previous.ended_at))
         previous = turn
     return latencies
+
+
+def failure_reason(
+    sip_status: int | None, sip_reason: str | None, detail: str | None = None
+) -> str:
+    """Why an unanswered call failed, for its ``error``: the final SIP answer, then
+    ``detail`` (what the trunk or the call knows: the target's fault, the ring
+    timeout), else what the answer means (``waihu.campaign.outcomes``):
+    ``484 Address Incomplete: too few digits``, ``486 Busy Here``,
+    ``408 Request Timeout: no answer within 60 s``. With no SIP answer at all,
+    ``detail`` alone.
+    """
+    if sip_status is None:
+        return detail or NO_ANSWER_ERROR
+    answer = f"{sip_status} {sip_reason or ''}".strip()
+    explanation = detail or _meaning(sip_status)
+    return f"{answer}: {explanation}" if explanation else answer
+
+
+def _meaning(sip_status: int) -> str:
+    """The outcome table's explanation of a status ("too few digits"); empty where the
+    table only repeats the standard phrase ("Busy Here")."""
+    rule = OUTCOME_TABLE.get(sip_status) or OUTCOME_TABLE.get(f"{sip_status // 100}xx")
+    if rule is None:
+        return ""
+    _phrase, colon, explanation = rule.meaning.partition(": ")
+    return explanation if colon else ""
 
 
 class IllegalTransition(ValueError):
@@ -302,7 +333,8 @@ class CallLifecycle:
         ``hangup_by`` or whoever did first, else the robot); any other call
         ``failed``, its outcome from ``sip_status`` and ``trunk_error`` (see
         ``waihu.campaign.outcomes``), or ``interrupted`` when the daemon cut
-        it off before a final answer. ``error`` is kept if none was set yet.
+        it off before a final answer. ``error`` is kept if none was set yet; a
+        failed call with none gets ``failure_reason`` of its SIP answer.
         The last save is shielded from cancellation (up to
         ``FINAL_SAVE_SECONDS``), so a cancelled call is still filed.
         """
@@ -313,6 +345,8 @@ class CallLifecycle:
         if sip_status is not None:
             record.sip_status, record.sip_reason = sip_status, sip_reason
         record.error = record.error or error
+        if to == "failed" and not record.error:
+            record.error = failure_reason(record.sip_status, record.sip_reason)
         if answered:
             record.hangup_by = record.hangup_by or hangup_by or "robot"
             record.outcome = outcome_for(answered=True, sip_status=record.sip_status)

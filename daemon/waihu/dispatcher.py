@@ -4,9 +4,13 @@ Every call — one placed by an operator (``waihuctl call``), one a campaign
 dials, later the console's and inbound ones — starts with
 ``CallDispatcher.start``. The dispatcher owns:
 
-- *admission*: no call while draining, for a script that is not loaded, a
-  trunk that is not configured, an empty target, or variables that leave one
-  of the script's ``{placeholders}`` empty (blank or absent, with no
+- *admission*: no call while draining, for a script that is not loaded or a
+  trunk that is not configured (the refusal lists the known ones and
+  suggests the closest: ``no trunk named 'ofice' (did you mean 'office'?
+  known: office, backup)``), a target the trunk cannot dial (its
+  ``check_target``: ``TargetRefused`` with the trunk's reason, before any
+  call id is issued or anything filed), or variables that leave one of the
+  script's ``{placeholders}`` empty (blank or absent, with no
   ``[variables]`` default: the callee would hear nothing, or the brace read
   out); each refusal is a ``DispatchRefused`` with a control-socket error code;
 - *lines*: each trunk carries at most its ``lines`` calls at once, and the
@@ -34,17 +38,18 @@ signals (``waihu.daemon``), or the campaign's own limits and contact queue
 
 from __future__ import annotations
 
+import difflib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Literal
 
 import attrs
 import trio
 
-from waihu.api import CallRecord, Trunk, WaihuError
+from waihu.api import BadTarget, CallRecord, Trunk, WaihuError, check_target
 from waihu.call import CallServices, place_call
 from waihu.campaign.pacing import TokenBucket
 from waihu.config import Config
@@ -59,7 +64,9 @@ __all__ = [
     "DispatchRefused",
     "Line",
     "RefusalCode",
+    "TargetRefused",
     "new_call_id",
+    "unknown_name",
 ]
 
 log = logging.getLogger("waihu.dispatcher")
@@ -68,6 +75,9 @@ ON_END_SECONDS = 30.0  # an on_end callback (a campaign filing its attempt) may 
 TRUNK_BURST = 1  # calls a trunk may start at once: carriers count calls per second, so spread
 CALL_ID_TIME = "%Y%m%d-%H%M%S-"  # a call id starts with its local start time, for people
 CALL_ID_RANDOM_BYTES = 3  # then random hex: unique among calls started in the same second
+# "did you mean": difflib's default similarity, which takes 'ofice' or 'Office' for 'office'
+# but not 'home' (a name that is merely short and shares letters)
+SUGGEST_CUTOFF = 0.6
 
 RefusalCode = Literal["unavailable", "not_found", "bad_request"]
 OnEnd = Callable[[CallRecord], Awaitable[None]]
@@ -100,6 +110,30 @@ class DispatchRefused(WaihuError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class TargetRefused(DispatchRefused):
+    """The trunk cannot dial the target (``bad_request``): dialling it again never helps,
+    so a campaign files the contact as an invalid number instead of retrying."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("bad_request", message)
+
+
+def unknown_name(kind: str, name: str, known: Collection[str], *, none: str) -> str:
+    """The refusal for a name that is not among ``known``, listing them and suggesting the
+    closest: ``no trunk named 'ofice' (did you mean 'office'? known: office, backup)``.
+
+    ``none`` says why there are none (``none configured``).
+    """
+    if not known:
+        return f"no {kind} named {name!r} ({none})"
+    listed = ", ".join(known)
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=SUGGEST_CUTOFF)
+    if not close:  # a difference of case alone is also a likely slip
+        close = [k for k in known if k.casefold() == name.casefold()][:1]
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"no {kind} named {name!r} ({hint}known: {listed})"
 
 
 class Line:
@@ -206,15 +240,20 @@ class CallDispatcher:
                 raise DispatchRefused("bad_request", f"say which trunk (configured: {known})")
             (name,) = self._trunk_lines
         if name not in self._trunk_lines:
-            raise DispatchRefused("not_found", f"no trunk named {name!r} (trunks: {known})")
+            raise DispatchRefused(
+                "not_found", unknown_name("trunk", name, self._trunk_lines, none="none configured")
+            )
         return name
 
     def script(self, name: str) -> LoadedScript:
-        """The loaded script ``name``; DispatchRefused not_found naming the loaded ones."""
+        """The loaded script ``name``; DispatchRefused not_found naming the loaded ones and
+        the closest."""
         loaded = self.scripts.get(name)
         if loaded is None:
-            known = ", ".join(sorted(self.scripts.scripts)) or "none"
-            raise DispatchRefused("not_found", f"no script named {name!r} (loaded: {known})")
+            known = sorted(self.scripts.scripts)
+            raise DispatchRefused(
+                "not_found", unknown_name("script", name, known, none="none loaded")
+            )
         return loaded
 
     async def acquire_line(self, trunk: str) -> Line:
@@ -271,7 +310,8 @@ class CallDispatcher:
         """Start one call now; returns its record (``dialing``) while it runs on.
 
         Refuses at once with DispatchRefused — while draining, for an unknown
-        script or trunk, an empty target, a variable the script needs left
+        script or trunk, a target the trunk's ``check_target`` refuses
+        (``TargetRefused``), a variable the script needs left
         empty, a call id already live, or when no
         line is free (``line`` None: one is taken with ``try_acquire_line``;
         a refused caller keeps the line it passed). Once the call's record is
@@ -287,9 +327,12 @@ class CallDispatcher:
         trunk = self.providers.get("trunk", trunk_name)
         if trunk is None:
             raise DispatchRefused("unavailable", f"trunk {trunk_name} is not running")
-        target = request.target.strip()
-        if not target:
-            raise DispatchRefused("bad_request", "target must be a number or SIP URI")
+        try:
+            target = check_target(trunk, request.target)  # as the trunk will dial it
+        except BadTarget as exc:
+            raise TargetRefused(str(exc)) from None
+        if not target:  # a trunk without check_target takes anything else
+            raise TargetRefused("target must be a number or SIP URI")
         missing = missing_variables(loaded.script, request.variables)
         if missing:
             raise DispatchRefused(

@@ -41,10 +41,10 @@ from waihu.api import (
     TrunkError,
     TrunkStatus,
 )
+from waihu_sip import target as target_syntax
 from waihu_sip.address import NameAddress, SipUri, format_host_port
 from waihu_sip.config import SipTrunkConfig
 from waihu_sip.dialog import Dialog
-from waihu_sip.errors import SipParseError
 from waihu_sip.health import (
     Backoff,
     Change,
@@ -351,25 +351,23 @@ class SipTrunk(Provider):
         self._note(self._health.dial_answered(time.time()))
         return leg
 
+    def check_target(self, target: str) -> str:
+        """``target`` as it will be dialled (a number or a SIP URI), or ``BadTarget``.
+
+        What is accepted, and how it is written, is ``waihu_sip.target``'s: the
+        core calls this before it issues a call id; ``dial`` applies the same
+        check through ``target_uri``.
+        """
+        return target_syntax.check_target(target)
+
     def target_uri(self, target: str) -> SipUri:
-        """The Request-URI for ``target``; raises ``CallFailed(484)`` when it is not dialable."""
-        text = target.strip()
+        """The Request-URI for ``target``; raises ``CallFailed(484)`` when it is not dialable,
+        caused by the ``BadTarget`` that says why."""
         try:
-            if text.lower().startswith("sip:"):
-                return SipUri.parse(text)
-            if text.lower().startswith("tel:"):
-                text = text[4:].partition(";")[0]
-            user, at, host = text.partition("@")
-            user = user.translate(VISUAL_SEPARATORS) if not at else user
-            if not user or not set(user) <= _USER_CHARS:
-                raise SipParseError(f"not a number or SIP user: {target!r}")
-            user = user.replace("#", "%23")
-            if at:
-                return SipUri.parse(f"sip:{user}@{host}")
-            return SipUri.parse(f"sip:{user}@{self._domain()}")
-        except SipParseError as exc:
+            return target_syntax.request_uri(self.check_target(target), self._domain())
+        except target_syntax.BadTarget as exc:
             self.log.warning("cannot dial %r: %s", target, exc)
-            raise CallFailed(484, "Address Incomplete") from None
+            raise CallFailed(484, "Address Incomplete") from exc
 
     def _domain(self) -> str:
         if self.config.domain:

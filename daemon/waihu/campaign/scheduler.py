@@ -69,7 +69,14 @@ from waihu.campaign.pacing import TokenBucket
 from waihu.campaign.settings import settings_from_row
 from waihu.config import ConfigError
 from waihu.dialog.library import missing_variables
-from waihu.dispatcher import CallDispatcher, CallRequest, DispatchRefused, Line, new_call_id
+from waihu.dispatcher import (
+    CallDispatcher,
+    CallRequest,
+    DispatchRefused,
+    Line,
+    TargetRefused,
+    new_call_id,
+)
 from waihu.events import EventBus
 from waihu.notify.leads import NotifyRule, digest_notification, lead_from_call, lead_notification
 from waihu.notify.outbox import OutboxDelivery
@@ -468,6 +475,17 @@ class CampaignRunner:
 
         try:
             dispatcher.start(request, line=slot.line, on_end=on_end)
+        except TargetRefused as exc:
+            # the trunk cannot dial this number, now or later: a bad number, never retried
+            end = self.scheduler.now()
+            state, next_at = self.policy.decide("invalid_number", attempt.seq, end)
+            await self.store.finish_attempt(
+                attrs.evolve(attempt, ended_at=end, outcome="invalid_number", note=exc.message),
+                contact_state=state,
+                next_at=next_at,
+            )
+            log.warning("campaign %s: contact %s: %s", self.row.id, contact.number, exc.message)
+            slot.release()
         except DispatchRefused as exc:
             # committed but never dialled: filed as such, the contact due again soon
             end = self.scheduler.now()

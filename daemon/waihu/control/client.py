@@ -27,6 +27,12 @@ An unknown command word says which are known and the closest
 a script file that does not exist, among the scripts beside it (on stderr,
 before the command reports the file its own way).
 
+``call --wait`` exits by how the call ended: 0 answered, 3
+(``EXIT_NOT_TAKEN``) when the callee did not take it (busy, no answer,
+declined), 4 (``EXIT_NOT_PLACED``) when it could not be put through (an
+invalid number, a trunk fault, cut off by a shutdown). While it waits, a
+terminal sees one line rewritten in place with the time so far.
+
 What it is not: the server (``server``), or anything the daemon imports.
 """
 
@@ -72,6 +78,7 @@ __all__ = [
     "GlobalOption",
     "NoReply",
     "build_parser",
+    "call_exit_status",
     "did_you_mean",
     "groups",
     "main",
@@ -88,6 +95,11 @@ MAX_REPLY_BYTES = 64 * MAX_LINE_BYTES  # a call.show of a long call is large, bu
 ENDED = ("ended", "failed")  # call states, and kinds of a call's last event
 EXIT_FAILED = 1
 EXIT_USAGE = 2  # as argparse exits for a usage error
+# `call --wait`: how the call ended, for scripts (0: answered)
+EXIT_NOT_TAKEN = 3  # the callee did not take it: busy, no answer, declined
+EXIT_NOT_PLACED = 4  # it could not be put through: a bad number, a trunk fault, cut off
+NOT_TAKEN = frozenset({"busy", "no_answer", "rejected"})  # outcomes that are the callee's doing
+REWRITE_LINE = "\r\x1b[K"  # back to the line's start and clear it (ECMA-48 EL)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 # --json codes for failures no daemon answered: waihuctl's own, beside the protocol's
 UNREACHABLE = "unreachable"
@@ -521,17 +533,67 @@ def _show(result: Any, command: Command, as_json: bool) -> None:
 
 
 def _wait_for_end(client: ControlClient, call_id: str) -> Any:
-    """Poll ``call.show`` until the call has ended; report each new state on stderr."""
+    """Poll ``call.show`` until the call has ended, reporting on stderr how it goes.
+
+    On a terminal one line is rewritten in place with the time so far
+    (``dialling 1001 · ringing · 4 s``); otherwise each new state is a line
+    (``call ID ringing``). The last line says how it ended, and why when it failed.
+    """
+    live = sys.stderr.isatty()
+    started = time.monotonic()
+    try:
+        return _poll_until_ended(client, call_id, live=live, started=started)
+    except KeyboardInterrupt:
+        if live:
+            sys.stderr.write(REWRITE_LINE)  # the next message starts on a clean line
+        raise
+
+
+def _poll_until_ended(client: ControlClient, call_id: str, *, live: bool, started: float) -> Any:
     seen = None
     while True:
         record = client.request("call.show", {"id": call_id})
         status = record.get("status")
-        if status != seen:
-            emit(f"{PROG}: call {call_id} {status}", sys.stderr)
-            seen = status
         if status in ENDED:
+            if live:
+                sys.stderr.write(REWRITE_LINE)
+            emit(_ending_line(record), sys.stderr)
             return record
+        if live:
+            line = REWRITE_LINE + _progress_line(record, time.monotonic() - started)
+            encoding = sys.stderr.encoding or "ascii"
+            # a terminal that cannot show '·' (or the number) still gets the line, escaped
+            sys.stderr.write(line.encode(encoding, "backslashreplace").decode(encoding))
+            sys.stderr.flush()
+        elif status != seen:
+            emit(f"{PROG}: call {call_id} {status}", sys.stderr)
+        seen = status
         time.sleep(WAIT_POLL_SECONDS)
+
+
+def _progress_line(record: Mapping[str, Any], elapsed: float) -> str:
+    """``waihuctl: dialling 1001 · ringing · 4 s``, or ``… 1001 answered · 15 s``."""
+    number, status = record.get("number"), record.get("status")
+    if status == "answered":
+        return f"{PROG}: {number} answered · {elapsed:.0f} s"
+    steps = [f"dialling {number}", *(["ringing"] if status == "ringing" else [])]
+    return f"{PROG}: {' · '.join(steps)} · {elapsed:.0f} s"
+
+
+def _ending_line(record: Mapping[str, Any]) -> str:
+    """``waihuctl: call ID ended``, or ``… failed (busy): 486 Busy Here``."""
+    line = f"{PROG}: call {record.get('id')} {record.get('status')}"
+    if record.get("status") == "failed":
+        line += f" ({record.get('outcome')}): {record.get('error')}"
+    return line
+
+
+def call_exit_status(record: Mapping[str, Any]) -> int:
+    """``call --wait``'s exit status for the ended call: 0 answered, EXIT_NOT_TAKEN when
+    the callee did not take it, EXIT_NOT_PLACED when it could not be put through."""
+    if record.get("status") == "ended":
+        return 0
+    return EXIT_NOT_TAKEN if record.get("outcome") in NOT_TAKEN else EXIT_NOT_PLACED
 
 
 def _follow(client: ControlClient, result: Any, as_json: bool) -> int:
@@ -610,7 +672,8 @@ def _run(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 emit(f"{PROG}: stopped waiting; call {call_id} goes on", sys.stderr)
                 return EXIT_INTERRUPTED
-            command = COMMANDS_BY_NAME["call.show"]
+            _show(result, COMMANDS_BY_NAME["call.show"], args.json)
+            return call_exit_status(result)
     _show(result, command, args.json)
     return 0
 

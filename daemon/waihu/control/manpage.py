@@ -18,6 +18,8 @@ from collections.abc import Mapping
 
 from waihu.api import EVENT_KINDS
 from waihu.control.client import (
+    EXIT_NOT_PLACED,
+    EXIT_NOT_TAKEN,
     GLOBAL_OPTIONS,
     NO_REPLY,
     PROG,
@@ -417,6 +419,12 @@ def manpage() -> str:
         ".B campaign import",
         "that read its file exits 0 even when rows were rejected: they are listed and",
         "written to the rejects file.",
+        f"{_flag('call --wait')} exits by how the call ended: 0 when it was answered;",
+        f"{EXIT_NOT_TAKEN} when the callee did not take it (busy, no answer, declined);",
+        f"{EXIT_NOT_PLACED} when it could not be put through (an invalid number, a trunk",
+        "fault, cut off by a shutdown); the reason is printed on standard error and is",
+        f"the call's {_flag('error')}.",
+        "A target the trunk cannot dial is refused before any call is filed: exit 1.",
         f"With {_flag('--json')} anywhere on the command line, a failure is printed on",
         "standard output instead, as",
         '\\fB{"ok": false, "error": {"code": ..., "message": ...}}\\fR',
