@@ -9,6 +9,7 @@ failure that is not the configuration's, 2 for a command-line mistake.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -26,6 +27,7 @@ EX_CONFIG = 78
 EX_SOFTWARE = 1
 EX_USAGE = 2
 RUN_TIMEOUT = 180  # seconds: a start that gets as far as loading the model takes a while
+MAX_SOCKET_PATH_BYTES = 107  # sun_path is 108 bytes on Linux, with its terminating NUL
 
 
 def start(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -185,3 +187,34 @@ async def test_no_trunk_starts_ready_and_logs_the_warning(tmp_path: Path) -> Non
         f"waihu.daemon: {config}: trunk: no [trunk.NAME] section: the daemon runs but cannot"
         " place calls; add a trunk (see waihud.toml(5))"
     ]
+
+
+def test_a_control_socket_path_too_long_for_unix_sockets_exits_78_naming_the_key(
+    tmp_path: Path,
+) -> None:
+    """Found while the socket is set up, after the providers started: still 78 and the key."""
+    config = good_config(tmp_path)
+    path = tmp_path / ("x" * (MAX_SOCKET_PATH_BYTES + 1 - len(str(tmp_path)))) / "control.sock"
+    edit(config, str(tmp_path / "etc" / "control.sock"), str(path))
+    run = start(config)
+    assert run.returncode == EX_CONFIG
+    assert errors(run)[-1] == (
+        f"waihud: {config}: daemon.control_socket: control socket path {path} is too long:"
+        f" {path} is {len(str(path))} bytes, and a unix socket's path has at most"
+        f" {MAX_SOCKET_PATH_BYTES}"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="for others /proc is not writable: preflight says so")
+def test_a_state_directory_the_system_refuses_to_create_exits_78_naming_the_key(
+    tmp_path: Path,
+) -> None:
+    """/proc looks writable to root, but no directory can be made there: only mkdir tells."""
+    config = good_config(tmp_path)
+    state = Path("/proc") / f"waihu-test-{tmp_path.name}"
+    edit(config, str(tmp_path / "etc" / "state"), str(state))
+    run = start(config)
+    assert run.returncode == EX_CONFIG
+    assert errors(run)[-1] == (
+        f"waihud: {config}: daemon.state_dir: cannot create {state}: No such file or directory"
+    )
