@@ -218,3 +218,41 @@ def test_a_state_directory_the_system_refuses_to_create_exits_78_naming_the_key(
     assert errors(run)[-1] == (
         f"waihud: {config}: daemon.state_dir: cannot create {state}: No such file or directory"
     )
+
+
+def test_a_plugin_that_cannot_be_imported_is_named_with_how_to_block_it(tmp_path: Path) -> None:
+    """A third-party distribution on the path whose module imports something missing."""
+    site = tmp_path / "site"
+    dist_info = site / "waihu_broken-1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: waihu-broken\nVersion: 1.0\n", encoding="utf-8"
+    )
+    (dist_info / "entry_points.txt").write_text(
+        "[waihu]\nbroken = waihu_broken\n", encoding="utf-8"
+    )
+    (site / "waihu_broken.py").write_text("import no_such_dependency\n", encoding="utf-8")
+    config = good_config(tmp_path)
+    env = {**os.environ, "PYTHONPATH": f"{os.environ.get('PYTHONPATH', '')}:{site}"}
+    for command in (["--check-config", str(config)], ["--config", str(config)]):
+        run = subprocess.run(
+            [sys.executable, "-m", "waihu.daemon", *command],
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            env=env,
+        )
+        assert run.returncode == EX_CONFIG
+        assert errors(run) == [
+            "waihud: plugin error: plugin broken (waihu_broken) cannot be loaded:"
+            " ModuleNotFoundError: No module named 'no_such_dependency'; reinstall it,"
+            " or block it with WAIHU_DISABLE_PLUGINS=broken"
+        ]
+    blocked = subprocess.run(
+        [sys.executable, "-m", "waihu.daemon", "--check-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env={**env, "WAIHU_DISABLE_PLUGINS": "broken"},
+    )
+    assert (blocked.returncode, blocked.stdout) == (0, f"{config}: OK\n"), blocked.stderr
