@@ -12,7 +12,10 @@ structured by the core before the plugin's ``Config`` sees the rest. Any other
 top-level section is refused. Structuring is strict: an unknown key, a wrong
 type or a value a validator refuses is an error naming the file and the full
 key path, e.g. ``/etc/waihu/waihud.toml: trunk.office.local_port: must be
-0–65535``. All problems are collected and reported together.
+0–65535``. All problems are collected and reported together: every value
+a table's validators refuse (attrs stops at the first, so each validator is
+then asked on its own), and a reference such as ``call.trunk`` only when no
+such table exists at all (one with its own problems is not "missing").
 
 What it is not: the provider registry (``waihu.plugins``) or the code that
 builds providers (``waihu.providers``).

@@ -48,8 +48,9 @@ connection: a second ``watch`` on it is refused.
 
 Error handling: a socket that cannot be set up — a group that does not exist,
 a group the daemon may not give the socket to, a path taken by a file or by
-another live daemon — raises ``ControlSocketError`` naming path and group,
-and leaves nothing behind. A bad line (not JSON, too long, not a request)
+another live daemon — raises ``ControlSocketError`` naming path and group
+(and, in its ``key``, the ``[daemon]`` key to change when the configuration is
+at fault), and leaves nothing behind. A bad line (not JSON, too long, not a request)
 gets an error reply and the connection stays usable. A handler's
 ``ControlError`` becomes that error's reply; any other exception becomes
 ``internal``, logged with its traceback. An event that is not plain JSON is
