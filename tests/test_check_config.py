@@ -210,13 +210,13 @@ def test_a_missing_scripts_directory_is_an_error(tmp_path: Path) -> None:
 def test_two_scripts_of_one_name_are_an_error_naming_both_files(tmp_path: Path) -> None:
     scripts = tmp_path / "scripts"
     shutil.copytree(SCRIPTS_DIR / "prompts", scripts / "prompts")
-    shutil.copy(SCRIPTS_DIR / "demo-ko.toml", scripts / "demo-ko.toml")
-    shutil.copy(SCRIPTS_DIR / "demo-ko.toml", scripts / "demo-ko-copy.toml")
+    for copy in ("offer-a.toml", "offer-b.toml"):  # neither file is named after the script
+        shutil.copy(SCRIPTS_DIR / "demo-ko.toml", scripts / copy)
     run = check_config(good_config(tmp_path, scripts_dir=scripts))
     assert run.returncode == EX_CONFIG
     assert lines(run) == [
-        f"waihud: {scripts / 'demo-ko.toml'}: script.name: 'demo-ko' is also the name of"
-        f" {scripts / 'demo-ko-copy.toml'}"
+        f"waihud: {scripts / 'offer-b.toml'}: script.name: 'demo-ko' is also the name of"
+        f" {scripts / 'offer-a.toml'}"
     ]
 
 
