@@ -11,11 +11,16 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
-from waihu.api import ConfigProblem
+from waihu.api import ConfigProblem, Provider, hookimpl
+from waihu.config import load_config
+from waihu.plugins import collect_provider_types, make_plugin_manager
+from waihu.preflight import Findings, preflight
 from waihu.testing.daemon import SCRIPTS_DIR, write_config
 from waihu_vosk.engine import VoskEngine
 
@@ -341,3 +346,64 @@ def test_the_shipped_sample_config_names_what_this_machine_lacks_not_a_traceback
     assert run.returncode in (0, EX_CONFIG)
     for line in run.stderr.splitlines():
         assert line.startswith(("waihud: warning: ", "waihud: ")), line
+
+
+# ───────────────────────── a third-party plugin's check ─────────────────────────
+
+
+class CheckedAsr(VoskEngine):
+    """A vosk engine under another type name whose check says what the test wants."""
+
+    type_name = "checked"
+    answer: ClassVar[Callable[[str], list[ConfigProblem]]]
+
+    @classmethod
+    def check(cls, config: VoskEngine.Config, *, section: str) -> list[ConfigProblem]:
+        return cls.answer(section)
+
+
+class CheckedPlugin:
+    @hookimpl
+    def waihu_asr_types(self) -> list[type[Provider]]:
+        return [CheckedAsr]
+
+
+def preflight_of(tmp_path: Path, answer: Callable[[str], list[ConfigProblem]]) -> Findings:
+    CheckedAsr.answer = staticmethod(answer)
+    config = good_config(tmp_path)
+    edit(config, 'type = "vosk"', 'type = "checked"')
+    types = collect_provider_types(make_plugin_manager(extra=[CheckedPlugin()]))
+    return preflight(load_config(config, types), types)
+
+
+def test_a_plugins_problems_are_placed_at_their_key_errors_apart_from_warnings(
+    tmp_path: Path,
+) -> None:
+    found = preflight_of(
+        tmp_path,
+        lambda section: [
+            ConfigProblem(f"{section}.model", "cannot be used: do this"),
+            ConfigProblem(f"{section}.grammar", "is slow", warning=True),
+        ],
+    )
+    config = tmp_path / "etc" / "waihud.toml"
+    assert found == Findings(
+        errors=[f"{config}: asr.default.model: cannot be used: do this"],
+        warnings=[f"{config}: asr.default.grammar: is slow"],
+    )
+
+
+def test_a_check_that_raises_is_a_warning_naming_the_section_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    def broken(section: str) -> list[ConfigProblem]:
+        raise RuntimeError("the plugin's own bug")
+
+    found = preflight_of(tmp_path, broken)
+    config = tmp_path / "etc" / "waihud.toml"
+    assert found == Findings(
+        warnings=[
+            f"{config}: asr.default: the check of type 'checked' failed (RuntimeError: the"
+            " plugin's own bug); it is not checked before start-up"
+        ]
+    )
