@@ -407,3 +407,17 @@ def test_a_check_that_raises_is_a_warning_naming_the_section_not_a_crash(
             " plugin's own bug); it is not checked before start-up"
         ]
     )
+
+
+def test_a_problem_in_the_file_does_not_hide_the_model_a_valid_table_names(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "no-model"
+    config = good_config(tmp_path, model=str(missing), media={"jitter_depth": 0})
+    run = check_config(config)
+    assert run.returncode == EX_CONFIG
+    assert lines(run) == [
+        f"waihud: {config}: media.jitter_depth: must be greater than 0, not 0",
+        f"waihud: {config}: asr.default.model: model directory {missing} does not exist:"
+        f" unpack a vosk model ({MODELS_URL}) there, or set model = to where one is",
+    ]

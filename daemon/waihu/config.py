@@ -57,13 +57,22 @@ class ConfigError(WaihuError):
     """The configuration cannot be used; ``problems`` lists each fault, file and key first.
 
     ``warnings`` lists what was found besides, that would not stop start-up on its
-    own (reported with the problems, so that one run shows everything).
+    own (reported with the problems, so that one run shows everything);
+    ``sections`` the provider tables of the file that are valid nonetheless,
+    for checks that can still be made on them.
     """
 
-    def __init__(self, problems: list[str], *, warnings: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        problems: list[str],
+        *,
+        warnings: list[str] | None = None,
+        sections: tuple[ProviderSection, ...] = (),
+    ) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
         self.warnings = warnings or []
+        self.sections = sections
 
 
 _not_blank = check(lambda v: bool(v.strip()), "must not be empty")
@@ -365,7 +374,7 @@ def load_config(path: Path | str, provider_types: ProviderTypes) -> Config:
                 problems.append(f"{path}: call.{kind_name}: no [{kind_name}.{wanted}] section")
 
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, sections=tuple(providers))
     return Config(
         path=path,
         daemon=daemon,

@@ -60,7 +60,7 @@ from waihu.api import CampaignStore, Storage, WaihuError
 from waihu.call_lifecycle import reconcile_unfinished
 from waihu.campaign.scheduler import CampaignScheduler
 from waihu.campaign.service import CampaignService
-from waihu.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from waihu.config import DEFAULT_CONFIG_PATH, Config, ConfigError
 from waihu.control.handlers import ControlHandlers, daemon_version
 from waihu.control.server import ControlServer, ControlSocketError
 from waihu.dialog.library import ScriptLibrary, SpeechCache
@@ -69,7 +69,7 @@ from waihu.events import EventBus
 from waihu.media.media_clock import MediaClock
 from waihu.notify.outbox import OutboxDelivery
 from waihu.plugins import PluginError, collect_provider_types, make_plugin_manager
-from waihu.preflight import check_scripts, preflight
+from waihu.preflight import check_scripts, checked_config
 from waihu.providers import Providers
 
 __all__ = ["EX_CONFIG", "EX_SOFTWARE", "EX_USAGE", "HEARTBEAT_SECONDS", "Daemon", "check", "main"]
@@ -262,9 +262,7 @@ def check_config(config_path: Path, pm: pluggy.PluginManager) -> tuple[Config, l
 
     Raises ConfigError listing every problem (and the warnings) found.
     """
-    types = collect_provider_types(pm)
-    config = load_config(config_path, types)
-    found = preflight(config, types)
+    config, found = checked_config(config_path, collect_provider_types(pm))
     found.extend(check_scripts(config))
     if found.errors:
         raise ConfigError(found.errors, warnings=found.warnings)
@@ -278,9 +276,7 @@ def check(config_path: Path, pm: pluggy.PluginManager) -> Config:
 
 def _load_for_start(config_path: Path, pm: pluggy.PluginManager) -> Config:
     """The config start-up runs with, once preflight found no error; warnings are logged."""
-    types = collect_provider_types(pm)
-    config = load_config(config_path, types)
-    found = preflight(config, types)
+    config, found = checked_config(config_path, collect_provider_types(pm))
     if found.errors:
         raise ConfigError(found.errors, warnings=found.warnings)
     for warning in found.warnings:

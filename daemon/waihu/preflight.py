@@ -1,9 +1,11 @@
 """What start-up would trip over, found before anything starts.
 
-``waihud --check-config`` and start-up both run ``preflight`` on a config that
-``waihu.config.load_config`` has already validated, so that a broken
-configuration is refused in one place, with every problem at once, before the
-speech model takes seconds to load:
+``waihud --check-config`` and start-up both read the file with
+``checked_config``: ``waihu.config.load_config`` validates it, then
+``preflight`` looks further, so that a broken configuration is refused in one
+place, with every problem at once, before the speech model takes seconds to
+load (while the file has problems of its own, only the providers' checks run,
+on its valid tables):
 
 - every configured provider's own ``Provider.check`` (a missing speech model,
   a proxy that does not resolve…), through ``waihu.providers.check_providers``;
@@ -42,12 +44,12 @@ from pathlib import Path
 
 import attrs
 
-from waihu.config import Config
+from waihu.config import Config, ConfigError, ProviderSection, load_config
 from waihu.dialog.library import script_files, without_tts
 from waihu.dialog.script import ScriptError, load_script
 from waihu.providers import ProviderTypes, check_providers
 
-__all__ = ["Findings", "check_scripts", "preflight"]
+__all__ = ["Findings", "check_scripts", "checked_config", "preflight"]
 
 # what to do about a directory the daemon may not write
 _FIX_RIGHTS = (
@@ -68,12 +70,25 @@ class Findings:
         self.warnings += other.warnings
 
 
+def checked_config(path: Path, types: ProviderTypes) -> tuple[Config, Findings]:
+    """The config in ``path`` and what ``preflight`` found in it, errors and warnings.
+
+    Raises ConfigError for a file with problems of its own, adding those the
+    providers' checks find in its valid tables, so that one run shows both.
+    """
+    try:
+        config = load_config(path, types)
+    except ConfigError as exc:
+        found = _provider_findings(Path(path), exc.sections, types)
+        raise ConfigError(
+            exc.problems + found.errors, warnings=exc.warnings + found.warnings
+        ) from None
+    return config, preflight(config, types)
+
+
 def preflight(config: Config, types: ProviderTypes) -> Findings:
     """Everything start-up would find wrong with ``config`` and the machine, at once."""
-    found = Findings()
-    for problem in check_providers(config, types):
-        line = f"{config.path}: {problem.key}: {problem.message}"
-        (found.warnings if problem.warning else found.errors).append(line)
+    found = _provider_findings(config.path, config.providers, types)
     found.errors += [f"{config.path}: {line}" for line in _directory_problems(config)]
     found.errors += [f"{config.path}: {line}" for line in _group_problems(config)]
     if not config.sections("trunk"):
@@ -81,6 +96,16 @@ def preflight(config: Config, types: ProviderTypes) -> Findings:
             f"{config.path}: trunk: no [trunk.NAME] section: the daemon runs but cannot"
             " place calls; add a trunk (see waihud.toml(5))"
         )
+    return found
+
+
+def _provider_findings(
+    path: Path, sections: tuple[ProviderSection, ...], types: ProviderTypes
+) -> Findings:
+    found = Findings()
+    for problem in check_providers(sections, types):
+        line = f"{path}: {problem.key}: {problem.message}"
+        (found.warnings if problem.warning else found.errors).append(line)
     return found
 
 

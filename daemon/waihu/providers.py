@@ -34,7 +34,7 @@ validation (``waihu.config``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +58,7 @@ from waihu.api import (
 )
 
 if TYPE_CHECKING:
-    from waihu.config import Config
+    from waihu.config import Config, ProviderSection
 
 __all__ = [
     "KINDS_BY_NAME",
@@ -172,14 +172,16 @@ def provider_context(
 ProviderTypes = Mapping[str, Mapping[str, type[Provider]]]  # kind → type name → class
 
 
-def check_providers(config: Config, types: ProviderTypes) -> list[ConfigProblem]:
-    """Every problem the providers' own ``check`` finds in ``config``, in file order.
+def check_providers(
+    sections: Iterable[ProviderSection], types: ProviderTypes
+) -> list[ConfigProblem]:
+    """Every problem the providers' own ``check`` finds in ``sections``, in order.
 
     A ``check`` that raises, or returns something else than a list of
     ``ConfigProblem``, gives a warning naming the section instead.
     """
     found: list[ConfigProblem] = []
-    for section in config.providers:
+    for section in sections:
         cls = types[section.kind][section.type]
         try:
             problems = list(cls.check(section.config, section=section.key))
