@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_PATH = Path("/etc/waihu/waihud.toml")
+LOG_LEVELS = ("debug", "info", "warning", "error")  # daemon.log_level and waihud --log-level
 
 
 class ConfigError(WaihuError):
@@ -86,9 +87,7 @@ class DaemonConfig:
     state_dir: str = "/var/lib/waihu"
     scripts_dir: str = "/etc/waihu/scripts"
     recordings_dir: str = "recordings"  # relative to state_dir unless absolute
-    log_level: str = attrs.field(
-        default="info", validator=one_of("debug", "info", "warning", "error")
-    )
+    log_level: str = attrs.field(default="info", validator=one_of(*LOG_LEVELS))
     drain_timeout: float = attrs.field(default=30.0, validator=positive())
     max_calls: int = attrs.field(default=50, validator=positive())
     cpu_threads: int = attrs.field(default=2, validator=positive())

@@ -60,7 +60,7 @@ from waihu.api import CampaignStore, Storage, WaihuError
 from waihu.call_lifecycle import reconcile_unfinished
 from waihu.campaign.scheduler import CampaignScheduler
 from waihu.campaign.service import CampaignService
-from waihu.config import DEFAULT_CONFIG_PATH, Config, ConfigError
+from waihu.config import DEFAULT_CONFIG_PATH, LOG_LEVELS, Config, ConfigError
 from waihu.control.handlers import ControlHandlers, daemon_version
 from waihu.control.server import ControlServer, ControlSocketError
 from waihu.dialog.library import ScriptLibrary, SpeechCache
@@ -79,7 +79,6 @@ log = logging.getLogger("waihu.daemon")
 EX_CONFIG = 78  # sysexits.h: configuration error; systemd's RestartPreventExitStatus
 EX_SOFTWARE = 1  # start-up failed for another reason, or a bug: systemd may restart
 EX_USAGE = 2  # a command-line mistake (argparse's own exit status)
-LOG_LEVELS = ("debug", "info", "warning", "error")  # as daemon.log_level accepts them
 # How often the daemon says it is alive. After a crash its unfinished calls are ended at
 # the last beat, so this bounds how wrong their end time can be.
 HEARTBEAT_SECONDS = 5.0
