@@ -202,7 +202,12 @@ def test_toml_syntax_error(tmp_path: Path, provider_types: dict) -> None:
 
 def test_waihud_check_config_exit_codes(tmp_path: Path) -> None:
     """The command line: 0 and OK for a good file, 78 (EX_CONFIG) and the key for a bad one."""
-    good = write(tmp_path, MINIMAL + f'\n[daemon]\nscripts_dir = "{tmp_path}/none"\n')
+    (tmp_path / "scripts").mkdir()
+    good = write(
+        tmp_path,
+        MINIMAL + f'\n[daemon]\nscripts_dir = "{tmp_path}/scripts"\nstate_dir = "{tmp_path}"\n'
+        f'control_socket = "{tmp_path}/control.sock"\n',
+    )
     run = subprocess.run(
         [sys.executable, "-m", "waihu.daemon", "--check-config", str(good)],
         capture_output=True,

@@ -12,7 +12,10 @@ structured by the core before the plugin's ``Config`` sees the rest. Any other
 top-level section is refused. Structuring is strict: an unknown key, a wrong
 type or a value a validator refuses is an error naming the file and the full
 key path, e.g. ``/etc/waihu/waihud.toml: trunk.office.local_port: must be
-0–65535``. All problems are collected and reported together.
+0–65535``. All problems are collected and reported together: every value
+a table's validators refuse (attrs stops at the first, so each validator is
+then asked on its own), and a reference such as ``call.trunk`` only when no
+such table exists at all (one with its own problems is not "missing").
 
 What it is not: the provider registry (``waihu.plugins``) or the code that
 builds providers (``waihu.providers``).
@@ -50,14 +53,29 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_PATH = Path("/etc/waihu/waihud.toml")
+LOG_LEVELS = ("debug", "info", "warning", "error")  # daemon.log_level and waihud --log-level
 
 
 class ConfigError(WaihuError):
-    """The configuration cannot be used; ``problems`` lists each fault, file and key first."""
+    """The configuration cannot be used; ``problems`` lists each fault, file and key first.
 
-    def __init__(self, problems: list[str]) -> None:
+    ``warnings`` lists what was found besides, that would not stop start-up on its
+    own (reported with the problems, so that one run shows everything);
+    ``sections`` the provider tables of the file that are valid nonetheless,
+    for checks that can still be made on them.
+    """
+
+    def __init__(
+        self,
+        problems: list[str],
+        *,
+        warnings: list[str] | None = None,
+        sections: tuple[ProviderSection, ...] = (),
+    ) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+        self.warnings = warnings or []
+        self.sections = sections
 
 
 _not_blank = check(lambda v: bool(v.strip()), "must not be empty")
@@ -71,9 +89,7 @@ class DaemonConfig:
     state_dir: str = "/var/lib/waihu"
     scripts_dir: str = "/etc/waihu/scripts"
     recordings_dir: str = "recordings"  # relative to state_dir unless absolute
-    log_level: str = attrs.field(
-        default="info", validator=one_of("debug", "info", "warning", "error")
-    )
+    log_level: str = attrs.field(default="info", validator=one_of(*LOG_LEVELS))
     drain_timeout: float = attrs.field(default=30.0, validator=positive())
     max_calls: int = attrs.field(default=50, validator=positive())
     cpu_threads: int = attrs.field(default=2, validator=positive())
@@ -287,7 +303,40 @@ def structure_strict(cls: type, table: Mapping[str, Any], *, file: Path | str, k
         return _converter.structure(dict(table), cls)
     except Exception as exc:  # cattrs wraps everything it found in one group
         problems = cattrs.transform_error(exc, path=key, format_exception=_format_problem)
+        # cattrs stops before __init__ when a value has the wrong type, and attrs stops at
+        # the first validator that refuses: the refusals of the other values are found here
+        problems += [p for p in _refusals(cls, table, key) if p not in problems]
         raise ConfigError([_reword(file, p) for p in problems]) from None
+
+
+def _refusals(cls: type, table: Mapping[str, Any], key: str) -> list[str]:
+    """What each validator of ``cls`` says about its own value in ``table``, one by one.
+
+    In cattrs' "message @ path" form. A value that does not structure is left
+    out (cattrs reported it); so is a validator that needs the whole instance
+    (it gets none here), whose refusal the first pass reports when it is first.
+    """
+    try:
+        fields = attrs.fields(attrs.resolve_types(cls))
+    except Exception:  # an annotation that does not resolve: cattrs has said what it could
+        return []
+    found = []
+    for field in fields:
+        if field.validator is None or field.alias not in table:
+            continue
+        try:
+            value = _converter.structure(table[field.alias], field.type)
+            if field.converter is not None:
+                value = field.converter(value)
+        except Exception:  # cattrs or attrs reported this value already
+            continue
+        try:
+            field.validator(None, field, value)
+        except (ValueError, TypeError) as exc:
+            found.append(f"{_format_problem(exc, field.type)} @ {key}")
+        except Exception:  # not a refusal of this value alone (docstring)
+            continue
+    return found
 
 
 def _reword(file: Path | str, problem: str) -> str:
@@ -330,8 +379,10 @@ def load_config(path: Path | str, provider_types: ProviderTypes) -> Config:
             core[key] = None
 
     providers: list[ProviderSection] = []
+    present: set[tuple[str, str]] = set()  # (kind, name) of every table, valid or not
     for kind in PROVIDER_KINDS:
         for name, key, table in _tables(path, kind, raw, problems):
+            present.add((kind.name, name))
             found = _provider(path, kind, name, key, table, provider_types, problems)
             if found:
                 providers.append(found)
@@ -345,18 +396,14 @@ def load_config(path: Path | str, provider_types: ProviderTypes) -> Config:
 
     daemon, call, campaign = core["daemon"], core["call"], core["campaign"]
     if call is not None:
-        trunks = [p.name for p in providers if p.kind == "trunk"]
-        if call.trunk is not None and call.trunk not in trunks:
-            problems.append(f"{path}: call.trunk: no [trunk.{call.trunk}] section")
-        for kind_name in ("asr", "nlu", "tts"):
+        # a table that is there but has its own problems (reported above) is no missing one
+        for kind_name in ("trunk", "asr", "nlu", "tts"):
             wanted = getattr(call, kind_name)
-            if wanted is not None and not any(
-                p.kind == kind_name and p.name == wanted for p in providers
-            ):
+            if wanted is not None and (kind_name, wanted) not in present:
                 problems.append(f"{path}: call.{kind_name}: no [{kind_name}.{wanted}] section")
 
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, sections=tuple(providers))
     return Config(
         path=path,
         daemon=daemon,

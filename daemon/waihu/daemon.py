@@ -1,8 +1,10 @@
 """``waihud``: start-up, the main nursery, signals, drain — the daemon's life cycle only.
 
-Start-up order mirrors ownership: plugins are found and the config validated
-(any error → message naming file and key, exit 78 so systemd does not
-restart a broken config); then, in the main nursery, the providers in the
+Start-up order mirrors ownership: plugins are found, the config validated
+and what start-up would trip over looked for (``waihu.preflight``: the
+providers' own checks, directories, groups, trunks) — any error → one line
+naming file and key, exit 78 so systemd does not restart a broken config;
+warnings are logged and start-up goes on; then, in the main nursery, the providers in the
 order of their kinds' table (storage, speech recognisers and synthesisers,
 trunks, notifiers); the calls a previous run left unfinished are reconciled and the
 heartbeat starts; then the media clock, the scripts (their fixed lines
@@ -19,11 +21,22 @@ The heartbeat writes ``storage.set_alive(node, now)`` every
 ``HEARTBEAT_SECONDS``: after a crash, the next start-up ends the calls left
 open at the daemon's last sign of life (``waihu.call_lifecycle``).
 
-Error handling: a call's own errors stay in the call (``waihu.call``); a
-provider that fails to start, or storage failing while calls are reconciled,
-stops start-up with its error (exit 1); a heartbeat that cannot be written is
-logged and tried again; anything else escaping the main nursery is a bug and
-exits non-zero so systemd restarts the daemon.
+Exit status (documented in waihud(8)): 0 after a drain or a good
+``--check-config``; 1 when start-up fails for a reason that is not the
+configuration (a provider that does not start: a port in use, a model that
+vosk cannot load, a database that cannot be opened) or on a bug; 2 for a
+command-line mistake (argparse); 78 (``EX_CONFIG``) for a configuration
+problem, found by ``--check-config``, before start-up, or while starting (the
+state directory or the control socket cannot be created).
+
+Error handling: every start-up failure above is one line on stderr, no
+traceback: ``ConfigError``s (also raised inside the main nursery for the state
+directory and the control socket) exit 78, other ``WaihuError``s exit 1. A
+call's own errors stay in the call (``waihu.call``); storage failing while
+calls are reconciled stops start-up with its error (exit 1); a heartbeat that
+cannot be written is logged and tried again; anything else escaping the main
+nursery is a bug and exits non-zero, with its traceback, so systemd restarts
+the daemon.
 
 What it is not: admission and live calls (``waihu.dispatcher``), the
 control commands (``waihu.control.handlers``), or a call (``waihu.call``).
@@ -48,24 +61,26 @@ from waihu.api import CampaignStore, Storage, WaihuError
 from waihu.call_lifecycle import reconcile_unfinished
 from waihu.campaign.scheduler import CampaignScheduler
 from waihu.campaign.service import CampaignService
-from waihu.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from waihu.config import DEFAULT_CONFIG_PATH, LOG_LEVELS, Config, ConfigError
 from waihu.control.handlers import ControlHandlers, daemon_version
-from waihu.control.server import ControlServer
-from waihu.dialog.library import ScriptLibrary, SpeechCache, script_files, without_tts
-from waihu.dialog.script import ScriptError, load_script
+from waihu.control.server import ControlServer, ControlSocketError
+from waihu.dialog.library import ScriptLibrary, SpeechCache
 from waihu.dispatcher import CallDispatcher
 from waihu.events import EventBus
 from waihu.media.media_clock import MediaClock
 from waihu.metrics import DaemonMetrics, MetricsEndpoint
 from waihu.notify.outbox import OutboxDelivery
 from waihu.plugins import PluginError, collect_provider_types, make_plugin_manager
+from waihu.preflight import check_scripts, checked_config
 from waihu.providers import Providers
 
-__all__ = ["HEARTBEAT_SECONDS", "Daemon", "main"]
+__all__ = ["EX_CONFIG", "EX_SOFTWARE", "EX_USAGE", "HEARTBEAT_SECONDS", "Daemon", "check", "main"]
 
 log = logging.getLogger("waihu.daemon")
 
 EX_CONFIG = 78  # sysexits.h: configuration error; systemd's RestartPreventExitStatus
+EX_SOFTWARE = 1  # start-up failed for another reason, or a bug: systemd may restart
+EX_USAGE = 2  # a command-line mistake (argparse's own exit status)
 # How often the daemon says it is alive. After a crash its unfinished calls are ended at
 # the last beat, so this bounds how wrong their end time can be.
 HEARTBEAT_SECONDS = 5.0
@@ -100,8 +115,13 @@ class Daemon:
         self._stop.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until shutdown is asked for, then drain and return."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        """Serve until shutdown is asked for, then drain and return.
+
+        Raises ConfigError naming the key when the state directory or the
+        control socket cannot be set up (preflight saw none of it: the file
+        system may change, and it checks as its own user).
+        """
+        await trio.to_thread.run_sync(self._make_state_dir)
         node = self.config.daemon.node
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._signals)
@@ -144,7 +164,13 @@ class Daemon:
                 group=self.config.daemon.control_group,
                 admin_group=self.config.daemon.control_admin_group,
             )
-            await nursery.start(server.run)
+            try:
+                await nursery.start(server.run)
+            except ControlSocketError as exc:
+                if exc.key is None:  # not the configuration's fault (another daemon runs)
+                    raise
+                text = str(exc).removeprefix(f"{exc.key}: ")
+                raise ConfigError([f"{self.config.path}: {exc.key}: {text}"]) from None
             sd_notify.notify("READY=1\nSTATUS=serving")
             log.info("waihud %s ready; control socket %s", daemon_version(), self.control_path)
             task_status.started()
@@ -153,6 +179,17 @@ class Daemon:
             await dispatcher.drain(self.config.daemon.drain_timeout)
             nursery.cancel_scope.cancel()
         log.info("waihud stopped")
+
+    def _make_state_dir(self) -> None:
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                [
+                    f"{self.config.path}: daemon.state_dir: cannot create {self.state_dir}:"
+                    f" {exc.strerror}"
+                ]
+            ) from None
 
     async def _start_campaigns(
         self, nursery: trio.Nursery, storage: Storage, dispatcher: CallDispatcher
@@ -240,26 +277,43 @@ def _setup_logging(level: str) -> None:
     )
 
 
+def check_config(config_path: Path, pm: pluggy.PluginManager) -> tuple[Config, list[str]]:
+    """What ``--check-config`` checks: the file, what start-up would trip over
+    (``waihu.preflight``) and every script; the config and the warnings found.
+
+    Raises ConfigError listing every problem (and the warnings) found.
+    """
+    config, found = checked_config(config_path, collect_provider_types(pm))
+    found.extend(check_scripts(config))
+    if found.errors:
+        raise ConfigError(found.errors, warnings=found.warnings)
+    return config, found.warnings
+
+
 def check(config_path: Path, pm: pluggy.PluginManager) -> Config:
-    """Validate the config and every script it points at; raise ConfigError on any problem."""
-    config = load_config(config_path, collect_provider_types(pm))
-    problems: list[str] = []
-    scripts_dir = Path(config.daemon.scripts_dir)
-    for path in script_files(scripts_dir):
-        try:
-            script = load_script(path)
-        except ScriptError as exc:
-            problems.extend(exc.problems)
-            continue
-        if config.call.tts is None:
-            problems.extend(without_tts(script))
-    if problems:
-        raise ConfigError(problems)
+    """``check_config`` without its warnings: the config, or ConfigError on any problem."""
+    return check_config(config_path, pm)[0]
+
+
+def _load_for_start(config_path: Path, pm: pluggy.PluginManager) -> Config:
+    """The config start-up runs with, once preflight found no error; warnings are logged."""
+    config, found = checked_config(config_path, collect_provider_types(pm))
+    if found.errors:
+        raise ConfigError(found.errors, warnings=found.warnings)
+    for warning in found.warnings:
+        log.warning("%s", warning)
     return config
 
 
+def _print_config_error(exc: ConfigError) -> None:
+    for warning in exc.warnings:
+        print(f"waihud: warning: {warning}", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"waihud: {problem}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console script ``waihud``."""
+    """Console script ``waihud``; the exit status (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="waihud", description="waihu phone robot daemon")
     parser.add_argument(
         "--config",
@@ -273,9 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="?",
         const=True,
         metavar="FILE",
-        help="validate the configuration and its scripts, then exit",
+        help="check the configuration, its scripts and what start-up needs, then exit"
+        f" (0: good, {EX_CONFIG}: a problem)",
     )
-    parser.add_argument("--log-level", help="override daemon.log_level")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, help="override daemon.log_level")
     parser.add_argument("--version", action="version", version=f"waihud {daemon_version()}")
     args = parser.parse_args(argv)
     config_path = Path(args.check_config) if isinstance(args.check_config, str) else args.config
@@ -283,13 +338,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         pm = make_plugin_manager()
         if args.check_config:
-            check(config_path, pm)
+            _config, warnings = check_config(config_path, pm)
+            for warning in warnings:
+                print(f"waihud: warning: {warning}", file=sys.stderr)
             print(f"{config_path}: OK")
             return 0
-        config = load_config(config_path, collect_provider_types(pm))
+        config = _load_for_start(config_path, pm)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"waihud: {problem}", file=sys.stderr)
+        _print_config_error(exc)
         return EX_CONFIG
     except (PluginError, pluggy.PluginValidationError) as exc:
         print(f"waihud: plugin error: {exc}", file=sys.stderr)
@@ -297,17 +353,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger().setLevel((args.log_level or config.daemon.log_level).upper())
     try:
         trio.run(Daemon(config, pm).run)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EX_CONFIG
     except WaihuError as exc:
         log.error("%s", exc)
-        return 1
+        return EX_SOFTWARE
     except BaseExceptionGroup as group:
-        # a provider that failed to start: report it plainly; anything else is a bug
+        # a provider or part that failed to start: report it plainly; anything else is a bug
         known, rest = group.split(WaihuError)
         if rest is not None or known is None:
             raise
-        for exc in _leaves(known):
-            log.error("%s", exc)
-        return 1
+        leaves = _leaves(known)
+        config_errors = [exc for exc in leaves if isinstance(exc, ConfigError)]
+        for exc in config_errors:
+            _print_config_error(exc)
+        for exc in leaves:
+            if not isinstance(exc, ConfigError):
+                log.error("%s", exc)
+        return EX_CONFIG if config_errors else EX_SOFTWARE
     return 0
 
 

@@ -11,6 +11,11 @@ Registration checks every class against its kind's row of
 the kind's protocol; otherwise the plugin is refused with a ``PluginError``
 naming the plugin, the class and what is missing.
 
+Error handling: a plugin whose module cannot be imported (a missing
+dependency, a syntax error in a third-party package) is a ``PluginError``
+naming its entry point and how to block it, not a traceback from deep in
+pluggy. A hook that matches no spec is pluggy's ``PluginValidationError``.
+
 What it is not: the code that constructs or runs providers (``waihu.providers``).
 """
 
@@ -55,7 +60,16 @@ def make_plugin_manager(
     for name in filter(None, (n.strip() for n in os.environ.get(DISABLE_ENV, "").split(","))):
         pm.set_blocked(name)
     if entry_points:
-        pm.load_setuptools_entrypoints(PROJECT_NAME)
+        # one at a time, so that a plugin that cannot be imported is named
+        for entry_point in importlib.metadata.entry_points(group=PROJECT_NAME):
+            try:
+                pm.load_setuptools_entrypoints(PROJECT_NAME, name=entry_point.name)
+            except Exception as exc:  # whatever importing someone else's module raises
+                raise PluginError(
+                    f"plugin {entry_point.name} ({entry_point.value}) cannot be loaded:"
+                    f" {type(exc).__name__}: {exc}; reinstall it, or block it with"
+                    f" {DISABLE_ENV}={entry_point.name}"
+                ) from exc
     for plugin in extra:
         pm.register(plugin)
     pm.check_pending()

@@ -14,10 +14,18 @@ table order in the daemon's nursery, and hands out the started instances
 (``get``, ``started``, ``storage``). Classifiers (``nlu``) are built fresh
 for every script that is loaded and never started.
 
-Error handling: a provider whose ``run`` raises before it is ready stops
-start-up with its own error (``nursery.start`` re-raises it); asking for a
-kind or instance that config does not have is a ``LookupError`` — a bug in
-the caller, since config validation already checked every reference.
+``check_providers`` asks the class of every configured provider what would
+stop it from starting (``Provider.check``), before anything is built: both
+``waihud --check-config`` and start-up call it.
+
+Error handling: a provider whose ``run`` raises a ``WaihuError`` or an
+``OSError`` (a port in use, a file it may not open) before it is ready stops
+start-up with a ``ProviderError`` naming its section and saying why; anything
+else it raises is a bug and goes up as it is. A ``check`` that raises is a
+bug in its plugin: reported as a warning naming the section, and start-up
+goes on to find out for real. Asking for a kind or instance that config does
+not have is a ``LookupError`` — a bug in the caller, since config validation
+already checked every reference.
 
 What it is not: the registry of classes (``waihu.plugins``), or config
 validation (``waihu.config``).
@@ -26,7 +34,7 @@ validation (``waihu.config``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,18 +44,21 @@ import trio
 from waihu.api import (
     AsrEngine,
     Classifier,
+    ConfigProblem,
     Notifier,
     Provider,
     ProviderContext,
+    ProviderError,
     Storage,
     Synthesizer,
     Trunk,
+    WaihuError,
     one_of,
     positive,
 )
 
 if TYPE_CHECKING:
-    from waihu.config import Config
+    from waihu.config import Config, ProviderSection
 
 __all__ = [
     "KINDS_BY_NAME",
@@ -56,6 +67,7 @@ __all__ = [
     "ProviderTypes",
     "Providers",
     "TrunkLimits",
+    "check_providers",
     "protocol_methods",
     "provider_context",
 ]
@@ -160,6 +172,36 @@ def provider_context(
 ProviderTypes = Mapping[str, Mapping[str, type[Provider]]]  # kind → type name → class
 
 
+def check_providers(
+    sections: Iterable[ProviderSection], types: ProviderTypes
+) -> list[ConfigProblem]:
+    """Every problem the providers' own ``check`` finds in ``sections``, in order.
+
+    A ``check`` that raises, or returns something else than a list of
+    ``ConfigProblem``, gives a warning naming the section instead.
+    """
+    found: list[ConfigProblem] = []
+    for section in sections:
+        cls = types[section.kind][section.type]
+        try:
+            problems = list(cls.check(section.config, section=section.key))
+            if not all(isinstance(p, ConfigProblem) for p in problems):
+                raise TypeError("it did not return ConfigProblem items")
+        except Exception as exc:  # a plugin's bug must not hide the other sections' problems
+            log.debug("check of %s failed", section.key, exc_info=True)
+            found.append(
+                ConfigProblem(
+                    section.key,
+                    f"the check of type {section.type!r} failed ({type(exc).__name__}: {exc});"
+                    " it is not checked before start-up",
+                    warning=True,
+                )
+            )
+            continue
+        found += problems
+    return found
+
+
 class Providers:
     """The daemon's providers: built from config, started in table order, looked up by name."""
 
@@ -206,7 +248,10 @@ class Providers:
             for section in self.config.sections(kind.name):
                 provider = self.build(kind.name, section.name)
                 log.info("starting %s (%s)", section.key, section.type)
-                await nursery.start(provider.run)
+                try:
+                    await nursery.start(provider.run)
+                except (WaihuError, OSError) as exc:
+                    raise ProviderError(f"{section.key} did not start: {_reason(exc)}") from exc
                 self._started[kind.name][section.name] = provider
 
     def get(self, kind: str, name: str) -> Any | None:
@@ -224,3 +269,11 @@ class Providers:
         if storage is None:
             raise LookupError("storage has not been started")
         return storage  # type: ignore[no-any-return]
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for an error a provider's start raised: an OSError's text without errno."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = exc.filename if exc.filename is not None else ""
+        return f"{exc.strerror}: {where}" if where else exc.strerror
+    return str(exc) or type(exc).__name__

