@@ -34,6 +34,7 @@ from waihu.api import (
     Provider,
     ProviderContext,
     TrunkError,
+    TrunkStatus,
     hookimpl,
 )
 from waihu.campaign.scheduler import CampaignScheduler
@@ -64,6 +65,7 @@ class NumberedTrunk(Provider):
     (404), 5 the trunk fails (503), 6 no response (trunk error), 7 answers and
     hangs up at once, 8 rings for ``RING_SECONDS`` and then answers. Every dial
     is kept with its wall-clock time; ``up``/``most_up`` count calls in progress.
+    ``state`` is what ``status()`` reports (a test sets it to ``down``).
     """
 
     type_name: ClassVar[str] = "numbered"
@@ -78,6 +80,10 @@ class NumberedTrunk(Provider):
         self.dialled: list[tuple[str, float]] = []
         self.up = 0
         self.most_up = 0
+        self.state = "up"
+
+    def status(self) -> TrunkStatus:
+        return TrunkStatus(state=self.state, since=T0)  # type: ignore[arg-type]
 
     async def dial(
         self,
@@ -382,6 +388,25 @@ async def test_a_trunk_failing_everything_trips_the_breaker_and_pauses_the_campa
             assert counts.get("pending", 0) == 30  # failed contacts wait for a retry
             with pytest.raises(CampaignError):
                 await r.service.change(cid, "pause", user="tester")
+
+
+async def test_a_trunk_that_is_down_is_waited_for_not_dialled_and_the_campaign_goes_on(
+    tmp_path: Path, threads_hold_the_clock: trio.testing.MockClock
+) -> None:
+    numbers = [f"+86138001380{i:02d}0" for i in range(12)]  # more than the breaker's ten
+    with trio.fail_after(SIMULATED_LIMIT):
+        async with rig(tmp_path) as r:
+            r.trunk.state = "down"
+            cid = await r.campaign([(n, None) for n in numbers], lines=2)
+            await r.service.change(cid, "start", user="tester")
+            await trio.sleep(3600)  # an hour down: nothing dialled, no attempt spent
+            assert r.trunk.dialled == []
+            row = await r.store.get_campaign(cid)
+            assert row is not None and row.state == "running"
+            assert (await r.store.contact_counts(cid)).get("pending", 0) == len(numbers)
+            r.trunk.state = "up"  # back: the campaign goes on by itself
+            await r.until_state(cid, "completed")
+            assert sorted(n for n, _ in r.trunk.dialled) == sorted(numbers)
 
 
 async def test_do_not_call_numbers_are_skipped_and_rejections_never_retried(

@@ -60,6 +60,7 @@ from waihu.api import (
     Contact,
     ProviderError,
     Storage,
+    trunk_status,
 )
 from waihu.call import DNC_TAG, TRUNK_ERROR_PREFIX
 from waihu.campaign.breaker import CircuitBreaker
@@ -90,6 +91,9 @@ HEARTBEAT_SECONDS = 120.0  # a live daemon renews its leases this often (well in
 IDLE_MAX_SECONDS = 300.0  # a dry campaign looks again this often (another daemon may add contacts)
 STORE_BACKOFF_SECONDS = 5.0  # after a storage failure, before trying again
 BREAKER_THRESHOLD = 10  # consecutive trunk faults that pause the trunk's campaigns
+# A trunk that is down (its proxy does not resolve, its socket cannot be bound) fails every
+# dial at once; its campaigns look again this often instead of spending contacts' attempts
+TRUNK_DOWN_POLL_SECONDS = 5.0
 
 Now = Callable[[], float]
 
@@ -353,6 +357,7 @@ class CampaignRunner:
 
     async def _dial_next(self) -> None:
         """Take the lines and tokens for one call, then dial the next contact, or idle."""
+        await self._trunk_up()
         await self._lines.acquire()
         try:
             line = await self.scheduler.dispatcher.acquire_line(self.trunk)
@@ -374,6 +379,32 @@ class CampaignRunner:
         except BaseException:
             slot.release()
             raise
+
+    async def _trunk_up(self) -> None:
+        """Wait while the campaign's trunk is ``down``.
+
+        Its dials would fail at once: each would spend a contact's attempt and,
+        ten in a row, trip the breaker and pause the campaign, although the trunk
+        retries by itself and the campaign should simply go on when it is back.
+        A ``failing`` trunk is still dialled: the breaker judges real answers.
+        """
+        said = False
+        while True:
+            trunk = self.scheduler.dispatcher.providers.get("trunk", self.trunk)
+            status = trunk_status(trunk, started_at=0.0) if trunk is not None else None
+            if status is None or status.state != "down":
+                if said:
+                    log.info("campaign %s: trunk %s is back; dialling", self.row.id, self.trunk)
+                return
+            if not said:
+                log.warning(
+                    "campaign %s: trunk %s is down (%s); waiting for it",
+                    self.row.id,
+                    self.trunk,
+                    status.detail or "no detail",
+                )
+                said = True
+            await trio.sleep(TRUNK_DOWN_POLL_SECONDS)
 
     async def _pace(self) -> None:
         while (wait := self._bucket.take(self.scheduler.now())) > 0:
