@@ -1,0 +1,214 @@
+"""Chinese reply rules for phrasings a keyword list gets wrong: negation after a universal
+with 都, a negator that starts a common word, sound-alikes of particles, and a yes-word
+said twice before another word."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import trio
+
+from waihu.api import Intent, Keyword, Match, ProviderContext
+from waihu_nlu.keywords import KeywordClassifier
+from waihu_nlu.matcher import word_of_its_own
+from waihu_nlu.negation import negator_after
+from waihu_nlu.normalize import analyse
+from waihu_nlu.words import cuts_word
+
+# An appointment question's classes as a template writes them: a time left to the
+# robot ("哪天都行") is a yes, and the yes-words of the class library.
+APPOINTMENT = [
+    Intent(
+        "affirm",
+        keywords=(
+            "好",
+            "好好",
+            "好的",
+            "对",
+            "对对",
+            "听听",
+            "可以的",
+            "随时",
+            Keyword("能去", negated="deny"),
+            Keyword("满意", negated="deny"),
+        ),
+        patterns=("(随时|都行|都可以|哪天都)",),
+        negated="deny",
+    ),
+    Intent("deny", keywords=("不去", "不行", "不需要"), negated="affirm"),
+    Intent("busy", keywords=("没空", "有事")),
+    Intent("call_later", keywords=("再听",)),
+]
+ALLOWED = ["affirm", "deny", "busy", "call_later"]
+
+
+def make(intents: list[Intent], tmp_path: Path) -> KeywordClassifier:
+    context = ProviderContext(
+        name="test",
+        state_dir=tmp_path,
+        log=logging.getLogger("waihu.nlu.test"),
+        cpu_limiter=trio.CapacityLimiter(1),
+    )
+    classifier = KeywordClassifier(KeywordClassifier.Config(), context)
+    classifier.fit(intents)
+    return classifier
+
+
+@pytest.fixture(scope="module")
+def appointment() -> KeywordClassifier:
+    return make(APPOINTMENT, Path("."))
+
+
+def first(classifier: KeywordClassifier, reply: str) -> Match | None:
+    matches = classifier.classify(reply, ALLOWED)
+    return matches[0] if matches else None
+
+
+def classes(classifier: KeywordClassifier, reply: str) -> list[str]:
+    return [m.intent for m in classifier.classify(reply, ALLOWED)]
+
+
+# ── negation after a universal with 都 ──
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("哪天都不去", ["deny"]),  # the pattern 哪天都, then 不: at no day
+        ("我哪天都没空", ["deny", "busy"]),  # 没 after 都 negates; 没空 is busy's own
+        ("随时都不行", ["deny"]),  # 都 right after the keyword 随时
+        ("哪天都行", ["affirm"]),  # no negator after 都
+        ("随时都可以", ["affirm"]),
+        ("哪天都，不去", ["affirm", "deny"]),  # punctuation ends the scope
+        ("好的也不去", ["affirm", "deny"]),  # 也 after a yes is a second statement
+    ],
+)
+def test_a_universal_with_du_then_a_negator_negates_it(
+    appointment: KeywordClassifier, reply: str, expected: list[str]
+) -> None:
+    assert classes(appointment, reply) == expected
+
+
+def test_a_negation_after_the_match_is_reported_as_negation(
+    appointment: KeywordClassifier,
+) -> None:
+    match = first(appointment, "哪天都不去")
+    assert match is not None
+    assert (match.intent, match.matched, match.negated) == (
+        "deny",
+        "(随时|都行|都可以|哪天都)",
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "end", "span"),
+    [
+        ("哪天都不去", 3, (3, 4)),  # the match ends with 都
+        ("随时都不去", 2, (3, 4)),  # 都 right after the match
+        ("随时都不是", 2, (3, 5)),  # the longest negator
+        ("随时都去", 2, None),  # no negator
+        ("随时也不去", 2, None),  # 也 is no universal
+        ("随时", 2, None),  # the reply's end
+        ("随时都", 2, None),
+        ("随时都不不", 2, (3, 4)),
+    ],
+)
+def test_the_negator_after_a_match(text: str, end: int, span: tuple[int, int] | None) -> None:
+    assert negator_after(text, end) == span
+
+
+def test_punctuation_after_du_stops_the_negator() -> None:
+    reply = analyse("随时都，不去")
+    assert negator_after(reply.compact, 2, reply.break_before) is None
+    reply = analyse("随时，都不去")
+    assert negator_after(reply.compact, 2, reply.break_before) is None
+
+
+# ── a negator that starts a common word ──
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected", "negated"),
+    [
+        ("不能去", "deny", True),  # 不能 is a common word, but its 不 negates 能去
+        ("不能去了家里有事", "deny", True),
+        ("我能去", "affirm", False),
+        ("也不是不能去", "affirm", True),
+    ],
+)
+def test_a_negator_before_a_keyword_is_no_word_the_keyword_cuts(
+    appointment: KeywordClassifier, reply: str, expected: str, negated: bool
+) -> None:
+    match = first(appointment, reply)
+    assert match is not None
+    assert (match.intent, match.matched, match.negated) == (expected, "能去", negated)
+
+
+def test_keep_start_reads_only_the_end_of_a_hit() -> None:
+    assert cuts_word("不能去", 1, 3)  # 不能 is commoner than 能去
+    assert not cuts_word("不能去", 1, 3, keep_start=True)
+    assert cuts_word("说好的", 1, 3, keep_start=False)
+    assert cuts_word("我不知道", 1, 3, keep_start=True)  # 知道 across the end still cuts
+
+
+# ── sound-alikes of a yes made of one syllable and a particle ──
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("要换个中号的", []),  # 号的 (hao de) is no 好的: one syllable and a particle
+        ("有没有加大号的", []),
+        ("你是拨号的吧", []),
+        ("好的", ["affirm"]),  # as written it stands
+        ("可已的", ["affirm"]),  # 可以的: two syllables before the particle, a slip
+        ("过两天再挺", ["call_later"]),  # 再听: two syllables, a slip
+        ("服务很蛮意", ["affirm"]),  # 满意 heard as 蛮意
+    ],
+)
+def test_a_keyword_of_one_syllable_and_a_particle_is_not_heard_by_sound(
+    appointment: KeywordClassifier, reply: str, expected: list[str]
+) -> None:
+    assert classes(appointment, reply) == expected
+
+
+# ── a yes-word said twice ──
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("好好", ["affirm"]),  # the yes said twice, alone
+        ("好好，那你说", ["affirm"]),  # then a pause
+        ("好好好", ["affirm"]),
+        ("嗯对对", ["affirm"]),
+        ("你声音好好玩", []),  # "so": no yes
+        ("好好学习", []),  # "properly": no yes
+        ("对对碰", []),
+        ("也不是不能听听", ["affirm"]),  # 听听 is a verb said twice: no keyword 听, plain
+        ("听听也行", ["affirm"]),
+    ],
+)
+def test_a_yes_word_said_twice_is_a_word_of_its_own(
+    appointment: KeywordClassifier, reply: str, expected: list[str]
+) -> None:
+    assert classes(appointment, reply) == expected
+
+
+@pytest.mark.parametrize(
+    ("key", "singles", "own"),
+    [
+        ("好", set(), True),
+        ("好好", {"好"}, True),
+        ("对对对", {"对"}, True),
+        ("好好", set(), False),  # no keyword 好 in its class
+        ("听听", {"好"}, False),
+        ("好好好好", {"好"}, False),  # longer than a repetition goes
+        ("好的", {"好"}, False),
+    ],
+)
+def test_which_keywords_are_words_of_their_own(key: str, singles: set[str], own: bool) -> None:
+    assert word_of_its_own(key, singles) is own
