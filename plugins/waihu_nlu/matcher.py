@@ -100,12 +100,12 @@ SOUND_ALIKE_FACTOR = 0.9
 # A keyword of one syllable has a dozen homophones in everyday words (的/得/地,
 # 是/事/市): only keywords of at least this many syllables match by sound, not
 # counting the particles at its end (好的, 是的, 对啊 are one syllable of meaning:
-# 号的 of 大号的 is no 好的).
+# 号的 of 中号的 is no 好的).
 MIN_SOUND_SYLLABLES = 2
 # Particles that end a keyword without adding a word of their own: 好的, 行啊, 是滴.
 _END_PARTICLES = frozenset("的了啊呀吧呢嘛哦滴嘞啦哈呗")
 # A class's one-character keyword said again (好好, 对对, 行行) and followed by a word
-# is an adverb or "so" (好好学, 好好听), not the yes said twice: such a keyword is a
+# is an adverb or "so" (好好学, 好好笑), not the yes said twice: such a keyword is a
 # word of its own, like the one character, up to this many characters. A verb said
 # twice (听听, 看看: no keyword 听 or 看) means "a little" and stays a plain keyword.
 _MAX_REDUPLICATED = 3
@@ -408,7 +408,7 @@ class RuleMatcher:
                 for rule_id, sound in entries:
                     if not sound and self._keyword_fits(rule_id, reply, text, end - length, end):
                         start = end - length
-                        # 好的 in 说好的, 在哪 in 现在哪有钱; but 不能 before 能去 is the
+                        # 好的 in 说好的, 在哪 in 现在哪有钱; but 不能 before 能来 is the
                         # negation, which decides the hit's class, not a word it cuts
                         negated = start > 0 and text[start - 1] in NEGATOR_CHARS
                         if self._rules[rule_id].plain and cuts_word(

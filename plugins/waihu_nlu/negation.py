@@ -21,7 +21,7 @@ right at the clause end counts: "去不去了啊" and "去不去了你说" still
 
 Negation after a match is read in one construction only: a universal with 都
 (哪天都, 随时都, 什么时候都) and a negator right after it says "at no time"
-(哪天都不去, 随时都没空), which negates the match the way a negator before it
+(哪天都不来, 随时都没空), which negates the match the way a negator before it
 does. 都 after other words with a negator (好的都不要?) is rare and left alone;
 也 after a yes (行，也不贵) is a second statement, not a negation of the first.
 
@@ -76,9 +76,9 @@ A_NOT_A_INFIXES = frozenset("不没")  # X不X, X没X
 REFUSAL_END = "了"  # X不X了 ending a clause: a changed plan (不去了), not the question X不X
 
 # The negators of one character: a word that one of them starts (不能, 没有) is the
-# negation of what follows, not a word a keyword after it cuts (不能 before 能去).
+# negation of what follows, not a word a keyword after it cuts (不能 before 能来).
 NEGATOR_CHARS = frozenset(n for n in NEGATORS if len(n) == 1)
-UNIVERSAL = "都"  # 哪天都不去: "at no time", see the module docstring
+UNIVERSAL = "都"  # 哪天都不来: "at no time", see the module docstring
 
 _NEGATOR_SET = frozenset(NEGATORS)
 _NEGATOR_LENGTHS = sorted({len(n) for n in NEGATORS}, reverse=True)  # longest first
@@ -120,7 +120,7 @@ def negator_after(
     """The span of a negator after the match ending at ``end`` across 都, or None.
 
     The match ends with 都 (a pattern "哪天都") or 都 follows it right away, and a
-    negator comes next: 哪天都不去, 随时都没空. Punctuation between stops it.
+    negator comes next: 哪天都不来, 随时都没空. Punctuation between stops it.
     """
     at = end
     if at < len(text) and text[at] == UNIVERSAL and not (breaks is not None and breaks[at]):
