@@ -4,8 +4,11 @@ said twice before another word."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import trio
@@ -212,3 +215,69 @@ def test_a_yes_word_said_twice_is_a_word_of_its_own(
 )
 def test_which_keywords_are_words_of_their_own(key: str, singles: set[str], own: bool) -> None:
     assert word_of_its_own(key, singles) is own
+
+
+# ── the templates: classes in the order a careful author routes them ──
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _load_benchmark() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "nlu_eval_phrasing", REPO / "benchmarks" / "nlu_eval.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["nlu_eval_phrasing"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# (template, kind of question, reply, class): one or two of each family, by the rules only
+FAMILIES = [
+    # "didn't hear" outranks the knowledge-base question it comes with
+    ("real_estate", "identity", "没听清楚 你们是哪个公司的", "repeat"),
+    ("after_sales", "satisfaction", "你刚问的是什么", "repeat"),
+    # busy now, with a time for the call back: call_later
+    ("insurance", "identity", "我在开会 晚点再打给我", "call_later"),
+    # a relative says the person is away; at a time question too
+    ("appointment", "appointment", "你找的应该是我妈吧", "wrong_person"),
+    ("education", "identity", "我是孩子奶奶 她爸妈都出门了", "wrong_person"),
+    ("insurance", "identity", "不对 不是什么赵先生", "wrong_person"),
+    # a kind of product is a question about the offer; which firm's is who calls
+    ("real_estate", "interest", "挺好 什么楼盘", "affirm"),
+    ("insurance", "identity", "你们是哪家保险的", "kb.who"),
+    # negation after a universal, before a keyword, of a mishap
+    ("education", "appointment", "周末哪天都不来", "deny"),
+    ("appointment", "confirm", "不能来了 孩子病了", "deny"),
+    ("appointment", "confirm", "保证不会耽误", "affirm"),
+    # a size, not 好的 by sound
+    ("after_sales", "satisfaction", "裤子有没有小号的", "default"),
+    # a deed done, in 是…的; a class taken is not work
+    ("insurance", "interest", "保险去年就买的", "already_have"),
+    ("appointment", "confirm", "我正在上班 不方便说话", "busy"),
+    # knowledge-base questions put other ways
+    ("after_sales", "identity", "我的手机号你们从哪搞来的", "kb.how_number"),
+    ("real_estate", "identity", "这号码你们咋弄到的", "kb.how_number"),
+    ("education", "appointment", "离哪个公交站近", "kb.address"),
+    ("real_estate", "identity", "你哪里呀", "kb.who"),
+    # listening; a time and whom the caller brings
+    ("real_estate", "interest", "讲吧 听着呢", "affirm"),
+    ("education", "appointment", "周六带孩子过去", "affirm"),
+]
+
+
+def test_the_templates_route_each_family_of_phrasing_by_their_rules() -> None:
+    nlu_eval = _load_benchmark()
+    replies = [
+        nlu_eval.Reply(number, template, context, text, expect)
+        for number, (template, context, text, expect) in enumerate(FAMILIES, 1)
+    ]
+    report = nlu_eval.evaluate(
+        replies, nlu="keywords", nodes=nlu_eval.load_nodes(nlu_eval.NODES_FILE)
+    )
+    misses = [
+        f"{m.reply.template}/{m.reply.context} 「{m.reply.text}」 {m.reply.expect} → {m.got}"
+        for m in report.misses
+    ]
+    assert misses == []
