@@ -231,6 +231,16 @@ def test_one_character_keywords_are_rules_but_not_samples() -> None:
     assert [m.source for m in nlu.classify("中", ["affirm", "deny"])] == ["keyword"]
 
 
+def test_a_yes_word_said_twice_is_a_rule_but_no_sample() -> None:
+    intents = [
+        Intent("affirm", keywords=("好", "好好", "可以")),
+        Intent("deny", keywords=("不要",)),
+    ]
+    nlu = make(intents)
+    assert nlu.classify("你说话好好玩", ["affirm", "deny"]) == []  # "so", no yes
+    assert [m.source for m in nlu.classify("好好", ["affirm", "deny"])] == ["keyword"]
+
+
 def test_an_a_not_a_question_is_no_refusal_to_the_model(trained: TrainedClassifier) -> None:
     [match] = trained.classify("试听要不要钱", ALLOWED)  # 不要 inside 要不要: a question
     assert (match.intent, match.source) == ("kb.price", "model")

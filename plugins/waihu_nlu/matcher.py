@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
 import ahocorasick
 import attrs
@@ -70,7 +70,9 @@ from waihu.api import Intent, Match, MatchSource
 from waihu_nlu.literals import needed_characters
 from waihu_nlu.negation import (
     A_NOT_A_INFIXES,
+    NEGATOR_CHARS,
     in_question_form,
+    negator_after,
     negator_spans,
     repeats_refusal,
 )
@@ -87,7 +89,7 @@ from waihu_nlu.normalize import (
 from waihu_nlu.sound import keyword_codes, sound_code
 from waihu_nlu.words import cuts_word
 
-__all__ = ["SOUND_ALIKE_FACTOR", "MatchOptions", "RuleMatcher"]
+__all__ = ["SOUND_ALIKE_FACTOR", "MatchOptions", "RuleMatcher", "word_of_its_own"]
 
 log = logging.getLogger("waihu.nlu")
 
@@ -96,8 +98,17 @@ EXAMPLE_SCORE = 1.0  # an example matches the whole reply
 # written word: its score is scaled by this, so the written word wins a tie.
 SOUND_ALIKE_FACTOR = 0.9
 # A keyword of one syllable has a dozen homophones in everyday words (的/得/地,
-# 是/事/市): only keywords of at least this many syllables match by sound.
+# 是/事/市): only keywords of at least this many syllables match by sound, not
+# counting the particles at its end (好的, 是的, 对啊 are one syllable of meaning:
+# 号的 of 中号的 is no 好的).
 MIN_SOUND_SYLLABLES = 2
+# Particles that end a keyword without adding a word of their own: 好的, 行啊, 是滴.
+_END_PARTICLES = frozenset("的了啊呀吧呢嘛哦滴嘞啦哈呗")
+# A class's one-character keyword said again (好好, 对对, 行行) and followed by a word
+# is an adverb or "so" (好好学, 好好笑), not the yes said twice: such a keyword is a
+# word of its own, like the one character, up to this many characters. A verb said
+# twice (听听, 看看: no keyword 听 or 看) means "a little" and stays a plain keyword.
+_MAX_REDUPLICATED = 3
 # A recogniser's homophone slips are a character or so in a word (在听 for 再听,
 # 性趣 for 兴趣); a stretch of reply that shares only the sound with most of a
 # keyword is other words (有异响 is not 有意向, 午十 not 唔使): at most this share
@@ -283,6 +294,11 @@ class RuleMatcher:
         name = intent.name
         for exclusion in intent.exclusions:
             self._exclusions.setdefault(name, []).append(self._exclusion(name, exclusion))
+        singles = {
+            key
+            for keyword in intent.keywords
+            if len(key := analyse(keyword.text, width=opts.normalize_width).compact) == 1
+        }
         for keyword in intent.keywords:
             reply = analyse(keyword.text, width=opts.normalize_width)
             if not reply.compact:
@@ -302,9 +318,9 @@ class RuleMatcher:
                     key=reply.compact,
                     length=len(reply.compact),
                     latin=latin,
-                    single=len(reply.compact) == 1 and not latin,
+                    single=not latin and word_of_its_own(reply.compact, singles),
                     infix=any(c in A_NOT_A_INFIXES for c in reply.compact),
-                    plain=len(reply.compact) > 1 and not latin,
+                    plain=not latin and not word_of_its_own(reply.compact, singles),
                     negated=keyword.negated if keyword.negated is not None else intent.negated,
                     source="keyword",
                     order=rule_id,
@@ -316,7 +332,7 @@ class RuleMatcher:
                 opts.sound_alike
                 and sound
                 and not latin
-                and len(reply.compact) >= MIN_SOUND_SYLLABLES
+                and len(reply.compact.rstrip("".join(_END_PARTICLES))) >= MIN_SOUND_SYLLABLES
             ):
                 for code in keyword_codes(reply.compact):
                     keys.setdefault(code, []).append((rule_id, True))
@@ -391,8 +407,14 @@ class RuleMatcher:
                 end = (last + 1) // 2
                 for rule_id, sound in entries:
                     if not sound and self._keyword_fits(rule_id, reply, text, end - length, end):
-                        if self._rules[rule_id].plain and cuts_word(text, end - length, end):
-                            continue  # 好的 in 说好的, 在哪 in 现在哪有钱
+                        start = end - length
+                        # 好的 in 说好的, 在哪 in 现在哪有钱; but 不能 before 能来 is the
+                        # negation, which decides the hit's class, not a word it cuts
+                        negated = start > 0 and text[start - 1] in NEGATOR_CHARS
+                        if self._rules[rule_id].plain and cuts_word(
+                            text, start, end, keep_start=negated
+                        ):
+                            continue
                         found.append((rule_id, end - length, end, False))
             if self._has_sound:
                 heard = text.translate(_SOUND_SYMBOLS)
@@ -499,6 +521,9 @@ class RuleMatcher:
         if not self.options.negation:
             return rule.intent, False, []
         spans = negator_spans(text, start, reply.break_before)
+        after = negator_after(text, end, reply.break_before)
+        if after is not None:
+            spans = [*spans, after]
         if len(spans) % 2:
             return rule.negated, True, spans
         return rule.intent, bool(spans), spans
@@ -534,6 +559,15 @@ class RuleMatcher:
                 else:
                     yield _to_compact(reply, start), _to_compact(reply, end - 1) + 1
             at = start + 1 if overlapping or end == start else end
+
+
+def word_of_its_own(key: str, singles: Collection[str]) -> bool:
+    """Whether the keyword ``key`` (compact) counts only as a word of its own: one
+    character, or a keyword of ``singles`` (its class's one-character keywords) said
+    again (好好 where 好 is one, 对对对)."""
+    return len(key) == 1 or (
+        len(key) <= _MAX_REDUPLICATED and len(set(key)) == 1 and key[0] in singles
+    )
 
 
 def _sounds_like(key: str, said: str) -> bool:

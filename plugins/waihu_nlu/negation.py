@@ -19,8 +19,14 @@ Nor is X不X了 at the end of a clause a question: "没时间带他去不去了"
 not going any more", the refusal 不去了 that 了 marks as a changed plan. Only 了
 right at the clause end counts: "去不去了啊" and "去不去了你说" still ask.
 
+Negation after a match is read in one construction only: a universal with 都
+(哪天都, 随时都, 什么时候都) and a negator right after it says "at no time"
+(哪天都不来, 随时都没空), which negates the match the way a negator before it
+does. 都 after other words with a negator (好的都不要?) is rare and left alone;
+也 after a yes (行，也不贵) is a second statement, not a negation of the first.
+
 What it is not: a parser. A negator inside the matched words, or negation
-after them (感兴趣才怪), is not seen.
+after them other than across 都 (感兴趣才怪), is not seen.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from collections.abc import Sequence
 
 __all__ = [
     "A_NOT_A_INFIXES",
+    "NEGATOR_CHARS",
     "in_question_form",
     "negations_before",
+    "negator_after",
     "negator_spans",
     "repeats_refusal",
 ]
@@ -67,6 +75,11 @@ MAX_GAP_WORDS = 2
 A_NOT_A_INFIXES = frozenset("不没")  # X不X, X没X
 REFUSAL_END = "了"  # X不X了 ending a clause: a changed plan (不去了), not the question X不X
 
+# The negators of one character: a word that one of them starts (不能, 没有) is the
+# negation of what follows, not a word a keyword after it cuts (不能 before 能来).
+NEGATOR_CHARS = frozenset(n for n in NEGATORS if len(n) == 1)
+UNIVERSAL = "都"  # 哪天都不来: "at no time", see the module docstring
+
 _NEGATOR_SET = frozenset(NEGATORS)
 _NEGATOR_LENGTHS = sorted({len(n) for n in NEGATORS}, reverse=True)  # longest first
 _GAP_SET = frozenset(GAP_WORDS)
@@ -99,6 +112,32 @@ def negator_spans(
         begin, end = found
         spans.append((begin, end))
         at = begin
+
+
+def negator_after(
+    text: str, end: int, breaks: Sequence[bool] | None = None
+) -> tuple[int, int] | None:
+    """The span of a negator after the match ending at ``end`` across 都, or None.
+
+    The match ends with 都 (a pattern "哪天都") or 都 follows it right away, and a
+    negator comes next: 哪天都不来, 随时都没空. Punctuation between stops it.
+    """
+    at = end
+    if at < len(text) and text[at] == UNIVERSAL and not (breaks is not None and breaks[at]):
+        at += 1
+    elif not (end > 0 and text[end - 1] == UNIVERSAL):
+        return None
+    if at >= len(text) or (breaks is not None and breaks[at]):
+        return None
+    for length in _NEGATOR_LENGTHS:
+        if (
+            at + length <= len(text)
+            and text[at : at + length] in _NEGATOR_SET
+            and not _crosses(breaks, at, at + length)
+            and not _is_question_infix(text, at, breaks)
+        ):
+            return at, at + length
+    return None
 
 
 def _negator_ending(text: str, end: int, breaks: Sequence[bool] | None) -> tuple[int, int] | None:

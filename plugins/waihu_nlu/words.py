@@ -1381,12 +1381,14 @@ def word_count(word: str) -> int:
     return _COUNTS.get(word, 0)
 
 
-def cuts_word(text: str, start: int, end: int) -> bool:
+def cuts_word(text: str, start: int, end: int, *, keep_start: bool = False) -> bool:
     """Whether the hit ``text[start:end]`` (two characters or more) cuts a common word at its
-    start or its end (see the module docstring)."""
+    start or its end (see the module docstring); with ``keep_start`` only its end is read."""
     counts = _COUNTS
-    if start > 0 and counts.get(text[start - 1 : start + 1], 0) > counts.get(
-        text[start : start + 2], 0
+    if (
+        not keep_start
+        and start > 0
+        and counts.get(text[start - 1 : start + 1], 0) > counts.get(text[start : start + 2], 0)
     ):
         return True
     return end < len(text) and counts.get(text[end - 1 : end + 1], 0) > counts.get(
