@@ -65,7 +65,7 @@ def edit(config: Path, old: str, new: str) -> None:
 def without_trunks(config: Path) -> None:
     edit(config, 'trunk = "loopback"\n', "")
     edit(config, '[trunk.loopback]\ntype = "sip"\nproxy = "127.0.0.1:5999"\n', "")
-    edit(config, 'local_host = "127.0.0.1"\nlocal_port = 0\n', "")
+    edit(config, 'local_host = "127.0.0.1"\nlocal_port = 0\nprobe_interval = 0\n', "")
 
 
 def fake_model(root: Path, files: list[str]) -> Path:
