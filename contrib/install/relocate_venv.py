@@ -7,8 +7,9 @@ the path it was built at into the ``#!`` line of every console script
 ``pyvenv.cfg``. Once the staged tree is copied to ``/`` those would name
 ``/stage/...``, which no longer exists. This rewrites them to the final path,
 as dh-virtualenv does for Debian packages, compiles the bytecode as if the
-files lay at the final path (so tracebacks name ``/opt/waihu/...``), and then
-checks that no text file in the environment still names the staging path.
+files lay at the final path (so tracebacks name ``/opt/waihu/...``; what venv
+compiled at the staged path is compiled again), and then checks that no text
+file or compiled module in the environment still names the staging path.
 
 Run with any Python 3.11+ (the Makefile uses the one that built the
 environment)::
@@ -69,6 +70,19 @@ def rewrite(staged: Path, final: Path) -> list[Path]:
     return changed
 
 
+def drop_stale_bytecode(staged: Path) -> list[Path]:
+    """Remove compiled modules naming ``staged``; the files removed.
+
+    ``python -m venv`` compiles the pip and setuptools it puts in at the staged
+    path, and a compiled module that is up to date is not compiled again.
+    """
+    old = str(staged).encode()
+    stale = [p for p in staged.rglob("*.pyc") if old in p.read_bytes()]
+    for path in stale:
+        path.unlink()
+    return stale
+
+
 def compile_bytecode(staged: Path, final: Path) -> bool:
     """Compile every module, naming the final path in code objects; False if one failed."""
     ok = True
@@ -86,9 +100,11 @@ def compile_bytecode(staged: Path, final: Path) -> bool:
 
 
 def leftovers(staged: Path) -> list[Path]:
-    """Text files in the environment that still name the staging path."""
+    """Text files and compiled modules in the environment that still name the staging path."""
     old = str(staged).encode()
-    return [p for p in _files(staged) if _is_text(p) and old in p.read_bytes()]
+    return [
+        p for p in _files(staged) if (p.suffix == ".pyc" or _is_text(p)) and old in p.read_bytes()
+    ]
 
 
 def main(argv: list[str]) -> int:
@@ -103,6 +119,7 @@ def main(argv: list[str]) -> int:
     moved = staged != final
     if moved:
         rewrite(staged, final)
+        drop_stale_bytecode(staged)
     if not compile_bytecode(staged, final):
         print(f"relocate_venv: some modules under {staged} did not compile", file=sys.stderr)
         return EXIT_BROKEN
