@@ -107,7 +107,10 @@ install:
 	  $(PYTHON) -m venv --clear $(STAGED_VENV) || exit 1; \
 	fi
 	@echo "install: waihu and its dependencies into $(STAGED_VENV)"
-	@# --no-compile: relocate_venv.py compiles, naming the final path in the bytecode
+	@# --no-compile: relocate_venv.py compiles, naming the final path in the bytecode.
+	@# setuptools builds in build/ and never empties it: a module removed from the
+	@# source would still be installed from there
+	rm -rf build
 	$(STAGED_VENV)/bin/python -m pip install -q --no-compile --upgrade-strategy only-if-needed .
 	$(PYTHON) contrib/install/relocate_venv.py $(STAGED_VENV) $(VENVDIR)
 	install -d $(DESTDIR)$(BINDIR)

@@ -342,16 +342,15 @@ def test_uninstall_leaves_alone_what_is_not_its_own(tmp_path: Path) -> None:
 # ── relocate_venv.py on a small environment of its own ──────────────────────
 
 
-def relocate(staged: Path, final: Path) -> subprocess.CompletedProcess[str]:
+def relocate(
+    staged: Path, final: Path, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    script = REPO / "contrib" / "install" / "relocate_venv.py"
     return subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "contrib" / "install" / "relocate_venv.py"),
-            str(staged),
-            str(final),
-        ],
+        [sys.executable, str(script), str(staged), str(final)],
         capture_output=True,
         text=True,
+        cwd=cwd,
     )
 
 
@@ -391,3 +390,10 @@ def test_relocate_refuses_what_is_not_a_virtual_environment(tmp_path: Path) -> N
     run = relocate(tmp_path, Path("/opt/env"))
     assert run.returncode == 1
     assert run.stderr == f"relocate_venv: {tmp_path}: no pyvenv.cfg, not a venv\n"
+
+
+def test_relocate_takes_a_relative_staging_path(small_venv: Path, tmp_path: Path) -> None:
+    """make install DESTDIR=stage: pip wrote absolute paths all the same."""
+    run = relocate(small_venv.relative_to(tmp_path), Path("/opt/env"), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert (small_venv / "bin" / "tool").read_text().startswith("#!/opt/env/bin/python\n")

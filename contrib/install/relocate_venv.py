@@ -30,6 +30,7 @@ is 1, so ``make install`` stops instead of installing a broken environment.
 from __future__ import annotations
 
 import compileall
+import os
 import sys
 from pathlib import Path
 
@@ -112,7 +113,11 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(USAGE, file=sys.stderr)
         return EXIT_BROKEN
-    staged, final = (Path(a) for a in argv)
+    # pip writes absolute paths, also for a relative DESTDIR
+    staged, final = Path(os.path.abspath(argv[0])), Path(argv[1])
+    if not final.is_absolute():
+        print(f"relocate_venv: {final}: the final path must be absolute", file=sys.stderr)
+        return EXIT_BROKEN
     if not (staged / "pyvenv.cfg").is_file():
         print(f"relocate_venv: {staged}: no pyvenv.cfg, not a venv", file=sys.stderr)
         return EXIT_BROKEN
