@@ -33,6 +33,7 @@ bench: deps venv
 	$(BIN)/python benchmarks/bench_nlu.py
 	$(BIN)/python benchmarks/nlu_eval.py
 	$(BIN)/python benchmarks/nlu_eval.py --replies tests/data/nlu_holdout_zh.toml
+	$(BIN)/python benchmarks/nlu_eval.py --replies tests/data/nlu_blind2_zh.toml
 
 deps:
 	@missing=""; \
