@@ -277,7 +277,7 @@ def test_check_refuses_an_address_this_machine_does_not_have() -> None:
 def test_check_passes_a_good_trunk_even_while_its_port_is_taken() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))  # e.g. the running daemon, during --check-config
-        config = SipTrunkConfig(proxy="localhost:5080", local_port=taken.getsockname()[1])
+        config = SipTrunkConfig(proxy="127.0.0.1:5080", local_port=taken.getsockname()[1])
         assert SipTrunk.check(config, section="trunk.office") == []
     wildcard = SipTrunkConfig(proxy="127.0.0.1", local_host="0.0.0.0")
     assert SipTrunk.check(wildcard, section="trunk.office") == list[ConfigProblem]()
