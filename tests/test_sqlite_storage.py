@@ -18,7 +18,16 @@ import pytest
 import sqlite_utils
 import trio
 
-from waihu.api import CallRecord, CampaignRow, ProviderContext, ProviderError, Storage, Turn
+from waihu.api import (
+    CallRecord,
+    CampaignRow,
+    MediaQuality,
+    ProviderContext,
+    ProviderError,
+    Storage,
+    TransferResult,
+    Turn,
+)
 from waihu.config import ConfigError, structure_strict
 from waihu_sqlite.rows import call_row, turn_rows
 from waihu_sqlite.schema import _MIGRATIONS, SCHEMA_VERSION
@@ -402,7 +411,8 @@ def write_v2_file(path: Path, record: CallRecord) -> None:
                 " VALUES ('k1', 'first', 'running', '{}', 0)"
             )
             row = call_row(record)
-            row = {k: v for k, v in row.items() if k not in ("grade_reason", "script_hash")}
+            later = ("grade_reason", "script_hash", "direction", "transfer", "media_quality")
+            row = {k: v for k, v in row.items() if k not in later}
             db.table("calls").insert(row)
             db.table("turns").insert_all(turn_rows(record))
     finally:
@@ -428,7 +438,47 @@ async def test_a_v2_file_is_upgraded_in_place_keeping_its_calls(tmp_path: Path) 
             again = await storage.get_call("c2")
             assert (again.grade_reason, again.script_hash) == ("hot", "f0")
     with closing(sqlite3.connect(tmp_path / "waihu.db")) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (4,)
+
+
+async def test_direction_transfer_and_media_quality_round_trip(tmp_path: Path) -> None:
+    """v4 columns: an inbound call with a transfer result and RTCP figures comes back equal;
+    an old file's calls read back as outbound with neither."""
+    old = attrs.evolve(sample_call(), campaign_id="k1", outcome="answered")
+    write_v2_file(tmp_path / "waihu.db", old)
+    record = attrs.evolve(
+        sample_call("c2"),
+        direction="inbound",
+        transfer=TransferResult(
+            target="sip:1002@127.0.0.1", mode="bridge", outcome="agent_busy", status=486,
+            detail="agent busy", started_at=5.0, ended_at=6.5,
+        ),
+        media_quality=MediaQuality(
+            packets_sent=1500, packets_received=1490, packets_lost=10, loss_fraction=0.0067,
+            jitter_ms=3.25, rtt_ms=41.0, remote_loss_fraction=0.0, remote_jitter_ms=None,
+        ),
+    )  # fmt: skip
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path)) as storage:
+            found = await storage.get_call("c1")
+            assert (found.direction, found.transfer, found.media_quality) == (
+                "outbound", None, None,
+            )  # fmt: skip
+            await storage.save_call(record)
+        async with running(make_storage(tmp_path)) as storage:
+            assert await storage.get_call("c2") == record
+
+
+async def test_a_damaged_transfer_column_is_named(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path)) as storage:
+            await storage.save_call(sample_call("c1"))
+    with closing(sqlite3.connect(tmp_path / "waihu.db")) as conn, conn:
+        conn.execute("UPDATE calls SET transfer = '[1]', direction = 'inbound'")
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path)) as storage:
+            with pytest.raises(Exception, match=r"c1.*transfer.*TransferResult"):
+                await storage.get_call("c1")
 
 
 async def test_find_calls_applies_every_filter_given(tmp_path: Path) -> None:

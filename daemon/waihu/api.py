@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -35,6 +35,7 @@ __all__ = [
     "FRAME_MS",
     "OUTCOMES",
     "PROJECT_NAME",
+    "TRANSFER_OUTCOMES",
     "TRUNK_STATES",
     "AsrEngine",
     "AsrResult",
@@ -58,12 +59,18 @@ __all__ = [
     "Contact",
     "ContactState",
     "DeliveryFailed",
+    "Direction",
+    "EarlyMedia",
+    "EarlyMediaCallback",
     "EventKind",
     "HangupSide",
+    "IncomingCall",
+    "IncomingCallHandler",
     "Intent",
     "Keyword",
     "Match",
     "MatchSource",
+    "MediaQuality",
     "Notification",
     "Notifier",
     "OutboxItem",
@@ -73,6 +80,9 @@ __all__ = [
     "ProviderError",
     "Storage",
     "Synthesizer",
+    "TransferMode",
+    "TransferOutcome",
+    "TransferResult",
     "Trunk",
     "TrunkError",
     "TrunkState",
@@ -84,6 +94,8 @@ __all__ = [
     "check",
     "check_target",
     "hookimpl",
+    "leg_dtmf",
+    "leg_media_quality",
     "one_of",
     "positive",
     "trunk_status",
@@ -183,6 +195,9 @@ class ProviderContext:
     state_dir: Path
     log: logging.Logger
     cpu_limiter: trio.CapacityLimiter
+    # a trunk hands each inbound call it accepts for one of its numbers to this
+    # (None: the core takes no inbound calls; the trunk answers 480 itself)
+    incoming: IncomingCallHandler | None = None
 
 
 class Provider:
@@ -281,16 +296,97 @@ class CallLeg(Protocol):
         ...
 
     async def send_dtmf(self, digits: str) -> None:
-        """Send DTMF digits; a trunk without it raises NotImplementedError."""
+        """Send DTMF digits out of band (SIP INFO); NotImplementedError if unsupported.
+
+        The core sends RFC 4733 telephone-events itself, in the call's own RTP
+        stream, whenever ``dtmf_payload_type`` is set; it calls this only when
+        the far end negotiated no telephone-event.
+        """
         ...
 
-    async def transfer(self, target: str) -> None:
-        """Hand the call to ``target`` (REFER or bridge); NotImplementedError if unsupported."""
+    async def transfer(self, target: str) -> TransferResult:
+        """Blind transfer: hand the call to ``target`` (SIP REFER) and follow it to its
+        outcome (the NOTIFY sipfrag). NotImplementedError if unsupported.
+
+        The result's ``mode`` is ``refer``; on ``transferred`` the far end has
+        left our call (``ended`` is set or soon will be); on any other outcome
+        the call is still ours.
+        """
         ...
+
+    # Optional (the core reads them with ``leg_dtmf`` and ``leg_media_quality``):
+    #   async def receive_dtmf(self) -> str: the next digit the far end signalled
+    #       outside RTP (SIP INFO application/dtmf-relay or application/dtmf);
+    #       waits until the caller is cancelled once the call has ended.
+    #   def media_quality(self) -> MediaQuality | None: loss, jitter and round
+    #       trip so far (RTCP), read when the call ends.
 
 
 class ProgressCallback(Protocol):
     def __call__(self, status: int, reason: str) -> None: ...
+
+
+@runtime_checkable
+class EarlyMedia(Protocol):
+    """Audio the far end sends before it answers: a 183 with SDP (ring-back tones, carrier
+    announcements such as 空号/关机/停机/无法接通, call-assistant greetings).
+
+    Handed to ``dial``'s ``on_early_media`` as soon as the first provisional
+    answer with SDP arrives. ``receive_media`` gives raw RTP datagrams exactly
+    as ``CallLeg.receive_media`` does; ``ended`` is set when the early session
+    is over (the call was answered — the same audio then continues on the leg
+    — or it failed or was cancelled), after which ``receive_media`` waits
+    until cancelled.
+    """
+
+    codec: Codec
+    dtmf_payload_type: int | None
+    ended: trio.Event
+
+    async def receive_media(self) -> bytes:
+        """Wait for the next early RTP datagram from the far end."""
+        ...
+
+
+class EarlyMediaCallback(Protocol):
+    def __call__(self, media: EarlyMedia) -> None: ...
+
+
+@runtime_checkable
+class IncomingCall(Protocol):
+    """An inbound call a trunk has accepted for one of its numbers, ringing until the core
+    answers or rejects it.
+
+    ``number`` is the number called (ours, as the trunk's config lists it),
+    ``caller`` the calling number or user as the far end gave it (may be
+    empty), ``trunk`` the trunk's instance name. ``cancelled`` is set when the
+    caller gives up before an answer (CANCEL); ``answer`` then raises
+    ``CallFailed(487)``.
+    """
+
+    call_id: str
+    number: str
+    caller: str
+    trunk: str
+    cancelled: trio.Event
+
+    async def answer(self) -> CallLeg:
+        """Answer (200 OK with our SDP answer) and return the leg once the ACK came.
+
+        Raises ``CallFailed`` when the call cannot be answered (the caller
+        cancelled: 487; no common codec: 488; no ACK within 32 s: 408).
+        """
+        ...
+
+    async def reject(self, status: int = 480, reason: str | None = None) -> None:
+        """Refuse the call with a final status (486 busy, 480 unavailable, 603 declined…)."""
+        ...
+
+
+class IncomingCallHandler(Protocol):
+    def __call__(self, call: IncomingCall) -> None:
+        """Take charge of ``call``: answer or reject it, from a task of the core's own."""
+        ...
 
 
 @runtime_checkable
@@ -308,12 +404,14 @@ class Trunk(Protocol):
         caller_id: str | None = None,
         ring_timeout: float = 60.0,
         on_progress: ProgressCallback | None = None,
+        on_early_media: EarlyMediaCallback | None = None,
     ) -> CallLeg:
         """Call ``target`` (a number or a SIP URI) and return the answered leg.
 
         Raises ``CallFailed`` for a final non-2xx answer or a ring timeout (408),
         ``TrunkError`` when the far end cannot be reached at all. Cancelling the
-        caller abandons the attempt cleanly.
+        caller abandons the attempt cleanly (CANCEL, and the 487 ACKed).
+        ``on_early_media`` is called once if the far end sends early media.
         """
         ...
 
@@ -369,6 +467,18 @@ def trunk_status(trunk: object, *, started_at: float) -> TrunkStatus:
     if callable(status):
         return status()
     return TrunkStatus(state="up", since=started_at)
+
+
+def leg_dtmf(leg: object) -> Callable[[], Awaitable[str]] | None:
+    """``leg.receive_dtmf`` (digits signalled in SIP INFO), or None for a leg without it."""
+    receive = getattr(leg, "receive_dtmf", None)
+    return receive if callable(receive) else None
+
+
+def leg_media_quality(leg: object) -> MediaQuality | None:
+    """``leg.media_quality()`` (RTCP figures), or None for a leg without it."""
+    quality = getattr(leg, "media_quality", None)
+    return quality() if callable(quality) else None
 
 
 def check_target(trunk: object, target: str) -> str:
@@ -560,6 +670,50 @@ class Turn:
 CallStatus = Literal["dialing", "ringing", "answered", "ended", "failed"]
 
 
+Direction = Literal["outbound", "inbound"]
+TransferMode = Literal["refer", "bridge"]
+TransferOutcome = Literal[
+    "transferred",  # a person took the call (REFER accepted and the NOTIFY said 2xx, or the
+    # agent answered the bridge)
+    "agent_busy",  # 486/600 from the agent, or every agent line in use
+    "no_answer",  # the agent did not answer in time (408/480/487)
+    "failed",  # anything else: REFER refused, agent unreachable, callee gone meanwhile
+]
+TRANSFER_OUTCOMES: tuple[str, ...] = typing.get_args(TransferOutcome)
+
+
+@attrs.frozen(kw_only=True)
+class TransferResult:
+    """How handing a call to a person went: filed with the call record."""
+
+    target: str  # where to, as the script or operator named it (resolved agent address)
+    mode: TransferMode
+    outcome: TransferOutcome
+    status: int | None = None  # the SIP status that decided it (sipfrag, or the agent leg)
+    detail: str = ""  # for people: "agent 1002 answered after 4.2 s", "REFER refused: 403"
+    started_at: float | None = None
+    ended_at: float | None = None  # when the transfer settled (not when the call ended)
+
+
+@attrs.frozen(kw_only=True)
+class MediaQuality:
+    """A call's media as RTCP saw it (RFC 3550 §6.4): filed when the call ends.
+
+    ``loss_fraction`` and ``jitter_ms`` describe what we received; the
+    ``remote_*`` figures what the far end reported receiving from us (None if
+    it sent no receiver report); ``rtt_ms`` from its report's LSR/DLSR.
+    """
+
+    packets_sent: int
+    packets_received: int
+    packets_lost: int  # cumulative, from sequence numbers (expected − received)
+    loss_fraction: float  # 0–1 over the whole call
+    jitter_ms: float  # interarrival jitter, RFC 3550 A.8
+    rtt_ms: float | None = None
+    remote_loss_fraction: float | None = None
+    remote_jitter_ms: float | None = None
+
+
 @attrs.define
 class CallRecord:
     """Everything filed about one call; saved whole at every state change."""
@@ -584,6 +738,9 @@ class CallRecord:
     outcome: str | None = None  # one of OUTCOMES, once the call is over
     grade_reason: str | None = None  # why the grade: the matching grading rule's reason
     script_hash: str | None = None  # content hash of the script version that spoke
+    direction: Direction = "outbound"  # inbound: the callee called us (``number`` is theirs)
+    transfer: TransferResult | None = None  # set once the call was handed to a person
+    media_quality: MediaQuality | None = None  # RTCP loss/jitter/round trip, when the call ends
 
 
 @attrs.frozen(kw_only=True)

@@ -21,6 +21,8 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import attrs
+
 from waihu.api import (
     Attempt,
     AuditEntry,
@@ -30,8 +32,11 @@ from waihu.api import (
     CampaignState,
     Contact,
     ContactState,
+    Direction,
     HangupSide,
+    MediaQuality,
     OutboxItem,
+    TransferResult,
     Turn,
 )
 
@@ -58,6 +63,8 @@ __all__ = [
 ]
 
 _STATUSES = frozenset(typing.get_args(CallStatus))
+_DIRECTIONS = frozenset(typing.get_args(Direction))
+_V = typing.TypeVar("_V")
 _SIDES = frozenset(typing.get_args(HangupSide))
 _CAMPAIGN_STATES = frozenset(typing.get_args(CampaignState))
 CONTACT_STATES = frozenset(typing.get_args(ContactState))
@@ -122,6 +129,11 @@ def call_row(record: CallRecord) -> dict[str, Any]:
         "outcome": record.outcome,
         "grade_reason": record.grade_reason,
         "script_hash": record.script_hash,
+        "direction": record.direction,
+        "transfer": None if record.transfer is None else dump_json(attrs.asdict(record.transfer)),
+        "media_quality": (
+            None if record.media_quality is None else dump_json(attrs.asdict(record.media_quality))
+        ),
         **funnel_columns(record.turns),
     }
 
@@ -166,6 +178,8 @@ def record_from_rows(call: Mapping[str, Any], turns: Iterable[Mapping[str, Any]]
     bad = _bad_factory("calls", call_id)
     if call["status"] not in _STATUSES:
         raise bad("status", f"is {call['status']!r}, not one of {', '.join(sorted(_STATUSES))}")
+    if call["direction"] not in _DIRECTIONS:
+        raise bad("direction", f"is {call['direction']!r}, not outbound or inbound")
     if call["hangup_by"] is not None and call["hangup_by"] not in _SIDES:
         raise bad("hangup_by", f"is {call['hangup_by']!r}, not robot or callee")
     tags = _string_list(call["tags"], bad)
@@ -190,7 +204,23 @@ def record_from_rows(call: Mapping[str, Any], turns: Iterable[Mapping[str, Any]]
         outcome=call["outcome"],
         grade_reason=call["grade_reason"],
         script_hash=call["script_hash"],
+        direction=call["direction"],
+        transfer=_value_object(call["transfer"], TransferResult, "transfer", bad),
+        media_quality=_value_object(call["media_quality"], MediaQuality, "media_quality", bad),
     )
+
+
+def _value_object(text: str | None, kind: type[_V], column: str, bad: Any) -> _V | None:
+    """A JSON object column read back as the attrs value ``kind`` (None stays None)."""
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
+        return kind(**data)
+    except (ValueError, TypeError) as exc:
+        raise bad(column, f"is not a {kind.__name__} ({exc})") from None
 
 
 def _turn(call_id: str, row: Mapping[str, Any]) -> Turn:

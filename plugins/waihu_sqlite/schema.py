@@ -47,7 +47,7 @@ __all__ = [
     "ensure_schema",
 ]
 
-SCHEMA_VERSION = 3  # bump with a new step in _MIGRATIONS
+SCHEMA_VERSION = 4  # bump with a new step in _MIGRATIONS
 
 CALLS = "calls"
 TURNS = "turns"
@@ -249,11 +249,25 @@ def _grade_reason_v3(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+_V4_STATEMENTS = (
+    # inbound: the callee called us; existing rows are all outbound
+    "ALTER TABLE calls ADD COLUMN direction TEXT NOT NULL DEFAULT 'outbound'",
+    "ALTER TABLE calls ADD COLUMN transfer TEXT",  # JSON object: waihu.api.TransferResult
+    "ALTER TABLE calls ADD COLUMN media_quality TEXT",  # JSON object: waihu.api.MediaQuality
+)
+
+
+def _direction_transfer_quality_v4(db: sqlite_utils.Database) -> None:
+    for statement in _V4_STATEMENTS:
+        db.execute(statement)
+
+
 # _MIGRATIONS[n] takes a database at version n to version n + 1
 _MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _create_v1,
     _campaigns_v2,
     _grade_reason_v3,
+    _direction_transfer_quality_v4,
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
