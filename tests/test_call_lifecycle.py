@@ -143,6 +143,7 @@ class FakeTrunk(Provider):
         caller_id: str | None = None,
         ring_timeout: float = 60.0,
         on_progress: Any = None,
+        on_early_media: Any = None,
     ) -> FakeLeg:
         self.dialled.append((target, caller_id, ring_timeout))
         await trio.sleep(0)

@@ -92,6 +92,7 @@ class NumberedTrunk(Provider):
         caller_id: str | None = None,
         ring_timeout: float = 60.0,
         on_progress: Any = None,
+        on_early_media: Any = None,
     ) -> FakeLeg:
         self.dialled.append((target, wall()))
         self.up += 1

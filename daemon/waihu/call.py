@@ -26,6 +26,15 @@ the do-not-call list. A transfer to a person
 ``transfer``, and the robot hangs up after the line before it: carrying out
 the transfer over SIP is not implemented yet.
 
+Besides the callee's voice: early media (a 183's audio — carrier
+announcements, ring-back) is collected while the call rings
+(``media.early_media``) and recorded, at the head of the recording when the
+call is answered, as the call's recording of its own when it fails; digits
+the far end signals outside RTP (SIP INFO) reach the engine like RFC 4733
+ones; an operator's ``CallControl`` hangs the call up (CANCEL while it rings,
+BYE after) or sends it digits (RFC 4733 in the call's stream, else the leg's
+SIP INFO); the leg's RTCP figures are filed with the record at the end.
+
 Error handling: a call catches and logs its own errors. Whatever goes wrong —
 a final non-2xx answer (``error`` is the answer and why: ``484 Address
 Incomplete: 'abc' is not a phone number…`` when the trunk refused the target,
@@ -43,7 +52,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import attrs
@@ -57,6 +66,7 @@ from waihu.api import (
     CallLeg,
     CallRecord,
     CampaignStore,
+    EarlyMedia,
     HangupSide,
     ProviderError,
     Storage,
@@ -64,7 +74,10 @@ from waihu.api import (
     TrunkError,
     Turn,
     WaihuError,
+    leg_dtmf,
+    leg_media_quality,
 )
+from waihu.call_control import OPERATOR_HANGUP, CallControl
 from waihu.call_lifecycle import CallLifecycle, failure_reason, record_as_dict
 from waihu.campaign.numbers import InvalidNumber, to_e164
 from waihu.config import CallConfig, MediaConfig
@@ -97,10 +110,12 @@ from waihu.media.call_media import (
     SpeechEnded,
     SpeechStarted,
 )
+from waihu.media.early_media import EarlyAudio
 from waihu.media.endpointer import Endpointer
 from waihu.media.media_clock import MediaClock
 from waihu.media.prompt_player import Playback, PromptPlayer
 from waihu.media.recorder import StereoRecorder
+from waihu.media.telephone_event import DTMF_EVENTS
 
 __all__ = ["CallServices", "place_call", "record_as_dict"]
 
@@ -268,52 +283,83 @@ async def place_call(
     variables: Mapping[str, str] | None = None,
     caller_id: str | None = None,
     ring_timeout: float | None = None,
+    control: CallControl | None = None,
 ) -> CallRecord:
     """Dial ``record.number`` and run the whole call; returns the filed record.
 
     ``caller_id`` and ``ring_timeout`` default to ``[call]``'s. The record
     must be new (``dialing``); it is final (``ended`` or ``failed``) on return.
+    ``control`` lets an operator hang the call up or send it digits.
     """
     life = CallLifecycle(record, storage=services.storage, events=services.events)
     if ring_timeout is None:
         ring_timeout = services.call.ring_timeout
+    if control is None:
+        control = CallControl()
     leg: CallLeg | None = None
     ending = _Ending()
     said = call_variables(loaded.script, variables or {})
+    early: list[EarlyAudio] = []
     try:
         await life.begin()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(life.keep_filed)
             nursery.start_soon(_prerender, services, loaded, said)  # while it rings
-            try:
-                leg = await trunk.dial(
-                    record.number,
-                    caller_id=services.call.caller_id if caller_id is None else caller_id,
-                    ring_timeout=ring_timeout,
-                    on_progress=life.progress,
-                )
-            except CallFailed as exc:
-                ending.sip_status, ending.sip_reason = exc.status, exc.reason
-                ending.error = failure_reason(exc.status, exc.reason, _known(exc, ring_timeout))
-                log.info("call %s to %s: %s", record.id, record.number, ending.error)
-            except TrunkError as exc:
-                ending.error, ending.trunk_error = f"{TRUNK_ERROR_PREFIX}{exc}", True
-                log.warning("call %s to %s: %s", record.id, record.number, exc)
-            else:
-                life.answered(leg.codec.name)
-                log.info("call %s to %s answered (%s)", record.id, record.number, leg.codec.name)
-                with trio.move_on_after(services.call.max_duration) as too_long:
-                    await _converse(services, leg, life, loaded, said)
-                if too_long.cancelled_caught:
-                    max_duration = services.call.max_duration
-                    ending.error = f"hung up after call.max_duration ({max_duration} s)"
-                if not leg.ended.is_set():
-                    # the BYE transaction lives on in the trunk; a callee that never answers
-                    # it must not hold back the record for Timer F (32 s)
-                    with trio.move_on_after(BYE_WAIT):
-                        await leg.hangup()
-                ending.hangup_by = leg.ended_by or "robot"
-            nursery.cancel_scope.cancel()  # the filing loop
+
+            def on_early_media(media: EarlyMedia) -> None:
+                if not early:  # one early session per attempt is all a trunk reports
+                    audio = EarlyAudio(media)
+                    early.append(audio)
+                    nursery.start_soon(audio.collect)
+                    log.info("call %s to %s: early media (%s)", record.id, record.number,
+                             media.codec.name)  # fmt: skip
+
+            with trio.CancelScope() as operator:
+                control.bind(operator)
+                try:
+                    leg = await trunk.dial(
+                        record.number,
+                        caller_id=services.call.caller_id if caller_id is None else caller_id,
+                        ring_timeout=ring_timeout,
+                        on_progress=life.progress,
+                        on_early_media=on_early_media,
+                    )
+                except CallFailed as exc:
+                    ending.sip_status, ending.sip_reason = exc.status, exc.reason
+                    known = _known(exc, ring_timeout)
+                    ending.error = failure_reason(exc.status, exc.reason, known)
+                    log.info("call %s to %s: %s", record.id, record.number, ending.error)
+                except TrunkError as exc:
+                    ending.error, ending.trunk_error = f"{TRUNK_ERROR_PREFIX}{exc}", True
+                    log.warning("call %s to %s: %s", record.id, record.number, exc)
+                else:
+                    life.answered(leg.codec.name)
+                    log.info("call %s to %s answered (%s)", record.id, record.number,
+                             leg.codec.name)  # fmt: skip
+                    with trio.move_on_after(services.call.max_duration) as too_long:
+                        await _converse(
+                            services, leg, life, loaded, said,
+                            control=control, early=early[0] if early else None,
+                        )  # fmt: skip
+                    if too_long.cancelled_caught:
+                        max_duration = services.call.max_duration
+                        ending.error = f"hung up after call.max_duration ({max_duration} s)"
+                    if not leg.ended.is_set():
+                        # the BYE transaction lives on in the trunk; a callee that never
+                        # answers it must not hold back the record for Timer F (32 s)
+                        with trio.move_on_after(BYE_WAIT):
+                            await leg.hangup()
+                    ending.hangup_by = leg.ended_by or "robot"
+            if operator.cancelled_caught:
+                log.info("call %s to %s: %s", record.id, record.number, OPERATOR_HANGUP)
+                if leg is None:  # the trunk CANCELled the INVITE
+                    ending.sip_status, ending.sip_reason = 487, "Request Terminated"
+                    ending.error = f"{OPERATOR_HANGUP} while it rang"
+                else:
+                    ending.hangup_by, ending.error = "robot", OPERATOR_HANGUP
+            if leg is None and early and services.recordings_dir is not None:
+                await _record_early(services, life, early[0])
+            nursery.cancel_scope.cancel()  # the filing loop and early media
         ending.reached = True
     except Exception as exc:
         log.exception("call %s to %s failed", record.id, record.number)
@@ -331,6 +377,11 @@ async def place_call(
                         log.exception("call %s: hang-up failed", record.id)
             if not ending.reached:  # cancelled: drain deadline, shutdown
                 ending.error = ending.error or CANCELLED_ERROR
+            if leg is not None:
+                try:
+                    record.media_quality = leg_media_quality(leg)
+                except Exception:
+                    log.exception("call %s: cannot read the media figures", record.id)
             await life.end(
                 sip_status=ending.sip_status,
                 sip_reason=ending.sip_reason,
@@ -359,14 +410,39 @@ def _known(failure: CallFailed, ring_timeout: float) -> str | None:
     return None
 
 
+async def _record_early(services: CallServices, life: CallLifecycle, early: EarlyAudio) -> None:
+    """File the early media of a call that was never answered as its recording (the
+    announcement a carrier played before failing it), callee left, robot silent."""
+    if early.seconds == 0:
+        return
+    record = life.record
+    assert services.recordings_dir is not None
+    day = time.strftime("%Y%m%d", time.localtime(record.created_at))
+    recorder = StereoRecorder(services.recordings_dir / day / f"{record.id}.wav", early.sample_rate)
+    pcm = early.pcm()
+    recorder.callee(pcm)
+    recorder.robot(np.zeros_like(pcm))
+    with trio.CancelScope(shield=True):
+        try:
+            life.recorded(str(await recorder.save()))
+        except OSError as exc:
+            log.error("call %s: cannot save its early media %s: %s", record.id, recorder.path, exc)
+
+
 async def _converse(
     services: CallServices,
     leg: CallLeg,
     life: CallLifecycle,
     loaded: LoadedScript,
     variables: Mapping[str, str],
+    *,
+    control: CallControl | None = None,
+    early: EarlyAudio | None = None,
 ) -> None:
-    """Talk with the callee until an end node finished or the callee hung up."""
+    """Talk with the callee until an end node finished or the callee hung up.
+
+    ``early``: audio heard before the answer, which the recording starts with.
+    """
     record = life.record
     mc = services.media
     endpointer = Endpointer(
@@ -382,6 +458,10 @@ async def _converse(
         day = time.strftime("%Y%m%d", time.localtime(record.answered_at))
         path = services.recordings_dir / day / f"{record.id}.wav"
         recorder = StereoRecorder(path, leg.codec.clock_rate)
+        if early is not None and early.seconds > 0 and early.sample_rate == leg.codec.clock_rate:
+            pcm = early.pcm()
+            recorder.callee(pcm)
+            recorder.robot(np.zeros_like(pcm))
         life.recorded(str(path))
     media = CallMedia(leg, endpointer=endpointer, recorder=recorder, jitter_depth=mc.jitter_depth)
     stream = services.asr.open_stream(sample_rate=leg.codec.clock_rate)
@@ -442,6 +522,11 @@ async def _converse(
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch_hangup)
+            signalled = leg_dtmf(leg)
+            if signalled is not None:
+                nursery.start_soon(_signalled_digits, signalled, inbox_send)
+            if control is not None:
+                control.answered(lambda digits: _send_dtmf(media, leg, digits))
             ending = await engine.run()
             tags = ending.tags
             if ending.dnc:
@@ -458,6 +543,8 @@ async def _converse(
             life.graded(ending.grade, tags, ending.grade_reason or None)
             nursery.cancel_scope.cancel()
     finally:
+        if control is not None:
+            control.answered(None)
         services.clock.remove(media)
         media.close()
         log.debug("call %s media: %s", record.id, media.stats)
@@ -514,6 +601,25 @@ async def _listen(
             await inbox.send(PromptDone())
         elif isinstance(event, DtmfDigit):
             await inbox.send(Dtmf(event.digit))
+
+
+async def _signalled_digits(
+    receive: Callable[[], Awaitable[str]], inbox: trio.MemorySendChannel[EngineEvent]
+) -> None:
+    """Digits the far end signalled outside RTP (SIP INFO) go to the engine as key presses."""
+    while True:
+        await inbox.send(Dtmf(await receive()))
+
+
+async def _send_dtmf(media: CallMedia, leg: CallLeg, digits: str) -> None:
+    """Send digits: RFC 4733 in the call's RTP stream when the far end negotiated
+    telephone-event, else the trunk's out-of-band way (SIP INFO)."""
+    if media.dtmf is not None:
+        await media.send_dtmf(digits).wait()
+        return
+    if not digits or any(d.upper() not in DTMF_EVENTS for d in digits):
+        raise ValueError(f"{digits!r} is not a string of DTMF digits ({DTMF_EVENTS})")
+    await leg.send_dtmf(digits)
 
 
 async def _opt_out(services: CallServices, record: CallRecord) -> None:

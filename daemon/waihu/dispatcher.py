@@ -51,6 +51,7 @@ import trio
 
 from waihu.api import BadTarget, CallRecord, Trunk, WaihuError, check_target
 from waihu.call import CallServices, place_call
+from waihu.call_control import CallControl
 from waihu.campaign.pacing import TokenBucket
 from waihu.config import Config
 from waihu.dialog.library import LoadedScript, ScriptLibrary, missing_variables
@@ -175,6 +176,7 @@ class CallDispatcher:
         self.events = events
         self.draining = False
         self._live: dict[str, CallRecord] = {}
+        self._controls: dict[str, CallControl] = {}  # an operator's handle on each live call
         self._all_lines = trio.Semaphore(config.daemon.max_calls)
         self._trunk_lines: dict[str, trio.Semaphore] = {}
         self._buckets: dict[str, TokenBucket] = {}
@@ -359,6 +361,7 @@ class CallDispatcher:
             script_hash=loaded.script.content_hash or None,
         )
         self._live[call_id] = record
+        self._controls[call_id] = CallControl()
         if self._running == 0:
             self._idle = trio.Event()
         self._running += 1
@@ -383,9 +386,11 @@ class CallDispatcher:
                 variables=request.variables,
                 caller_id=request.caller_id,
                 ring_timeout=request.ring_timeout,
+                control=self._controls[record.id],
             )
         finally:
             del self._live[record.id]
+            del self._controls[record.id]
             if on_end is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(ON_END_SECONDS) as slow:
                     try:
@@ -398,6 +403,10 @@ class CallDispatcher:
             self._running -= 1
             if self._running == 0:
                 self._idle.set()
+
+    def control(self, call_id: str) -> CallControl:
+        """The operator's handle on the live call ``call_id``; KeyError when it is not live."""
+        return self._controls[call_id]
 
     def _services(self) -> CallServices:
         config = self.config

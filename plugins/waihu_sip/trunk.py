@@ -35,6 +35,7 @@ from waihu.api import (
     CallFailed,
     Codec,
     ConfigProblem,
+    EarlyMediaCallback,
     ProgressCallback,
     Provider,
     ProviderContext,
@@ -261,6 +262,7 @@ class SipTrunk(Provider):
         caller_id: str | None = None,
         ring_timeout: float = 60.0,
         on_progress: ProgressCallback | None = None,
+        on_early_media: EarlyMediaCallback | None = None,
     ) -> SipCallLeg:
         """Call ``target`` — a number/user (``"1001"``, sent as ``sip:1001@domain``) or a SIP URI
         — through the proxy and return the answered leg.

@@ -45,6 +45,7 @@ import pluggy
 import trio
 
 from waihu.api import OUTCOMES, AuditEntry, CallRecord, CampaignStore, Storage
+from waihu.call_control import CallNotAnswered
 from waihu.call_lifecycle import record_as_dict
 from waihu.campaign.service import CampaignError, CampaignService
 from waihu.control.monitor import Monitor
@@ -229,6 +230,34 @@ class ControlHandlers:
         if record is None:
             raise ControlError("not_found", f"no call with id {id!r}")
         return record_as_dict(record)
+
+    async def call_hangup(self, id: str) -> dict[str, Any]:
+        id = await self._call_id(id)
+        record = self.dispatcher.live.get(id)
+        if record is None:
+            raise ControlError("unavailable", f"call {id} is over already")
+        state = record.status
+        self.dispatcher.control(id).hang_up()
+        log.info("call %s hung up by %s (it was %s)", id, _user(), state)
+        return {"call_id": id, "was": state}
+
+    async def call_dtmf(self, id: str, digits: str) -> dict[str, Any]:
+        id = await self._call_id(id)
+        if id not in self.dispatcher.live:
+            raise ControlError("unavailable", f"call {id} is over already")
+        try:
+            await self.dispatcher.control(id).send_dtmf(digits)
+        except KeyError:
+            raise ControlError("unavailable", f"call {id} is over already") from None
+        except CallNotAnswered as exc:
+            raise ControlError("unavailable", f"call {id}: {exc}") from None
+        except ValueError as exc:
+            raise ControlError("bad_request", str(exc)) from None
+        except NotImplementedError as exc:
+            raise ControlError(
+                "unavailable", f"call {id}: the far end takes no DTMF ({exc})"
+            ) from None
+        return {"call_id": id, "digits": digits}
 
     async def _call_id(self, given: str) -> str:
         """The full id of the one call, live or filed, whose id is or starts with ``given``.

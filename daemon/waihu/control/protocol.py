@@ -654,6 +654,41 @@ COMMANDS: tuple[Command, ...] = (
         render=render_call,
     ),
     Command(
+        name="call.hangup",
+        handler="call_hangup",
+        summary="hang up a live call: CANCEL while it rings, BYE once answered",
+        description="End a live call now. While it rings the INVITE is cancelled (the "
+        "record says 487, hung up by the operator while it rang); once answered the robot "
+        "hangs up and the call is graded on what was said so far. unavailable when the call "
+        "is over already.",
+        params=(CALL_ID_PARAM,),
+        render=render_value,
+        changes_state=True,
+    ),
+    Command(
+        name="call.dtmf",
+        handler="call_dtmf",
+        summary="send DTMF digits into an answered call",
+        description="Send DIGITS (0-9, *, #, A-D) to the far end of an answered call: as "
+        "RFC 4733 telephone-events in the call's RTP stream when the far end offered "
+        "telephone-event, else one SIP INFO per digit. Returns once they are sent. "
+        "unavailable while the call rings or when it is over; bad_request for a character "
+        "that is not a digit.",
+        params=(
+            CALL_ID_PARAM,
+            Param(
+                name="digits",
+                type=str,
+                required=True,
+                positional=True,
+                metavar="DIGITS",
+                help="the digits, e.g. 1 or 0#",
+            ),
+        ),
+        render=render_value,
+        changes_state=True,
+    ),
+    Command(
         name="call.recording",
         handler="call_recording",
         summary="one chunk of a call's recording, base64, for 'call fetch' and 'call play'",

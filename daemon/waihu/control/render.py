@@ -328,6 +328,18 @@ def render_call(result: Mapping[str, Any]) -> str:
         ("tags", _listing(result.get("tags") or [])),
         ("recording", _value(result.get("recording"))),
     ]
+    if result.get("direction") == "inbound":
+        header.insert(0, ("direction", "inbound (the number called us)"))
+    transfer = result.get("transfer")
+    if transfer:
+        detail = f"  ({transfer['detail']})" if transfer.get("detail") else ""
+        header.append(
+            ("transfer", f"{transfer.get('outcome')} — {transfer.get('mode')} to "
+                         f"{transfer.get('target')}{detail}")
+        )  # fmt: skip
+    quality = result.get("media_quality")
+    if quality:
+        header.append(("media", _media_quality(quality)))
     if result.get("error"):
         header.append(("error", str(result["error"])))
     lines = [f"call {result.get('id', NONE)}  {result.get('status', NONE)}", _fields(header)]
@@ -337,6 +349,20 @@ def render_call(result: Mapping[str, Any]) -> str:
     start = answered if answered is not None else result.get("created_at")
     lines += [_turn(turn, start) for turn in turns]
     return "\n".join(lines)
+
+
+def _media_quality(quality: Mapping[str, Any]) -> str:
+    """RTCP figures in one line: what we received, then what the far end reported."""
+    parts = [
+        f"received {quality.get('packets_received', 0)} packets, "
+        f"lost {quality.get('packets_lost', 0)} ({100 * quality.get('loss_fraction', 0):.1f} %), "
+        f"jitter {quality.get('jitter_ms', 0):.1f} ms"
+    ]
+    if quality.get("rtt_ms") is not None:
+        parts.append(f"round trip {quality['rtt_ms']:.0f} ms")
+    if quality.get("remote_loss_fraction") is not None:
+        parts.append(f"far end lost {100 * quality['remote_loss_fraction']:.1f} %")
+    return "; ".join(parts)
 
 
 def render_shutdown(result: Mapping[str, Any]) -> str:

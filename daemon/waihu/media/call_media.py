@@ -39,6 +39,7 @@ import numpy as np
 import trio
 
 from waihu.api import CallLeg
+from waihu.media.dtmf_sender import DtmfSender
 from waihu.media.endpointer import Endpointer, SpeechAudio, SpeechEnded, SpeechStarted
 from waihu.media.g711 import codec_functions
 from waihu.media.jitter_buffer import DEFAULT_DEPTH, JitterBuffer, JitterStats
@@ -98,6 +99,7 @@ class MediaStats:
     malformed: dict[str, int] = attrs.Factory(dict)  # RtpError kind → count
     foreign_payload: int = 0  # packets of a payload type the call did not negotiate
     dtmf_digits: int = 0
+    dtmf_sent: int = 0  # digits we sent as telephone-events
     silent_ticks: int = 0  # ticks with no incoming audio due
     barge_ins: int = 0
     events_dropped: int = 0
@@ -141,6 +143,9 @@ class CallMedia:
         self._first_packet = True
         self._dtmf_seen: deque[tuple[int, int]] = deque(maxlen=DTMF_HISTORY)
         self._logged: set[str] = set()
+        self.dtmf: DtmfSender | None = None
+        if leg.dtmf_payload_type is not None:
+            self.dtmf = DtmfSender(leg.dtmf_payload_type, self.samples_per_frame, codec.clock_rate)
 
     # ───────────── receiving (the call's task) ─────────────
 
@@ -216,16 +221,37 @@ class CallMedia:
 
     # ───────────── the media tick (the media clock) ─────────────
 
+    def send_dtmf(self, digits: str) -> trio.Event:
+        """Queue ``digits`` as RFC 4733 telephone-events in this call's RTP stream; the event
+        is set once they are all sent. While a digit plays the prompt waits (its audio is
+        not lost) and the recording's robot channel is silent.
+
+        Raises ``ValueError`` for a character that is not a DTMF digit, and
+        ``RuntimeError`` when the far end negotiated no telephone-event (use the
+        leg's ``send_dtmf``, SIP INFO, instead).
+        """
+        if self.dtmf is None:
+            raise RuntimeError(f"call {self.call_id}: the far end takes no telephone-events")
+        return self.dtmf.queue(digits)
+
     def tick(self) -> None:
         """Send this frame's audio, take the incoming frame, record, endpoint; never blocks."""
-        outgoing = self.player.next_frame()
-        self.leg.send_media(
-            self.sender.next_packet(
-                self._encode(outgoing), self.samples_per_frame, marker=self._first_packet
+        events = self.dtmf.next_frame(self.sender) if self.dtmf is not None else None
+        if events is not None:
+            outgoing = self._silence
+            for datagram in events.datagrams:
+                self.leg.send_media(datagram)
+            self.stats.packets_out += len(events.datagrams)
+            self.stats.dtmf_sent = self.dtmf.digits_sent if self.dtmf is not None else 0
+        else:
+            outgoing = self.player.next_frame()
+            self.leg.send_media(
+                self.sender.next_packet(
+                    self._encode(outgoing), self.samples_per_frame, marker=self._first_packet
+                )
             )
-        )
-        self._first_packet = False
-        self.stats.packets_out += 1
+            self._first_packet = False
+            self.stats.packets_out += 1
 
         incoming = self._next_incoming()
         if self.recorder is not None:
@@ -286,5 +312,8 @@ class CallMedia:
             )
 
     def close(self) -> None:
-        """End the ``events`` stream (its reader's loop finishes); idempotent."""
+        """End the ``events`` stream (its reader's loop finishes) and drop digits not yet
+        sent; idempotent."""
+        if self.dtmf is not None:
+            self.dtmf.cancel()
         self._events_send.close()

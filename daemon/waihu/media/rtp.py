@@ -221,3 +221,30 @@ class RtpSender:
         self.packets_sent += 1
         self.octets_sent += len(payload)
         return header + payload
+
+    def event_packet(
+        self,
+        payload: bytes,
+        *,
+        payload_type: int,
+        timestamp: int,
+        marker: bool = False,
+        samples: int = 0,
+    ) -> bytes:
+        """A datagram of another payload type in this stream (an RFC 4733 telephone-event):
+        the next sequence number, the given ``timestamp``; the stream's own clock then
+        advances by ``samples`` (a frame's worth once per frame, 0 for a repeated report)."""
+        if not 0 <= payload_type <= MAX_PAYLOAD_TYPE:
+            raise ValueError(f"payload type {payload_type} outside 0–{MAX_PAYLOAD_TYPE}")
+        header = _FIXED.pack(
+            0x80,
+            (0x80 if marker else 0) | payload_type,
+            self.sequence,
+            timestamp % TIMESTAMP_MODULO,
+            self.ssrc,
+        )
+        self.sequence = (self.sequence + 1) % SEQUENCE_MODULO
+        self.timestamp = (self.timestamp + samples) % TIMESTAMP_MODULO
+        self.packets_sent += 1
+        self.octets_sent += len(payload)
+        return header + payload
