@@ -209,18 +209,7 @@ class RtpSender:
 
     def next_packet(self, payload: bytes, samples: int, marker: bool = False) -> bytes:
         """The datagram for the next ``samples`` samples of audio, encoded as ``payload``."""
-        header = _FIXED.pack(
-            0x80,  # version 2, no padding, no extension, no CSRCs
-            (0x80 if marker else 0) | self.payload_type,
-            self.sequence,
-            self.timestamp,
-            self.ssrc,
-        )
-        self.sequence = (self.sequence + 1) % SEQUENCE_MODULO
-        self.timestamp = (self.timestamp + samples) % TIMESTAMP_MODULO
-        self.packets_sent += 1
-        self.octets_sent += len(payload)
-        return header + payload
+        return self._packet(payload, self.payload_type, self.timestamp, marker, samples)
 
     def event_packet(
         self,
@@ -236,8 +225,13 @@ class RtpSender:
         advances by ``samples`` (a frame's worth once per frame, 0 for a repeated report)."""
         if not 0 <= payload_type <= MAX_PAYLOAD_TYPE:
             raise ValueError(f"payload type {payload_type} outside 0–{MAX_PAYLOAD_TYPE}")
+        return self._packet(payload, payload_type, timestamp, marker, samples)
+
+    def _packet(
+        self, payload: bytes, payload_type: int, timestamp: int, marker: bool, samples: int
+    ) -> bytes:
         header = _FIXED.pack(
-            0x80,
+            0x80,  # version 2, no padding, no extension, no CSRCs
             (0x80 if marker else 0) | payload_type,
             self.sequence,
             timestamp % TIMESTAMP_MODULO,
