@@ -17,8 +17,7 @@ import attrs
 import numpy as np
 import pytest
 import trio
-
-from tests.test_call_lifecycle import (
+from test_call_lifecycle import (
     TIMEOUT,
     FakeLeg,
     FakeTrunk,
@@ -26,6 +25,7 @@ from tests.test_call_lifecycle import (
     context,
     new_record,
 )
+
 from waihu.api import CallFailed, Codec, MediaQuality, TransferResult
 from waihu.call import place_call
 from waihu.call_control import OPERATOR_HANGUP, CallControl, CallNotAnswered
@@ -38,8 +38,12 @@ from waihu.media.g711 import codec_functions
 from waihu.media.rtp import RtpSender, parse_rtp
 from waihu.media.telephone_event import parse_telephone_event
 from waihu.plugins import collect_provider_types, make_plugin_manager
+from waihu.testing.sipp import sipp_peer
+
+from sip_harness import running_trunk
 
 RATE = 8000
+REAL_TIME_LIMIT = 60  # with sipp as the callee
 KEYS_SCRIPT = """
 [script]
 name = "keys"
@@ -358,3 +362,29 @@ def test_call_show_says_direction_transfer_and_media_figures() -> None:
     assert "inbound (the number called us)" in text
     assert "agent_busy — bridge to sip:1002@pbx  (agent busy)" in text
     assert "lost 5 (5.0 %), jitter 2.5 ms; round trip 40 ms; far end lost 1.0 %" in text
+
+
+async def test_an_operator_hang_up_of_a_ringing_sip_call_cancels_it_and_acks_the_487(
+    tmp_path: Path,
+) -> None:
+    """The real SIP trunk against sipp ringing forever: sipp passes only when it got the
+    CANCEL and the ACK for its 487."""
+    loaded = await load_keys(tmp_path)
+    control = CallControl()
+    record = attrs.evolve(new_record(), number="1001", script="keys")
+    with trio.fail_after(REAL_TIME_LIMIT):
+        async with sipp_peer("no_answer.xml", tmp_path) as peer:
+            async with running_trunk(tmp_path, proxy=peer.hostport) as sip:
+                async with call_services(tmp_path, EventBus(make_plugin_manager())) as services:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(
+                            lambda: place_call(services, sip, record, loaded, control=control)
+                        )
+                        while record.status != "ringing":
+                            await trio.sleep(0.02)
+                        control.hang_up()
+                    result = await peer.wait()
+    result.check()
+    assert (record.status, record.sip_status, record.error) == (
+        "failed", 487, f"{OPERATOR_HANGUP} while it rang",
+    )  # fmt: skip

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import trio
 import trio.testing
+from test_media_call_media import DTMF_PT, PCMU, SPF, Call, make_pair, run_call
 
-from tests.test_media_call_media import DTMF_PT, PCMU, SPF, Call, make_pair, run_call
 from waihu.media.call_media import CallMedia
 from waihu.media.dtmf_sender import END_REPEATS, DtmfSender
 from waihu.media.endpointer import Endpointer
