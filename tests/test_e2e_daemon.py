@@ -4,6 +4,7 @@ the next start."""
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import json
 import os
@@ -58,6 +59,86 @@ async def test_sigterm_drains_then_hangs_up_live_calls_cleanly(tmp_path: Path) -
     ).fetchone()
     assert (status, hangup_by) == ("ended", "robot")
     assert "shutting down" in error
+
+
+async def test_sigterm_with_calls_ringing_cancels_each_acks_each_487_and_files_them(
+    tmp_path: Path,
+) -> None:
+    """Three calls ringing (three sipp callees that never answer, one per trunk) when the
+    drain deadline passes: each gets a CANCEL and its 487 is ACKed before waihud exits —
+    each sipp passes only then — and each call is filed, interrupted by the shutdown. The
+    callees answer the CANCEL at once but take 1.5 s to send the 487, as a slow carrier
+    does: stopping must wait for it."""
+    names = ("one", "two", "three")
+    with trio.fail_after(150):
+        async with contextlib.AsyncExitStack() as stack:
+            peers = [
+                await stack.enter_async_context(
+                    sipp_peer(
+                        "no_answer.xml",
+                        tmp_path / name,
+                        keys={"cancel_wait_ms": "60000", "terminate_delay_ms": "1500"},
+                    )
+                )
+                for name in names
+            ]
+            config = write_config(
+                tmp_path / "waihud",
+                proxy={name: peer.hostport for name, peer in zip(names, peers, strict=True)},
+                daemon={"drain_timeout": 1.0},
+            )
+            async with running_waihud(config) as daemon:
+                ids = [
+                    (await daemon.request("call", target="1001", script="demo-ko", trunk=name))[
+                        "call_id"
+                    ]
+                    for name in names
+                ]
+                with trio.fail_after(30):
+                    for call_id in ids:
+                        while (await daemon.request("call.show", id=call_id))[
+                            "status"
+                        ] != "ringing":
+                            await trio.sleep(0.1)
+                assert await daemon.stop() == 0
+            for peer in peers:
+                (await peer.wait()).check()  # CANCEL came, and the ACK for the 487
+    import sqlite3
+
+    db = sqlite3.connect(daemon.database)
+    rows = db.execute(
+        f"select status, outcome, error from calls where id in ({','.join('?' * len(ids))})",
+        ids,
+    ).fetchall()
+    assert len(rows) == 3
+    for status, outcome, error in rows:
+        assert (status, outcome) == ("failed", "interrupted")
+        assert "shutting down" in error
+
+
+async def test_an_operator_hangs_up_a_ringing_call_with_cancel(tmp_path: Path) -> None:
+    """``call.hangup`` (``waihuctl call hangup``) on a ringing call: CANCEL, 487 ACKed,
+    filed as hung up by the operator; the daemon carries on."""
+    with trio.fail_after(120):
+        async with sipp_peer("no_answer.xml", tmp_path, keys={"cancel_wait_ms": "60000"}) as peer:
+            config = write_config(tmp_path / "waihud", proxy=peer.hostport)
+            async with running_waihud(config) as daemon:
+                call_id = (await daemon.request("call", target="1001", script="demo-ko"))["call_id"]
+                with trio.fail_after(30):
+                    while (await daemon.request("call.show", id=call_id))["status"] != "ringing":
+                        await trio.sleep(0.1)
+                answer = await daemon.request("call.hangup", id=call_id[:8])
+                assert answer == {"call_id": call_id, "was": "ringing"}
+                record = await daemon.wait_call(call_id, timeout=30)
+                with pytest.raises(ControlError) as over:
+                    await daemon.request("call.hangup", id=call_id)
+                assert over.value.code == "unavailable"
+                with pytest.raises(ControlError) as no_dtmf:
+                    await daemon.request("call.dtmf", id=call_id, digits="1")
+                assert no_dtmf.value.code == "unavailable"
+                (await peer.wait()).check()
+    assert (record["status"], record["sip_status"]) == ("failed", 487)
+    assert record["error"] == "hung up by the operator while it rang"
 
 
 def test_config_error_at_start_exits_78_naming_the_key(tmp_path: Path) -> None:

@@ -115,6 +115,7 @@ DEFAULT_KEYS = {
     "bye_wait_ms": "30000",
     "wait": "1000",
     "cancel_wait_ms": "30000",
+    "terminate_delay_ms": "0",
 }
 READY_TIMEOUT = 5.0  # seconds for sipp to bind its signalling port
 STOP_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
