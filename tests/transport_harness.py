@@ -18,6 +18,7 @@ What it is not: a SIP implementation; the scripted peer only moves bytes.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -36,6 +37,7 @@ from waihu_sip.stream import StreamFramer
 SOCAT = shutil.which("socat") or "socat"
 READY_TIMEOUT = 10.0  # seconds for a peer to listen
 READY_POLL = 0.02
+_CONTACT = re.compile(r"Contact: <sip:callee@\[local_ip\]:\[local_port\];transport=\[transport\]>")
 STOP_GRACE = 2.0
 
 
@@ -90,13 +92,21 @@ async def sipp_tcp(
     keys: Mapping[str, str] | None = None,
     extra_args: Sequence[str] = (),
     timeout: float = 60.0,
+    contact: str | None = None,
 ) -> AsyncIterator[StreamPeer]:
-    """sipp over TCP (``-t t1``) as a UAS running ``contrib/sipp/SCENARIO`` on a free port."""
+    """sipp over TCP (``-t t1``) as a UAS running ``contrib/sipp/SCENARIO`` on a free port.
+
+    ``contact`` (``host:port;params``) replaces where the scenario's Contact says the
+    callee is: behind a TLS front, in-dialog requests must go to the front too.
+    """
     source = SCENARIOS / scenario
     workdir = tmp_path / f"sipp-tcp-{source.stem}-{os.getpid()}-{free_udp_tcp_port()}"
     workdir.mkdir(parents=True)
     rendered = workdir / source.name
-    rendered.write_text(render_scenario(source.read_text(), {**DEFAULT_KEYS, **(keys or {})}))
+    text = render_scenario(source.read_text(), {**DEFAULT_KEYS, **(keys or {})})
+    if contact is not None:
+        text = _CONTACT.sub(f"Contact: <sip:callee@{contact}>", text)
+    rendered.write_text(text)
     port, control = free_udp_tcp_port(), free_udp_tcp_port()
     args = [
         SIPP, "-sf", str(rendered), "-t", "t1",
@@ -138,12 +148,12 @@ def make_certificates(directory: Path, name: str = "sip.test", *, ca_name: str =
 
 
 @asynccontextmanager
-async def tls_front(backend: StreamPeer, certificate: Path) -> AsyncIterator[StreamPeer]:
-    """socat accepting TLS with ``certificate`` on a free port and relaying to ``backend``."""
-    port = free_udp_tcp_port()
+async def tls_front(backend: StreamPeer, certificate: Path, port: int) -> AsyncIterator[StreamPeer]:
+    """socat accepting TLS with ``certificate`` on ``port`` and relaying to ``backend``
+    (start ``backend`` with ``contact=f"127.0.0.1:{port};transport=tls"``)."""
     workdir = backend.workdir
     args = [
-        SOCAT, "-d",
+        SOCAT, "-d", "-d",
         f"OPENSSL-LISTEN:{port},bind={HOST},reuseaddr,fork,cert={certificate},verify=0",
         f"TCP:{backend.host}:{backend.port}",
     ]  # fmt: skip
