@@ -122,7 +122,7 @@ WARNING_BURST = 10  # … the rest go to debug, so a flood cannot flood the log
 DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "TLS": 5061}  # RFC 3261 §19.1.2 (sent-by)
 
 # Authorization / Proxy-Authorization values: everything after the scheme is a credential
-_CREDENTIAL_LINE = re.compile(r"(?im)^((?:proxy-)?authorization[ \t]*:[ \t]*)(\S+)([^\r\n]*)$")
+_CREDENTIAL_LINE = re.compile(r"(?im)^((?:proxy-)?authorization[ \t]*:[ \t]*)(\S+)([^\r\n]*)")
 _DIGEST_RESPONSE = re.compile(r'(?i)(\bresponse[ \t]*=[ \t]*)("[^"]*"|[^,\s]*)')
 REDACTED = "…"
 
