@@ -18,6 +18,7 @@ import trio
 from waihu.api import TrunkError
 from waihu.testing.peer_process import free_udp_tcp_port
 from waihu_sip.config import SipTrunkConfig
+from waihu_sip.trunk import SipTrunk
 
 from sip_harness import running_trunk
 from transport_harness import StreamPeer, make_certificates, sipp_tcp, tls_front
@@ -124,3 +125,12 @@ def test_tls_keys_need_the_tls_transport() -> None:
         "sip.example.test",
         5061,
     )
+
+
+def test_check_config_names_an_unreadable_certificate_file(tmp_path: Path) -> None:
+    config = SipTrunkConfig(
+        proxy="127.0.0.1", transport="tls", tls_cert=str(tmp_path / "missing.pem")
+    )
+    problems = SipTrunk.check(config, section="trunk.office")
+    assert [(p.key, p.warning) for p in problems] == [("trunk.office.tls_cert", False)]
+    assert "missing.pem" in problems[0].message and "No such file" in problems[0].message
