@@ -30,6 +30,7 @@ bench: deps venv
 	$(BIN)/python benchmarks/bench_import.py
 	$(BIN)/python benchmarks/bench_campaign.py --calls 400 --lines 100
 	$(BIN)/python benchmarks/bench_campaign_store.py
+	$(BIN)/python benchmarks/bench_sip_setup.py
 	$(BIN)/python benchmarks/bench_nlu.py
 	$(BIN)/python benchmarks/nlu_eval.py
 	$(BIN)/python benchmarks/nlu_eval.py --replies tests/data/nlu_holdout_zh.toml
