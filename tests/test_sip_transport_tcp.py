@@ -19,6 +19,7 @@ import trio
 from waihu.api import CallFailed
 from waihu_sip.message import Headers, SipRequest, SipResponse, make_response, parse_message
 from waihu_sip.stream import FramingError, StreamFramer
+from waihu_sip.transport import SipTransport
 from waihu_sip.trunk import SipTrunk
 
 from sip_harness import LOGGER, running_trunk
@@ -229,3 +230,41 @@ def test_parse_of_framed_message_round_trips() -> None:
     (frame,) = StreamFramer().feed(data)
     assert isinstance(frame, bytes)
     assert parse_message(frame).to_bytes() == data
+
+
+async def test_answer_after_the_connection_closed_goes_to_the_via_port() -> None:
+    """RFC 3261 §18.2.2. The far end is a hand-driven TCP socket that sends a request and
+    closes the connection before the answer is ready, and a listener on its Via port; the
+    handler is the test's, answering from another task once the connection is gone."""
+    with trio.fail_after(REAL_TIME_LIMIT):
+        transport = SipTransport(
+            host="127.0.0.1", port=0, log=logging.getLogger(LOGGER), protocol="tcp"
+        )
+        await transport.open()
+        closed = trio.Event()
+
+        async def answer_later(request: SipRequest, source: tuple[str, int]) -> None:
+            await closed.wait()
+            await transport.respond(request, make_response(request, 200, to_tag="t"), source)
+
+        async def on_request(request: SipRequest, source: tuple[str, int]) -> None:
+            nursery.start_soon(answer_later, request, source)  # as an INVITE server would
+
+        home = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+        home_port = home.socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport.serve, on_request)
+            peer = await TcpPeer.connect(transport.local_address)
+            await peer.send(options(f"127.0.0.1:{home_port}").to_bytes())
+            remote = ("127.0.0.1", int(peer.address.rsplit(":", 1)[1]))
+            await peer.aclose()
+            with trio.fail_after(5):
+                while transport.connected(remote):
+                    await trio.sleep(0.01)  # until the transport has seen the close
+            closed.set()
+            back = TcpPeer(await home.accept())
+            answer = await back.receive()
+            assert isinstance(answer, SipResponse) and answer.status == 200
+            await back.aclose()
+            transport.close()
+        await home.aclose()

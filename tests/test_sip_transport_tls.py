@@ -8,6 +8,7 @@ certificate made at test time by ``trustme`` (this machine's sipp has no TLS:
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -134,3 +135,36 @@ def test_check_config_names_an_unreadable_certificate_file(tmp_path: Path) -> No
     problems = SipTrunk.check(config, section="trunk.office")
     assert [(p.key, p.warning) for p in problems] == [("trunk.office.tls_cert", False)]
     assert "missing.pem" in problems[0].message and "No such file" in problems[0].message
+
+
+async def test_tls_connections_from_the_far_end(tmp_path: Path) -> None:
+    """The far end is a hand-driven TLS client (trio's SSLStream) sending one OPTIONS: a trunk
+    with ``tls_cert`` accepts it and answers on it; one without closes it unread."""
+    files = make_certificates(tmp_path / "certs", "127.0.0.1")
+    client = ssl.create_default_context(cafile=str(files.ca))
+    with trio.fail_after(REAL_TIME_LIMIT):
+        for certificate in (files.server_pem, None):
+            extra = {} if certificate is None else {"tls_cert": str(certificate)}
+            async with running_trunk(
+                tmp_path, proxy="127.0.0.1:9", transport="tls", **extra
+            ) as trunk:
+                assert trunk.local_address is not None
+                tcp = await trio.open_tcp_stream(*trunk.local_address)
+                stream = trio.SSLStream(tcp, client, server_hostname="127.0.0.1")
+                if certificate is None:
+                    with pytest.raises(trio.BrokenResourceError):
+                        await stream.do_handshake()
+                    continue
+                local = tcp.socket.getsockname()
+                request = (
+                    f"OPTIONS sip:waihu@127.0.0.1 SIP/2.0\r\n"
+                    f"Via: SIP/2.0/TLS {local[0]}:{local[1]};branch=z9hG4bKtls1;rport\r\n"
+                    "From: <sip:peer@127.0.0.1>;tag=1\r\nTo: <sip:waihu@127.0.0.1>\r\n"
+                    "Call-ID: tls-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+                )
+                await stream.send_all(request.encode())
+                answer = b""
+                while not answer.endswith(b"\r\n\r\n"):
+                    answer += await stream.receive_some(65536)
+                assert answer.startswith(b"SIP/2.0 200 OK\r\n")
+                await stream.aclose()

@@ -465,7 +465,8 @@ class SipTransport:
         """Send ``response`` to ``request`` the way the request came (§18.2.2) and answer
         retransmissions of it from a cache."""
         via = request.top_via
-        stream = via.transport != "UDP"
+        # a UDP trunk has TCP only through its fallback listener; a TCP/TLS trunk has no UDP
+        stream = self.reliable or (via.transport != "UDP" and self._listener is not None)
         if stream and not self.connected(destination):
             # the connection the request came on is gone: a new one to its Via's port
             destination = (destination[0], via.port or DEFAULT_PORTS.get(via.transport, 5060))
