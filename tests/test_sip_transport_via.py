@@ -73,6 +73,8 @@ def peer_port(peer: UdpPeer) -> int:
         ("SIP/2.0/UDP 10.9.9.9:5999;rport", "127.0.0.1", "PEER"),
         # no rport asked: only received, as the host differs (§18.2.1)
         ("SIP/2.0/UDP 10.9.9.9:5999", "127.0.0.1", None),
+        # rport asked with the right host: received is still added (RFC 3581 §4)
+        ("SIP/2.0/UDP 127.0.0.1:5999;rport", "127.0.0.1", "PEER"),
         # the Via host is the source and no rport: the Via is left as it was
         ("SIP/2.0/UDP 127.0.0.1:5999", None, None),
     ],
@@ -95,8 +97,9 @@ async def test_received_and_rport_are_stamped_and_the_answer_goes_to_the_source(
 # ───────────────────────── our own Via on responses ─────────────────────────
 
 
+@pytest.mark.parametrize("forge", ["host", "port"])
 async def test_a_response_with_someone_elses_via_is_dropped(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, forge: str
 ) -> None:
     caplog.set_level(logging.DEBUG, logger=LOGGER)
     with trio.fail_after(TIME_LIMIT):
@@ -104,9 +107,10 @@ async def test_a_response_with_someone_elses_via_is_dropped(
             async with dialling(trunk) as outcome:
                 invite, source, _ = await peer.receive_request()
                 forged = make_response(invite, 486, to_tag="x1")
-                vias = forged.headers.get_all("Via")
-                forged.headers.set("Via", vias[0].replace(vias[0].split()[1].split(";")[0],
-                                                          "10.1.1.1:5060"))  # fmt: skip
+                top = forged.headers.get_all("Via")[0]
+                ours = top.split()[1].split(";")[0]
+                theirs = "10.1.1.1:5060" if forge == "host" else f"{ours.split(':')[0]}:1"
+                forged.headers.set("Via", top.replace(ours, theirs))
                 for _ in range(WARNING_BURST + 5):  # a flood: the log stays short
                     await peer.send(forged, source)
                 # dropped: no ACK comes, and the INVITE is retransmitted as if nothing came
@@ -119,7 +123,7 @@ async def test_a_response_with_someone_elses_via_is_dropped(
     dropped = [r for r in caplog.records if "is not ours" in r.getMessage()]
     assert len(dropped) == WARNING_BURST + 5
     assert [r.levelno for r in dropped].count(logging.WARNING) == WARNING_BURST
-    assert "10.1.1.1:5060" in dropped[0].getMessage()
+    assert ("10.1.1.1:5060" if forge == "host" else "127.0.0.1:1;") in dropped[0].getMessage()
 
 
 # ───────────────────────── credentials never in the log ─────────────────────────
