@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from waihu.api import CallFailed
 from waihu_sip.message import Headers, SipRequest, SipResponse, make_response, parse_message
 from waihu_sip.stream import FramingError, StreamFramer
-from waihu_sip.transport import SipTransport
+from waihu_sip.transport import INBOUND_IDLE_TIMEOUT, SipTransport
 from waihu_sip.trunk import SipTrunk
 
 from sip_harness import LOGGER, running_trunk
@@ -268,3 +269,20 @@ async def test_answer_after_the_connection_closed_goes_to_the_via_port() -> None
             await back.aclose()
             transport.close()
         await home.aclose()
+
+
+async def test_a_silent_connection_from_the_far_end_is_closed(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The far end is a hand-driven TCP socket that connects and says nothing; time is
+    virtual. A keep-alive before the limit keeps the connection."""
+    with trio.fail_after(INBOUND_IDLE_TIMEOUT * 3):
+        async with running_trunk(tmp_path, proxy="127.0.0.1:9", transport="tcp") as trunk:
+            peer = await TcpPeer.connect(trunk_address(trunk))
+            await trio.sleep(INBOUND_IDLE_TIMEOUT * 0.9)
+            await peer.send(b"\r\n\r\n")
+            assert await peer.receive_raw() == b"\r\n"  # still open after 0.9 of the limit
+            opened = trio.current_time()
+            assert await peer.receive_raw() == b""
+            assert trio.current_time() - opened >= INBOUND_IDLE_TIMEOUT
+            await peer.aclose()

@@ -23,8 +23,11 @@ Receiving, per datagram or connection:
   the far end opens. "drop" discards silently (closes such a connection);
   "reject" answers requests 403 Forbidden (never an ACK) and drops responses;
 - on a stream, messages are framed by Content-Length (``stream``); a framing
-  error closes that connection. A CRLFCRLF keep-alive is answered with CRLF
-  (RFC 5626 §3.5.1); on UDP a keep-alive datagram is ignored;
+  error closes that connection, and so does ``INBOUND_IDLE_TIMEOUT`` of
+  silence on a connection the far end opened (at most ``MAX_CONNECTIONS``
+  connections are open at once, so a flood of them is bounded). A CRLFCRLF
+  keep-alive is answered with CRLF (RFC 5626 §3.5.1); on UDP a keep-alive
+  datagram is ignored;
 - a response goes to the client transaction registered for its top Via branch
   and CSeq method — after a check that the top Via's sent-by is ours (§18.1.2;
   others are dropped with a warning); a response nobody waits for is checked
@@ -115,6 +118,9 @@ TOKEN_BYTES = 8  # 64 random bits for tags and branches
 # RFC 3261 §18.1.1: a request over 1300 bytes (path MTU unknown) goes congestion-controlled
 UDP_SIZE_LIMIT = 1300
 CONNECT_TIMEOUT = 10.0  # seconds to open a TCP connection and finish a TLS handshake
+# a connection the far end opened and then left silent this long is closed (a proxy
+# that wants it kept sends RFC 5626 keep-alives, typically every 30–120 s)
+INBOUND_IDLE_TIMEOUT = 600.0
 MAX_CONNECTIONS = 1024  # open TCP/TLS connections, ours and the far ends', before refusing more
 ACCEPT_ERROR_PAUSE = 0.1  # seconds to wait after accept() failed (out of file descriptors)
 WARNING_INTERVAL = 10.0  # seconds: at most WARNING_BURST warnings of one kind in one
@@ -567,12 +573,18 @@ class SipTransport:
                     why = "timed out" if timed_out else describe_tls_error(exc)
                     self._warn("handshake", "TLS handshake with %s:%d failed: %s", *remote, why)
                     return
+            idle_limit = math.inf if connection.outbound else INBOUND_IDLE_TIMEOUT
             while True:
+                data = None
                 try:
-                    data = await connection.receive()
+                    with trio.move_on_after(idle_limit):
+                        data = await connection.receive()
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     if not connection.closed:
                         self.log.debug("connection with %s:%d broke: %s", *remote, exc)
+                    return
+                if data is None:
+                    self.log.debug("closing connection with %s:%d: idle", *remote)
                     return
                 if not data:
                     self.log.debug("connection with %s:%d closed by the far end", *remote)
