@@ -11,6 +11,8 @@ tests say. Everything runs on 127.0.0.1 with real sockets.
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 from pathlib import Path
 
 import pytest
@@ -286,3 +288,28 @@ async def test_a_silent_connection_from_the_far_end_is_closed(
             assert await peer.receive_raw() == b""
             assert trio.current_time() - opened >= INBOUND_IDLE_TIMEOUT
             await peer.aclose()
+
+
+async def test_a_send_on_a_connection_reset_under_it_goes_on_a_new_one() -> None:
+    """The far end is a bare listener that resets the first connection (SO_LINGER 0) before
+    the transport has read from it (it is not serving: nothing reads), then takes a second."""
+    with trio.fail_after(REAL_TIME_LIMIT):
+        transport = SipTransport(
+            host="127.0.0.1", port=0, log=logging.getLogger(LOGGER), protocol="tcp"
+        )
+        await transport.open()
+        listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+        destination = ("127.0.0.1", listener.socket.getsockname()[1])
+        first = options("127.0.0.1:1", branch="z9hG4bKfirst").to_bytes()
+        await transport.send_bytes(first, destination)
+        reset = await listener.accept()
+        reset.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        reset.socket.close()
+        await trio.sleep(0.05)  # the reset reaches the transport's socket
+        second = options("127.0.0.1:1", branch="z9hG4bKsecond").to_bytes()
+        await transport.send_bytes(second, destination)
+        peer = TcpPeer(await listener.accept())
+        assert await peer.receive_frame() == second
+        await peer.aclose()
+        transport.close()
+        await listener.aclose()
