@@ -7,7 +7,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := sip-tester espeak-ng sox baresip-core kamailio graphviz systemd procps man-db
+APT_PACKAGES := sip-tester espeak-ng sox baresip-core kamailio graphviz systemd procps man-db socat
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint bench deps venv clean install uninstall
@@ -30,6 +30,7 @@ bench: deps venv
 	$(BIN)/python benchmarks/bench_import.py
 	$(BIN)/python benchmarks/bench_campaign.py --calls 400 --lines 100
 	$(BIN)/python benchmarks/bench_campaign_store.py
+	$(BIN)/python benchmarks/bench_sip_setup.py
 	$(BIN)/python benchmarks/bench_nlu.py
 	$(BIN)/python benchmarks/nlu_eval.py
 	$(BIN)/python benchmarks/nlu_eval.py --replies tests/data/nlu_holdout_zh.toml
@@ -37,7 +38,7 @@ bench: deps venv
 
 deps:
 	@missing=""; \
-	for cmd in sipp espeak-ng sox baresip kamailio dot systemd-analyze /bin/kill man; do \
+	for cmd in sipp espeak-ng sox baresip kamailio dot systemd-analyze /bin/kill man socat; do \
 	  command -v $$cmd >/dev/null || test -x /usr/sbin/$$cmd || missing=1; \
 	done; \
 	if [ -n "$$missing" ]; then \

@@ -23,6 +23,8 @@ MIN_PROBE_INTERVAL = 1.0  # seconds; anything shorter floods the proxy for no ne
 MAX_PROBE_INTERVAL = 86400.0  # a day: a longer gap says nothing about the trunk now
 DEFAULT_PROBE_FAILURES = 3  # unanswered probes (or calls) in a row before the trunk is failing
 MAX_PROBE_FAILURES = 100
+TRANSPORTS = ("udp", "tcp", "tls")
+DEFAULT_SIPS_PORT = 5061  # RFC 3261 §26.2.2: TLS
 
 
 def _is_host_port(text: str) -> bool:
@@ -73,6 +75,15 @@ class SipTrunkConfig:
     probing; the trunk is then ``up`` rather than ``reachable``).
     ``probe_failures``: how many probes in a row without an answer, or calls in
     a row that got no answer at all from the proxy, make the trunk ``failing``.
+    ``transport``: ``udp`` (default), ``tcp`` or ``tls`` for all signalling
+    (a ``tls`` proxy port defaults to 5061). ``tcp_fallback`` (UDP only,
+    default true): requests over 1300 bytes go by TCP (RFC 3261 §18.1.1).
+    ``tls_verify`` (default true): check the proxy's certificate against
+    ``tls_ca`` (a PEM file; default the system's trust store) and the name
+    ``tls_server_name`` (default the proxy host). ``tls_cert``/``tls_key``: our
+    certificate and key (PEM), for a proxy that asks for a client certificate
+    and for accepting TLS connections; ``tls_key`` may be left out when the
+    certificate file holds the key. The ``tls_*`` keys need ``transport = "tls"``.
     """
 
     proxy: str = attrs.field(
@@ -131,12 +142,41 @@ class SipTrunkConfig:
         ),
     )
 
+    transport: str = attrs.field(
+        default="udp",
+        validator=check(lambda v: v in TRANSPORTS, f"must be one of {', '.join(TRANSPORTS)}, "
+                        "not {value!r}"),
+    )  # fmt: skip
+    tcp_fallback: bool = True
+    tls_verify: bool = True
+    tls_ca: str | None = attrs.field(
+        default=None, validator=check(bool, "must be the path of a PEM file, not {value!r}")
+    )
+    tls_cert: str | None = attrs.field(
+        default=None, validator=check(bool, "must be the path of a PEM file, not {value!r}")
+    )
+    tls_key: str | None = attrs.field(
+        default=None, validator=check(bool, "must be the path of a PEM file, not {value!r}")
+    )
+    tls_server_name: str | None = attrs.field(
+        default=None, validator=check(_no_space, "must be a host name, not {value!r}")
+    )
+
     def __attrs_post_init__(self) -> None:
         if (self.username is None) != (self.password is None):
             raise ValueError("username: username and password go together; set both or neither")
+        if self.transport != "tls":
+            for key in ("tls_ca", "tls_cert", "tls_key", "tls_server_name"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f'{key}: only for transport = "tls" (transport is '
+                                     f'"{self.transport}")')  # fmt: skip
+            if not self.tls_verify:
+                raise ValueError('tls_verify: only for transport = "tls"')
+        if self.tls_key is not None and self.tls_cert is None:
+            raise ValueError("tls_key: goes with tls_cert; set tls_cert too")
 
     @property
     def proxy_host_port(self) -> tuple[str, int]:
-        """The proxy as (host, port), port defaulting to 5060."""
+        """The proxy as (host, port), port defaulting to 5060 (5061 for TLS)."""
         host, port = split_host_port(self.proxy)
-        return host, port or 5060
+        return host, port or (DEFAULT_SIPS_PORT if self.transport == "tls" else 5060)

@@ -1,5 +1,12 @@
 """How the trunk presents itself in messages: Via, Contact, User-Agent, Allow.
 
+The Via names the transport the trunk speaks (``SIP/2.0/UDP``, ``/TCP`` or
+``/TLS``) and always asks for ``rport`` (RFC 3581). The Contact of a TCP or
+TLS trunk carries ``;transport=tcp``/``;transport=tls``, so the far end sends
+its in-dialog requests the same way; it stays a ``sip:`` URI because the
+calls we place go to ``sip:`` Request-URIs, and RFC 3261 §8.1.1.8 asks for a
+``sips:`` Contact only when the Request-URI or top Route is ``sips:``.
+
 Not for: the From identity of a call (caller ID), which ``trunk`` builds per call.
 """
 
@@ -23,6 +30,7 @@ class LocalIdentity:
     port: int
     user: str
     user_agent: str
+    transport: str = "UDP"  # as Via writes it: UDP, TCP or TLS
 
     @property
     def hostport(self) -> str:
@@ -31,12 +39,13 @@ class LocalIdentity:
 
     def via(self, branch: str) -> str:
         """A Via value for a new client transaction; ``rport`` asks for symmetric responses."""
-        return f"SIP/2.0/UDP {self.hostport};branch={branch};rport"
+        return f"SIP/2.0/{self.transport} {self.hostport};branch={branch};rport"
 
     @property
     def contact(self) -> str:
-        """Our Contact value: where the far end sends in-dialog requests."""
-        return f"<sip:{self.user}@{self.hostport}>"
+        """Our Contact value: where (and, off UDP, how) the far end sends in-dialog requests."""
+        param = "" if self.transport == "UDP" else f";transport={self.transport.lower()}"
+        return f"<sip:{self.user}@{self.hostport}{param}>"
 
     @property
     def allow(self) -> str:

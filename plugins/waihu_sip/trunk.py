@@ -1,4 +1,4 @@
-"""``SipTrunk``: the ``type = "sip"`` trunk provider — places calls over one SIP/UDP socket.
+"""``SipTrunk``: the ``type = "sip"`` trunk provider — places calls over SIP (UDP, TCP or TLS).
 
 ``run`` binds the signalling socket and serves it until cancelled, probing
 the proxy with OPTIONS (``health``); ``status`` says how the trunk is doing;
@@ -59,6 +59,7 @@ from waihu_sip.leg import SessionState, SipCallLeg
 from waihu_sip.media_socket import open_media_socket
 from waihu_sip.message import SipRequest, SipResponse, make_response
 from waihu_sip.outgoing import OutgoingCall
+from waihu_sip.stream import TlsSettings, TlsSetupError, tls_contexts
 from waihu_sip.transaction import send_non_invite
 from waihu_sip.transport import Address, SipTransport, new_token
 
@@ -150,7 +151,20 @@ class SipTrunk(Provider):
         """Bind the socket and resolve the proxy; None when done, else what went wrong."""
         cfg = self.config
         host, port = cfg.proxy_host_port
-        transport = SipTransport(host=cfg.local_host, port=cfg.local_port, log=self.log)
+        tls: TlsSettings | None = None
+        if cfg.transport == "tls":
+            try:
+                tls = await trio.to_thread.run_sync(_tls_settings, cfg)
+            except TlsSetupError as exc:
+                return str(exc)
+        transport = SipTransport(
+            host=cfg.local_host,
+            port=cfg.local_port,
+            log=self.log,
+            protocol=cfg.transport,  # type: ignore[arg-type]  # validated by the config
+            tcp_fallback=cfg.tcp_fallback,
+            tls=tls,
+        )
         try:
             await transport.open()
         except OSError as exc:
@@ -173,7 +187,9 @@ class SipTrunk(Provider):
             port=self.local_address[1],
             user=cfg.from_user,
             user_agent=cfg.user_agent,
+            transport=transport.name,
         )
+        transport.sent_by = (advertised, self.local_address[1])
         return None
 
     # ─────────────── health ───────────────
@@ -205,6 +221,11 @@ class SipTrunk(Provider):
                     warning=True,
                 )
             )
+        if config.transport == "tls":
+            try:
+                _tls_settings(config)
+            except TlsSetupError as exc:
+                problems.append(ConfigProblem(f"{section}.{exc.key}", str(exc).split(": ", 1)[1]))
         for key, address in (("local_host", config.local_host), ("rtp_host", config.rtp_host)):
             if address is None or address == UNSPECIFIED_IPV4:
                 continue
@@ -238,7 +259,10 @@ class SipTrunk(Provider):
         target = SipUri(host=host, port=None if port == DEFAULT_SIP_PORT else port)
         request = options_request(identity, target, self._from_address(None))
         sent_at = trio.current_time()
-        response = await send_non_invite(transport, request, destination)
+        try:
+            response = await send_non_invite(transport, request, destination)
+        except OSError as exc:  # a TCP/TLS connection that cannot be opened
+            return ProbeResult.unanswered(str(exc))
         if response is None:
             return ProbeResult.unanswered(f"no answer from {format_host_port(*destination)}")
         return ProbeResult.answered(response.status, response.reason, trio.current_time() - sent_at)
@@ -444,6 +468,17 @@ def _route_source(destination: Address) -> str:
             return str(probe.getsockname()[0])
         except OSError:
             return "127.0.0.1"
+
+
+def _tls_settings(cfg: SipTrunkConfig) -> TlsSettings:
+    """The TLS contexts of a ``transport = "tls"`` trunk (reads files: a worker thread)."""
+    return tls_contexts(
+        server_name=cfg.tls_server_name or cfg.proxy_host_port[0],
+        verify=cfg.tls_verify,
+        ca_file=cfg.tls_ca,
+        cert_file=cfg.tls_cert,
+        key_file=cfg.tls_key,
+    )
 
 
 def _why(exc: OSError) -> str:
