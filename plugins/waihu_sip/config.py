@@ -14,6 +14,7 @@ from waihu.api import check
 from waihu_sip.address import split_host_port
 from waihu_sip.errors import SipParseError
 from waihu_sip.sdp import KNOWN_CODECS
+from waihu_sip.session_timer import ABSOLUTE_MIN_SE, DEFAULT_MIN_SE, DEFAULT_SESSION_EXPIRES
 
 __all__ = ["SipTrunkConfig"]
 
@@ -23,6 +24,7 @@ MIN_PROBE_INTERVAL = 1.0  # seconds; anything shorter floods the proxy for no ne
 MAX_PROBE_INTERVAL = 86400.0  # a day: a longer gap says nothing about the trunk now
 DEFAULT_PROBE_FAILURES = 3  # unanswered probes (or calls) in a row before the trunk is failing
 MAX_PROBE_FAILURES = 100
+MAX_SESSION_EXPIRES = 86400  # a day: a session timer longer than that guards nothing
 
 
 def _is_host_port(text: str) -> bool:
@@ -73,6 +75,9 @@ class SipTrunkConfig:
     probing; the trunk is then ``up`` rather than ``reachable``).
     ``probe_failures``: how many probes in a row without an answer, or calls in
     a row that got no answer at all from the proxy, make the trunk ``failing``.
+    ``session_expires``: the RFC 4028 session interval in seconds asked for on
+    our INVITEs (0 = no session timer: none asked for, the far end's ignored);
+    ``min_se``: the shortest interval we accept (a shorter one gets 422).
     """
 
     proxy: str = attrs.field(
@@ -128,6 +133,24 @@ class SipTrunkConfig:
         default=DEFAULT_PROBE_FAILURES,
         validator=check(
             lambda v: 1 <= v <= MAX_PROBE_FAILURES, f"must be 1–{MAX_PROBE_FAILURES}, not {{value}}"
+        ),
+    )
+
+    # RFC 4028 session timers (waihu_sip.session_timer): the interval we ask for (0 = no
+    # session timer) and the shortest we accept; below 90 s only for test labs
+    min_se: int = attrs.field(
+        default=DEFAULT_MIN_SE,
+        validator=check(
+            lambda v: ABSOLUTE_MIN_SE <= v <= MAX_SESSION_EXPIRES,
+            f"must be {ABSOLUTE_MIN_SE}–{MAX_SESSION_EXPIRES} seconds (RFC 4028 asks for at "
+            "least 90), not {value}",
+        ),
+    )
+    session_expires: int = attrs.field(
+        default=DEFAULT_SESSION_EXPIRES,
+        validator=check(
+            lambda v: v == 0 or ABSOLUTE_MIN_SE <= v <= MAX_SESSION_EXPIRES,
+            f"must be 0 (no session timer) or up to {MAX_SESSION_EXPIRES} seconds, not {{value}}",
         ),
     )
 
