@@ -448,7 +448,7 @@ class SipCallLeg:
         """The answer to an in-dialog request (not ACK) from the far end."""
         if not self.dialog.accept_remote_cseq(request):
             return make_response(request, 500, "CSeq Out Of Order")
-        self._request_seen.set()  # a transfer waiting for NOTIFY (or the far end's BYE) looks
+        self._request_seen.set()  # wakes a transfer waiting for a NOTIFY or the far end's BYE
         self._note_allow(request.headers)
         if request.method == "BYE":
             if not self.ended.is_set():
@@ -713,12 +713,13 @@ class SipCallLeg:
         try:
             while not self.ended.is_set():
                 timer = self._session_timer
+                if timer is None:
+                    return  # no timer any more; a new agreement starts this task again
                 changed = self._timer_changed = trio.Event()
-                deadline = math.inf if timer is None else timer.deadline
-                with trio.move_on_at(deadline):
+                with trio.move_on_at(timer.deadline):
                     await changed.wait()
                     continue
-                if self.ended.is_set() or timer is None:
+                if self.ended.is_set():
                     return
                 due = timer.due(trio.current_time())
                 if due == "refresh":
