@@ -182,8 +182,10 @@ async def test_refresh_answered_481_ends_the_call(
     with trio.fail_after(VIRTUAL_LIMIT):
         async with answered_call(tmp_path, answer_headers=answer) as callee:
             await callee.answer_next(481)
+            refused_at = trio.current_time()
             bye = await callee.answer_next()
             assert bye.method == "BYE"
+            assert trio.current_time() - refused_at < 1  # at once, not at the session's expiry
             assert callee.leg.ended.is_set() and callee.leg.ended_by == "robot"
 
 
