@@ -133,3 +133,20 @@ async def test_options_in_the_dialog_lists_what_we_take(tmp_path: Path) -> None:
             assert {"INVITE", "UPDATE", "INFO", "NOTIFY", "BYE"} <= allow
             assert "timer" in (ok.headers.get("Supported") or "")
             assert "application/dtmf-relay" in (ok.headers.get("Accept") or "")
+
+
+async def test_new_offer_while_ours_waits_for_its_ack_gets_500_retry_after(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(TIME_LIMIT):
+        async with answered_call(tmp_path) as callee:
+            offerless = callee.request("INVITE")
+            ok = await callee.ask(offerless)
+            assert ok.status == 200 and ok.body  # our offer; its answer is due in the ACK
+            early = callee.request("UPDATE", body=sdp(callee.rtp_port, direction="sendonly"))
+            refused = await callee.ask(early)
+            assert refused.status == 500
+            assert 0 <= int(refused.headers.get("Retry-After") or "x") <= 10
+            await callee.ack(offerless, body=sdp(callee.rtp_port))
+            again = callee.request("UPDATE", body=sdp(callee.rtp_port, direction="sendonly"))
+            assert (await callee.ask(again)).status == 200

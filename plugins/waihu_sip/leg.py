@@ -101,6 +101,7 @@ DTMF_DURATION_MS = 160  # each key press we send by INFO, and the gap before the
 REFRESH_ATTEMPTS = 3  # a session refresh met with 422 or 491 is tried again this many times
 REFRESH_FATAL = frozenset({408, 481})  # RFC 4028 §10: the session is gone, send BYE
 GLARE_WAIT = (2.1, 4.0)  # RFC 3261 §14.1: seconds the Call-ID's owner waits after a 491
+OFFER_RETRY_AFTER = (0, 10)  # RFC 3261 §14.2: Retry-After seconds, chosen at random
 
 
 @attrs.define
@@ -190,6 +191,7 @@ class SipCallLeg:
         self._sending = True
         self._offer_pending = False  # our re-INVITE is out: a far-end offer now is glare
         self._remote_allow: frozenset[str] = frozenset()  # the far end's Allow, once seen
+        self._offered_in_2xx: set[int] = set()  # CSeq of an offerless re-INVITE we offered to
         # RFC 4028 session timer: 0 = we ask for none and ignore what is offered
         self._session_expires = session_expires
         self._min_se = min_se
@@ -506,6 +508,12 @@ class SipCallLeg:
             return make_response(request, 481)
         if self._offer_pending and (request.method == "INVITE" or request.body):
             return make_response(request, 491)
+        if (request.method == "INVITE" or request.body) and any(
+            cseq in self._awaiting_ack for cseq in self._offered_in_2xx
+        ):
+            # our offer in a 2xx still waits for its answer in the ACK (RFC 3261 §14.2)
+            retry = str(random.randint(*OFFER_RETRY_AFTER))
+            return make_response(request, 500, extra=[("Retry-After", retry)])
         try:
             decision = answer_request(
                 request.headers, min_se=self._min_se, enabled=self._session_expires > 0
@@ -537,6 +545,7 @@ class SipCallLeg:
             body = self._describe()
         elif request.method == "INVITE":
             body = self._describe()  # an offer: the answer comes in the ACK (§14.2)
+            self._offered_in_2xx = {request.cseq.number}
         self._session_agreed(decision.agreement)
         extra = [("Contact", self._identity.contact), *self._capabilities(), *decision.headers]
         if body:
