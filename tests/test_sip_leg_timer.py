@@ -244,3 +244,21 @@ async def test_no_timer_when_turned_off(
             assert not callee.leg.ended.is_set()
             ok = await callee.ask(callee.request("UPDATE", headers=[("Session-Expires", "120")]))
             assert ok.status == 200 and ok.headers.get("Session-Expires") is None
+
+
+async def test_a_timer_agreed_on_an_answered_invite_runs_on_the_leg(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """For inbound calls: the INVITE server agrees the timer (answer_request) and hands it
+    to the leg; here the far end refreshes, so a missing refresh ends the call."""
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with answered_call(tmp_path) as callee:
+            agreed = answer_request(
+                headers(("Session-Expires", "120;refresher=uac"), ("Supported", "timer")), min_se=90
+            )
+            assert isinstance(agreed, Accept)
+            start = trio.current_time()
+            callee.leg.agree_session_timer(agreed.agreement)
+            bye = await callee.answer_next()
+            assert bye.method == "BYE"
+            assert trio.current_time() - start == pytest.approx(120 - 32, abs=1)

@@ -697,6 +697,13 @@ class SipCallLeg:
             return
         self._session_agreed(agreement)
 
+    def agree_session_timer(self, agreement: Agreement | None) -> None:
+        """Start the session timer agreed while the call was set up elsewhere: for a call we
+        answered, what ``session_timer.answer_request`` said about the far end's INVITE (None:
+        no timer). Ignored when the trunk's ``session_expires`` is 0."""
+        if self._session_expires:
+            self._session_agreed(agreement)
+
     def _session_agreed(self, agreement: Agreement | None) -> None:
         """A session timer was agreed (or ended): (re)start it, and its task on first use."""
         if agreement is None:
