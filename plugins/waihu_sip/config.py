@@ -14,6 +14,7 @@ from waihu.api import check
 from waihu_sip.address import split_host_port
 from waihu_sip.errors import SipParseError
 from waihu_sip.sdp import KNOWN_CODECS
+from waihu_sip.session_timer import ABSOLUTE_MIN_SE, DEFAULT_MIN_SE, DEFAULT_SESSION_EXPIRES
 
 __all__ = ["SipTrunkConfig"]
 
@@ -25,6 +26,7 @@ DEFAULT_PROBE_FAILURES = 3  # unanswered probes (or calls) in a row before the t
 MAX_PROBE_FAILURES = 100
 TRANSPORTS = ("udp", "tcp", "tls")
 DEFAULT_SIPS_PORT = 5061  # RFC 3261 §26.2.2: TLS
+MAX_SESSION_EXPIRES = 86400  # a day: a session timer longer than that guards nothing
 
 
 def _is_host_port(text: str) -> bool:
@@ -84,6 +86,9 @@ class SipTrunkConfig:
     certificate and key (PEM), for a proxy that asks for a client certificate
     and for accepting TLS connections; ``tls_key`` may be left out when the
     certificate file holds the key. The ``tls_*`` keys need ``transport = "tls"``.
+    ``session_expires``: the RFC 4028 session interval in seconds asked for on
+    our INVITEs (0 = no session timer: none asked for, the far end's ignored);
+    ``min_se``: the shortest interval we accept (a shorter one gets 422).
     """
 
     proxy: str = attrs.field(
@@ -160,6 +165,23 @@ class SipTrunkConfig:
     )
     tls_server_name: str | None = attrs.field(
         default=None, validator=check(_no_space, "must be a host name, not {value!r}")
+    )
+    # RFC 4028 session timers (waihu_sip.session_timer): the interval we ask for (0 = no
+    # session timer) and the shortest we accept; below 90 s only for test labs
+    min_se: int = attrs.field(
+        default=DEFAULT_MIN_SE,
+        validator=check(
+            lambda v: ABSOLUTE_MIN_SE <= v <= MAX_SESSION_EXPIRES,
+            f"must be {ABSOLUTE_MIN_SE}–{MAX_SESSION_EXPIRES} seconds (RFC 4028 asks for at "
+            "least 90), not {value}",
+        ),
+    )
+    session_expires: int = attrs.field(
+        default=DEFAULT_SESSION_EXPIRES,
+        validator=check(
+            lambda v: v == 0 or ABSOLUTE_MIN_SE <= v <= MAX_SESSION_EXPIRES,
+            f"must be 0 (no session timer) or up to {MAX_SESSION_EXPIRES} seconds, not {{value}}",
+        ),
     )
 
     def __attrs_post_init__(self) -> None:

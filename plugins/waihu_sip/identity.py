@@ -18,8 +18,10 @@ from waihu_sip.address import format_host_port
 
 __all__ = ["ALLOWED_METHODS", "LocalIdentity"]
 
-# What we accept from the far end; UPDATE and re-INVITE are answered for session refreshes.
-ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE")
+# What we accept from the far end; UPDATE and re-INVITE are answered for session refreshes,
+# INFO for DTMF, NOTIFY for the outcome of our REFER. (We send REFER but take none: a robot
+# is not transferred.)
+ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE", "INFO", "NOTIFY")
 
 
 @attrs.frozen

@@ -335,6 +335,8 @@ class SipTrunk(Provider):
                 spawn=self._spawn,
                 on_gone=self._forget,
                 log=self.log,
+                session_expires=cfg.session_expires,
+                min_se=cfg.min_se,
             )
             self._legs[dialog.call_id] = leg
             return leg
