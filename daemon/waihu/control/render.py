@@ -328,6 +328,8 @@ def render_call(result: Mapping[str, Any]) -> str:
         ("tags", _listing(result.get("tags") or [])),
         ("recording", _value(result.get("recording"))),
     ]
+    if result.get("transfer"):  # the script handed the call to a person
+        header.append(("transfer", _transfer(result["transfer"])))
     if result.get("error"):
         header.append(("error", str(result["error"])))
     lines = [f"call {result.get('id', NONE)}  {result.get('status', NONE)}", _fields(header)]
@@ -591,6 +593,12 @@ def _campaign(f: Mapping[str, Any]) -> str:
     return str(f.get("state")) + (f": {f['reason']}" if f.get("reason") else "")
 
 
+def _transfer(f: Mapping[str, Any]) -> str:
+    status = f" (sip {f['status']})" if f.get("status") is not None else ""
+    detail = f": {f['detail']}" if f.get("detail") else ""
+    return f"{f.get('outcome')} to {f.get('target')} by {f.get('mode')}{status}{detail}"
+
+
 def _turn_event(f: Mapping[str, Any]) -> str:
     label = f.get("intent") if f.get("speaker") == "callee" else f.get("node")
     return f"{f.get('speaker', '?')} [{label or NONE}]: {f.get('text', '')}"
@@ -620,6 +628,7 @@ _EVENT_DETAILS: dict[str, _EventDetail] = {
     "ended": (("outcome", "grade", "tags", "sip_status", "hangup_by", "error"), _ended),
     "failed": (("outcome", "grade", "tags", "sip_status", "hangup_by", "error"), _ended),
     "campaign": (("state", "reason"), _campaign),
+    "transfer": (("target", "mode", "outcome", "status", "detail"), _transfer),
     "dropped": (
         ("count",),
         lambda f: f"{f.get('count')} event(s) lost here: this monitor fell behind",
