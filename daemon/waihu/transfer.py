@@ -59,6 +59,7 @@ from waihu.api import (
     TransferResult,
     Trunk,
     WaihuError,
+    check_target,
 )
 from waihu.config import TransferConfig
 from waihu.dialog.library import SpeechCache, fill
@@ -258,15 +259,16 @@ async def _bridge(
         whisper = await _whisper_audio(call, config)
         dialled = time.monotonic()
         try:
+            target = check_target(trunk, config.target)  # as the trunk will dial it
             agent = await trunk.dial(
-                config.target,
+                target,
                 caller_id=config.caller_id or transfers.caller_id,
                 ring_timeout=config.ring_timeout,
             )
         except CallFailed as exc:
             settle(outcome_of(exc.status), status=exc.status, detail=f"agent: {exc}")
             return
-        except WaihuError as exc:  # TrunkError, BadTarget: the agent cannot be reached
+        except WaihuError as exc:  # BadTarget, TrunkError: the agent cannot be reached
             settle("failed", detail=f"agent unreachable: {exc}")
             return
         if call.leg.ended.is_set():
