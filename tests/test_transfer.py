@@ -18,9 +18,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 import pytest
 import trio
+from test_call_lifecycle import FakeTrunk, call_services, context, load_script_text, new_record
 
 from waihu.api import (
     BadTarget,
@@ -33,10 +35,12 @@ from waihu.api import (
     Turn,
     WaihuError,
 )
+from waihu.call import place_call
 from waihu.config import ConfigError, TransferConfig, load_config
 from waihu.dialog.chat import TextSpeaker
 from waihu.dialog.engine import DialogueEngine, SpeechBegan, Utterance
 from waihu.dialog.script import Script, ScriptError, load_script
+from waihu.events import EventBus
 from waihu.media.bridge import Bridge, BridgeSide
 from waihu.media.call_media import CallMedia
 from waihu.media.endpointer import Endpointer
@@ -44,6 +48,7 @@ from waihu.media.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from waihu.media.media_clock import MediaClock
 from waihu.media.recorder import StereoRecorder
 from waihu.media.rtp import RtpSender, parse_rtp
+from waihu.plugins import make_plugin_manager
 from waihu.transfer import TransferCall, Transfers, carry_out, outcome_of, whisper_fields
 
 PCMU = Codec("PCMU", 0)
@@ -798,3 +803,60 @@ def test_a_whisper_needs_a_voice(tmp_path: Path, provider_types: dict) -> None:
         f"{path}: transfer.x.whisper: needs [call] tts to be spoken"
         " (set call.tts, or leave whisper out)"
     ]
+
+
+# ───────────────────────── a whole call ─────────────────────────
+
+FALLBACK_SCRIPT = """
+[script]
+start = "hello"
+on_transfer_failed = "sorry"
+
+[nodes.hello]
+say = [{ text = "연결합니다", recording = "hello.wav" }]
+end = true
+grade = "A"
+transfer = "sales"
+
+[nodes.sorry]
+say = [{ text = "죄송합니다", recording = "hello.wav" }]
+end = true
+grade = "C"
+tags = ["callback"]
+"""
+
+
+async def test_a_call_files_the_outcome_publishes_it_and_says_the_fallback(
+    tmp_path: Path,
+) -> None:
+    """The real ``place_call`` with the fake trunk of ``test_call_lifecycle`` (no network):
+    the agent's number starts with "busy", so it answers 486."""
+    seen: list[Any] = []
+    bus = EventBus(make_plugin_manager())
+    events = bus.subscribe()
+    loaded = await load_script_text(tmp_path, FALLBACK_SCRIPT)
+    trunk = FakeTrunk(FakeTrunk.Config(), context(tmp_path, "office"))
+    config = {"sales": TransferConfig(target="busy-1002", ring_timeout=9.0)}
+    with trio.fail_after(TIMEOUT):
+        async with call_services(tmp_path, bus) as services:
+            services = attrs.evolve(services, transfers=Transfers(config, trunk=lambda name: trunk))
+            record = await place_call(services, trunk, new_record(), loaded)
+    while True:
+        try:
+            seen.append(events.receive_nowait())
+        except trio.WouldBlock:
+            break
+    assert trunk.dialled[1] == ("busy-1002", None, 9.0)
+    assert record.transfer is not None
+    assert (record.transfer.outcome, record.transfer.status) == ("agent_busy", 486)
+    (published,) = [e for e in seen if e.kind == "transfer"]
+    assert dict(published.data) == {
+        "target": "busy-1002",
+        "mode": "bridge",
+        "outcome": "agent_busy",
+        "status": 486,
+        "detail": "agent: 486 Busy Here",
+    }
+    assert [t.node for t in record.turns] == ["hello", "sorry"]
+    assert (record.grade, record.hangup_by) == ("C", "robot")
+    assert {"transfer", "callback"} <= set(record.tags)

@@ -8,8 +8,10 @@ provider table is structured with the ``Config`` class of the provider its
 (``[storage]``), the others any number of named ones (``[trunk.NAME]``,
 ``[asr.NAME]``, ``[tts.NAME]``, ``[nlu.NAME]``, ``[notify.NAME]``); a kind's core keys (a
 trunk's ``lines`` and ``calls_per_minute``) are taken out of its table and
-structured by the core before the plugin's ``Config`` sees the rest. Any other
-top-level section is refused. Structuring is strict: an unknown key, a wrong
+structured by the core before the plugin's ``Config`` sees the rest. The
+people scripts hand calls to are ``[transfer.NAME]`` tables (``TransferConfig``;
+their ``trunk`` must name a trunk table, and a ``whisper`` needs ``[call] tts``).
+Any other top-level section is refused. Structuring is strict: an unknown key, a wrong
 type or a value a validator refuses is an error naming the file and the full
 key path, e.g. ``/etc/waihu/waihud.toml: trunk.office.local_port: must be
 0–65535``. All problems are collected and reported together: every value
