@@ -779,6 +779,7 @@ ring_timeout = 15
         ('target = "1"\nring_timeout = 0', "transfer.x.ring_timeout: must be greater than 0"),
         ('target = "1"\nagent = "bob"', "transfer.x: unknown key agent"),
         ('target = " "', "transfer.x.target: must not be empty"),
+        ('target = "1"\nwhisper = "{grade"', "transfer.x.whisper: bad placeholder: expected '}'"),
     ],
 )
 def test_a_bad_transfer_table_is_named_by_key(

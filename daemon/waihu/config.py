@@ -26,6 +26,7 @@ builds providers (``waihu.providers``).
 from __future__ import annotations
 
 import socket
+import string
 import tomllib
 import typing
 from collections.abc import Callable, Mapping
@@ -176,6 +177,15 @@ class CampaignConfig:
     frequency_cap_hours: float = attrs.field(default=24.0, validator=at_least(0.0))
 
 
+def _template(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    """A line with ``{field}``s, as scripts write them: braces must pair up."""
+    try:
+        list(string.Formatter().parse(value))
+    except ValueError as exc:
+        message = f"{attribute.name}: bad placeholder: {exc} (write {{{{ for a brace)"
+        raise ValueError(message) from None
+
+
 TRANSFER_SECTION = "transfer"  # [transfer.NAME]: where scripts hand calls to people
 TRANSFER_MODES = ("bridge", "refer")  # waihu.api.TransferMode
 
@@ -198,7 +208,7 @@ class TransferConfig:
     caller_id: str | None = attrs.field(default=None, validator=_not_blank)
     # said to the agent before the legs are joined: {grade}, {last_reply}, {number}, {node}
     # and the call's variables ({name}…); empty: no whisper
-    whisper: str = ""
+    whisper: str = attrs.field(default="", validator=_template)
 
 
 # the core's own top-level tables → their attrs classes
