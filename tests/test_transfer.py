@@ -167,7 +167,8 @@ def test_the_bridge_relays_each_way_across_codecs_and_records_both() -> None:
 
 def test_the_agent_hears_the_whisper_first_while_the_callee_holds() -> None:
     callee, agent = MemoryLeg(PCMU, "callee"), MemoryLeg(PCMU, "agent")
-    bridge = Bridge(BridgeSide(callee), BridgeSide(agent))
+    recorder = StereoRecorder("/nonexistent/never-saved.wav", 8000)
+    bridge = Bridge(BridgeSide(callee), BridgeSide(agent), recorder=recorder)
     whisper = tone(300, 4)
     playback = bridge.whisper.play(whisper, interruptible=False, label="whisper")
     for datagram in packets(PCMU, tone(700, 8)):
@@ -185,6 +186,12 @@ def test_the_agent_hears_the_whisper_first_while_the_callee_holds() -> None:
         bridge.tick()
     after = np.concatenate([pcm for _, pcm in agent.heard()[4:]])
     assert close_to(after, tone(700, 8)[4 * FRAME :])  # then the callee, from where it is
+    # the recording: the callee throughout; on the right what the callee heard — the hold
+    # during the whisper (not the agent, who was talking already), then the agent
+    stereo = recorder.stereo()
+    assert close_to(stereo[:, 0], tone(700, 8))
+    assert not stereo[: 4 * FRAME, 1].any()
+    assert close_to(stereo[4 * FRAME :, 1], tone(900, 8)[4 * FRAME :])
 
 
 def test_the_callee_side_carries_the_calls_own_rtp_stream_on() -> None:
@@ -556,7 +563,7 @@ transfer = "sales"
 
 [nodes.later]
 say = [{{ text = "나중에 다시 전화 드릴까요?" }}]
-on = {{ affirm = "bye", deny = "bye", default = "bye" }}
+on = {{ affirm = "bye", deny = {{ tags = ["declined"], hangup = true }}, default = "bye" }}
 
 [nodes.bye]
 say = [{{ text = "감사합니다." }}]
@@ -861,3 +868,18 @@ async def test_a_call_files_the_outcome_publishes_it_and_says_the_fallback(
     assert [t.node for t in record.turns] == ["hello", "sorry"]
     assert (record.grade, record.hangup_by) == ("C", "robot")
     assert {"transfer", "callback"} <= set(record.tags)
+
+
+async def test_a_fallback_that_goes_on_undoes_the_transfers_end(
+    tmp_path: Path, keywords: Any, autojump_clock: Any
+) -> None:
+    script = load_script(write(tmp_path, TRANSFER_SCRIPT.format(fallback="later")))
+    engine, send, _speaker = await engine_with(script, keywords)
+    with trio.fail_after(120):
+        await send.send(Utterance("네"))
+        ending = await engine.run()
+        assert ending.grade == "A"  # the grade of the end node that transferred
+        with trio.move_on_after(1):  # the callee hangs up while asked again at "later"
+            await engine.transfer_failed()
+    verdict = engine.verdict(hangup_by="callee")
+    assert (verdict.grade, engine.facts.completed) == (script.default_grade, False)
