@@ -13,6 +13,7 @@ the engine on trio's mock clock.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
@@ -883,3 +884,32 @@ async def test_a_fallback_that_goes_on_undoes_the_transfers_end(
             await engine.transfer_failed()
     verdict = engine.verdict(hangup_by="callee")
     assert (verdict.grade, engine.facts.completed) == (script.default_grade, False)
+
+
+async def test_the_callee_hears_ring_back_until_the_agent_gives_up() -> None:
+    trunk = ScriptedTrunk("hold")
+    call = a_call(MemoryLeg(PCMU), MediaClock())
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                functools.partial(carry_out, on_settled=lambda r: None),
+                transfers(trunk),
+                "sales",
+                call,
+            )
+            await trunk.ringing.wait()
+            frames = [call.media.player.next_frame() for _ in range(250)]  # one cadence
+            nursery.cancel_scope.cancel()
+    assert not call.media.player.playing  # stopped: a fallback line would come next
+    on = np.concatenate(frames[:50])
+    off = np.concatenate(frames[50:])
+    assert not off.any()
+    assert 0.9 < tone_share_at(on, 450.0) <= 1.01
+    assert 2500 < np.abs(on.astype(int)).max() < 4000  # about −20 dBFS
+
+
+def tone_share_at(audio: np.ndarray, frequency: float) -> float:
+    """The share of ``audio``'s energy at ``frequency`` (a single-bin DFT)."""
+    x = audio.astype(float)
+    basis = np.exp(-2j * math.pi * frequency * np.arange(x.size) / 8000)
+    return 2 * abs(np.dot(x, basis)) ** 2 / x.size / float(np.sum(x * x))

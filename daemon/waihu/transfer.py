@@ -5,7 +5,8 @@
 
 - ``bridge`` (the default): the robot dials the agent's ``target`` on a
   second leg through ``trunk`` (default: the call's own), taking one of that
-  trunk's lines like any call; while it rings the callee hears silence. Once
+  trunk's lines like any call; while it rings the callee hears ring-back
+  (``ringback``: 450 Hz, 1 s on, 4 s off, the Chinese cadence). Once
   the agent answers, a ``waihu.media.bridge.Bridge`` replaces the call's
   media on the media clock: the agent first hears the ``whisper`` (the grade,
   the callee's last reply…, spoken by the daemon's TTS), then the two legs
@@ -41,6 +42,7 @@ transfer (``waihu.dialog.engine``).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
@@ -66,6 +68,7 @@ from waihu.dialog.library import SpeechCache, fill
 from waihu.media.bridge import Bridge, BridgeSide
 from waihu.media.call_media import CallMedia
 from waihu.media.media_clock import MediaClock
+from waihu.media.prompt_player import Playback
 
 __all__ = [
     "BUSY_STATUSES",
@@ -75,6 +78,7 @@ __all__ = [
     "Transfers",
     "carry_out",
     "outcome_of",
+    "ringback",
     "whisper_fields",
 ]
 
@@ -85,6 +89,22 @@ NO_ANSWER_STATUSES = frozenset({408, 480, 487})  # ring timeout, unavailable, ca
 ANSWERED_STATUS = 200
 HANGUP_GRACE = 5.0  # seconds to cancel or hang up the agent's leg once the transfer is over
 CALL_ENDED = "the call ended before the agent answered"
+# ring-back while the agent's phone rings: the Chinese tone (450 Hz, 1 s on, 4 s off)
+RINGBACK_HZ = 450.0
+RINGBACK_ON_S = 1.0
+RINGBACK_PERIOD_S = 5.0
+RINGBACK_LEVEL = 0.1  # of full scale: about −20 dBFS, a tone, not a shout
+INT16_FULL_SCALE = 32767
+
+
+def ringback(sample_rate: int, seconds: float) -> np.ndarray:
+    """Ring-back tone for ``seconds`` (whole cadences, at least one) at ``sample_rate``."""
+    period = round(RINGBACK_PERIOD_S * sample_rate)
+    on = round(RINGBACK_ON_S * sample_rate)
+    t = np.arange(on) / sample_rate
+    cadence = np.zeros(period, dtype=np.int16)
+    cadence[:on] = RINGBACK_LEVEL * INT16_FULL_SCALE * np.sin(2 * np.pi * RINGBACK_HZ * t)
+    return np.tile(cadence, max(1, math.ceil(seconds / RINGBACK_PERIOD_S)))
 
 
 def outcome_of(status: int) -> TransferOutcome:
@@ -255,9 +275,14 @@ async def _bridge(
             settle("agent_busy", detail=f"no line for the agent: {exc}")
             return
     agent: CallLeg | None = None
+    ringing: Playback | None = None
     try:
         whisper = await _whisper_audio(call, config)
         dialled = time.monotonic()
+        # the callee hears ring-back while the agent's phone rings, not a dead line
+        ringing = call.media.player.play(
+            ringback(call.leg.codec.clock_rate, config.ring_timeout), label="ring-back"
+        )
         try:
             target = check_target(trunk, config.target)  # as the trunk will dial it
             agent = await trunk.dial(
@@ -276,6 +301,8 @@ async def _bridge(
             return
         await _join(call, agent, whisper, settle, time.monotonic() - dialled)
     finally:
+        if ringing is not None and not ringing.done.is_set():
+            call.media.player.stop()  # the fallback, if any, speaks next
         with trio.CancelScope(shield=True), trio.move_on_after(HANGUP_GRACE):
             if agent is not None and not agent.ended.is_set():
                 try:
