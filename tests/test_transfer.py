@@ -14,6 +14,7 @@ the engine on trio's mock clock.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 from pathlib import Path
@@ -50,6 +51,7 @@ from waihu.media.media_clock import MediaClock
 from waihu.media.recorder import StereoRecorder
 from waihu.media.rtp import RtpSender, parse_rtp
 from waihu.plugins import make_plugin_manager
+from waihu.preflight import check_scripts
 from waihu.transfer import TransferCall, Transfers, carry_out, outcome_of, whisper_fields
 
 PCMU = Codec("PCMU", 0)
@@ -913,3 +915,28 @@ def tone_share_at(audio: np.ndarray, frequency: float) -> float:
     x = audio.astype(float)
     basis = np.exp(-2j * math.pi * frequency * np.arange(x.size) / 8000)
     return 2 * abs(np.dot(x, basis)) ** 2 / x.size / float(np.sum(x * x))
+
+
+def test_check_config_warns_of_a_transfer_to_a_table_the_daemon_lacks(
+    tmp_path: Path, provider_types: dict
+) -> None:
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    script = scripts / "t.toml"
+    script.write_text(TRANSFER_SCRIPT.format(fallback="later"), encoding="utf-8")
+    assert load_script(script).transfers() == [
+        ("nodes.connect.transfer", "sales"),
+        ("nodes.offer.on.default.transfer", "sales"),
+    ]
+    path = tmp_path / "waihud.toml"
+    head = f"[daemon]\nscripts_dir = {json.dumps(str(scripts))}\n"
+    path.write_text(head + CONFIG + '\n[transfer.desk]\ntarget = "8001"\n', encoding="utf-8")
+    found = check_scripts(load_config(path, provider_types))
+    assert found.errors == []
+    assert found.warnings == [
+        f"{script}: nodes.{key}.transfer: no [transfer.sales] in {path}: such a transfer"
+        " fails and the script's on_transfer_failed applies; add the table (waihud.toml(5))"
+        for key in ("connect", "offer.on.default")
+    ]
+    path.write_text(head + CONFIG + '\n[transfer.sales]\ntarget = "8001"\n', encoding="utf-8")
+    assert check_scripts(load_config(path, provider_types)).warnings == []

@@ -316,6 +316,29 @@ class Script:
         action("script.on_transfer_failed", self.on_transfer_failed)
         return found
 
+    def transfers(self) -> list[tuple[str, str]]:
+        """Every transfer the script can make, as (key, name): ``nodes.connect.transfer``,
+        ``nodes.offer.on.price.transfer``…; the names are the daemon's ``[transfer.NAME]``."""
+        found = [(f"nodes.{n}.transfer", node.transfer) for n, node in self.nodes.items()]
+        handlers = self.handlers
+        actions: list[tuple[str, Action | None]] = [
+            (f"nodes.{n}.on.{route}", a)
+            for n, node in self.nodes.items()
+            for route, a in node.on.items()
+            if handlers.on.get(route) is not a  # a copy of a script-wide route
+        ]
+        for entry in self.kb.values():
+            actions += [(f"kb.{entry.name}.then", entry.then)]
+            actions += [(f"kb.{entry.name}.on_limit", entry.on_limit)]
+        actions += [("handlers.no_input.then", handlers.no_input.then)]
+        if handlers.no_match is not None:
+            actions += [("handlers.no_match.then", handlers.no_match.then)]
+        actions += [(f"handlers.dtmf.{key}", a) for key, a in handlers.dtmf.items()]
+        actions += [(f"handlers.on.{cls}", a) for cls, a in handlers.on.items()]
+        actions += [("script.on_turn_cap", self.on_turn_cap)]
+        found += [(f"{key}.transfer", a.transfer) for key, a in actions if a is not None]
+        return [(key, name) for key, name in found if name is not None]
+
     def allowed(self, node: Node) -> list[str]:
         """Names to pass to ``Classifier.classify`` at ``node``, best tier first.
 
