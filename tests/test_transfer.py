@@ -940,3 +940,16 @@ def test_check_config_warns_of_a_transfer_to_a_table_the_daemon_lacks(
     ]
     path.write_text(head + CONFIG + '\n[transfer.sales]\ntarget = "8001"\n', encoding="utf-8")
     assert check_scripts(load_config(path, provider_types)).warnings == []
+
+
+async def test_an_agent_answering_a_call_already_over_is_hung_up_and_not_transferred() -> None:
+    trunk, lines = ScriptedTrunk(PCMU), Lines(1)
+    callee = MemoryLeg(PCMU, "callee")
+    callee.far_end_hangs_up()  # while the agent's phone rang
+    with trio.fail_after(TIMEOUT):
+        result = await carry_out(
+            transfers(trunk, lines), "sales", a_call(callee, MediaClock()), on_settled=print
+        )
+    assert (result.outcome, result.detail) == ("failed", "the call ended before the agent answered")
+    (agent,) = trunk.legs
+    assert (agent.hangups, lines.released) == (1, 1)
