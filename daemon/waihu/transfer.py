@@ -86,7 +86,7 @@ log = logging.getLogger("waihu.transfer")
 
 BUSY_STATUSES = frozenset({486, 600})  # Busy Here, Busy Everywhere
 NO_ANSWER_STATUSES = frozenset({408, 480, 487})  # ring timeout, unavailable, cancelled
-ANSWERED_STATUS = 200
+ANSWERED_STATUS = 200  # filed as the status of a transfer the agent answered
 HANGUP_GRACE = 5.0  # seconds to cancel or hang up the agent's leg once the transfer is over
 CALL_ENDED = "the call ended before the agent answered"
 # ring-back while the agent's phone rings: the Chinese tone (450 Hz, 1 s on, 4 s off)
@@ -323,7 +323,9 @@ async def _join(
     """The agent answered: the bridge takes over the call's media until a side hangs up."""
     callee_side = BridgeSide(call.leg, jitter=call.media.jitter, sender=call.media.sender)
     try:
-        bridge = Bridge(callee_side, BridgeSide(agent), recorder=call.media.recorder)
+        # the agent's stream gets the jitter depth the daemon gives every call ([media])
+        agent_side = BridgeSide(agent, jitter_depth=call.media.jitter.depth)
+        bridge = Bridge(callee_side, agent_side, recorder=call.media.recorder)
     except ValueError as exc:
         settle("failed", status=ANSWERED_STATUS, detail=str(exc))
         return
