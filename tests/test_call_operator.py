@@ -360,7 +360,7 @@ def test_call_show_says_direction_transfer_and_media_figures() -> None:
     )  # fmt: skip
     text = render_call(record_as_dict(record))
     assert "inbound (the number called us)" in text
-    assert "agent_busy — bridge to sip:1002@pbx  (agent busy)" in text
+    assert "agent_busy to sip:1002@pbx by bridge (sip 486): agent busy" in text
     assert "lost 5 (5.0 %), jitter 2.5 ms; round trip 40 ms; far end lost 1.0 %" in text
 
 

@@ -827,6 +827,7 @@ EventKind = Literal[
     "ended",
     "failed",
     "campaign",
+    "transfer",
 ]
 
 # The closed set of event kinds and the data fields each carries, in order.
@@ -846,6 +847,9 @@ EVENT_KINDS: Mapping[str, tuple[str, ...]] = {
     "failed": ("outcome", "grade", "tags", "sip_status", "hangup_by", "error"),
     # a campaign changed state (started, paused by the breaker, completed…); call_id is None
     "campaign": ("state", "reason"),
+    # the script's transfer to a person settled (``TransferResult``: the agent answered, or
+    # why not); after a failed one the dialogue goes on
+    "transfer": ("target", "mode", "outcome", "status", "detail"),
 }
 
 

@@ -22,9 +22,10 @@ reason; when the callee hangs up mid-call the engine grades what happened so
 far (``DialogueEngine.verdict(hangup_by="callee")``), and a callee who asked
 never to be called again and hung up during the closing line is still put on
 the do-not-call list. A transfer to a person
-(an end node's or an action's ``transfer``) is logged and tagged
-``transfer``, and the robot hangs up after the line before it: carrying out
-the transfer over SIP is not implemented yet.
+(an end node's or an action's ``transfer``) is tagged ``transfer`` and
+carried out by ``waihu.transfer`` (a bridged second leg or a REFER); its
+outcome is filed as ``record.transfer``, and after a failed one the
+dialogue goes on from the script's ``on_transfer_failed``.
 
 Besides the callee's voice: early media (a 183's audio — carrier
 announcements, ring-back) is collected while the call rings
@@ -70,6 +71,7 @@ from waihu.api import (
     HangupSide,
     ProviderError,
     Storage,
+    TransferResult,
     Trunk,
     TrunkError,
     Turn,
@@ -116,6 +118,7 @@ from waihu.media.media_clock import MediaClock
 from waihu.media.prompt_player import Playback, PromptPlayer
 from waihu.media.recorder import StereoRecorder
 from waihu.media.telephone_event import DTMF_EVENTS
+from waihu.transfer import TransferCall, Transfers, carry_out, whisper_fields
 
 __all__ = ["CallServices", "place_call", "record_as_dict"]
 
@@ -147,6 +150,7 @@ class CallServices:
     recordings_dir: Path | None  # None: do not record
     region: str = "CN"  # for the do-not-call list: numbers dialled without a country code
     speech: SpeechCache | None = None  # the daemon's TTS, None when [call] tts is not set
+    transfers: Transfers | None = None  # [transfer.NAME] and the trunks; None: none configured
 
 
 class _LaterLine:
@@ -528,17 +532,44 @@ async def _converse(
             if control is not None:
                 control.answered(lambda digits: _send_dtmf(media, leg, digits))
             ending = await engine.run()
+            wanted_transfer = False
+
+            def settled(result: TransferResult) -> None:
+                life.transferred(result)
+                if result.outcome == "transferred":  # graded now: the rest is the agent's talk
+                    tags = (*ending.tags, TRANSFER_TAG)
+                    life.graded(ending.grade, tags, ending.grade_reason or None)
+
+            while ending.transfer is not None:  # hand the call to a person (waihu.transfer)
+                wanted_transfer = True
+                log.info(
+                    "call %s: the script transfers to %r at %s",
+                    record.id,
+                    ending.transfer,
+                    ending.node,
+                )
+                handover = TransferCall(
+                    record=record,
+                    leg=leg,
+                    media=media,
+                    clock=services.clock,
+                    speech=services.speech,
+                    language=script.language,
+                    fields=whisper_fields(
+                        record, dialogue.variables, grade=ending.grade, node=ending.node
+                    ),
+                )
+                done = await carry_out(
+                    services.transfers, ending.transfer, handover, on_settled=settled
+                )
+                if done.outcome == "transferred":
+                    break
+                ending = await engine.transfer_failed()  # the script's on_transfer_failed
             tags = ending.tags
             if ending.dnc:
                 await _opt_out(services, record)
                 tags = (*tags, DNC_TAG)
-            if ending.transfer is not None:
-                # carrying the transfer out over SIP is a later piece of work: hang up
-                log.warning(
-                    "call %s: the script transfers to %r at %s; transfer is not supported"
-                    " yet, hanging up",
-                    record.id, ending.transfer, ending.node,
-                )  # fmt: skip
+            if wanted_transfer:
                 tags = (*tags, TRANSFER_TAG)
             life.graded(ending.grade, tags, ending.grade_reason or None)
             nursery.cancel_scope.cancel()

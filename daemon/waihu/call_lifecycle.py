@@ -56,7 +56,7 @@ import attrs
 import cattrs
 import trio
 
-from waihu.api import CallRecord, CallStatus, HangupSide, Storage, Turn
+from waihu.api import CallRecord, CallStatus, HangupSide, Storage, TransferResult, Turn
 from waihu.campaign.outcomes import OUTCOME_TABLE, outcome_for
 from waihu.dialog.engine import IGNORED_INTENT
 from waihu.events import EventBus
@@ -309,6 +309,19 @@ class CallLifecycle:
         self.record.grade_reason = reason
         self.record.tags.extend(t for t in tags if t not in self.record.tags)
         self._filing.changed()
+
+    def transferred(self, result: TransferResult) -> None:
+        """How handing the call to a person went: kept, filed and published (``transfer``)."""
+        self.record.transfer = result
+        self._filing.changed()
+        self.publish(
+            "transfer",
+            target=result.target,
+            mode=result.mode,
+            outcome=result.outcome,
+            status=result.status,
+            detail=result.detail,
+        )
 
     def recorded(self, path: str | None) -> None:
         """Where the call's recording is (None: there is none after all)."""

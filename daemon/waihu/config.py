@@ -8,8 +8,10 @@ provider table is structured with the ``Config`` class of the provider its
 (``[storage]``), the others any number of named ones (``[trunk.NAME]``,
 ``[asr.NAME]``, ``[tts.NAME]``, ``[nlu.NAME]``, ``[notify.NAME]``); a kind's core keys (a
 trunk's ``lines`` and ``calls_per_minute``) are taken out of its table and
-structured by the core before the plugin's ``Config`` sees the rest. Any other
-top-level section is refused. Structuring is strict: an unknown key, a wrong
+structured by the core before the plugin's ``Config`` sees the rest. The
+people scripts hand calls to are ``[transfer.NAME]`` tables (``TransferConfig``;
+their ``trunk`` must name a trunk table, and a ``whisper`` needs ``[call] tts``).
+Any other top-level section is refused. Structuring is strict: an unknown key, a wrong
 type or a value a validator refuses is an error naming the file and the full
 key path, e.g. ``/etc/waihu/waihud.toml: trunk.office.local_port: must be
 0–65535``. All problems are collected and reported together: every value
@@ -24,6 +26,7 @@ builds providers (``waihu.providers``).
 from __future__ import annotations
 
 import socket
+import string
 import tomllib
 import typing
 from collections.abc import Callable, Mapping
@@ -47,6 +50,7 @@ __all__ = [
     "MediaConfig",
     "MetricsConfig",
     "ProviderSection",
+    "TransferConfig",
     "load_config",
     "parse_listen",
     "structure_strict",
@@ -173,6 +177,40 @@ class CampaignConfig:
     frequency_cap_hours: float = attrs.field(default=24.0, validator=at_least(0.0))
 
 
+def _template(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    """A line with ``{field}``s, as scripts write them: braces must pair up."""
+    try:
+        list(string.Formatter().parse(value))
+    except ValueError as exc:
+        message = f"{attribute.name}: bad placeholder: {exc} (write {{{{ for a brace)"
+        raise ValueError(message) from None
+
+
+TRANSFER_SECTION = "transfer"  # [transfer.NAME]: where scripts hand calls to people
+TRANSFER_MODES = ("bridge", "refer")  # waihu.api.TransferMode
+
+
+@attrs.frozen(kw_only=True)
+class TransferConfig:
+    """``[transfer.NAME]``: a person (or queue) a script's ``transfer = "NAME"`` hands calls to.
+
+    ``bridge``: the robot dials ``target`` on a second leg through ``trunk``
+    (default: the call's own), says ``whisper`` to the agent, then relays the
+    audio of both legs while the recording goes on. ``refer``: a blind transfer
+    (SIP REFER to ``target``), followed to its outcome.
+    """
+
+    mode: str = attrs.field(default="bridge", validator=one_of(*TRANSFER_MODES))
+    target: str = attrs.field(validator=_not_blank)  # a number or a SIP URI
+    trunk: str | None = attrs.field(default=None, validator=_not_blank)
+    ring_timeout: float = attrs.field(default=30.0, validator=positive())
+    # the caller id the agent's phone shows; None: [call] caller_id
+    caller_id: str | None = attrs.field(default=None, validator=_not_blank)
+    # said to the agent before the legs are joined: {grade}, {last_reply}, {number}, {node}
+    # and the call's variables ({name}…); empty: no whisper
+    whisper: str = attrs.field(default="", validator=_template)
+
+
 # the core's own top-level tables → their attrs classes
 CORE_SECTIONS: Mapping[str, type] = {
     "daemon": DaemonConfig,
@@ -210,6 +248,7 @@ class Config:
     providers: tuple[ProviderSection, ...]
     campaign: CampaignConfig = CampaignConfig()
     metrics: MetricsConfig = MetricsConfig()
+    transfers: Mapping[str, TransferConfig] = attrs.field(factory=dict)  # [transfer.NAME]
 
     def sections(self, kind: str) -> list[ProviderSection]:
         """The provider sections of one kind, in file order."""
@@ -387,7 +426,9 @@ def load_config(path: Path | str, provider_types: ProviderTypes) -> Config:
             if found:
                 providers.append(found)
 
-    known = {*CORE_SECTIONS, *(kind.name for kind in PROVIDER_KINDS)}
+    transfers = _transfers(path, raw.get(TRANSFER_SECTION, {}), present, core["call"], problems)
+
+    known = {*CORE_SECTIONS, *(kind.name for kind in PROVIDER_KINDS), TRANSFER_SECTION}
     problems.extend(
         f"{path}: {key}: unknown section (sections: {', '.join(sorted(known))})"
         for key in raw
@@ -412,7 +453,39 @@ def load_config(path: Path | str, provider_types: ProviderTypes) -> Config:
         campaign=campaign,
         providers=tuple(providers),
         metrics=core["metrics"],
+        transfers=transfers,
     )
+
+
+def _transfers(
+    path: Path,
+    tables: Any,
+    present: set[tuple[str, str]],
+    call: CallConfig | None,
+    problems: list[str],
+) -> dict[str, TransferConfig]:
+    """The ``[transfer.NAME]`` tables; a ``trunk`` must name a trunk table, and a
+    ``whisper`` needs ``[call] tts`` to be spoken."""
+    if not isinstance(tables, Mapping):
+        problems.append(f"{path}: {TRANSFER_SECTION}: must be a table of named sections")
+        return {}
+    found: dict[str, TransferConfig] = {}
+    for name, table in tables.items():
+        key = f"{TRANSFER_SECTION}.{name}"
+        try:
+            transfer = structure_strict(TransferConfig, table, file=path, key=key)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if transfer.trunk is not None and ("trunk", transfer.trunk) not in present:
+            problems.append(f"{path}: {key}.trunk: no [trunk.{transfer.trunk}] section")
+        if transfer.whisper.strip() and call is not None and call.tts is None:
+            problems.append(
+                f"{path}: {key}.whisper: needs [call] tts to be spoken"
+                " (set call.tts, or leave whisper out)"
+            )
+        found[name] = transfer
+    return found
 
 
 def _tables(

@@ -39,6 +39,7 @@ signals (``waihu.daemon``), or the campaign's own limits and contact queue
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import secrets
 import time
@@ -58,6 +59,7 @@ from waihu.dialog.library import LoadedScript, ScriptLibrary, missing_variables
 from waihu.events import EventBus
 from waihu.media.media_clock import MediaClock
 from waihu.providers import Providers
+from waihu.transfer import Transfers
 
 __all__ = [
     "CallDispatcher",
@@ -421,4 +423,10 @@ class CallDispatcher:
             recordings_dir=recordings if config.media.record else None,
             region=config.campaign.default_region,
             speech=self.scripts.speech,
+            transfers=Transfers(
+                config.transfers,
+                trunk=functools.partial(self.providers.get, "trunk"),
+                take_line=self.try_acquire_line,  # the agent's leg takes a line like any call
+                caller_id=config.call.caller_id,
+            ),
         )

@@ -18,7 +18,8 @@ on its valid tables):
 - at least one trunk (otherwise a warning: the daemon runs, but places no call).
 
 ``check_scripts`` (``--check-config`` only) then loads every script as
-start-up would and finds two scripts of the same name. At start-up the script
+start-up would and finds two scripts of the same name, and warns of each
+transfer a script makes to a ``[transfer.NAME]`` the file does not have. At start-up the script
 library reports a broken script itself and carries on with the others.
 
 Problems are lines naming the file and the key, ``FILE: KEY: what is wrong:
@@ -122,6 +123,12 @@ def check_scripts(config: Config) -> Findings:
             continue
         if config.call.tts is None:
             found.errors += without_tts(script)
+        found.warnings += [
+            f"{path}: {key}: no [transfer.{name}] in {config.path}: such a transfer fails"
+            " and the script's on_transfer_failed applies; add the table (waihud.toml(5))"
+            for key, name in script.transfers()
+            if name not in config.transfers
+        ]
         if script.name in names:  # the library would load the first and refuse this one
             found.errors.append(
                 f"{path}: script.name: {script.name!r} is also the name of {names[script.name]}"

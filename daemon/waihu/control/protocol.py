@@ -64,7 +64,10 @@ The kinds and their fields are ``waihu.api.EVENT_KINDS``:
   ``hangup_by``, ``error`` — the last event of every call: answered calls end,
   others fail;
 - ``campaign``: ``state``, ``reason`` — a campaign changed state (``call_id``
-  is null).
+  is null);
+- ``transfer``: ``target``, ``mode``, ``outcome``, ``status``, ``detail`` — the
+  script's transfer to a person settled (``transferred``, ``agent_busy``,
+  ``no_answer``, ``failed``).
 
 ``watch`` with ``campaign`` pushes only the events whose ``campaign`` is that
 campaign's id: its calls' events and its own state changes.

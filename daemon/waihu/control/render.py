@@ -330,13 +330,8 @@ def render_call(result: Mapping[str, Any]) -> str:
     ]
     if result.get("direction") == "inbound":
         header.insert(0, ("direction", "inbound (the number called us)"))
-    transfer = result.get("transfer")
-    if transfer:
-        detail = f"  ({transfer['detail']})" if transfer.get("detail") else ""
-        header.append(
-            ("transfer", f"{transfer.get('outcome')} — {transfer.get('mode')} to "
-                         f"{transfer.get('target')}{detail}")
-        )  # fmt: skip
+    if result.get("transfer"):  # the script handed the call to a person
+        header.append(("transfer", _transfer(result["transfer"])))
     quality = result.get("media_quality")
     if quality:
         header.append(("media", _media_quality(quality)))
@@ -617,6 +612,12 @@ def _campaign(f: Mapping[str, Any]) -> str:
     return str(f.get("state")) + (f": {f['reason']}" if f.get("reason") else "")
 
 
+def _transfer(f: Mapping[str, Any]) -> str:
+    status = f" (sip {f['status']})" if f.get("status") is not None else ""
+    detail = f": {f['detail']}" if f.get("detail") else ""
+    return f"{f.get('outcome')} to {f.get('target')} by {f.get('mode')}{status}{detail}"
+
+
 def _turn_event(f: Mapping[str, Any]) -> str:
     label = f.get("intent") if f.get("speaker") == "callee" else f.get("node")
     return f"{f.get('speaker', '?')} [{label or NONE}]: {f.get('text', '')}"
@@ -646,6 +647,7 @@ _EVENT_DETAILS: dict[str, _EventDetail] = {
     "ended": (("outcome", "grade", "tags", "sip_status", "hangup_by", "error"), _ended),
     "failed": (("outcome", "grade", "tags", "sip_status", "hangup_by", "error"), _ended),
     "campaign": (("state", "reason"), _campaign),
+    "transfer": (("target", "mode", "outcome", "status", "detail"), _transfer),
     "dropped": (
         ("count",),
         lambda f: f"{f.get('count')} event(s) lost here: this monitor fell behind",

@@ -29,7 +29,10 @@ do-not-call, say a line, then go to a node, hang up, transfer, or resume
 - ignore policy: while the node's own line is still playing, a reply the
   node's ``ignore`` does not let through is written to the transcript with
   the intent ``ignored`` and otherwise counts for nothing;
-- DTMF keys route by ``handlers.dtmf``.
+- DTMF keys route by ``handlers.dtmf``;
+- a transfer the call could not make: ``transfer_failed`` applies the
+  script's ``on_transfer_failed`` at the node that transferred, and the
+  conversation goes on.
 
 Everything that happened is kept in ``facts`` (``CallFacts``) so that
 ``verdict`` can grade the call at any moment — also when the callee hangs up
@@ -94,6 +97,7 @@ REASON_NO_MATCH = "no_match"  # handlers.no_match reached its limit
 REASON_TURN_CAP = "turn_cap"  # the turn cap was reached
 REASON_HANGUP = "hangup"  # an action hung up
 REASON_TRANSFER = "transfer"  # handed to a human
+REASON_TRANSFER_FAILED = "transfer_failed"  # the transfer failed and the fallback hung up
 
 HANGUP_BY_ROBOT = "robot"  # CallFacts.hangup_by when the script ended the call
 
@@ -181,7 +185,7 @@ class Decision:
 class Step:
     """One handled event, for ``waihuctl script chat``.
 
-    ``event`` is "reply", "no_input" or "dtmf:<key>"; ``decision`` the reply's
+    ``event`` is "reply", "no_input", "dtmf:<key>" or "transfer_failed"; ``decision`` the reply's
     (None for the others); ``chain`` what was stepped through ("kb.price",
     "resume:repeat", "goto:book", "set:stage", "tags:hot", "hangup"…);
     ``node`` where the conversation is afterwards; ``line`` the text said in
@@ -201,7 +205,8 @@ class Ending:
 
     ``reason``: "end" (an end node), "silence", "no_match", "turn_cap" (a
     handler or the cap led here), "hangup" (an action hung up), "transfer"
-    (hand the call to ``transfer``). ``grade``, ``tags`` and ``grade_reason``
+    (hand the call to ``transfer``), "transfer_failed" (the fallback after a
+    failed transfer hung up). ``grade``, ``tags`` and ``grade_reason``
     are the verdict; ``dnc`` asks for the number on the do-not-call list.
     """
 
@@ -341,6 +346,42 @@ class DialogueEngine:
         """Drive the script from its start node until the call ends; how it ended."""
         ending = await self._enter(self.script.nodes[self.script.start], cause=None)
         self._last_turn = self._turn_lines  # the greeting: what a first "what?" replays
+        return await self._converse(ending)
+
+    async def transfer_failed(self) -> Ending:
+        """Go on after a transfer the call could not make (agent busy, no answer…).
+
+        ``run`` (or an earlier ``transfer_failed``) returned an ``Ending`` with
+        ``transfer`` set, and the person could not take the call: the script's
+        ``on_transfer_failed`` is applied at the node that transferred (without
+        one, the robot hangs up), and the conversation runs on until it ends
+        again; how it ended. What the callee said while the agent was being
+        rung is dropped: it answered nothing the robot asked.
+        """
+        self._drop_pending()
+        then = self.script.on_transfer_failed or Action(hangup=True)
+        if then.goto is not None:  # the conversation goes on: the end reached is no end
+            self._end_node = None
+            self.facts.completed = False
+        self._chain, self._turn_lines = [], []
+        self._chain.append(REASON_TRANSFER_FAILED)
+        ending = await self._apply(then, self._current, cause=REASON_TRANSFER_FAILED)
+        if self._turn_lines:
+            self._last_turn = self._turn_lines
+        line = " ".join(s.text for s in self._turn_lines)
+        self.on_step(Step(None, REASON_TRANSFER_FAILED, tuple(self._chain), self.node, line))
+        return await self._converse(ending)
+
+    def _drop_pending(self) -> None:
+        """Throw away the events that came while nobody listened."""
+        while True:
+            try:
+                self.inbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return
+
+    async def _converse(self, ending: Ending | None) -> Ending:
+        """Take events until the conversation ends (``ending`` is not None)."""
         while ending is None:
             event = await self._next_input()
             self._chain, self._turn_lines = [], []

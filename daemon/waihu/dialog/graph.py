@@ -206,6 +206,8 @@ def _handlers(graph: graphviz.Digraph, terminals: set[str], script: Script) -> N
         edges.append((f"no match ×{no_match.limit} ({no_match.counting})", no_match.then))
     if script.on_turn_cap is not None and script.turn_cap is not None:
         edges.append((f"turn cap {script.turn_cap}", script.on_turn_cap))
+    if script.on_transfer_failed is not None:
+        edges.append(("transfer failed", script.on_transfer_failed))
     edges.extend((f"dtmf {key}", action) for key, action in handlers.dtmf.items())
     edges.extend((cls, action) for cls, action in handlers.on.items())
     graph.node(ANY_NODE, shape="circle", style="dashed", label="any\nnode", width="0.6")

@@ -108,6 +108,7 @@ def _set_variables(script: Script) -> set[str]:
     actions += [a for entry in script.kb.values() for a in (entry.then, entry.on_limit)]
     actions += [handlers.no_input.then, handlers.no_match.then if handlers.no_match else None]
     actions += [*handlers.dtmf.values(), *handlers.on.values(), script.on_turn_cap]
+    actions += [script.on_transfer_failed]
     names = {k for node in script.nodes.values() for k in node.set}
     return names | {k for a in actions if a is not None for k in a.set}
 

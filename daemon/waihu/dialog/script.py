@@ -260,6 +260,9 @@ class Script:
     turn_cap: int | None
     on_turn_cap: Action | None
     default_grade: str
+    # where the dialogue goes when a transfer to a person fails (busy, no answer…);
+    # None: the robot hangs up
+    on_transfer_failed: Action | None = None
     handlers: Handlers
     variables: Mapping[str, str]  # defaults for {placeholders}
     grading: tuple[GradeRule, ...]
@@ -310,7 +313,31 @@ class Script:
         for cls, a in self.handlers.on.items():
             action(f"handlers.on.{cls}", a)
         action("script.on_turn_cap", self.on_turn_cap)
+        action("script.on_transfer_failed", self.on_transfer_failed)
         return found
+
+    def transfers(self) -> list[tuple[str, str]]:
+        """Every transfer the script can make, as (key, name): ``nodes.connect.transfer``,
+        ``nodes.offer.on.price.transfer``…; the names are the daemon's ``[transfer.NAME]``."""
+        found = [(f"nodes.{n}.transfer", node.transfer) for n, node in self.nodes.items()]
+        handlers = self.handlers
+        actions: list[tuple[str, Action | None]] = [
+            (f"nodes.{n}.on.{route}", a)
+            for n, node in self.nodes.items()
+            for route, a in node.on.items()
+            if handlers.on.get(route) is not a  # a copy of a script-wide route
+        ]
+        for entry in self.kb.values():
+            actions += [(f"kb.{entry.name}.then", entry.then)]
+            actions += [(f"kb.{entry.name}.on_limit", entry.on_limit)]
+        actions += [("handlers.no_input.then", handlers.no_input.then)]
+        if handlers.no_match is not None:
+            actions += [("handlers.no_match.then", handlers.no_match.then)]
+        actions += [(f"handlers.dtmf.{key}", a) for key, a in handlers.dtmf.items()]
+        actions += [(f"handlers.on.{cls}", a) for cls, a in handlers.on.items()]
+        actions += [("script.on_turn_cap", self.on_turn_cap)]
+        found += [(f"{key}.transfer", a.transfer) for key, a in actions if a is not None]
+        return [(key, name) for key, name in found if name is not None]
 
     def allowed(self, node: Node) -> list[str]:
         """Names to pass to ``Classifier.classify`` at ``node``, best tier first.
@@ -382,6 +409,7 @@ class _ScriptTable:
     short_reply: int = attrs.field(default=2, validator=at_least(0))
     turn_cap: int | None = attrs.field(default=None, validator=positive())
     on_turn_cap: Any = None
+    on_transfer_failed: Any = None
     kb_limit: int | None = attrs.field(default=None, validator=positive())
     on_kb_limit: Any = None
     default_grade: str = attrs.field(default="D", validator=one_of(*GRADES))
@@ -713,6 +741,14 @@ class _Loader:
                 self.bad("script.on_turn_cap", "needs turn_cap (how many replies)")
         elif head.turn_cap is not None:
             self.bad("script.turn_cap", "needs on_turn_cap (where the call goes at the cap)")
+        on_transfer_failed = None
+        if head.on_transfer_failed is not None:
+            # the node that transferred may be an end node: nothing listens there to resume
+            on_transfer_failed = action(
+                "script.on_transfer_failed", head.on_transfer_failed, listening=False
+            )
+            if on_transfer_failed is not None and on_transfer_failed.transfer is not None:
+                self.bad("script.on_transfer_failed", "cannot transfer again; goto or hangup")
         on_kb_limit = None
         if head.on_kb_limit is not None:
             on_kb_limit = action("script.on_kb_limit", head.on_kb_limit)
@@ -788,7 +824,7 @@ class _Loader:
         rules = self._grading(raw, nodes, check_class)
 
         if head.start in nodes:
-            self._flow(head.start, built_nodes, kb, handlers, on_turn_cap)
+            self._flow(head.start, built_nodes, kb, handlers, on_turn_cap, on_transfer_failed)
 
         script = Script(
             name=head.name or self.path.stem,
@@ -803,6 +839,7 @@ class _Loader:
             short_reply=head.short_reply,
             turn_cap=head.turn_cap,
             on_turn_cap=on_turn_cap,
+            on_transfer_failed=on_transfer_failed,
             default_grade=head.default_grade,
             handlers=handlers,
             variables=variables,
@@ -1146,15 +1183,16 @@ class _Loader:
         kb: Mapping[str, KbEntry],
         handlers: Handlers,
         on_turn_cap: Action | None,
+        on_transfer_failed: Action | None = None,
     ) -> None:
         """Every node reachable; from every reachable node, replies can lead to an ending.
 
         Reachability follows every action (routes, handlers, keys, kb follow-ups,
-        the turn cap): each can be taken at any listening node. An exit must be
+        the turn cap, a failed transfer): each can be taken at any listening node. An exit must be
         reachable by replying — the node's routes or the no-match handler — so a
         loop only silence, a key or the turn cap can leave is refused.
         """
-        anywhere: list[Action | None] = [handlers.no_input.then, on_turn_cap]
+        anywhere: list[Action | None] = [handlers.no_input.then, on_turn_cap, on_transfer_failed]
         anywhere += [handlers.no_match.then if handlers.no_match else None]
         anywhere += [*handlers.dtmf.values()]
         anywhere += [a for entry in kb.values() for a in (entry.then, entry.on_limit)]
