@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 import trio
-from sip_leg_peer import answered_call
 
 from waihu.api import TrunkError, leg_dtmf
 from waihu_sip.info_dtmf import BadDtmfBody, UnsupportedInfo, read_digits, relay_body
+
+from sip_leg_peer import answered_call
 
 TIME_LIMIT = 30  # seconds per test; generous, the machine is shared
 RELAY = "application/dtmf-relay"

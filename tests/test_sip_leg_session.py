@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import trio
-from sip_leg_peer import answered_call, sdp
 
 from waihu_sip.message import make_response
 from waihu_sip.sdp import parse_sdp
+
+from sip_leg_peer import answered_call, sdp
 
 TIME_LIMIT = 30  # seconds per test; generous, the machine is shared
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import trio
-from sip_leg_peer import answered_call, sdp
 
 from waihu_sip.config import SipTrunkConfig
 from waihu_sip.message import Headers
@@ -29,6 +28,8 @@ from waihu_sip.session_timer import (
     parse_min_se,
     parse_session_expires,
 )
+
+from sip_leg_peer import answered_call, sdp
 
 TIME_LIMIT = 30  # seconds of real time per test
 VIRTUAL_LIMIT = 7200  # seconds of MockClock time: two hours of call

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import trio
-from sip_leg_peer import Callee, answered_call
 
 from waihu.api import TransferResult
 from waihu_sip.errors import SipParseError
@@ -25,6 +24,8 @@ from waihu_sip.refer import (
     outcome_of_status,
     parse_sipfrag,
 )
+
+from sip_leg_peer import Callee, answered_call
 
 TIME_LIMIT = 30  # seconds per real-time test
 VIRTUAL_LIMIT = 600  # seconds of MockClock time
