@@ -315,7 +315,7 @@ def test_session_level_connection_is_the_default() -> None:
         (b"v=0\r\nc=IN IP4 1.2.3.4\r\n", "no m=audio"),
         (b"v=0\r\nm=audio 4 RTP/AVP 0\r\n", "no c="),
         (b"v=1\r\n", "version"),
-        (b"v=0\r\nm=audio x RTP/AVP 0\r\n", "bad media port"),
+        (b"v=0\r\nm=audio x RTP/AVP 0\r\n", "line 2: media port 'x' is not a number"),
         (b"v=0\r\nm=audio 4 RTP/AVP 300\r\n", "payload type"),
         (b"v=0\r\nm=audio 4 UDP/TLS 0\r\n", "protocol"),
         (b"v=0\r\nc=IN XX 1.2.3.4\r\n", "bad c="),
