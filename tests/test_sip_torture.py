@@ -495,3 +495,11 @@ def test_the_answer_adds_a_to_tag_when_the_request_had_none() -> None:
     assert answer is not None
     assert NameAddress.parse(answer.headers.get("To") or "").tag
     assert answer.call_id == "ltgtruri.1@192.0.2.5"
+
+
+def test_a_body_one_byte_short_of_its_content_length_is_refused() -> None:
+    """clerr's 9999 is far off; framing must also hold at the edge (RFC 3261 §18.3)."""
+    exact = raw("invut")  # Content-Length: 40, a 40-byte body
+    assert len(request("invut").body) == 40
+    with pytest.raises(SipParseError, match="Content-Length says 40 bytes, the body has 39"):
+        parse_message(exact[:-1])
