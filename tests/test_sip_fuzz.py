@@ -277,3 +277,18 @@ async def test_bad_numbers_in_datagrams_log_one_line_and_no_traceback(
     assert all("\n" not in r.getMessage() for r in records)
     assert any("line 2: bad port '²'" in r.getMessage() for r in records)
     assert any("bad CSeq" in r.getMessage() and "١٢" in r.getMessage() for r in records)
+
+
+def test_an_error_about_a_huge_value_is_one_short_line() -> None:
+    header = "<sip:" + "a" * 5000  # no closing '>'
+    with pytest.raises(SipParseError) as refused:
+        NameAddress.parse(header)
+    text = str(refused.value)
+    assert len(text) < 400 and "\n" not in text
+    assert text.endswith("(5005 characters)")
+    data = message_with("cseq", "1").replace(
+        b"To: <sip:1001@example.com:5060>", f"To: {header}".encode()
+    )
+    with pytest.raises(SipParseError, match=r"^line 5: missing '>'") as refused:
+        parse_message(data)
+    assert len(str(refused.value)) < 400

@@ -28,6 +28,7 @@ into values and back.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from collections.abc import Iterable, Iterator
@@ -133,6 +134,7 @@ _LIST_HEADERS = frozenset(
     }
 )
 
+NAME_CACHE_SIZE = 512  # header names whose canonical spelling is remembered
 _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 # RFC 3261 §20.42: sent-protocol = protocol-name SLASH protocol-version SLASH transport, where
@@ -170,6 +172,7 @@ REASON_PHRASES = {
 }
 
 
+@functools.lru_cache(maxsize=NAME_CACHE_SIZE)  # bounded: a peer may invent any number of names
 def canonical_name(name: str) -> str:
     """The usual spelling of a header name: expands compact forms, fixes case."""
     lower = name.strip().lower()
@@ -182,6 +185,8 @@ def canonical_name(name: str) -> str:
 
 def split_list_value(value: str) -> list[str]:
     """Split a comma-joined header value, leaving commas inside quotes and <> alone."""
+    if '"' not in value and "<" not in value:  # the common case, without a walk per character
+        return [p for p in (part.strip() for part in value.split(",")) if p]
     parts: list[str] = []
     start = angle = 0
     for i, ch in OutsideQuotes(value):
