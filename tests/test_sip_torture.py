@@ -448,6 +448,24 @@ def test_baddn_unquoted_display_name_with_a_comma_is_refused() -> None:
         parse_message(raw("baddn") + b"\r\n")
 
 
+@pytest.mark.parametrize(
+    ("value", "display"),
+    [
+        ("caller<sip:caller@example.com>", "caller"),  # lwsdisp
+        ("1001@10.0.0.1 (desk) <sip:1001@10.0.0.1>", "1001@10.0.0.1 (desk)"),  # as phones write
+        ("张三 <sip:8001@pbx.example.com>", "张三"),
+    ],
+)
+def test_unquoted_display_names_that_split_nothing_are_read(value: str, display: str) -> None:
+    assert NameAddress.parse(value).display == display
+
+
+@pytest.mark.parametrize("display", ["Bell, Alexander", "a;b", "a\\b", "tab\x00nul", "del\x7f"])
+def test_unquoted_display_names_that_would_split_or_hide_are_refused(display: str) -> None:
+    with pytest.raises(SipParseError, match="must be quoted"):
+        NameAddress.parse(f"{display} <sip:a@example.com>")
+
+
 def test_multi01_each_duplicated_single_header_is_refused() -> None:
     base = raw("mcl01").replace(b"Content-Length: 5\r\n", b"")
     parse_message(base)  # one of each: fine

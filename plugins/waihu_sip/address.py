@@ -50,11 +50,11 @@ MAX_SHOWN_CHARS = 300
 _ASCII_DIGITS = re.compile(r"[0-9]+")  # [0-9], not \d: \d matches every Unicode digit
 # RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
-# What may stand in an unquoted display name (RFC 3261 §25.1: *(token LWS)); bytes beyond
-# ASCII are let through as a liberal receiver would (carriers write names in local scripts).
-_TOKEN_CHARS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~ \t"
-)
+# What may not stand in an unquoted display name. RFC 3261 §25.1 allows only *(token LWS);
+# we refuse what changes how a header value splits or quotes (RFC 4475 §3.1.2.15: a comma
+# splits a Contact list) and control characters, and let other separators ('@', ':', '(')
+# and non-ASCII names through as Kamailio and most phones do.
+_UNQUOTED_FORBIDDEN = frozenset(',;"\\<>' + "".join(map(chr, range(32))) + "\x7f") - {"\t"}
 
 
 def _shown(text: str) -> str:
@@ -281,8 +281,8 @@ class NameAddress:
         """Parse ``"Name" <uri>;p=v``, ``Name <uri>`` or a bare ``uri;p=v``.
 
         Raises ``SipParseError`` for an unterminated quote, a missing ``>``, an
-        unquoted display name holding separators (``Bell, Alexander <sip:…>``,
-        RFC 4475 §3.1.2.15), a bare URI with ``?headers`` (RFC 3261 §20.10
+        unquoted display name holding a comma, semicolon, quote, backslash or
+        control character (``Bell, Alexander <sip:…>``, RFC 4475 §3.1.2.15), a bare URI with ``?headers`` (RFC 3261 §20.10
         requires <> then, RFC 4475 §3.1.2.14) or a URI that does not parse. A
         scheme other than sip:/sips: is refused unless ``any_scheme``.
         """
@@ -304,7 +304,7 @@ class NameAddress:
                 if not display.endswith('"') or len(display) < 2:
                     raise SipParseError(f"bad quoted display name in {_shown(text)}")
                 display = re.sub(r"\\(.)", r"\1", display[1:-1], flags=re.DOTALL)
-            elif any(c.isascii() and c not in _TOKEN_CHARS for c in display):
+            elif any(c in _UNQUOTED_FORBIDDEN for c in display):
                 raise SipParseError(f"display name {display!r} must be quoted in {_shown(text)}")
             uri = read_uri(text[lt + 1 : gt])
             params = parse_params(text[gt + 1 :].strip())
