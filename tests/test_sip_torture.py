@@ -67,11 +67,11 @@ VERDICTS: dict[str, tuple[str, str | int]] = {
     "bigcode": ("3.1.2.19", DROP),
     "badbranch": ("3.2.1", VALID),  # "must not break"; we fall back to RFC 2543 matching
     "insuf": ("3.3.1", 400),
-    "unkscm": ("3.3.2", VALID),  # the application answers 416
-    "novelsc": ("3.3.3", VALID),  # likewise
+    "unkscm": ("3.3.2", VALID),  # RFC 4475: a UAS answers 416 Unsupported URI Scheme
+    "novelsc": ("3.3.3", VALID),  # likewise 416
     "unksm2": ("3.3.4", VALID),
-    "bext01": ("3.3.5", VALID),  # the application answers 420
-    "invut": ("3.3.6", VALID),  # the application answers 415
+    "bext01": ("3.3.5", VALID),  # RFC 4475: a UAS answers 420 Bad Extension
+    "invut": ("3.3.6", VALID),  # RFC 4475: a UAS answers 415 Unsupported Media Type
     "regaut01": ("3.3.7", VALID),
     "multi01": ("3.3.8", 400),
     "mcl01": ("3.3.9", 400),
@@ -80,7 +80,7 @@ VERDICTS: dict[str, tuple[str, str | int]] = {
     "cparam01": ("3.3.12", VALID),
     "cparam02": ("3.3.13", VALID),
     "regescrt": ("3.3.14", VALID),
-    "sdp01": ("3.3.15", VALID),  # the application answers 406
+    "sdp01": ("3.3.15", VALID),  # RFC 4475: a UAS answers 406 Not Acceptable
     "inv2543": ("3.4.1", VALID),
 }
 ACCEPTED = sorted(n for n, (_, v) in VERDICTS.items() if v in (VALID, LIBERAL))
