@@ -282,9 +282,10 @@ class NameAddress:
 
         Raises ``SipParseError`` for an unterminated quote, a missing ``>``, an
         unquoted display name holding a comma, semicolon, quote, backslash or
-        control character (``Bell, Alexander <sip:…>``, RFC 4475 §3.1.2.15), a bare URI with ``?headers`` (RFC 3261 §20.10
-        requires <> then, RFC 4475 §3.1.2.14) or a URI that does not parse. A
-        scheme other than sip:/sips: is refused unless ``any_scheme``.
+        control character (``Bell, Alexander <sip:…>``, RFC 4475 §3.1.2.15), a
+        bare URI with ``?headers`` (RFC 3261 §20.10 requires <> then, RFC 4475
+        §3.1.2.14) or a URI that does not parse. A scheme other than sip:/sips:
+        is refused unless ``any_scheme``.
         """
         text = text.strip()
         read_uri = parse_uri if any_scheme else SipUri.parse
