@@ -36,6 +36,12 @@ bench: deps venv
 	$(BIN)/python benchmarks/nlu_eval.py --replies tests/data/nlu_holdout_zh.toml
 	$(BIN)/python benchmarks/nlu_eval.py --replies tests/data/nlu_blind2_zh.toml
 
+# The long fuzz run of the SIP plugin's parsers (figures: benchmarks/README.md); the
+# suite runs a few hundred inputs per parser (tests/test_sip_fuzz.py). Exit 1 on a finding.
+.PHONY: fuzz
+fuzz: venv
+	$(BIN)/python benchmarks/fuzz_sip.py --inputs 40000
+
 deps:
 	@missing=""; \
 	for cmd in sipp espeak-ng sox baresip kamailio dot systemd-analyze /bin/kill man socat; do \

@@ -2,12 +2,25 @@
 
 Parsing is forgiving where RFC 3261 asks for it (compact header forms such as
 ``i``/``f``/``t``/``v``/``m``/``l``/``c``, header names in any case, folded
-continuation lines, bare LF line ends, several Via values on one line or many)
-and strict where a wrong guess would harm a call: a message missing Via,
-From, To, Call-ID or CSeq, with a CSeq method that disagrees with the request
-line, or with a body shorter than its Content-Length raises ``SipParseError``
-naming the problem. Bytes that are not UTF-8 survive a round trip untouched
-(surrogate escapes), so a display name in another encoding never loses a call.
+continuation lines, bare LF line ends, several Via values on one line or many,
+LWS inside a Via's ``SIP / 2.0 / UDP``, ``sip/2.0`` in lower case, a From or
+To of any URI scheme) and strict where a wrong guess would harm a call: a
+message missing Via, From, To, Call-ID or CSeq, with two of Call-ID, CSeq,
+From, To, Max-Forwards or Content-Length, with a CSeq method that disagrees
+with the request line, a Request-URI in <> or carrying ?headers, a number that
+is not ASCII digits, or a body shorter than its Content-Length raises
+``SipParseError`` naming the line and the problem ("line 4: Content-Length
+'x' is not a number"). Bytes that are not UTF-8 survive a round trip
+untouched (surrogate escapes), so a display name in another encoding never
+loses a call. ``tests/test_sip_torture.py`` holds every RFC 4475 message to
+these rules.
+
+Error handling: ``parse_message`` raises ``SipParseError`` and nothing else,
+for any bytes. When a malformed *request* still names where an answer would
+go (a request line, a top Via that parses, a CSeq), the error carries the
+answer a UAS owes it (``SipParseError.response``: 400 Bad Request, or 505 for
+another SIP version); the receive loop sends it. A response, an ACK, or a
+request without those never gets one (RFC 3261 §17.2.1, §18.3): it is dropped.
 
 Not for: transactions, dialogs or transport — this module only turns bytes
 into values and back.
@@ -15,7 +28,9 @@ into values and back.
 
 from __future__ import annotations
 
+import functools
 import re
+import secrets
 from collections.abc import Iterable, Iterator
 
 import attrs
@@ -23,8 +38,10 @@ import attrs
 from waihu_sip.address import (
     NameAddress,
     OutsideQuotes,
+    SipUri,
     format_host_port,
     format_params,
+    is_ascii_digits,
     parse_params,
     split_host_port,
 )
@@ -48,6 +65,20 @@ BRANCH_MAGIC = "z9hG4bK"  # RFC 3261 §8.1.1.7: marks a branch as globally uniqu
 ENCODING = "utf-8"
 ERRORS = "surrogateescape"  # keep bytes that are not UTF-8 instead of failing on them
 MAX_CSEQ = 2**31 - 1  # RFC 3261 §8.1.1.5: CSeq numbers are below 2**31
+MAX_MAX_FORWARDS = 255  # RFC 3261 §20.22: Max-Forwards is 0-255
+MAX_EXPIRES = 2**32 - 1  # RFC 3261 §20.19: delta-seconds up to 2**32-1
+TAG_BYTES = 4  # random bytes in the To tag of a 400 we answer a broken request with
+MAX_WARNING_CHARS = 120  # of the problem text echoed in the Warning of such a 400
+WARNING_MISC = 399  # RFC 3261 §20.43: miscellaneous warning
+WARN_AGENT = "waihu"  # a pseudonym: the parser does not know our host name
+BAD_REQUEST = 400
+VERSION_NOT_SUPPORTED = 505
+
+# Headers a message carries once (RFC 3261 §7.3.1 lists them as not comma-separated; RFC 4475
+# §3.3.8, §3.3.9): two of them make the message ambiguous, so it is refused.
+SINGLE_VALUED = ("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Length")
+# Headers copied into the 400 we owe a malformed request (RFC 3261 §8.2.6.2).
+_ANSWER_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
 
 # RFC 3261 §7.3.3 and later RFCs' compact header names.
 COMPACT_FORMS = {
@@ -103,8 +134,16 @@ _LIST_HEADERS = frozenset(
     }
 )
 
+NAME_CACHE_SIZE = 512  # header names whose canonical spelling is remembered
 _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+# RFC 3261 §20.42: sent-protocol = protocol-name SLASH protocol-version SLASH transport, where
+# SLASH = SWS "/" SWS: LWS may stand around each slash (RFC 4475 §3.1.1.1).
+_VIA_PROTOCOL = re.compile(r"\s*([^\s/]+)\s*/\s*([^\s/]+)\s*/\s*([^\s/;]+)\s+(.+)", re.DOTALL)
+# RFC 3986 §3.1 scheme, then anything without spaces or <>: an absoluteURI as far as a
+# Request-URI of an unknown scheme can be judged (RFC 4475 §3.3.2, §3.3.3).
+_REQUEST_URI = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>\"]+")
+_VERSION = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
 
 REASON_PHRASES = {
     100: "Trying",
@@ -128,10 +167,12 @@ REASON_PHRASES = {
     500: "Server Internal Error",
     501: "Not Implemented",
     503: "Service Unavailable",
+    505: "Version Not Supported",
     603: "Decline",
 }
 
 
+@functools.lru_cache(maxsize=NAME_CACHE_SIZE)  # bounded: a peer may invent any number of names
 def canonical_name(name: str) -> str:
     """The usual spelling of a header name: expands compact forms, fixes case."""
     lower = name.strip().lower()
@@ -144,6 +185,8 @@ def canonical_name(name: str) -> str:
 
 def split_list_value(value: str) -> list[str]:
     """Split a comma-joined header value, leaving commas inside quotes and <> alone."""
+    if '"' not in value and "<" not in value:  # the common case, without a walk per character
+        return [p for p in (part.strip() for part in value.split(",")) if p]
     parts: list[str] = []
     start = angle = 0
     for i, ch in OutsideQuotes(value):
@@ -237,15 +280,21 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
-        """Parse one Via value; raises ``SipParseError``."""
-        protocol, _, rest = text.strip().partition(" ")
-        pieces = [p.strip() for p in protocol.split("/")]
-        if len(pieces) != 3 or pieces[0].upper() != "SIP" or pieces[1] != "2.0":
-            raise SipParseError(f"bad Via protocol {protocol!r}")
+        """Parse one Via value; raises ``SipParseError``.
+
+        LWS may stand around the slashes and before the parameters (``SIP / 2.0
+        / UDP host ; branch = x``); the protocol name is case-insensitive.
+        """
+        match = _VIA_PROTOCOL.fullmatch(text)
+        if match is None:
+            raise SipParseError(f"Via {text.strip()[:60]!r} is not 'SIP/2.0/transport host'")
+        name, version, transport, rest = match.groups()
+        if name.upper() != "SIP" or version != "2.0":
+            raise SipParseError(f"Via protocol {name}/{version} is not SIP/2.0")
         sent_by, _, param_text = rest.strip().partition(";")
         host, port = split_host_port(sent_by)
         return cls(
-            transport=pieces[2].upper(), host=host, port=port, params=parse_params(param_text)
+            transport=transport.upper(), host=host, port=port, params=parse_params(param_text)
         )
 
     @property
@@ -269,11 +318,15 @@ class CSeq:
     def parse(cls, text: str) -> CSeq:
         """Parse ``"314159 INVITE"``; raises ``SipParseError``."""
         parts = text.split()
-        if len(parts) != 2 or not parts[0].isdigit() or not _TOKEN.match(parts[1]):
-            raise SipParseError(f"bad CSeq {text!r}")
+        if len(parts) != 2 or not _TOKEN.match(parts[1]):
+            raise SipParseError(f"bad CSeq {text.strip()[:60]!r}: not 'number METHOD'")
+        if not is_ascii_digits(parts[0]):
+            raise SipParseError(
+                f"bad CSeq {text.strip()[:60]!r}: {parts[0][:20]!r} is not a number"
+            )
         number = int(parts[0])
         if number > MAX_CSEQ:
-            raise SipParseError(f"CSeq number {number} too large")
+            raise SipParseError(f"CSeq number {number} is too large (above 2**31-1)")
         return cls(number, parts[1].upper())
 
     def __str__(self) -> str:
@@ -299,13 +352,35 @@ class SipMessage:
 
     @property
     def from_(self) -> NameAddress:
-        """The parsed From value."""
-        return NameAddress.parse(self._required("From"))
+        """The parsed From value (any URI scheme: its ``uri`` may be an ``AbsoluteUri``)."""
+        return NameAddress.parse(self._required("From"), any_scheme=True)
 
     @property
     def to(self) -> NameAddress:
-        """The parsed To value."""
-        return NameAddress.parse(self._required("To"))
+        """The parsed To value (any URI scheme: its ``uri`` may be an ``AbsoluteUri``)."""
+        return NameAddress.parse(self._required("To"), any_scheme=True)
+
+    @property
+    def max_forwards(self) -> int | None:
+        """Max-Forwards (0-255), None when absent; raises ``SipParseError`` when malformed."""
+        return self._number("Max-Forwards", MAX_MAX_FORWARDS)
+
+    @property
+    def expires(self) -> int | None:
+        """The Expires header in seconds, None when absent; ``SipParseError`` when malformed."""
+        return self._number("Expires", MAX_EXPIRES)
+
+    def _number(self, name: str, highest: int) -> int | None:
+        value = self.headers.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        if not is_ascii_digits(value):
+            raise SipParseError(f"{name} {value[:20]!r} is not a number")
+        number = int(value)
+        if number > highest:
+            raise SipParseError(f"{name} {number} is above {highest}")
+        return number
 
     @property
     def vias(self) -> list[Via]:
@@ -386,7 +461,7 @@ def make_response(
         headers.add("Via", value)
     headers.add("From", request.headers.get("From") or "")
     to = request.headers.get("To") or ""
-    if to_tag and NameAddress.parse(to).tag is None:
+    if to_tag and NameAddress.parse(to, any_scheme=True).tag is None:
         to = f"{to};tag={to_tag}"
     headers.add("To", to)
     headers.add("Call-ID", request.call_id)
@@ -407,82 +482,207 @@ def is_keepalive(data: bytes) -> bool:
 
 
 def parse_message(data: bytes) -> SipRequest | SipResponse:
-    """Parse one datagram into a request or response; raises ``SipParseError``."""
+    """Parse one datagram into a request or response.
+
+    Raises ``SipParseError`` (and nothing else) naming the line and the
+    problem; for a request that can still be answered the error carries that
+    answer in ``response`` (see the module docstring).
+    """
     data = data.lstrip(b"\r\n")  # RFC 3261 §7.5: ignore empty lines before the start line
     if not data:
         raise SipParseError("empty message")
     end = _HEADER_END.search(data)
-    if end is None:
-        raise SipParseError("no blank line after the headers")
-    head = data[: end.start()].decode(ENCODING, ERRORS)
-    body = data[end.end() :]
-    lines = head.replace("\r\n", "\n").split("\n")
+    head = data if end is None else data[: end.start()]
+    body = b"" if end is None else data[end.end() :]
+    lines = head.decode(ENCODING, ERRORS).replace("\r\n", "\n").split("\n")
     start_line, header_lines = lines[0].strip(), lines[1:]
-    headers = _parse_header_lines(header_lines)
+    is_response = start_line.upper().startswith("SIP/")
+    try:
+        if end is None:
+            raise SipParseError("no blank line after the headers")
+        return _parse(start_line, header_lines, body, is_response)
+    except SipParseError as exc:
+        if not is_response:
+            exc.response = _answer_to_broken(start_line, header_lines, exc)
+        raise
+
+
+def _parse(
+    start_line: str, header_lines: list[str], body: bytes, is_response: bool
+) -> SipRequest | SipResponse:
+    headers, line_of = _parse_header_lines(header_lines)
+    for name in SINGLE_VALUED:
+        lines_with = line_of.get(name, [])
+        if len(lines_with) > 1:
+            raise SipParseError(
+                f"line {lines_with[1]}: a second {name} (the first is on line {lines_with[0]})"
+            )
 
     length_text = headers.get("Content-Length")
     if length_text is not None:
-        if not length_text.strip().isdigit():
-            raise SipParseError(f"bad Content-Length {length_text!r}")
+        length_text = length_text.strip()
+        if not is_ascii_digits(length_text):
+            raise SipParseError(
+                f"line {line_of['Content-Length'][0]}: "
+                f"Content-Length {length_text[:20]!r} is not a number"
+            )
         length = int(length_text)
         if length > len(body):
-            raise SipParseError(f"body is {len(body)} bytes, Content-Length says {length}")
+            raise SipParseError(
+                f"line {line_of['Content-Length'][0]}: "
+                f"Content-Length says {length} bytes, the body has {len(body)}"
+            )
         body = body[:length]  # RFC 3261 §18.3: bytes beyond Content-Length are discarded
 
     message: SipRequest | SipResponse
-    if start_line.startswith(SIP_VERSION + " ") or start_line.upper().startswith("SIP/"):
+    if is_response:
         message = _parse_status_line(start_line, headers, body)
     else:
         message = _parse_request_line(start_line, headers, body)
-    _check_core_headers(message)
+    _check_core_headers(message, line_of)
     return message
 
 
-def _parse_header_lines(lines: list[str]) -> Headers:
+def _parse_header_lines(lines: list[str]) -> tuple[Headers, dict[str, list[int]]]:
+    """The header fields, and the line numbers (start line = 1) each name appears on."""
     fields: list[tuple[str, str]] = []
-    for line in lines:
+    line_of: dict[str, list[int]] = {}
+    for number, line in enumerate(lines, 2):
         if line[:1] in (" ", "\t"):  # folded continuation of the previous field (§7.3.1)
             if not fields:
-                raise SipParseError("continuation line before any header")
+                raise SipParseError(f"line {number}: continuation line before any header")
             name, value = fields[-1]
             fields[-1] = (name, f"{value} {line.strip()}")
             continue
         name, colon, value = line.partition(":")
         name = name.strip()
         if not colon or not _TOKEN.match(name):
-            raise SipParseError(f"bad header line {line[:60]!r}")
+            raise SipParseError(f"line {number}: bad header line {line[:60]!r} (not 'name: value')")
         fields.append((name, value.strip()))
-    return Headers(fields)
+        line_of.setdefault(canonical_name(name), []).append(number)
+    return Headers(fields), line_of
 
 
 def _parse_status_line(line: str, headers: Headers, body: bytes) -> SipResponse:
     parts = line.split(" ", 2)
-    if len(parts) < 2 or parts[0] != SIP_VERSION:
-        raise SipParseError(f"bad status line {line[:60]!r}")
-    if not (parts[1].isdigit() and len(parts[1]) == 3 and 100 <= int(parts[1]) <= 699):
-        raise SipParseError(f"bad status code in {line[:60]!r}")
+    if len(parts) < 2 or parts[0].upper() != SIP_VERSION:
+        raise SipParseError(f"line 1: bad status line {line[:60]!r} (not 'SIP/2.0 code reason')")
+    code = parts[1]
+    if not (is_ascii_digits(code) and len(code) == 3 and 100 <= int(code) <= 699):
+        raise SipParseError(f"line 1: status code {code[:20]!r} is not a number 100-699")
     reason = parts[2].strip() if len(parts) == 3 else ""
-    return SipResponse(headers=headers, body=body, status=int(parts[1]), reason=reason)
+    return SipResponse(headers=headers, body=body, status=int(code), reason=reason)
 
 
 def _parse_request_line(line: str, headers: Headers, body: bytes) -> SipRequest:
     parts = line.split(" ")
     if len(parts) != 3 or not _TOKEN.match(parts[0]) or not parts[1]:
-        raise SipParseError(f"bad request line {line[:60]!r}")
-    if parts[2] != SIP_VERSION:
-        raise SipParseError(f"unsupported version {parts[2][:20]!r}")
-    return SipRequest(headers=headers, body=body, method=parts[0].upper(), uri=parts[1])
+        raise SipParseError(f"line 1: bad request line {line[:60]!r} (not 'METHOD uri SIP/2.0')")
+    if parts[2].upper() != SIP_VERSION:
+        status = VERSION_NOT_SUPPORTED if _VERSION.fullmatch(parts[2]) else BAD_REQUEST
+        raise SipParseError(f"line 1: unsupported version {parts[2][:20]!r}", status=status)
+    uri = parts[1]
+    if not _REQUEST_URI.fullmatch(uri):
+        raise SipParseError(f"line 1: Request-URI {uri[:60]!r} is not a URI")
+    if uri.partition(":")[0].lower() in ("sip", "sips"):
+        try:
+            parsed = SipUri.parse(uri)
+        except SipParseError as exc:
+            raise SipParseError(f"line 1: Request-URI: {exc}") from None
+        if parsed.headers:  # RFC 3261 §19.1.5: headers are not allowed in a Request-URI
+            raise SipParseError(f"line 1: Request-URI {uri[:60]!r} carries ?headers")
+    return SipRequest(headers=headers, body=body, method=parts[0].upper(), uri=uri)
 
 
-def _check_core_headers(message: SipRequest | SipResponse) -> None:
+def _check_core_headers(message: SipRequest | SipResponse, line_of: dict[str, list[int]]) -> None:
     """Parse the headers every message needs, so a bad one is refused here, not mid-call."""
+
+    def at(name: str, exc: SipParseError) -> SipParseError:
+        return SipParseError(f"line {line_of[name][0]}: {exc}")
+
     for name in ("Via", "From", "To", "Call-ID", "CSeq"):
         if message.headers.get(name) is None:
             raise SipParseError(f"missing {name}")
-    cseq = message.cseq
-    for value in (message.headers.get("From"), message.headers.get("To")):
-        NameAddress.parse(value or "")
-    for value in message.headers.get_all("Via"):
-        Via.parse(value)
+    try:
+        cseq = message.cseq
+    except SipParseError as exc:
+        raise at("CSeq", exc) from None
+    for name in ("From", "To"):
+        try:
+            NameAddress.parse(message.headers.get(name) or "", any_scheme=True)
+        except SipParseError as exc:
+            raise at(name, exc) from None
+    for name in ("Via", "Contact"):
+        for value in message.headers.get_all(name):
+            try:
+                if name == "Via":
+                    Via.parse(value)
+                elif value != "*":  # a REGISTER's "remove every binding" (§10.2.2)
+                    NameAddress.parse(value, any_scheme=True)
+            except SipParseError as exc:
+                raise at(name, exc) from None
+    try:
+        message.max_forwards  # noqa: B018 — parsed only to refuse a bad one
+    except SipParseError as exc:
+        raise at("Max-Forwards", exc) from None
     if isinstance(message, SipRequest) and cseq.method != message.method:
-        raise SipParseError(f"CSeq method {cseq.method} differs from request {message.method}")
+        raise at(
+            "CSeq",
+            SipParseError(f"CSeq method {cseq.method} differs from request {message.method}"),
+        )
+
+
+def _answer_to_broken(
+    start_line: str, header_lines: list[str], error: SipParseError
+) -> SipResponse | None:
+    """The 400 (or 505) a UAS owes a request that did not parse, or None when none can go.
+
+    Read leniently from whatever lines still make sense: an answer needs a
+    request line that is not an ACK's, a top Via that parses (where the
+    client's transaction listens) and a CSeq (what it matches on).
+    """
+    method = start_line.split(" ", 1)[0]
+    if not _TOKEN.match(method) or method.upper() == "ACK":
+        return None
+    found: dict[str, list[str]] = {}
+    name = ""
+    for line in header_lines:
+        if line[:1] in (" ", "\t"):
+            if name in found:
+                found[name][-1] += " " + line.strip()
+            continue
+        raw_name, colon, value = line.partition(":")
+        name = canonical_name(raw_name) if colon and _TOKEN.match(raw_name.strip()) else ""
+        if name in _ANSWER_HEADERS:
+            found.setdefault(name, []).append(value.strip())
+    vias = found.get("Via", [])  # copied as they came (§8.2.6.2), even a broken lower one
+    top = split_list_value(vias[0]) if vias else []
+    if not top or "CSeq" not in found:
+        return None
+    try:
+        # only where the answer goes matters here: a Via of another SIP version will do
+        match = _VIA_PROTOCOL.fullmatch(top[0])
+        if match is None:
+            return None
+        split_host_port(match.group(4).partition(";")[0])
+    except SipParseError:
+        return None
+    headers = Headers(("Via", v) for v in vias)
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        if name in found:
+            headers.add(name, found[name][0])
+    to = headers.get("To")
+    if to is not None and _tagless(to):  # RFC 3261 §8.2.6.2: a UAS adds its To tag
+        headers.set("To", f"{to};tag={secrets.token_hex(TAG_BYTES)}")
+    problem = "".join(c if c.isascii() and c.isprintable() else "?" for c in str(error))
+    problem = problem.replace("\\", "/").replace('"', "'")[:MAX_WARNING_CHARS]
+    headers.add("Warning", f'{WARNING_MISC} {WARN_AGENT} "{problem}"')
+    status = error.status
+    return SipResponse(headers=headers, body=b"", status=status, reason=REASON_PHRASES[status])
+
+
+def _tagless(to: str) -> bool:
+    try:
+        return NameAddress.parse(to, any_scheme=True).tag is None
+    except SipParseError:
+        return False  # a To we cannot read is copied as it came

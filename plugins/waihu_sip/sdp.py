@@ -5,6 +5,16 @@ We always offer: G.711 in the configured order plus RFC 4733 telephone-event,
 (the first format of the answer that we offered) and the telephone-event
 payload type.
 
+Numbers (ports, payload types, clock rates, ptime, o= session id and
+version) are ASCII digits only: ``str.isdigit`` also takes ``²`` and ``١٢``.
+A connection address must be an IP address of the family its c= line names:
+host names are not resolved here, and anything else would only fail later,
+mid-call, at the RTP socket.
+
+Error handling: ``parse_sdp`` raises ``SdpError`` naming the line and the
+problem ("line 6: media port '²' is not a number 0-65535") and nothing else,
+for any bytes.
+
 Not for: video, several media streams, ICE, SRTP or answering offers other
 than a re-INVITE's (where the same rules pick the codec).
 """
@@ -16,6 +26,7 @@ import ipaddress
 import attrs
 
 from waihu.api import FRAME_MS, Codec
+from waihu_sip.address import is_ascii_digits
 from waihu_sip.errors import SdpError
 
 __all__ = [
@@ -37,6 +48,13 @@ KNOWN_CODECS: dict[str, Codec] = {
 TELEPHONE_EVENT_PT = 101  # dynamic payload type we offer for RFC 4733 DTMF events
 TELEPHONE_EVENT_FMTP = "0-16"  # digits 0-9, *, #, A-D and flash
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+MAX_PORT = 65535
+MAX_PAYLOAD_TYPE = 127  # RFC 3550 §5.1: PT is 7 bits
+MAX_CLOCK_RATE = 2**32 - 1  # the RTP timestamp is 32 bits
+MAX_PTIME = 1000  # ms; RFC 4566 §6 sets no bound, a second of audio per packet is absurd
+ORIGIN_FIELDS = (
+    6  # RFC 4566 §5.2: o=<username> <sess-id> <sess-version> <nettype> <addrtype> <addr>
+)
 
 
 @attrs.frozen
@@ -49,6 +67,8 @@ class SessionDescription:
     rtpmap: dict[int, tuple[str, int]] = attrs.field(factory=dict, hash=False)
     direction: str = "sendrecv"
     ptime: int | None = None
+    session_version: int | None = None  # o= sess-version: a re-offer that keeps it changes nothing
+    fmtp: dict[int, str] = attrs.field(factory=dict, hash=False)  # a=fmtp parameters by format
 
     def encoding_of(self, payload_type: int) -> tuple[str, int] | None:
         """(encoding name upper-cased, clock rate) of a format, static or mapped."""
@@ -134,6 +154,7 @@ class _AudioSection:
     formats: tuple[int, ...]
     host: str | None = None
     rtpmap: dict[int, tuple[str, int]] = attrs.field(factory=dict)
+    fmtp: dict[int, str] = attrs.field(factory=dict)
     direction: str | None = None
     ptime: int | None = None
 
@@ -149,6 +170,7 @@ def parse_sdp(body: bytes) -> SessionDescription:
     audio: _AudioSection | None = None
     in_audio = False  # inside the audio section we keep (not a later m= section)
     seen_version = False
+    session_version: int | None = None
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line:
@@ -158,8 +180,10 @@ def parse_sdp(body: bytes) -> SessionDescription:
         kind, value = line[0], line[2:].strip()
         if kind == "v":
             if value != "0":
-                raise SdpError(f"unsupported SDP version {value!r}")
+                raise SdpError(f"line {number}: unsupported SDP version {value[:20]!r}")
             seen_version = True
+        elif kind == "o":
+            session_version = _parse_origin(value, number)
         elif kind == "m":
             in_audio = audio is None and value.startswith("audio ")
             if in_audio:
@@ -190,6 +214,8 @@ def parse_sdp(body: bytes) -> SessionDescription:
         rtpmap=audio.rtpmap,
         direction=audio.direction or session_direction,
         ptime=audio.ptime,
+        session_version=session_version,
+        fmtp=audio.fmtp,
     )
 
 
@@ -211,28 +237,48 @@ def choose_codec(answer: SessionDescription, offered: list[str]) -> Codec | None
     return None
 
 
+def _number(text: str, what: str, highest: int, number: int) -> int:
+    """``text`` as an int 0..``highest``; raises ``SdpError`` naming the line and field."""
+    if not is_ascii_digits(text) or int(text) > highest:
+        raise SdpError(f"line {number}: {what} {text[:20]!r} is not a number 0-{highest}")
+    return int(text)
+
+
+def _parse_origin(value: str, number: int) -> int:
+    """The sess-version of an o= line (sess-id is checked, not kept)."""
+    parts = value.split()
+    if len(parts) != ORIGIN_FIELDS:
+        raise SdpError(f"line {number}: o= needs 6 fields, not {value[:60]!r}")
+    for field, text in (("session id", parts[1]), ("session version", parts[2])):
+        if not is_ascii_digits(text):
+            raise SdpError(f"line {number}: o= {field} {text[:20]!r} is not a number")
+    return int(parts[2])
+
+
 def _parse_media_line(value: str, number: int) -> _AudioSection:
     parts = value.split()
     if len(parts) < 4:
         raise SdpError(f"line {number}: m= needs media, port, proto and formats")
-    port_text = parts[1].partition("/")[0]
-    if not port_text.isdigit() or int(port_text) > 65535:
-        raise SdpError(f"line {number}: bad media port {parts[1]!r}")
+    port = _number(parts[1].partition("/")[0], "media port", MAX_PORT, number)
     if not parts[2].upper().startswith("RTP/"):
-        raise SdpError(f"line {number}: unsupported media protocol {parts[2]!r}")
-    formats = []
-    for fmt in parts[3:]:
-        if not fmt.isdigit() or int(fmt) > 127:
-            raise SdpError(f"line {number}: bad RTP payload type {fmt!r}")
-        formats.append(int(fmt))
-    return _AudioSection(port=int(port_text), formats=tuple(formats))
+        raise SdpError(f"line {number}: unsupported media protocol {parts[2][:20]!r}")
+    formats = tuple(_number(f, "RTP payload type", MAX_PAYLOAD_TYPE, number) for f in parts[3:])
+    return _AudioSection(port=port, formats=formats)
 
 
 def _parse_connection(value: str, number: int) -> str:
     parts = value.split()
     if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
-        raise SdpError(f"line {number}: bad c= line {value!r}")
-    return parts[2].partition("/")[0]  # a multicast TTL suffix is not ours to use
+        raise SdpError(f"line {number}: bad c= line {value[:60]!r}")
+    address = parts[2].partition("/")[0]  # a multicast TTL suffix is not ours to use
+    family = ipaddress.IPv4Address if parts[1] == "IP4" else ipaddress.IPv6Address
+    try:
+        family(address)
+    except ValueError:
+        raise SdpError(
+            f"line {number}: c= address {address[:40]!r} is not an {parts[1]} address"
+        ) from None
+    return address
 
 
 def _apply_media_attribute(audio: _AudioSection, name: str, arg: str, number: int) -> None:
@@ -241,11 +287,18 @@ def _apply_media_attribute(audio: _AudioSection, name: str, arg: str, number: in
     elif name == "rtpmap":
         pt_text, _, encoding = arg.partition(" ")
         enc_parts = encoding.strip().split("/")
-        if not pt_text.isdigit() or len(enc_parts) < 2 or not enc_parts[1].isdigit():
-            raise SdpError(f"line {number}: bad rtpmap {arg!r}")
-        audio.rtpmap[int(pt_text)] = (enc_parts[0].upper(), int(enc_parts[1]))
-    elif name == "ptime" and arg.strip().isdigit():
-        audio.ptime = int(arg.strip())
+        if len(enc_parts) < 2:
+            raise SdpError(f"line {number}: rtpmap {arg[:40]!r} is not 'type name/rate'")
+        pt = _number(pt_text, "rtpmap payload type", MAX_PAYLOAD_TYPE, number)
+        rate = _number(enc_parts[1], "rtpmap clock rate", MAX_CLOCK_RATE, number)
+        audio.rtpmap[pt] = (enc_parts[0].upper(), rate)
+    elif name == "fmtp":
+        pt_text, _, params = arg.partition(" ")
+        audio.fmtp[_number(pt_text, "fmtp payload type", MAX_PAYLOAD_TYPE, number)] = params.strip()
+    elif name == "ptime":
+        # a hint only (RFC 4566 §6): one we cannot read is left out rather than cost the call
+        if is_ascii_digits(arg.strip()) and int(arg.strip()) <= MAX_PTIME:
+            audio.ptime = int(arg.strip())
 
 
 def _is_ipv6(host: str) -> bool:

@@ -35,7 +35,8 @@ import re
 import attrs
 
 from waihu.api import BadTarget
-from waihu_sip.address import SipUri
+from waihu_sip.address import SipUri, is_ascii_digits
+from waihu_sip.errors import SipParseError
 
 __all__ = ["MAX_NUMBER_DIGITS", "MAX_URI_CHARS", "BadTarget", "check_target", "request_uri"]
 
@@ -123,7 +124,7 @@ def _check_uri(target: str, text: str) -> str:
         raise bad("a Request-URI takes no ?headers")
     try:
         uri = SipUri.parse(text)
-    except ValueError as exc:  # SipParseError, or int() of a port
+    except SipParseError as exc:  # the only error SipUri.parse raises, ports included
         raise bad(str(exc).removesuffix(f" in {text!r}")) from None
     if not uri.user:
         raise bad("no user: it looks like sip:1001@pbx.example.com")
@@ -150,4 +151,4 @@ def _valid_host(host: str) -> bool:
         return False
     labels = host.split(".")
     # a dotted run of numbers that is not a valid IPv4 address is a typo, not a name
-    return all(_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()
+    return all(_LABEL.fullmatch(label) for label in labels) and not is_ascii_digits(labels[-1])
