@@ -136,11 +136,16 @@ async def test_malformed_datagrams_are_logged_and_dropped(
             for data in garbage:
                 await peer.send(data, trunk_addr(trunk))
             await peer.send(b"\r\n\r\n", trunk_addr(trunk))  # a keep-alive: silently ignored
-            assert await no_message(peer)
+            assert await no_message(peer)  # none can be answered: no Via, or a bad CSeq
+            broken = request("OPTIONS", peer, branch="z9hG4bKbroken").to_bytes()
+            broken = broken.replace(b"Max-Forwards: 70", b"Max-Forwards: seventy")
+            await peer.send(broken, trunk_addr(trunk))
+            answer = await peer.receive_response()  # addressable: 400 saying why
+            assert answer.status == 400 and "Max-Forwards" in (answer.headers.get("Warning") or "")
             await peer.send(request("OPTIONS", peer, branch="z9hG4bKlater"), trunk_addr(trunk))
             assert (await peer.receive_response()).status == 200  # still serving
     warnings = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
-    assert len(warnings) == 4
+    assert len(warnings) == 5
     assert all(f"from {peer_address}:" in w for w in warnings)
     assert any("missing Via" in w for w in warnings)
     assert any("bad CSeq" in w for w in warnings)

@@ -632,6 +632,9 @@ def _check_core_headers(message: SipRequest | SipResponse, line_of: dict[str, li
         )
 
 
+_CSEQ_SHAPE = re.compile(r"[0-9]+[ \t]+[A-Za-z!%*_+`'~.-]+")
+
+
 def _answer_to_broken(
     start_line: str, header_lines: list[str], error: SipParseError
 ) -> SipResponse | None:
@@ -639,7 +642,7 @@ def _answer_to_broken(
 
     Read leniently from whatever lines still make sense: an answer needs a
     request line that is not an ACK's, a top Via that parses (where the
-    client's transaction listens) and a CSeq (what it matches on).
+    client's transaction listens) and a CSeq that parses (what it matches on).
     """
     method = start_line.split(" ", 1)[0]
     if not _TOKEN.match(method) or method.upper() == "ACK":
@@ -660,6 +663,11 @@ def _answer_to_broken(
     if not top or "CSeq" not in found:
         return None
     try:
+        # a client matches the answer on its CSeq: one not even "digits METHOD" matches
+        # nothing, and the answer would itself be a broken message (out of range is fine:
+        # RFC 4475 §3.1.2.4 still wants the 400)
+        if _CSEQ_SHAPE.fullmatch(found["CSeq"][0]) is None:
+            return None
         # only where the answer goes matters here: a Via of another SIP version will do
         match = _VIA_PROTOCOL.fullmatch(top[0])
         if match is None:

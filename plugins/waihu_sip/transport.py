@@ -626,6 +626,13 @@ class SipTransport:
                 await self._route(data, source, stream)
         except SipParseError as exc:
             self._warn("malformed", "dropped malformed SIP message from %s:%d: %s", *source, exc)
+            if exc.response is not None and admission == "accept":
+                # a broken request that can be addressed is answered 400/505 saying why (RFC
+                # 3261 §8.2, RFC 4475); a source the guard rejects never learns more than 403
+                try:
+                    await self._deliver(exc.response.to_bytes(), source, stream=stream)
+                except ConnectionFailed as failed:
+                    self.log.warning("cannot answer %s:%d: %s", *source, failed)
         except ConnectionFailed as exc:
             self.log.warning("cannot answer %s:%d: %s", *source, exc)
         except Exception:
