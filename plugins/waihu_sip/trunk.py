@@ -1,7 +1,11 @@
 """``SipTrunk``: the ``type = "sip"`` trunk provider — places calls over one SIP/UDP socket.
 
 ``run`` binds the signalling socket and serves it until cancelled, probing
-the proxy with OPTIONS (``health``); ``status`` says how the trunk is doing;
+the proxy with OPTIONS (``health``) and, with ``register``, keeping a
+registration (``registration``; removed with Expires: 0 when the trunk
+stops); ``status`` says how the trunk is doing, ``registration`` how its
+registration is; with ``outbound_proxy``, every out-of-dialog request goes
+there first with a pre-loaded ``;lr`` Route;
 ``dial`` places a call and returns the answered ``SipCallLeg``. Requests from
 the far end are answered here: in-dialog ones by their leg, OPTIONS with 200, a
 request for a dialog we do not know with 481, a method we do not implement
