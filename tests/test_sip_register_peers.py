@@ -15,8 +15,8 @@ from pathlib import Path
 
 import trio
 
-from waihu.testing.kamailio import REGISTRAR_REALM, kamailio_registrar
-from waihu.testing.sipp import sipp_peer
+from waihu.testing.kamailio import REGISTRAR_REALM, KamailioProxy, kamailio_registrar
+from waihu.testing.sipp import SippPeer, sipp_peer
 
 from sip_harness import dialling, running_trunk
 
@@ -35,6 +35,21 @@ def trunk_config(proxy: str, **extra: object) -> dict[str, object]:
     }
     config.update(extra)
     return config
+
+
+async def register_callee(tmp_path: Path, registrar: KamailioProxy, callee: SippPeer) -> None:
+    """Register ``callee``'s contact as user ``callee`` (sipp's own digest, contrib/sipp/
+    register.xml), so the registrar routes calls for it there."""
+    keys = {
+        "user": "callee",
+        "password": PASSWORD,
+        "domain": REGISTRAR_REALM,
+        "contact": callee.hostport,
+    }
+    async with sipp_peer(
+        "register.xml", tmp_path, keys=keys, extra_args=[registrar.hostport]
+    ) as registration:
+        (await registration.wait()).check()
 
 
 async def wait_for_state(trunk: object, state: str) -> None:
@@ -190,16 +205,7 @@ async def test_a_call_reaches_a_callee_by_its_registered_contact(tmp_path: Path)
     with trio.fail_after(DEADLINE):
         async with kamailio_registrar(tmp_path, password=PASSWORD) as registrar:
             async with sipp_peer("answer.xml", tmp_path, keys={"bye_wait_ms": "500"}) as callee:
-                registering = {
-                    "user": "callee",
-                    "password": PASSWORD,
-                    "domain": REGISTRAR_REALM,
-                    "contact": callee.hostport,
-                }
-                async with sipp_peer(
-                    "register.xml", tmp_path, keys=registering, extra_args=[registrar.hostport]
-                ) as registration:
-                    (await registration.wait()).check()
+                await register_callee(tmp_path, registrar, callee)
                 async with running_trunk(tmp_path, **trunk_config(registrar.hostport)) as trunk:
                     await wait_for_state(trunk, "registered")
                     async with dialling(trunk, f"sip:callee@{REGISTRAR_REALM}") as outcome:
@@ -210,3 +216,30 @@ async def test_a_call_reaches_a_callee_by_its_registered_contact(tmp_path: Path)
             invites = [r for r in registrar.requests() if r.method == "INVITE"]
             assert invites and invites[0].uri == f"sip:callee@{REGISTRAR_REALM}"
             assert "relay INVITE" in registrar.log_text()
+
+
+async def test_a_call_goes_through_the_outbound_proxy_with_a_route(tmp_path: Path) -> None:
+    """With ``outbound_proxy``, the INVITE (and the OPTIONS probe) go there with the
+    pre-loaded Route, never to the proxy itself; kamailio routes the call to the callee."""
+    with trio.fail_after(DEADLINE):
+        async with kamailio_registrar(tmp_path, password=PASSWORD) as registrar:
+            async with sipp_peer("answer.xml", tmp_path, keys={"bye_wait_ms": "500"}) as callee:
+                await register_callee(tmp_path, registrar, callee)
+                config = {
+                    "proxy": "127.0.0.1:9",  # the discard port: nothing may go to it
+                    "domain": REGISTRAR_REALM,
+                    "outbound_proxy": registrar.hostport,
+                    "probe_interval": 1,
+                }
+                async with running_trunk(tmp_path, **config) as trunk:
+                    await wait_for_state(trunk, "reachable")
+                    async with dialling(trunk, "sip:callee@" + REGISTRAR_REALM) as outcome:
+                        pass
+                    assert outcome.leg is not None, outcome.failure
+                    await outcome.leg.hangup()
+                (await callee.wait()).check()
+            route = f"<sip:{registrar.hostport};lr>"
+            invite = next(r for r in registrar.requests() if r.method == "INVITE")
+            assert (invite.uri, invite.route) == (f"sip:callee@{REGISTRAR_REALM}", route)
+            options = next(r for r in registrar.requests() if r.method == "OPTIONS")
+            assert options.route == route
