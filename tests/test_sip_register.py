@@ -430,3 +430,14 @@ def test_register_config_keys() -> None:
         SipTrunkConfig(proxy="sip.example.net", register_expires=0)
     with pytest.raises(ValueError, match="outbound_proxy"):
         SipTrunkConfig(proxy="sip.example.net", outbound_proxy="edge.example.net:99999")
+
+
+def test_a_challenge_that_cannot_be_hashed_is_a_failure_not_a_crash() -> None:
+    registration = client()
+    # a realm of bytes that are not UTF-8, as the parser keeps them (surrogate escapes)
+    broken = 'Digest realm="ex\udcffample", nonce="n", algorithm=MD5'
+    outcome = registration.on_response(
+        answer(registration.request(IDENTITY), 401, ("WWW-Authenticate", broken))
+    )
+    assert isinstance(outcome, Refused) and outcome.status == 401
+    assert registration.request(IDENTITY).headers.get("Authorization") is None

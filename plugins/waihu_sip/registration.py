@@ -3,7 +3,7 @@ answer means.
 
 Two parts:
 
-- ``Registrar``-facing sans-IO core, ``RegisterClient``: it builds each
+- the sans-IO core, ``RegisterClient``: it builds each
   REGISTER (To/From = the address of record ``sip:user@domain``, our
   Contact, one Call-ID for the life of the registration and a CSeq that
   grows by one per request, §10.2) and reads each answer into an
@@ -298,7 +298,11 @@ class RegisterClient:
             )
         try:
             challenge = self._choose(response.headers.get_all(header))
-        except DigestError as exc:
+            # answer it once now: a realm or nonce that cannot be hashed fails here, not later
+            authorization_value(
+                challenge, method="REGISTER", uri="sip:x", username=self.username, password=""
+            )
+        except (DigestError, UnicodeError) as exc:
             return self._refused(response, f"REGISTER challenged ({status}): {exc}")
         if challenge.realm in self._strong_realms and _base_algorithm(challenge) not in (
             STRONG_ALGORITHMS

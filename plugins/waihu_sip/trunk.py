@@ -337,13 +337,27 @@ class SipTrunk(Provider):
         async def serve_answers() -> None:
             await transport.serve(_ignore_request)  # shutting down: only answers matter
 
-        await keep_registered(
-            client,
-            identity,
-            self._send_register,
-            self._registration_outcome,
-            serve=serve_answers,
-        )
+        backoff = Backoff()
+        while True:
+            try:
+                await keep_registered(
+                    client,
+                    identity,
+                    self._send_register,
+                    self._registration_outcome,
+                    serve=serve_answers,
+                )
+                return  # (it runs until cancelled)
+            except Exception:
+                # a bug in registering must not take the trunk and its calls down with it
+                delay = backoff.next()
+                self.log.exception(
+                    "trunk %s: registration stopped by an error; again in %g s",
+                    self.context.name,
+                    delay,
+                )
+                self._note(self._health.registration_failed(time.time(), "internal error"))
+                await trio.sleep(delay)
 
     async def _send_register(self, request: SipRequest) -> SipResponse | None:
         """One REGISTER transaction to the outbound proxy or the registrar (resolved afresh)."""
