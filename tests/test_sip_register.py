@@ -31,6 +31,7 @@ from waihu_sip.registration import (
     keep_registered,
     refresh_delay,
 )
+from waihu_sip.trunk import SipTrunk
 
 IDENTITY = LocalIdentity(host="192.0.2.10", port=5072, user="waihu", user_agent="waihu-test")
 AOR = SipUri(host="example.net", user="robot")
@@ -441,3 +442,18 @@ def test_a_challenge_that_cannot_be_hashed_is_a_failure_not_a_crash() -> None:
     )
     assert isinstance(outcome, Refused) and outcome.status == 401
     assert registration.request(IDENTITY).headers.get("Authorization") is None
+
+
+def test_check_warns_of_a_registrar_or_outbound_proxy_that_does_not_resolve() -> None:
+    config = SipTrunkConfig(
+        proxy="127.0.0.1", registrar="reg.invalid", username="u", password="p", register=True
+    )
+    [problem] = SipTrunk.check(config, section="trunk.office")
+    assert problem.key == "trunk.office.registrar" and problem.warning
+    assert "reg.invalid does not resolve" in problem.message
+    assert "registering will fail and retry" in problem.message
+    # with an outbound proxy, it is the first hop: the proxy itself is never resolved
+    config = SipTrunkConfig(proxy="sip.carrier.invalid", outbound_proxy="edge.invalid")
+    [problem] = SipTrunk.check(config, section="trunk.office")
+    assert problem.key == "trunk.office.outbound_proxy"
+    assert "the trunk will start down and retry" in problem.message

@@ -168,7 +168,7 @@ async def test_register_goes_through_the_outbound_proxy_with_a_route(tmp_path: P
     with trio.fail_after(DEADLINE):
         async with kamailio_registrar(tmp_path, password=PASSWORD) as registrar:
             config = trunk_config(
-                "127.0.0.1:9",  # the discard port: nothing may be sent to the proxy itself
+                "sip.carrier.invalid",  # never resolved: the outbound proxy is the first hop
                 registrar=REGISTRAR_REALM,
                 outbound_proxy=registrar.hostport,
             )

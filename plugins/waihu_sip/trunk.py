@@ -165,7 +165,7 @@ class SipTrunk(Provider):
     async def _bring_up(self) -> str | None:
         """Bind the socket and resolve the proxy; None when done, else what went wrong."""
         cfg = self.config
-        host, port = cfg.proxy_host_port
+        host, port = cfg.outbound_host_port or cfg.proxy_host_port  # the first hop
         transport = SipTransport(host=cfg.local_host, port=cfg.local_port, log=self.log)
         try:
             await transport.open()
@@ -203,24 +203,34 @@ class SipTrunk(Provider):
     def check(cls, config: SipTrunkConfig, *, section: str) -> list[ConfigProblem]:
         """What would keep this trunk from working, found without starting it.
 
-        A proxy that does not resolve now is a warning (the trunk starts
-        ``down`` and retries); a ``local_host`` or ``rtp_host`` that is no
-        address of this machine is an error (nothing could ever be bound
+        A proxy (or outbound proxy, when set: it is the first hop) or a
+        registrar that does not resolve now is a warning (the trunk starts
+        ``down``, or registering fails, and retries); a ``local_host`` or
+        ``rtp_host`` that is no address of this machine is an error (nothing could ever be bound
         there). Resolves a host name and binds a throw-away socket to port 0:
         call it from a worker thread.
         """
         problems: list[ConfigProblem] = []
-        host, port = config.proxy_host_port
-        try:
-            socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
-        except OSError as exc:
-            problems.append(
-                ConfigProblem(
-                    f"{section}.proxy",
-                    f"{host} does not resolve ({_why(exc)}); the trunk will start down and retry",
-                    warning=True,
+        first_hop = "outbound_proxy" if config.outbound_proxy else "proxy"
+        hosts = [(first_hop, (config.outbound_host_port or config.proxy_host_port))]
+        if config.register and not config.outbound_proxy:
+            hosts.append(("registrar", config.registrar_host_port))
+        for key, (host, port) in hosts:
+            try:
+                socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
+            except OSError as exc:
+                consequence = (
+                    "the trunk will start down and retry"
+                    if key == first_hop
+                    else "registering will fail and retry"
                 )
-            )
+                problems.append(
+                    ConfigProblem(
+                        f"{section}.{key}",
+                        f"{host} does not resolve ({_why(exc)}); {consequence}",
+                        warning=True,
+                    )
+                )
         for key, address in (("local_host", config.local_host), ("rtp_host", config.rtp_host)):
             if address is None or address == UNSPECIFIED_IPV4:
                 continue
