@@ -307,7 +307,7 @@ class RegisterClient:
         if challenge.realm in self._strong_realms and _base_algorithm(challenge) not in (
             STRONG_ALGORITHMS
         ):
-            # RFC 8760 §3: a weaker algorithm for a realm that offered a stronger one is an attack
+            # a weaker algorithm than the realm offered before: a downgrade attack (RFC 8760)
             self._challenge = None
             return attrs.evolve(
                 self._refused(
