@@ -187,8 +187,8 @@ def test_an_unknown_command_lists_the_commands_and_the_closest() -> None:
     assert (run.returncode, run.stdout) == (EXIT_USAGE, "")
     assert run.stderr.splitlines()[-1] == (
         "waihuctl: error: unknown command 'stauts'; did you mean 'status'? (commands: status, "
-        "plugins, call, calls, watch, campaign, dnc, audit, recordings, shutdown, script, "
-        "completion)"
+        "trunks, plugins, call, calls, watch, campaign, dnc, audit, recordings, shutdown, "
+        "script, completion)"
     )
     run = waihuctl("campaign", "strat", "spring")
     assert run.returncode == EXIT_USAGE

@@ -27,6 +27,9 @@ MAX_PROBE_FAILURES = 100
 TRANSPORTS = ("udp", "tcp", "tls")
 DEFAULT_SIPS_PORT = 5061  # RFC 3261 §26.2.2: TLS
 MAX_SESSION_EXPIRES = 86400  # a day: a session timer longer than that guards nothing
+DEFAULT_REGISTER_EXPIRES = 3600  # seconds asked of the registrar (RFC 3261 §10.2.1.1 default)
+MIN_REGISTER_EXPIRES = 1  # 0 would be an unregistration, not a binding
+MAX_REGISTER_EXPIRES = 2**31 - 1  # RFC 3261 §20.19: delta-seconds up to 2**32-1; kept signed
 
 
 def _is_host_port(text: str) -> bool:
@@ -89,6 +92,14 @@ class SipTrunkConfig:
     ``session_expires``: the RFC 4028 session interval in seconds asked for on
     our INVITEs (0 = no session timer: none asked for, the far end's ignored);
     ``min_se``: the shortest interval we accept (a shorter one gets 422).
+    ``register``: keep a registration with the registrar (RFC 3261 §10) as
+    ``sip:username@domain``. ``registrar``: host[:port] of the registrar
+    (default: the proxy). ``register_expires``: seconds of binding asked for;
+    the registrar's answer decides. ``outbound_proxy``: host[:port] every
+    out-of-dialog request (REGISTER, INVITE, OPTIONS) is sent to first, with a
+    ``Route: <sip:outbound;lr>`` (§8.1.2). ``auth_username``: the digest user
+    name when it is not ``username``. ``contact_user``: the user part of our
+    Contact (default ``from_user``).
     """
 
     proxy: str = attrs.field(
@@ -146,6 +157,27 @@ class SipTrunkConfig:
             lambda v: 1 <= v <= MAX_PROBE_FAILURES, f"must be 1–{MAX_PROBE_FAILURES}, not {{value}}"
         ),
     )
+    # registration (waihu_sip.registration) and the outbound proxy
+    register: bool = False
+    registrar: str | None = attrs.field(
+        default=None, validator=check(_is_host_port, "must be host or host:port, not {value!r}")
+    )
+    register_expires: int = attrs.field(
+        default=DEFAULT_REGISTER_EXPIRES,
+        validator=check(
+            lambda v: MIN_REGISTER_EXPIRES <= v <= MAX_REGISTER_EXPIRES,
+            f"must be {MIN_REGISTER_EXPIRES}–{MAX_REGISTER_EXPIRES} seconds, not {{value}}",
+        ),
+    )
+    outbound_proxy: str | None = attrs.field(
+        default=None, validator=check(_is_host_port, "must be host or host:port, not {value!r}")
+    )
+    auth_username: str | None = attrs.field(
+        default=None, validator=check(_no_space, "must be a user name, not {value!r}")
+    )
+    contact_user: str | None = attrs.field(
+        default=None, validator=check(_no_space, "must be a SIP user name, not {value!r}")
+    )
 
     transport: str = attrs.field(
         default="udp",
@@ -196,9 +228,32 @@ class SipTrunkConfig:
                 raise ValueError('tls_verify: only for transport = "tls"')
         if self.tls_key is not None and self.tls_cert is None:
             raise ValueError("tls_key: goes with tls_cert; set tls_cert too")
+        if self.register and self.username is None:
+            raise ValueError(
+                "register: registering needs an address of record: set username (and password)"
+            )
 
     @property
     def proxy_host_port(self) -> tuple[str, int]:
         """The proxy as (host, port), port defaulting to 5060 (5061 for TLS)."""
         host, port = split_host_port(self.proxy)
-        return host, port or (DEFAULT_SIPS_PORT if self.transport == "tls" else 5060)
+        return host, port or self.default_port
+
+    @property
+    def default_port(self) -> int:
+        """5061 for a TLS trunk (RFC 3261 §26.2.2), else 5060."""
+        return DEFAULT_SIPS_PORT if self.transport == "tls" else 5060
+
+    @property
+    def registrar_host_port(self) -> tuple[str, int]:
+        """Where REGISTER is addressed (its Request-URI): ``registrar``, else the proxy."""
+        host, port = split_host_port(self.registrar or self.proxy)
+        return host, port or self.default_port
+
+    @property
+    def outbound_host_port(self) -> tuple[str, int] | None:
+        """The outbound proxy as (host, port), or None when requests go straight out."""
+        if self.outbound_proxy is None:
+            return None
+        host, port = split_host_port(self.outbound_proxy)
+        return host, port or self.default_port

@@ -13,7 +13,12 @@ Three small parts, each testable alone:
   counts as an answer, even 404, 405 or 483 (the proxy is there and talking);
   ``probe_failures`` probes in a row without one make the trunk ``failing``,
   as do that many calls in a row that got no response at all from the proxy;
-  one answered probe makes it ``reachable`` again.
+  one answered probe makes it ``reachable`` again. A trunk that registers
+  (``registering``) is ``up`` ("registering") until the registrar's first
+  word, then ``registered`` while its binding holds and ``failing`` with the
+  registrar's last status and when it came while it does not
+  (``registered``/``registration_failed``, told by ``registration``); probe
+  and dial failures still make it ``failing`` first.
 - ``Backoff``: the delays between attempts to bring a ``down`` trunk up,
   ``RETRY_FIRST`` (5 s) doubling to ``RETRY_MAX`` (5 min).
 - ``probe_forever``, the probe's pacing loop: one probe every
@@ -58,6 +63,7 @@ __all__ = [
     "Backoff",
     "Change",
     "ProbeResult",
+    "Registration",
     "TrunkHealth",
     "options_request",
     "probe_forever",
@@ -108,6 +114,17 @@ class ProbeResult:
         return cls(problem=problem)
 
 
+@attrs.frozen
+class Registration:
+    """The last word from the registrar: ``ok`` (a binding ``until`` then) or a failure, ``at``
+    that time (seconds since the epoch), with one line for people."""
+
+    ok: bool
+    at: float
+    detail: str
+    until: float | None = None
+
+
 class TrunkHealth:
     """The state of one trunk, moved by events; see the module docstring for the rules.
 
@@ -116,11 +133,15 @@ class TrunkHealth:
     a row make it ``failing``. Times are seconds since the epoch.
     """
 
-    def __init__(self, *, probing: bool, failures: int, now: float) -> None:
+    def __init__(
+        self, *, probing: bool, failures: int, now: float, registering: bool = False
+    ) -> None:
         if failures < 1:
             raise ValueError(f"failures must be at least 1, not {failures}")
         self.probing = probing
         self.failures = failures
+        self.registering = registering
+        self._registration: Registration | None = None  # the last word from the registrar
         self._status = TrunkStatus(state="starting", since=now)
         self._problem: str | None = None  # why the trunk is down, while it is
         self._misses = 0  # probes in a row without an answer
@@ -155,6 +176,7 @@ class TrunkHealth:
         self._problem = None
         self._misses = self._dial_errors = 0
         self._answer = None
+        self._registration = None
         return self._settle(now)
 
     def probe_done(self, now: float, result: ProbeResult) -> Change | None:
@@ -184,6 +206,25 @@ class TrunkHealth:
         self._last_dial_error = problem
         return self._settle(now)
 
+    def registered(self, now: float, until: float, detail: str) -> Change | None:
+        """The registrar accepted our binding until ``until`` (seconds since the epoch)."""
+        self._registration = Registration(ok=True, at=now, until=until, detail=detail)
+        if self._problem is not None:
+            return None
+        return self._settle(now)
+
+    def registration_failed(self, now: float, detail: str) -> Change | None:
+        """The registrar refused our REGISTER, or did not answer; ``detail`` says how."""
+        self._registration = Registration(ok=False, at=now, detail=detail)
+        if self._problem is not None:
+            return None
+        return self._settle(now)
+
+    @property
+    def registration(self) -> Registration | None:
+        """The last registration outcome (None: none yet, or not registering)."""
+        return self._registration
+
     # ─────────────── the rules ───────────────
 
     def _settle(self, now: float) -> Change | None:
@@ -203,6 +244,11 @@ class TrunkHealth:
                 f"{self._dial_errors} {calls} in a row got no response from the proxy "
                 f"(last: {self._last_dial_error})",
             )
+        registration = self._registration
+        if self.registering and registration is not None and not registration.ok:
+            return self._enter(now, "failing", registration.detail)
+        if self.registering and registration is not None:
+            return self._enter(now, "registered", registration.detail)
         if self.probing and self._answer is not None:
             answer = self._answer
             return self._enter(
@@ -211,6 +257,8 @@ class TrunkHealth:
                 f"OPTIONS answered {answer.status} {answer.reason} "
                 f"in {answer.round_trip * MS_PER_SECOND:.0f} ms",
             )
+        if self.registering:
+            return self._enter(now, "up", "registering")
         detail = "waiting for the first answer to an OPTIONS probe" if self.probing else ""
         return self._enter(now, "up", detail)
 

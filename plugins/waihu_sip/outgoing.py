@@ -84,6 +84,7 @@ class OutgoingCall:
         on_progress: ProgressCallback | None,
         make_leg: LegFactory,
         log: logging.Logger,
+        route: str | None = None,
     ) -> None:
         self.call_id = new_token()
         self.done = trio.Event()
@@ -99,6 +100,7 @@ class OutgoingCall:
         self._on_progress = on_progress
         self._make_leg = make_leg
         self._log = log
+        self._route = route  # a pre-loaded Route to the outbound proxy (RFC 3261 §8.1.2)
         self._cseq = 0
         self._attempt_scope = trio.CancelScope(deadline=trio.current_time() + ring_timeout)
         self._result: Answer | CallFailed | TrunkError | None = None
@@ -237,6 +239,7 @@ class OutgoingCall:
             [
                 ("Via", self._identity.via(branch)),
                 ("Max-Forwards", str(MAX_FORWARDS)),
+                *([("Route", self._route)] if self._route else []),
                 ("From", str(self._from)),
                 ("To", str(self._to)),
                 ("Call-ID", self.call_id),

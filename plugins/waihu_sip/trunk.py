@@ -1,7 +1,11 @@
 """``SipTrunk``: the ``type = "sip"`` trunk provider — places calls over SIP (UDP, TCP or TLS).
 
 ``run`` binds the signalling socket and serves it until cancelled, probing
-the proxy with OPTIONS (``health``); ``status`` says how the trunk is doing;
+the proxy with OPTIONS (``health``) and, with ``register``, keeping a
+registration (``registration``; removed with Expires: 0 when the trunk
+stops); ``status`` says how the trunk is doing, ``registration`` how its
+registration is; with ``outbound_proxy``, every out-of-dialog request goes
+there first with a pre-loaded ``;lr`` Route;
 ``dial`` places a call and returns the answered ``SipCallLeg``. Requests from
 the far end are answered here: in-dialog ones by their leg, OPTIONS with 200, a
 request for a dialog we do not know with 481, a method we do not implement
@@ -59,6 +63,13 @@ from waihu_sip.leg import SessionState, SipCallLeg
 from waihu_sip.media_socket import open_media_socket
 from waihu_sip.message import SipRequest, SipResponse, make_response
 from waihu_sip.outgoing import OutgoingCall
+from waihu_sip.registration import (
+    Outcome,
+    Refused,
+    RegisterClient,
+    Registered,
+    keep_registered,
+)
 from waihu_sip.stream import TlsSettings, TlsSetupError, tls_contexts
 from waihu_sip.transaction import send_non_invite
 from waihu_sip.transport import Address, SipTransport, new_token
@@ -67,6 +78,7 @@ __all__ = ["SipTrunk"]
 
 UNSPECIFIED_IPV4 = "0.0.0.0"
 DEFAULT_SIP_PORT = 5060
+CLOCK_FORMAT = "%H:%M:%S"  # "registered until 14:02:11" in a trunk's detail
 SHUTDOWN_BYE_GRACE = 1.0  # seconds to spend sending BYEs when the trunk stops
 SESSION_ID_MAX = 2**62  # o= session ids: random, well inside what peers parse as integers
 VISUAL_SEPARATORS = str.maketrans("", "", " -().")  # RFC 3966 §5.1.1, dropped from numbers
@@ -96,7 +108,10 @@ class SipTrunk(Provider):
         self._nursery: trio.Nursery | None = None
         self._legs: dict[str, SipCallLeg] = {}
         self._health = TrunkHealth(
-            probing=config.probe_interval > 0, failures=config.probe_failures, now=time.time()
+            probing=config.probe_interval > 0,
+            failures=config.probe_failures,
+            now=time.time(),
+            registering=config.register,
         )
 
     # ─────────────── lifetime ───────────────
@@ -135,6 +150,8 @@ class SipTrunk(Provider):
                 self._note(self._health.came_up(time.time()))
                 if self.config.probe_interval:
                     nursery.start_soon(self._probe_forever)
+                if self.config.register:
+                    nursery.start_soon(self._keep_registered)
                 if not started:
                     task_status.started()
                 await trio.sleep_forever()
@@ -150,7 +167,7 @@ class SipTrunk(Provider):
     async def _bring_up(self) -> str | None:
         """Bind the socket and resolve the proxy; None when done, else what went wrong."""
         cfg = self.config
-        host, port = cfg.proxy_host_port
+        host, port = cfg.outbound_host_port or cfg.proxy_host_port  # the first hop
         tls: TlsSettings | None = None
         if cfg.transport == "tls":
             try:
@@ -185,7 +202,7 @@ class SipTrunk(Provider):
         self._identity = LocalIdentity(
             host=advertised,
             port=self.local_address[1],
-            user=cfg.from_user,
+            user=cfg.contact_user or cfg.from_user,
             user_agent=cfg.user_agent,
             transport=transport.name,
         )
@@ -203,24 +220,34 @@ class SipTrunk(Provider):
     def check(cls, config: SipTrunkConfig, *, section: str) -> list[ConfigProblem]:
         """What would keep this trunk from working, found without starting it.
 
-        A proxy that does not resolve now is a warning (the trunk starts
-        ``down`` and retries); a ``local_host`` or ``rtp_host`` that is no
-        address of this machine is an error (nothing could ever be bound
+        A proxy (or outbound proxy, when set: it is the first hop) or a
+        registrar that does not resolve now is a warning (the trunk starts
+        ``down``, or registering fails, and retries); a ``local_host`` or
+        ``rtp_host`` that is no address of this machine is an error (nothing could ever be bound
         there). Resolves a host name and binds a throw-away socket to port 0:
         call it from a worker thread.
         """
         problems: list[ConfigProblem] = []
-        host, port = config.proxy_host_port
-        try:
-            socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
-        except OSError as exc:
-            problems.append(
-                ConfigProblem(
-                    f"{section}.proxy",
-                    f"{host} does not resolve ({_why(exc)}); the trunk will start down and retry",
-                    warning=True,
+        first_hop = "outbound_proxy" if config.outbound_proxy else "proxy"
+        hosts = [(first_hop, (config.outbound_host_port or config.proxy_host_port))]
+        if config.register and not config.outbound_proxy:
+            hosts.append(("registrar", config.registrar_host_port))
+        for key, (host, port) in hosts:
+            try:
+                socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
+            except OSError as exc:
+                consequence = (
+                    "the trunk will start down and retry"
+                    if key == first_hop
+                    else "registering will fail and retry"
                 )
-            )
+                problems.append(
+                    ConfigProblem(
+                        f"{section}.{key}",
+                        f"{host} does not resolve ({_why(exc)}); {consequence}",
+                        warning=True,
+                    )
+                )
         if config.transport == "tls":
             try:
                 _tls_settings(config)
@@ -252,12 +279,14 @@ class SipTrunk(Provider):
         if transport is None or identity is None:
             return ProbeResult.unanswered("the trunk is not running")
         host, port = self.config.proxy_host_port
+        first_host, first_port = self._first_hop()
         try:
-            destination = await transport.resolve(host, port)
+            destination = await transport.resolve(first_host, first_port)
         except OSError as exc:
-            return ProbeResult.unanswered(f"proxy {host} does not resolve ({_why(exc)})")
+            return ProbeResult.unanswered(f"proxy {first_host} does not resolve ({_why(exc)})")
         target = SipUri(host=host, port=None if port == DEFAULT_SIP_PORT else port)
         request = options_request(identity, target, self._from_address(None))
+        self._add_route(request)
         sent_at = trio.current_time()
         try:
             response = await send_non_invite(transport, request, destination)
@@ -266,6 +295,24 @@ class SipTrunk(Provider):
         if response is None:
             return ProbeResult.unanswered(f"no answer from {format_host_port(*destination)}")
         return ProbeResult.answered(response.status, response.reason, trio.current_time() - sent_at)
+
+    def _first_hop(self) -> tuple[str, int]:
+        """Where out-of-dialog requests go first: the outbound proxy, else the proxy."""
+        return self.config.outbound_host_port or self.config.proxy_host_port
+
+    def _preloaded_route(self) -> str | None:
+        """The Route an out-of-dialog request carries to the outbound proxy (RFC 3261 §8.1.2)."""
+        outbound = self.config.outbound_host_port
+        if outbound is None:
+            return None
+        host, port = outbound
+        return f"<sip:{format_host_port(host, None if port == DEFAULT_SIP_PORT else port)};lr>"
+
+    def _add_route(self, request: SipRequest) -> None:
+        """Add the pre-loaded Route, when there is an outbound proxy (no other Route is set)."""
+        route = self._preloaded_route()
+        if route is not None:
+            request.headers.add("Route", route)
 
     def _probe_done(self, result: ProbeResult) -> None:
         self._note(self._health.probe_done(time.time(), result))
@@ -276,6 +323,112 @@ class SipTrunk(Provider):
             return
         level = logging.WARNING if change.worse else logging.INFO
         self.log.log(level, "trunk %s: %s", self.context.name, change)
+
+    # ─────────────── registration ───────────────
+
+    def registration(self) -> dict[str, object] | None:
+        """The registration as ``waihuctl trunks`` shows it, or None when not registering:
+        ``aor``, ``registrar``, ``state`` (``registering``, ``registered``, ``failing``),
+        ``at`` (the registrar's last word, seconds since the epoch), ``expires_at``
+        (while registered) and ``detail``."""
+        if not self.config.register:
+            return None
+        last = self._health.registration
+        state = "registering" if last is None else ("registered" if last.ok else "failing")
+        return {
+            "aor": str(self._aor()),
+            "registrar": self.config.registrar or self.config.proxy,
+            "state": state,
+            "at": None if last is None else last.at,
+            "expires_at": None if last is None else last.until,
+            "detail": "" if last is None else last.detail,
+        }
+
+    def _aor(self) -> SipUri:
+        """Our address of record, ``sip:username@domain`` (§10.2)."""
+        user = self.config.username or self.config.from_user
+        return SipUri(host=self._domain_host(), user=user)
+
+    def _domain_host(self) -> str:
+        return self.config.domain or self.config.registrar_host_port[0]
+
+    async def _keep_registered(self) -> None:
+        identity = self._identity
+        assert identity is not None
+        cfg = self.config
+        host, port = cfg.registrar_host_port
+        client = RegisterClient(
+            aor=self._aor(),
+            registrar=SipUri(host=host, port=None if port == DEFAULT_SIP_PORT else port),
+            contact_user=identity.user,
+            expires=cfg.register_expires,
+            username=cfg.auth_username or cfg.username,
+            password=cfg.password,
+            route=self._preloaded_route(),
+        )
+        transport = self._transport
+        assert transport is not None
+
+        async def serve_answers() -> None:
+            await transport.serve(_ignore_request)  # shutting down: only answers matter
+
+        backoff = Backoff()
+        while True:
+            try:
+                await keep_registered(
+                    client,
+                    identity,
+                    self._send_register,
+                    self._registration_outcome,
+                    serve=serve_answers,
+                )
+                return  # (it runs until cancelled)
+            except Exception:
+                # a bug in registering must not take the trunk and its calls down with it
+                delay = backoff.next()
+                self.log.exception(
+                    "trunk %s: registration stopped by an error; again in %g s",
+                    self.context.name,
+                    delay,
+                )
+                self._note(self._health.registration_failed(time.time(), "internal error"))
+                await trio.sleep(delay)
+
+    async def _send_register(self, request: SipRequest) -> SipResponse | None:
+        """One REGISTER transaction to the outbound proxy or the registrar (resolved afresh)."""
+        transport = self._transport
+        if transport is None:
+            return None
+        host, port = self.config.outbound_host_port or self.config.registrar_host_port
+        try:
+            destination = await transport.resolve(host, port)
+        except OSError as exc:
+            self.log.warning(
+                "trunk %s: registrar %s does not resolve (%s)", self.context.name, host, _why(exc)
+            )
+            return None
+        return await send_non_invite(transport, request, destination)
+
+    def _registration_outcome(self, outcome: Outcome, now: float) -> None:
+        """Tell the trunk's health what the registrar said, and log it once per change."""
+        name = self.context.name
+        if isinstance(outcome, Registered):
+            until = now + outcome.expires
+            detail = f"as {self._aor()} until {_clock(until)} ({outcome.expires} s granted)"
+            change = self._health.registered(now, until, detail)
+            if change is None:
+                self.log.debug("trunk %s: registration refreshed %s", name, detail)
+            self._note(change)
+        elif isinstance(outcome, Refused):
+            detail = f"{outcome.problem} at {_clock(now)}; next try in {outcome.retry_in:g} s"
+            change = self._health.registration_failed(now, detail)
+            if outcome.downgrade:
+                self.log.error("trunk %s: %s", name, detail)  # an attack, or a broken registrar
+            elif change is None:
+                self.log.warning("trunk %s: still not registered: %s", name, detail)
+            self._note(change)
+        else:
+            self.log.debug("trunk %s: REGISTER again: %s", name, outcome.why)
 
     # ─────────────── placing calls ───────────────
 
@@ -342,7 +495,7 @@ class SipTrunk(Provider):
             return leg
 
         try:
-            destination = await transport.resolve(*cfg.proxy_host_port)
+            destination = await transport.resolve(*self._first_hop())
             call = OutgoingCall(
                 transport=transport,
                 identity=identity,
@@ -356,6 +509,7 @@ class SipTrunk(Provider):
                 on_progress=on_progress,
                 make_leg=make_leg,
                 log=self.log,
+                route=self._preloaded_route(),
             )
         except OSError as exc:
             media.close()
@@ -475,12 +629,21 @@ def _route_source(destination: Address) -> str:
 def _tls_settings(cfg: SipTrunkConfig) -> TlsSettings:
     """The TLS contexts of a ``transport = "tls"`` trunk (reads files: a worker thread)."""
     return tls_contexts(
-        server_name=cfg.tls_server_name or cfg.proxy_host_port[0],
+        server_name=cfg.tls_server_name or (cfg.outbound_host_port or cfg.proxy_host_port)[0],
         verify=cfg.tls_verify,
         ca_file=cfg.tls_ca,
         cert_file=cfg.tls_cert,
         key_file=cfg.tls_key,
     )
+
+
+async def _ignore_request(request: SipRequest, source: Address) -> None:
+    """Requests that arrive while the trunk unregisters on its way down go unanswered."""
+
+
+def _clock(timestamp: float) -> str:
+    """A time of day for a status line (local time, to the second)."""
+    return time.strftime(CLOCK_FORMAT, time.localtime(timestamp))
 
 
 def _why(exc: OSError) -> str:

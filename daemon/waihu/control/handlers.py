@@ -59,7 +59,7 @@ from waihu.control.protocol import (
     ControlError,
 )
 from waihu.control.server import EventStream, current_peer
-from waihu.control.status import gather_status
+from waihu.control.status import gather_status, gather_trunks
 from waihu.dispatcher import CallDispatcher, CallRequest, DispatchRefused
 from waihu.events import EventBus
 from waihu.media.media_clock import MediaClock
@@ -183,6 +183,9 @@ class ControlHandlers:
             started_at=self.started_at,
             version=daemon_version(),
         )
+
+    async def trunks(self) -> list[dict[str, Any]]:
+        return gather_trunks(self.dispatcher, self.started_at)
 
     async def plugins(self) -> list[dict[str, Any]]:
         return plugin_info(self.pm)

@@ -133,6 +133,7 @@ from waihu.control.render import (
     render_pruned,
     render_shutdown,
     render_status,
+    render_trunks,
     render_value,
     render_watching,
 )
@@ -538,6 +539,29 @@ script errors
   /etc/waihu/scripts/broken.toml:41: nodes.ask_again.on.default: no node named 'bye_unclaer'
     in use: the version of broken loaded at 10:16 (a1b2c3d4e5f6)"""
 
+# ``trunks``' result (``waihu.control.status.gather_trunks``), one object per trunk
+TRUNKS_KEYS: tuple[tuple[str, str], ...] = (
+    ("name", "the trunk's name, as configured"),
+    ("type", "its provider type (sip, …)"),
+    ("state", "starting, up, reachable, registered, failing or down"),
+    ("since", "when it entered that state"),
+    ("detail", "one line on why, or empty"),
+    ("live_calls", "its calls dialling, ringing or answered now"),
+    ("lines", "how many calls it may carry"),
+    (
+        "registration",
+        "null when the trunk does not register; else aor (the address of record), "
+        "registrar, state (registering, registered or failing), at (when the registrar "
+        "last answered or failed to), expires_at (when the binding runs out, while "
+        "registered) and detail",
+    ),
+)
+TRUNKS_EXAMPLE = """\
+  NAME    STATE       SINCE         CALLS  REGISTRATION     DETAIL
+  office  registered  08:53, 2 h    1/10   until 12:06      as sip:8801@example.net until 12:06:40 …
+  branch  failing     11:03, 3 min  0/4    failed at 11:05  REGISTER refused: 403 Forbidden at …
+  lab     reachable   08:53, 2 h    0/2    not registering  OPTIONS answered 200 OK in 2 ms"""
+
 COMMANDS: tuple[Command, ...] = (
     Command(
         name="status",
@@ -554,6 +578,19 @@ COMMANDS: tuple[Command, ...] = (
         render=render_status,
         result_keys=STATUS_KEYS,
         example=STATUS_EXAMPLE,
+    ),
+    Command(
+        name="trunks",
+        handler="trunks",
+        summary="show each trunk: state, registration, calls in use",
+        description="Show each configured trunk on one line: its state (up, reachable, "
+        "registered, failing, down) and since when, its calls in use of its lines, its "
+        "registration (until when the registrar keeps it, when it last failed, or not "
+        "registering) and the detail: what the registrar or the OPTIONS probe last said, "
+        "such as 'REGISTER refused: 403 Forbidden at 11:05:12; next try in 20 s'.",
+        render=render_trunks,
+        result_keys=TRUNKS_KEYS,
+        example=TRUNKS_EXAMPLE,
     ),
     Command(
         name="plugins",

@@ -271,6 +271,40 @@ def render_plugins(result: Sequence[Mapping[str, Any]]) -> str:
     return _table(["NAME", "DISTRIBUTION", "VERSION", "HOOKS"], rows) if rows else "no plugins"
 
 
+def render_trunks(result: Sequence[Mapping[str, Any]]) -> str:
+    """``trunks``: one line per trunk — state, since, calls in use of its lines, registration
+    (``until 14:03``, ``failed at 14:02``, ``registering``, ``not registering``), detail."""
+    if not result:
+        return "no trunks"
+    now = time.time()
+    rows = [
+        [
+            t.get("name", NONE),
+            t.get("state", NONE),
+            _since(t.get("since"), now),
+            f"{t.get('live_calls', 0)}/{t['lines']}" if t.get("lines") else NONE,
+            _registration(t.get("registration"), now),
+            t.get("detail") or "",
+        ]
+        for t in result
+    ]
+    return _table(["NAME", "STATE", "SINCE", "CALLS", "REGISTRATION", "DETAIL"], rows)
+
+
+def _registration(registration: Any, now: float) -> str:
+    """A trunk's registration in a few words, for the ``trunks`` table."""
+    if not isinstance(registration, Mapping):
+        return "not registering"
+    state = str(registration.get("state", NONE))
+    expires_at = registration.get("expires_at")
+    if state == "registered" and isinstance(expires_at, int | float):
+        return f"until {_at(expires_at, now)}"
+    at = registration.get("at")
+    if state == "failing" and isinstance(at, int | float):
+        return f"failed at {_at(at, now)}"
+    return state
+
+
 def render_call_placed(result: Mapping[str, Any]) -> str:
     """``call``: the new call's id alone, so that ``id=$(waihuctl call …)`` works."""
     return str(result.get("call_id", _value(result)))

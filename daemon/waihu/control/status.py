@@ -40,7 +40,7 @@ from waihu.dialog.library import ScriptLibrary
 from waihu.dispatcher import CallDispatcher
 from waihu.media.media_clock import MediaClock
 
-__all__ = ["gather_status", "local_midnight"]
+__all__ = ["gather_status", "gather_trunks", "local_midnight"]
 
 MS = 1000.0  # milliseconds in a second: the clock's figures are shown in ms
 MS_DIGITS = 3  # ms rounded to the microsecond: finer than perf_counter is worth reading
@@ -106,6 +106,21 @@ def _trunks(dispatcher: CallDispatcher, started_at: float) -> list[dict[str, Any
                 "lines": config.trunk_limits(name).lines,
             }
         )
+    return trunks
+
+
+def gather_trunks(dispatcher: CallDispatcher, started_at: float) -> list[dict[str, Any]]:
+    """The ``trunks`` result: each trunk as ``status`` shows it, plus ``registration``.
+
+    ``registration`` is what the trunk's optional ``registration()`` method
+    says (the SIP trunk's: aor, registrar, state, at, expires_at, detail), or
+    None for a trunk that does not register or has no such method.
+    """
+    trunks = _trunks(dispatcher, started_at)
+    for entry in trunks:
+        trunk = dispatcher.providers.get("trunk", entry["name"])
+        registration = getattr(trunk, "registration", None)
+        entry["registration"] = registration() if callable(registration) else None
     return trunks
 
 

@@ -24,7 +24,12 @@ kamailio has no "quit after N seconds" option, so it runs under coreutils
 group (SIGTERM, then SIGKILL), and a test process killed hard still leaves
 nothing behind after ``timeout`` seconds.
 
-What it is not: a general kamailio wrapper; one config, loopback, UDP.
+``kamailio_registrar`` runs ``contrib/kamailio/registrar.cfg`` the same way:
+a registrar with digest authentication (one password for every user, MD5 or
+SHA-256) that routes new INVITEs to the registered contacts;
+``KamailioProxy.bindings`` lists the REGISTERs it accepted.
+
+What it is not: a general kamailio wrapper; two configs, loopback, UDP.
 """
 
 from __future__ import annotations
@@ -40,9 +45,21 @@ import trio
 
 from waihu.testing.peer_process import HOST, free_udp_port, running_peer, wait_until_bound
 
-__all__ = ["RELAY_CONFIG", "KamailioFailed", "KamailioProxy", "RelayedRequest", "kamailio_proxy"]
+__all__ = [
+    "REGISTRAR_CONFIG",
+    "REGISTRAR_REALM",
+    "RELAY_CONFIG",
+    "Binding",
+    "KamailioFailed",
+    "KamailioProxy",
+    "RelayedRequest",
+    "kamailio_proxy",
+    "kamailio_registrar",
+]
 
 RELAY_CONFIG = Path(__file__).resolve().parents[3] / "contrib" / "kamailio" / "relay.cfg"
+REGISTRAR_CONFIG = RELAY_CONFIG.with_name("registrar.cfg")
+REGISTRAR_REALM = "waihu.test"  # the digest realm, also a domain the registrar calls its own
 # Debian installs kamailio in /usr/sbin, which is not on every user's PATH
 KAMAILIO = shutil.which("kamailio") or shutil.which("kamailio", path="/usr/sbin:/sbin")
 TIMEOUT_TOOL = shutil.which("timeout") or "timeout"  # coreutils
@@ -52,9 +69,15 @@ READY_TIMEOUT = 15.0  # seconds for kamailio to bind its port (it parses and for
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 KILL_AFTER = 5  # seconds ``timeout`` waits after its own TERM before KILL
 LOG_TAIL = 8000  # characters of the log shown in a failure report
-# the line relay.cfg logs for every request it receives
+# the line relay.cfg (relay:) and registrar.cfg (registrar:) log for every request received
 _RELAY_LINE = re.compile(
-    r"relay: (?P<method>\S+) (?P<uri>\S+) from (?P<source>\S+) call-id (?P<call_id>\S+)$",
+    r"(?:relay|registrar): (?P<method>\S+) (?P<uri>\S+) from (?P<source>\S+) "
+    r"call-id (?P<call_id>\S+)(?: route (?P<route>.*))?$",
+    re.MULTILINE,
+)
+# registrar.cfg's line for each binding saved
+_SAVED_LINE = re.compile(
+    r"registrar: saved (?P<user>\S+) contact (?P<contact>\S+) expires (?P<expires>\S+)$",
     re.MULTILINE,
 )
 
@@ -71,6 +94,16 @@ class RelayedRequest:
     uri: str
     source: str  # ip:port it came from
     call_id: str
+    route: str | None = None  # its Route header (registrar.cfg only; "<null>" for none)
+
+
+@attrs.frozen
+class Binding:
+    """One REGISTER the registrar accepted, as registrar.cfg logged it."""
+
+    user: str
+    contact: str
+    expires: str  # the Expires header as sent ("<null>" when there was none)
 
 
 @attrs.define
@@ -96,6 +129,10 @@ class KamailioProxy:
     def requests(self) -> list[RelayedRequest]:
         """Every request it received so far, in order."""
         return [RelayedRequest(**m.groupdict()) for m in _RELAY_LINE.finditer(self.log_text())]
+
+    def bindings(self) -> list[Binding]:
+        """Every REGISTER it accepted so far (registrar.cfg), in order."""
+        return [Binding(**m.groupdict()) for m in _SAVED_LINE.finditer(self.log_text())]
 
     def methods_seen(self, call_id: str | None = None) -> list[str]:
         """The methods of the requests it received (for one Call-ID if given), in order."""
@@ -131,6 +168,45 @@ async def kamailio_proxy(
     its port. kamailio is stopped when the block ends, and after ``timeout``
     seconds in any case.
     """
+    uri = _next_hop_uri(next_hop)
+    defines = {"NEXT_HOP": f'"{uri}"'}
+    if second_hop:
+        defines["SECOND_HOP"] = f'"{_next_hop_uri(second_hop)}"'
+    async with _running_kamailio(workdir, config, defines, timeout, uri) as proxy:
+        yield proxy
+
+
+@asynccontextmanager
+async def kamailio_registrar(
+    workdir: Path,
+    *,
+    password: str,
+    algorithm: str = "MD5",
+    min_expires: int = 0,
+    timeout: float = 180.0,
+) -> AsyncIterator[KamailioProxy]:
+    """Start kamailio as a registrar (``contrib/kamailio/registrar.cfg``) on a free loopback
+    port: REGISTER challenged with ``algorithm`` (``"MD5"`` or ``"SHA-256"``) and checked
+    against ``password`` for any user, bindings shorter than ``min_expires`` seconds refused
+    with 423, new INVITEs routed to the registered contact. Read what it did with
+    ``KamailioProxy.bindings`` and ``log_text``. Errors and stopping as ``kamailio_proxy``.
+    """
+    defines = {
+        "PASSWORD": f'"{password}"',
+        "ALGORITHM": f'"{algorithm}"',
+        "MIN_EXPIRES": str(min_expires),
+        "REALM": f'"{REGISTRAR_REALM}"',
+    }
+    async with _running_kamailio(workdir, REGISTRAR_CONFIG, defines, timeout, "") as registrar:
+        yield registrar
+
+
+@asynccontextmanager
+async def _running_kamailio(
+    workdir: Path, config: Path, defines: dict[str, str], timeout: float, next_hop: str
+) -> AsyncIterator[KamailioProxy]:
+    """kamailio with ``config`` and ``-A NAME=VALUE`` ``defines`` on a free port, until the
+    block ends (see the module docstring for how it is run)."""
     if KAMAILIO is None:
         raise KamailioFailed("kamailio is not installed: apt-get install kamailio")
     port = free_udp_port()
@@ -138,12 +214,11 @@ async def kamailio_proxy(
     runtime = workdir / "run"
     runtime.mkdir(parents=True)
     log = workdir / "kamailio.log"
-    uri = _next_hop_uri(next_hop)
     args = [
         TIMEOUT_TOOL, f"--kill-after={KILL_AFTER}", str(int(timeout)),
         KAMAILIO, "-DD", "-E", "-f", str(config),
-        "-A", f"LISTEN_PORT={port}", "-A", f'NEXT_HOP="{uri}"',
-        *(["-A", f'SECOND_HOP="{_next_hop_uri(second_hop)}"'] if second_hop else []),
+        "-A", f"LISTEN_PORT={port}",
+        *[arg for name, value in defines.items() for arg in ("-A", f"{name}={value}")],
         "-n", "1", "-m", str(SHARED_MEMORY_MB), "-M", str(PRIVATE_MEMORY_MB),
         "-P", str(workdir / "kamailio.pid"), "-Y", str(runtime), "-w", str(workdir),
     ]  # fmt: skip
@@ -155,7 +230,7 @@ async def kamailio_proxy(
         # its own process group, stopped as one: timeout, kamailio and the workers it forks
         process_group=True,
     ) as process:
-        proxy = KamailioProxy(HOST, port, uri, workdir, log, process)
+        proxy = KamailioProxy(HOST, port, next_hop, workdir, log, process)
         await wait_until_bound(
             proxy,
             name="kamailio",
