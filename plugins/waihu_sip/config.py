@@ -73,6 +73,8 @@ class SipTrunkConfig:
     probing; the trunk is then ``up`` rather than ``reachable``).
     ``probe_failures``: how many probes in a row without an answer, or calls in
     a row that got no answer at all from the proxy, make the trunk ``failing``.
+    ``numbers``: our numbers or SIP users this trunk takes inbound calls for
+    (the INVITE's Request-URI user, else its To user; empty: no inbound calls).
     """
 
     proxy: str = attrs.field(
@@ -128,6 +130,15 @@ class SipTrunkConfig:
         default=DEFAULT_PROBE_FAILURES,
         validator=check(
             lambda v: 1 <= v <= MAX_PROBE_FAILURES, f"must be 1–{MAX_PROBE_FAILURES}, not {{value}}"
+        ),
+    )
+
+    # our numbers (or SIP users) this trunk takes inbound calls for; empty: none (480)
+    numbers: list[str] = attrs.field(
+        factory=list,
+        validator=check(
+            lambda v: all(_no_space(n) for n in v) and len(set(v)) == len(v),
+            "must be a list of distinct numbers or SIP user names, not {value}",
         ),
     )
 
