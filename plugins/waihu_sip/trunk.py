@@ -44,6 +44,7 @@ from waihu.api import (
     ProviderContext,
     TrunkError,
     TrunkStatus,
+    WaihuError,
 )
 from waihu_sip import target as target_syntax
 from waihu_sip.address import NameAddress, SipUri, format_host_port
@@ -500,6 +501,9 @@ class SipTrunk(Provider):
         await call.ring()
         try:
             handler(call)
+        except WaihuError as exc:  # the core takes no calls now (starting, stopping)
+            self.log.warning("refused inbound call %s: %s", call.call_id, exc)
+            await call.reject(480)
         except Exception:
             self.log.exception("call %s: the core could not take the inbound call", call.call_id)
             await call.reject(500)
