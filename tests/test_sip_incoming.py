@@ -192,7 +192,10 @@ async def test_number_matches_without_visual_separators(tmp_path: Path) -> None:
 # ───────────── what sipp cannot do: a raw UDP caller ─────────────
 
 
-def _invite(trunk: SipTrunk, peer: UdpPeer, *, branch: str = "z9hG4bK-raw-1") -> SipRequest:
+def _invite(
+    trunk: SipTrunk, peer: UdpPeer, *, branch: str = "z9hG4bK-raw-1", user: str = NUMBER
+) -> SipRequest:
+    """An INVITE for NUMBER (in To; in the Request-URI too unless ``user`` says otherwise)."""
     assert trunk.local_address is not None
     host, port = trunk.local_address
     sdp = (
@@ -212,7 +215,7 @@ def _invite(trunk: SipTrunk, peer: UdpPeer, *, branch: str = "z9hG4bK-raw-1") ->
             ("Content-Type", "application/sdp"),
         ]
     )
-    return SipRequest(headers=headers, body=sdp, method="INVITE", uri=f"sip:{NUMBER}@{host}:{port}")
+    return SipRequest(headers=headers, body=sdp, method="INVITE", uri=f"sip:{user}@{host}:{port}")
 
 
 def _ack(invite: SipRequest, answer: SipResponse, *, branch: str) -> SipRequest:
@@ -323,6 +326,27 @@ async def test_a_200_never_acked_fails_408_and_is_hung_up(
                 assert oks[:5] == [0, 0.5, 1.5, 3.5, 7.5]  # T1 doubling to T2 (§13.3.1.4)
                 assert oks[5] - oks[4] == pytest.approx(4.0, abs=0.1)  # capped at T2
                 assert "BYE" in [kind for kind, _ in seen]
+    finally:
+        peer.close()
+
+
+async def test_the_number_may_come_in_to_when_the_request_uri_names_a_gateway(
+    tmp_path: Path,
+) -> None:
+    """The caller is a raw UDP socket: sipp's scenarios put the number in both places."""
+    inbox = Inbox()
+    peer = UdpPeer()
+    await peer.bind()
+    try:
+        with trio.fail_after(REAL_TIME_LIMIT):
+            async with inbound_trunk(tmp_path, inbox) as trunk:
+                assert trunk.local_address is not None
+                await peer.send(_invite(trunk, peer, user="gateway"), trunk.local_address)
+                call = await inbox.calls.receive()
+                assert call.number == NUMBER
+                await call.reject(603)
+                statuses = [(await peer.receive_response()).status for _ in range(3)]
+                assert statuses == [100, 180, 603]
     finally:
         peer.close()
 

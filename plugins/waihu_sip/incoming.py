@@ -55,7 +55,6 @@ __all__ = ["Offer", "SipIncomingCall", "read_offer"]
 
 CANCELLED_STATUS = 487  # Request Terminated: the INVITE's answer once the caller cancelled
 NO_ACK_STATUS = 408  # what answer() raises when our 200 is never ACKed
-UNUSABLE_OFFER_STATUS = 488  # Not Acceptable Here: no codec of ours in the offer
 # Our dialog's first CSeq: any number works (§12.1.1); 1 keeps traces readable.
 FIRST_LOCAL_CSEQ = 1
 
