@@ -163,6 +163,8 @@ async def test_a_script_that_is_not_loaded_gets_480_and_an_error_in_the_log(
 ) -> None:
     with trio.fail_after(TIMEOUT):
         async with inbound_rig(tmp_path) as rig:
+            (at_start,) = [r.message for r in caplog.records if r.levelname == "ERROR"]
+            assert "inbound.numbers.4002: script 'missing' is not loaded" in at_start
             call = FakeIncomingCall("4002")
             ring(rig, call)
             await call.finished.wait()

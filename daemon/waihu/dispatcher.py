@@ -34,7 +34,8 @@ call a trunk takes for one of its numbers comes to ``CallDispatcher.incoming``
   Refused, it is answered at once and filed nowhere: no script for the
   number → ``inbound.unknown_status`` (404 or 480); its script not loaded or
   it needs variables an inbound call does not have → 480 (logged as an
-  error: the configuration is wrong); no line free → 486 Busy Here;
+  error, a script not loaded also once at start-up: the configuration is
+  wrong); no line free → 486 Busy Here;
   draining → 503 Service Unavailable.
 
 Error handling: a call's own failures stay in the call (``waihu.call``); an
@@ -236,6 +237,7 @@ class CallDispatcher:
         """Own the calls' nursery; ready for ``start`` once started, until cancelled or drained."""
         async with trio.open_nursery() as calls:
             self._calls = calls
+            self._check_inbound_scripts()
             self.providers.take_inbound_calls(self.incoming)
             try:
                 task_status.started()
@@ -461,6 +463,21 @@ class CallDispatcher:
             self._idle = trio.Event()
         self._running += 1
         calls.start_soon(self._run_inbound, call, record, loaded, line)
+
+    def _check_inbound_scripts(self) -> None:
+        """Say at start-up, once per key, which ``[inbound]`` script is not loaded (its
+        callers will hear 480 until it is)."""
+        inbound = self.config.inbound
+        named = [("inbound.script", inbound.script)] + [
+            (f"inbound.numbers.{number}", script) for number, script in inbound.numbers.items()
+        ]
+        for key, script in named:
+            if script is not None and self.scripts.get(script) is None:
+                known = ", ".join(sorted(self.scripts.scripts)) or "none loaded"
+                log.error(
+                    "%s: %s: script %r is not loaded (loaded: %s); its callers get 480",
+                    self.config.path, key, script, known,
+                )  # fmt: skip
 
     def _admit_inbound(self, call: IncomingCall) -> _Admitted | tuple[int, str]:
         """The script and line for an inbound call, or (status, why) to refuse it with."""
