@@ -193,7 +193,12 @@ async def test_number_matches_without_visual_separators(tmp_path: Path) -> None:
 
 
 def _invite(
-    trunk: SipTrunk, peer: UdpPeer, *, branch: str = "z9hG4bK-raw-1", user: str = NUMBER
+    trunk: SipTrunk,
+    peer: UdpPeer,
+    *,
+    branch: str = "z9hG4bK-raw-1",
+    user: str = NUMBER,
+    with_sdp: bool = True,
 ) -> SipRequest:
     """An INVITE for NUMBER (in To; in the Request-URI too unless ``user`` says otherwise)."""
     assert trunk.local_address is not None
@@ -215,10 +220,11 @@ def _invite(
             ("Content-Type", "application/sdp"),
         ]
     )
-    return SipRequest(headers=headers, body=sdp, method="INVITE", uri=f"sip:{user}@{host}:{port}")
+    body = sdp if with_sdp else b""
+    return SipRequest(headers=headers, body=body, method="INVITE", uri=f"sip:{user}@{host}:{port}")
 
 
-def _ack(invite: SipRequest, answer: SipResponse, *, branch: str) -> SipRequest:
+def _ack(invite: SipRequest, answer: SipResponse, *, branch: str, body: bytes = b"") -> SipRequest:
     headers = Headers(
         [
             ("Via", f"SIP/2.0/UDP {invite.top_via.host}:{invite.top_via.port};branch={branch}"),
@@ -228,7 +234,7 @@ def _ack(invite: SipRequest, answer: SipResponse, *, branch: str) -> SipRequest:
             ("CSeq", f"{invite.cseq.number} ACK"),
         ]
     )
-    return SipRequest(headers=headers, body=b"", method="ACK", uri=invite.uri)
+    return SipRequest(headers=headers, body=body, method="ACK", uri=invite.uri)
 
 
 async def test_200_is_resent_until_the_ack_and_a_repeated_invite_rings_again(
@@ -347,6 +353,64 @@ async def test_the_number_may_come_in_to_when_the_request_uri_names_a_gateway(
                 await call.reject(603)
                 statuses = [(await peer.receive_response()).status for _ in range(3)]
                 assert statuses == [100, 180, 603]
+    finally:
+        peer.close()
+
+
+def _sdp_answer(formats: str, port: int) -> bytes:
+    return (
+        f"v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP {formats}\r\na=rtpmap:101 telephone-event/8000\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("formats, codec", [("8 101", "PCMA"), ("18", None)])
+async def test_a_late_offer_gets_ours_in_the_200_and_the_ack_answers_it(
+    tmp_path: Path, formats: str, codec: str | None
+) -> None:
+    """The caller is a raw UDP socket: its INVITE has no SDP and its ACK carries the answer
+    (RFC 3261 §13.2.1); none of sipp's scenarios here sends a late offer."""
+    inbox = Inbox()
+    peer = UdpPeer()
+    await peer.bind()
+    try:
+        with trio.fail_after(REAL_TIME_LIMIT):
+            async with inbound_trunk(tmp_path, inbox) as trunk:
+                assert trunk.local_address is not None
+                invite = _invite(trunk, peer, with_sdp=False)
+                await peer.send(invite, trunk.local_address)
+                call = await inbox.calls.receive()
+                async with trio.open_nursery() as nursery:
+                    outcome: list[object] = []
+
+                    async def answer() -> None:
+                        try:
+                            outcome.append(await call.answer())
+                        except CallFailed as exc:
+                            outcome.append(exc.status)
+
+                    nursery.start_soon(answer)
+                    while (ok := await peer.receive_response()).status != 200:
+                        pass
+                    offer = parse_sdp(ok.body)
+                    assert offer.formats == (0, 8, 101)  # our codecs, then telephone-event
+                    body = _sdp_answer(formats, 40002)
+                    ack = _ack(invite, ok, branch="z9hG4bK-raw-ack", body=body)
+                    await peer.send(ack, trunk.local_address)
+                (result,) = outcome
+                if codec is None:
+                    assert result == 488
+                    bye, source, _ = await peer.receive_request()  # hung up at once
+                    assert bye.method == "BYE"
+                    await peer.send(make_response(bye, 200), source)
+                else:
+                    assert result.codec.name == codec  # type: ignore[attr-defined]
+                    assert result.dtmf_payload_type == 101  # type: ignore[attr-defined]
+                    assert result.remote_rtp == ("127.0.0.1", 40002)  # type: ignore[attr-defined]
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(result.hangup)  # type: ignore[attr-defined]
+                        bye, source, _ = await peer.receive_request()
+                        await peer.send(make_response(bye, 200), source)
     finally:
         peer.close()
 

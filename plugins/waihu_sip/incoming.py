@@ -10,7 +10,10 @@ for a new INVITE to one of its numbers. It is the INVITE server transaction
   the trunk's ``codecs`` lists, telephone-event echoed with the offer's
   payload type), Contact and the INVITE's Record-Route, retransmits it on T1
   doubling to T2 until the ACK comes (§13.3.1.4) and returns the leg; no
-  ACK within 64·T1 is ``CallFailed(408)`` and the call is hung up with BYE;
+  ACK within 64·T1 is ``CallFailed(408)`` and the call is hung up with BYE.
+  An INVITE without SDP (late offer, §13.2.1) gets our offer in the 200 and
+  its ACK must carry the answer: one we cannot use is ``CallFailed(488)``
+  and the call is hung up;
 - ``reject`` sends a final non-2xx, retransmitted the same way (Timer G)
   until its ACK, which is absorbed (§17.2.1);
 - a CANCEL before the final answer is answered 200, the INVITE 487, and
@@ -27,7 +30,7 @@ calls only the synchronous ``handle_*`` methods from it.
 
 What it is not: deciding whether to take a call (the trunk checks the
 number, the core picks the script and the line), the answered call itself
-(``leg``), or an INVITE without SDP (late offer): the trunk answers that 488.
+(``leg``), or the transport.
 """
 
 from __future__ import annotations
@@ -47,13 +50,20 @@ from waihu_sip.identity import LocalIdentity
 from waihu_sip.leg import SessionState, SipCallLeg, Spawn
 from waihu_sip.media_socket import MediaSocket
 from waihu_sip.message import SipRequest, SipResponse, make_response
-from waihu_sip.sdp import SessionDescription, answer_direction, choose_codec, parse_sdp
+from waihu_sip.sdp import (
+    KNOWN_CODECS,
+    SessionDescription,
+    answer_direction,
+    choose_codec,
+    parse_sdp,
+)
 from waihu_sip.timers import T1, T2, TIMER_H
 from waihu_sip.transport import Address, SipTransport, new_token
 
-__all__ = ["Offer", "SipIncomingCall", "read_offer"]
+__all__ = ["Offer", "SipIncomingCall", "read_offer", "usable_sdp"]
 
 CANCELLED_STATUS = 487  # Request Terminated: the INVITE's answer once the caller cancelled
+UNUSABLE_ANSWER_STATUS = 488  # what answer() raises when a late offer's answer is unusable
 NO_ACK_STATUS = 408  # what answer() raises when our 200 is never ACKed
 # Our dialog's first CSeq: any number works (§12.1.1); 1 keeps traces readable.
 FIRST_LOCAL_CSEQ = 1
@@ -77,12 +87,21 @@ class Offer:
         return self.sdp.host, self.sdp.port
 
 
-def read_offer(invite: SipRequest, codecs: list[str]) -> Offer | str:
-    """The usable offer in ``invite``, or one line saying why there is none (answer 488)."""
+def read_offer(invite: SipRequest, codecs: list[str]) -> Offer | str | None:
+    """The usable offer in ``invite``; None when it has no SDP (a late offer: we offer in
+    our 200); one line saying why it is unusable otherwise (answer 488)."""
     if not invite.body:
-        return "the INVITE has no SDP offer (late offer is not supported)"
+        return None
+    return usable_sdp(invite.body, codecs)
+
+
+def usable_sdp(body: bytes, codecs: list[str]) -> Offer | str:
+    """What we can use of an SDP offer (or a late offer's answer in an ACK): the first of its
+    formats among ``codecs``, its telephone-event and address; else one line saying why not."""
+    if not body:
+        return "there is no SDP"
     try:
-        sdp = parse_sdp(invite.body)
+        sdp = parse_sdp(body)
     except SdpError as exc:
         return f"its SDP is malformed ({exc})"
     codec = choose_codec(sdp, codecs)
@@ -102,13 +121,14 @@ class SipIncomingCall:
         *,
         invite: SipRequest,
         source: Address,
-        offer: Offer,
+        offer: Offer | None,
+        codecs: list[str],
         number: str,
         trunk: str,
         transport: SipTransport,
         identity: LocalIdentity,
         make_media: MediaFactory,
-        make_leg: Callable[[Dialog, MediaSocket, Offer, SessionState], SipCallLeg],
+        make_leg: Callable[[Dialog, MediaSocket, Codec, int | None, SessionState], SipCallLeg],
         spawn: Spawn,
         on_done: Callable[[SipIncomingCall], None],
         log: logging.Logger,
@@ -120,7 +140,8 @@ class SipIncomingCall:
         self.cancelled = trio.Event()
         self.invite = invite
         self._source = source
-        self._offer = offer
+        self._offer = offer  # None: a late offer
+        self._codecs = codecs
         self._transport = transport
         self._identity = identity
         self._make_media = make_media
@@ -132,6 +153,7 @@ class SipIncomingCall:
         self._provisional: SipResponse | None = None  # the last 1xx, for retransmitted INVITEs
         self._final: SipResponse | None = None
         self._acked = trio.Event()
+        self._ack: SipRequest | None = None
         self._done_called = False
 
     def __repr__(self) -> str:
@@ -166,29 +188,43 @@ class SipIncomingCall:
             await self.reject(500, "No Media Port")
             raise CallFailed(500, "Server Internal Error") from None
         offer = self._offer
-        body = session.describe(
-            offer.codec, offer.dtmf_payload_type, answer_direction(offer.sdp.direction)
-        )
+        if offer is not None:
+            codec, dtmf = offer.codec, offer.dtmf_payload_type
+            body = session.describe(codec, dtmf, answer_direction(offer.sdp.direction))
+            media.set_remote(offer.remote)
+        else:  # late offer: ours goes in the 200, the ACK answers it
+            body = session.offer(self._codecs)
+            codec, dtmf = KNOWN_CODECS[self._codecs[0]], None  # until the ACK says
         extra = [("Contact", self._identity.contact), ("Allow", self._identity.allow)]
         extra += [("Record-Route", v) for v in self.invite.headers.get_all("Record-Route")]
         extra.append(("Content-Type", "application/sdp"))
         ok = self._response(200, extra=extra, body=body)
         # the leg exists before the 200 leaves: a BYE may overtake the ACK (§15)
-        leg = self._make_leg(self._dialog(), media, offer, session)
+        leg = self._make_leg(self._dialog(), media, codec, dtmf, session)
         await self._send_final(ok)
-        self._log.info(
-            "call %s from %r answered: %s, media %s:%d",
-            self.call_id,
-            self.caller,
-            offer.codec.name,
-            *offer.remote,
-        )
         with trio.move_on_after(TIMER_H):
             await self._wait_ack_or_end(leg)
         if not self._acked.is_set() and not leg.ended.is_set():
             self._log.warning("call %s: our 200 was never ACKed; hanging up", self.call_id)
             self._spawn(leg.hangup)  # the BYE's own transaction need not hold up the caller
             raise CallFailed(NO_ACK_STATUS, "Request Timeout")
+        if offer is None and self._ack is not None:
+            offer = usable_sdp(self._ack.body, self._codecs)
+            if isinstance(offer, str):
+                self._log.warning(
+                    "call %s: the ACK's SDP answer: %s; hanging up", self.call_id, offer
+                )
+                self._spawn(leg.hangup)
+                raise CallFailed(UNUSABLE_ANSWER_STATUS, "Not Acceptable Here")
+            leg.codec, leg.dtmf_payload_type = offer.codec, offer.dtmf_payload_type
+            media.set_remote(offer.remote)
+        self._log.info(
+            "call %s from %r answered: %s, media %s",
+            self.call_id,
+            self.caller,
+            leg.codec.name,
+            leg.remote_rtp,
+        )
         return leg
 
     async def reject(self, status: int = 480, reason: str | None = None) -> None:
@@ -230,6 +266,7 @@ class SipIncomingCall:
             return False
         if ack.to.tag not in (None, self._tag):
             return False
+        self._ack = ack
         self._acked.set()
         return True
 

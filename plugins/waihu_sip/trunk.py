@@ -9,7 +9,8 @@ with 501. A new INVITE is an inbound call: for one of the trunk's ``numbers``,
 with an offer we can answer, it gets 100 Trying and 180 Ringing and is handed
 to the core (``ProviderContext.incoming``) as a ``SipIncomingCall``
 (``incoming``), which answers or rejects it; a number not listed gets 404, an
-offer without a codec of ours 488, and every INVITE 480 when the trunk lists
+offer without a codec of ours 488 (an INVITE without SDP gets our offer in
+the 200, RFC 3261 §13.2.1), and every INVITE 480 when the trunk lists
 no numbers or the core takes no inbound calls.
 
 Error handling: a bad target, an unusable answer or a final non-2xx is a
@@ -60,7 +61,7 @@ from waihu_sip.health import (
     probe_forever,
 )
 from waihu_sip.identity import ALLOWED_METHODS, LocalIdentity
-from waihu_sip.incoming import Offer, SipIncomingCall, read_offer
+from waihu_sip.incoming import SipIncomingCall, read_offer
 from waihu_sip.leg import SessionState, SipCallLeg
 from waihu_sip.media_socket import MediaSocket, open_media_socket
 from waihu_sip.message import SipRequest, SipResponse, make_response
@@ -476,7 +477,7 @@ class SipTrunk(Provider):
             )
             return make_response(invite, 404, to_tag=new_token())
         offer = read_offer(invite, self.config.codecs)
-        if not isinstance(offer, Offer):
+        if isinstance(offer, str):
             self.log.info("refused inbound call %s from %s: %s", invite.call_id, caller, offer)
             return make_response(invite, 488, to_tag=new_token())
         transport, identity = self._transport_or_fail(), self._identity
@@ -486,6 +487,7 @@ class SipTrunk(Provider):
             invite=invite,
             source=source,
             offer=offer,
+            codecs=self.config.codecs,
             number=number,
             trunk=self.context.name,
             transport=transport,
@@ -541,19 +543,23 @@ class SipTrunk(Provider):
         return media, session
 
     def _answered_leg(
-        self, dialog: Dialog, media: MediaSocket, offer: Offer, session: SessionState
+        self,
+        dialog: Dialog,
+        media: MediaSocket,
+        codec: Codec,
+        dtmf_payload_type: int | None,
+        session: SessionState,
     ) -> SipCallLeg:
         """The leg of an inbound call being answered, known to the trunk from now on."""
         transport, identity = self._transport_or_fail(), self._identity
         assert identity is not None
-        media.set_remote(offer.remote)
         leg = SipCallLeg(
             transport=transport,
             identity=identity,
             dialog=dialog,
             media=media,
-            codec=offer.codec,
-            dtmf_payload_type=offer.dtmf_payload_type,
+            codec=codec,
+            dtmf_payload_type=dtmf_payload_type,
             session=session,
             spawn=self._spawn,
             on_gone=self._forget,
