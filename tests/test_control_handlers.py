@@ -76,7 +76,7 @@ async def test_calls_lists_newest_first_with_talk_time(tmp_path: Path) -> None:
     assert everything[2] == {
         "id": "old", "number": "01012345678", "script": "hello", "status": "ended",
         "sip_status": None, "grade": None, "created_at": T0, "duration": 38.3,
-        "hangup_by": None, "outcome": None, "campaign_id": None,
+        "hangup_by": None, "outcome": None, "campaign_id": None, "direction": "outbound",
     }  # fmt: skip
     assert rows[0]["duration"] is None and rows[0]["sip_status"] == 486
 

@@ -1,6 +1,8 @@
-"""One outbound call from dial to filed result.
+"""One call, outbound or inbound, from dial (or ring) to filed result.
 
-``place_call`` dials through a trunk, wires the answered leg to the media
+``place_call`` dials through a trunk (``answer_call`` answers an inbound
+call after it rang ``[inbound] answer_after`` seconds; from the answer on
+both run the same ``_talk``), wires the answered leg to the media
 clock (``CallMedia``), runs the voice pipeline (endpointer → ASR → utterance)
 beside the dialogue engine, and hangs up. It tells the call's
 ``CallLifecycle`` (``waihu.call_lifecycle``) what happens — ringing,
@@ -69,6 +71,7 @@ from waihu.api import (
     CampaignStore,
     EarlyMedia,
     HangupSide,
+    IncomingCall,
     ProviderError,
     Storage,
     TransferResult,
@@ -120,7 +123,7 @@ from waihu.media.recorder import StereoRecorder
 from waihu.media.telephone_event import DTMF_EVENTS
 from waihu.transfer import TransferCall, Transfers, carry_out, whisper_fields
 
-__all__ = ["CallServices", "place_call", "record_as_dict"]
+__all__ = ["CallServices", "answer_call", "place_call", "record_as_dict"]
 
 log = logging.getLogger("waihu.call")
 
@@ -135,6 +138,9 @@ PRERENDER_RATE = 8000
 TRUNK_ERROR_PREFIX = "trunk: "  # how ``error`` files a transport-level failure
 CANCELLED_ERROR = "cancelled: daemon shutting down"
 RING_TIMEOUT_STATUS = 408  # what a trunk files when the ring timeout passes (Trunk.dial)
+RINGING_STATUS = 180  # an inbound call rings from the moment the core has it
+UNAVAILABLE_STATUS = 503  # the answer to an inbound call the daemon stops before answering
+CALLER_GAVE_UP = "the caller hung up before it was answered"
 
 
 @attrs.frozen
@@ -337,23 +343,10 @@ async def place_call(
                     ending.error, ending.trunk_error = f"{TRUNK_ERROR_PREFIX}{exc}", True
                     log.warning("call %s to %s: %s", record.id, record.number, exc)
                 else:
-                    life.answered(leg.codec.name)
-                    log.info("call %s to %s answered (%s)", record.id, record.number,
-                             leg.codec.name)  # fmt: skip
-                    with trio.move_on_after(services.call.max_duration) as too_long:
-                        await _converse(
-                            services, leg, life, loaded, said,
-                            control=control, early=early[0] if early else None,
-                        )  # fmt: skip
-                    if too_long.cancelled_caught:
-                        max_duration = services.call.max_duration
-                        ending.error = f"hung up after call.max_duration ({max_duration} s)"
-                    if not leg.ended.is_set():
-                        # the BYE transaction lives on in the trunk; a callee that never
-                        # answers it must not hold back the record for Timer F (32 s)
-                        with trio.move_on_after(BYE_WAIT):
-                            await leg.hangup()
-                    ending.hangup_by = leg.ended_by or "robot"
+                    await _talk(
+                        services, leg, life, loaded, said, ending,
+                        control=control, early=early[0] if early else None,
+                    )  # fmt: skip
             if operator.cancelled_caught:
                 log.info("call %s to %s: %s", record.id, record.number, OPERATOR_HANGUP)
                 if leg is None:  # the trunk CANCELled the INVITE
@@ -366,41 +359,146 @@ async def place_call(
             nursery.cancel_scope.cancel()  # the filing loop and early media
         ending.reached = True
     except Exception as exc:
-        log.exception("call %s to %s failed", record.id, record.number)
-        while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
-            exc = exc.exceptions[0]  # the nursery's wrapping says nothing to an operator
-        ending.reached, ending.error = True, f"{type(exc).__name__}: {exc}"
+        _crashed(exc, record, ending)
     finally:
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(HANGUP_GRACE):
-                if leg is not None and not leg.ended.is_set():
-                    try:
-                        await leg.hangup()
-                        ending.hangup_by = ending.hangup_by or "robot"
-                    except Exception:
-                        log.exception("call %s: hang-up failed", record.id)
-            if not ending.reached:  # cancelled: drain deadline, shutdown
-                ending.error = ending.error or CANCELLED_ERROR
-            if leg is not None:
-                try:
-                    record.media_quality = leg_media_quality(leg)
-                except Exception:
-                    log.exception("call %s: cannot read the media figures", record.id)
-            await life.end(
-                sip_status=ending.sip_status,
-                sip_reason=ending.sip_reason,
-                error=ending.error,
-                trunk_error=ending.trunk_error,
-                hangup_by=ending.hangup_by,
-                interrupted=not ending.reached,
-            )
-            log.info(
-                "call %s to %s %s (%s): sip %s, grade %s, hung up by %s%s",
-                record.id, record.number, record.status, record.outcome, record.sip_status,
-                record.grade, record.hangup_by or "-",
-                f", error: {record.error}" if record.error else "",
-            )  # fmt: skip
+        await _close(leg, life, ending)
     return record
+
+
+async def answer_call(
+    services: CallServices,
+    call: IncomingCall,
+    record: CallRecord,
+    loaded: LoadedScript,
+    *,
+    variables: Mapping[str, str] | None = None,
+    answer_after: float = 0.0,
+    control: CallControl | None = None,
+) -> CallRecord:
+    """Answer an inbound ``call`` after ``answer_after`` seconds of ringing and run it as
+    ``place_call`` runs an answered one; returns the filed record.
+
+    The record must be new (``dialing``, ``direction`` inbound, ``number`` the
+    caller); it is ``ringing`` while the caller hears the ring, and final on
+    return. A caller who hangs up while it rings files it ``failed`` with 487
+    and ``hangup_by`` callee. Cancelled before the answer (drain deadline,
+    shutdown), the call is refused with 503 so the caller is not left ringing.
+    """
+    life = CallLifecycle(record, storage=services.storage, events=services.events)
+    leg: CallLeg | None = None
+    ending = _Ending()
+    said = call_variables(loaded.script, variables or {})
+    try:
+        await life.begin()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(life.keep_filed)
+            nursery.start_soon(_prerender, services, loaded, said)  # while it rings
+            life.progress(RINGING_STATUS, "Ringing")  # the trunk rang the caller already
+            with trio.CancelScope() as operator:
+                if control is not None:
+                    control.bind(operator)
+                try:
+                    with trio.move_on_after(answer_after):
+                        await call.cancelled.wait()
+                    leg = await call.answer()
+                except CallFailed as exc:
+                    ending.sip_status, ending.sip_reason = exc.status, exc.reason
+                    detail = CALLER_GAVE_UP if call.cancelled.is_set() else None
+                    ending.error = failure_reason(exc.status, exc.reason, detail)
+                    if call.cancelled.is_set():
+                        life.hangup("callee")
+                    log.info("call %s from %s: %s", record.id, record.number, ending.error)
+                else:
+                    await _talk(services, leg, life, loaded, said, ending, control=control)
+            if operator.cancelled_caught:  # the operator refused it ringing, or hung up
+                if leg is None:
+                    ending.error = f"{OPERATOR_HANGUP} while it rang"
+                else:
+                    ending.hangup_by, ending.error = "robot", OPERATOR_HANGUP
+            nursery.cancel_scope.cancel()  # the filing loop
+        ending.reached = True
+    except Exception as exc:
+        _crashed(exc, record, ending)
+    finally:
+        if leg is None:  # never answered: a caller left ringing would wait for nothing
+            with trio.CancelScope(shield=True), trio.move_on_after(HANGUP_GRACE):
+                try:
+                    await call.reject(UNAVAILABLE_STATUS)
+                except Exception:
+                    log.exception("call %s: refusing the inbound call failed", record.id)
+        await _close(leg, life, ending)
+    return record
+
+
+async def _talk(
+    services: CallServices,
+    leg: CallLeg,
+    life: CallLifecycle,
+    loaded: LoadedScript,
+    said: Mapping[str, str],
+    ending: _Ending,
+    *,
+    control: CallControl | None = None,
+    early: EarlyAudio | None = None,
+) -> None:
+    """An answered call, outbound or inbound, from the answer until it is hung up."""
+    record = life.record
+    life.answered(leg.codec.name)
+    log.info("call %s with %s answered (%s)", record.id, record.number, leg.codec.name)
+    with trio.move_on_after(services.call.max_duration) as too_long:
+        await _converse(services, leg, life, loaded, said, control=control, early=early)
+    if too_long.cancelled_caught:
+        max_duration = services.call.max_duration
+        ending.error = f"hung up after call.max_duration ({max_duration} s)"
+    if not leg.ended.is_set():
+        # the BYE transaction lives on in the trunk; a callee that never answers
+        # it must not hold back the record for Timer F (32 s)
+        with trio.move_on_after(BYE_WAIT):
+            await leg.hangup()
+    ending.hangup_by = leg.ended_by or "robot"
+
+
+def _crashed(exc: Exception, record: CallRecord, ending: _Ending) -> None:
+    """A call that failed on our side (a bug, a provider's error): logged, and said so."""
+    log.exception("call %s with %s failed", record.id, record.number)
+    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]  # the nursery's wrapping says nothing to an operator
+    ending.reached, ending.error = True, f"{type(exc).__name__}: {exc}"
+
+
+async def _close(leg: CallLeg | None, life: CallLifecycle, ending: _Ending) -> None:
+    """Hang up a leg still up and file the call's end, shielded and bounded: it runs even
+    when the call was cancelled (drain deadline, shutdown)."""
+    record = life.record
+    with trio.CancelScope(shield=True):
+        with trio.move_on_after(HANGUP_GRACE):
+            if leg is not None and not leg.ended.is_set():
+                try:
+                    await leg.hangup()
+                    ending.hangup_by = ending.hangup_by or "robot"
+                except Exception:
+                    log.exception("call %s: hang-up failed", record.id)
+        if not ending.reached:  # cancelled: drain deadline, shutdown
+            ending.error = ending.error or CANCELLED_ERROR
+        if leg is not None:
+            try:
+                record.media_quality = leg_media_quality(leg)
+            except Exception:
+                log.exception("call %s: cannot read the media figures", record.id)
+        await life.end(
+            sip_status=ending.sip_status,
+            sip_reason=ending.sip_reason,
+            error=ending.error,
+            trunk_error=ending.trunk_error,
+            hangup_by=ending.hangup_by,
+            interrupted=not ending.reached,
+        )
+        log.info(
+            "call %s with %s %s (%s): sip %s, grade %s, hung up by %s%s",
+            record.id, record.number, record.status, record.outcome, record.sip_status,
+            record.grade, record.hangup_by or "-",
+            f", error: {record.error}" if record.error else "",
+        )  # fmt: skip
 
 
 def _known(failure: CallFailed, ring_timeout: float) -> str | None:

@@ -1,7 +1,8 @@
 """Loading and validating ``waihud.toml`` into typed attrs objects.
 
 The file is read with ``tomllib``; the core's own tables (``[daemon]``,
-``[media]``, ``[call]``, ``[campaign]``, ``[metrics]``) are structured here, and every
+``[media]``, ``[call]``, ``[campaign]``, ``[metrics]``, ``[inbound]``) are
+structured here, and every
 provider table is structured with the ``Config`` class of the provider its
 ``type`` names. Which provider tables exist comes from the one table of kinds,
 ``waihu.providers.PROVIDER_KINDS``: a singleton kind has exactly one table
@@ -47,6 +48,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DaemonConfig",
+    "InboundConfig",
     "MediaConfig",
     "MetricsConfig",
     "ProviderSection",
@@ -211,6 +213,50 @@ class TransferConfig:
     whisper: str = attrs.field(default="", validator=_template)
 
 
+INBOUND_UNKNOWN_STATUSES = (404, 480)  # what a number with no script is answered
+NUMBER_SEPARATORS = str.maketrans("", "", " -().")  # RFC 3966 visual separators, not digits
+
+
+def _scripts_named(numbers: Mapping[str, str]) -> bool:
+    return all(number.strip() and script.strip() for number, script in numbers.items())
+
+
+@attrs.frozen(kw_only=True)
+class InboundConfig:
+    """``[inbound]``: which script answers the calls trunks take for their ``numbers``.
+
+    ``numbers`` maps a number called (as a trunk lists it) to the script that
+    answers it, ``script`` answers the others (None: they are refused with
+    ``unknown_status``, 404 Not Found or 480 Temporarily Unavailable).
+    ``max_calls`` bounds inbound calls at once (None: only the trunk's
+    ``lines`` and ``daemon.max_calls``); a call over a limit gets 486 Busy
+    Here. ``answer_after`` is how many seconds an inbound call rings before
+    the robot picks up (the greeting renders meanwhile).
+    """
+
+    script: str | None = attrs.field(default=None, validator=_not_blank)
+    numbers: dict[str, str] = attrs.field(
+        factory=dict,
+        validator=check(_scripts_named, "must map numbers to script names, not {value}"),
+    )
+    unknown_status: int = attrs.field(default=404, validator=one_of(*INBOUND_UNKNOWN_STATUSES))
+    max_calls: int | None = attrs.field(default=None, validator=positive())
+    answer_after: float = attrs.field(default=0.0, validator=between(0.0, 60.0))
+
+    @property
+    def enabled(self) -> bool:
+        """True when some number has a script: the trunks hand their inbound calls to the core."""
+        return self.script is not None or bool(self.numbers)
+
+    def script_for(self, number: str) -> str | None:
+        """The script that answers calls to ``number`` (visual separators ignored), or None."""
+        wanted = number.translate(NUMBER_SEPARATORS)
+        for listed, script in self.numbers.items():
+            if listed.translate(NUMBER_SEPARATORS) == wanted:
+                return script
+        return self.script
+
+
 # the core's own top-level tables → their attrs classes
 CORE_SECTIONS: Mapping[str, type] = {
     "daemon": DaemonConfig,
@@ -218,6 +264,7 @@ CORE_SECTIONS: Mapping[str, type] = {
     "call": CallConfig,
     "campaign": CampaignConfig,
     "metrics": MetricsConfig,
+    "inbound": InboundConfig,
 }
 
 
@@ -249,6 +296,7 @@ class Config:
     campaign: CampaignConfig = CampaignConfig()
     metrics: MetricsConfig = MetricsConfig()
     transfers: Mapping[str, TransferConfig] = attrs.field(factory=dict)  # [transfer.NAME]
+    inbound: InboundConfig = InboundConfig()
 
     def sections(self, kind: str) -> list[ProviderSection]:
         """The provider sections of one kind, in file order."""
@@ -454,6 +502,7 @@ def load_config(path: Path | str, provider_types: ProviderTypes) -> Config:
         providers=tuple(providers),
         metrics=core["metrics"],
         transfers=transfers,
+        inbound=core["inbound"],
     )
 
 

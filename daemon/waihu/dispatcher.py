@@ -1,8 +1,9 @@
 """The one way a call starts: admission, lines, pacing and the live calls.
 
 Every call — one placed by an operator (``waihuctl call``), one a campaign
-dials, later the console's and inbound ones — starts with
-``CallDispatcher.start``. The dispatcher owns:
+dials, later the console's — starts with ``CallDispatcher.start``; an inbound
+call a trunk takes for one of its numbers comes to ``CallDispatcher.incoming``
+(see *inbound calls* below). The dispatcher owns:
 
 - *admission*: no call while draining, for a script that is not loaded or a
   trunk that is not configured (the refusal lists the known ones and
@@ -24,7 +25,18 @@ dials, later the console's and inbound ones — starts with
 - *the live calls*: each runs in the dispatcher's nursery (``run``) until it
   is filed; then the caller's ``on_end`` runs, then its line is given back.
   ``drain`` refuses new calls, lets live ones finish up to a deadline, then
-  cancels the rest, which hang up cleanly and are filed.
+  cancels the rest, which hang up cleanly and are filed;
+- *inbound calls*: while it runs, the trunks hand it their inbound calls
+  (``Providers.take_inbound_calls``). A call gets the script ``[inbound]``
+  names for the number called, a call id, a record (``direction`` inbound,
+  ``number`` the caller, ``trunk``) and a line of its trunk, of the daemon
+  and of ``inbound.max_calls``, and is answered by ``waihu.call.answer_call``.
+  Refused, it is answered at once and filed nowhere: no script for the
+  number → ``inbound.unknown_status`` (404 or 480); its script not loaded or
+  it needs variables an inbound call does not have → 480 (logged as an
+  error, a script not loaded also once at start-up: the configuration is
+  wrong); no line free → 486 Busy Here;
+  draining → 503 Service Unavailable.
 
 Error handling: a call's own failures stay in the call (``waihu.call``); an
 ``on_end`` that raises is logged and changes nothing else; an ``on_end``
@@ -50,8 +62,8 @@ from typing import Literal
 import attrs
 import trio
 
-from waihu.api import BadTarget, CallRecord, Trunk, WaihuError, check_target
-from waihu.call import CallServices, place_call
+from waihu.api import BadTarget, CallRecord, IncomingCall, Trunk, WaihuError, check_target
+from waihu.call import CallServices, answer_call, place_call
 from waihu.call_control import CallControl
 from waihu.campaign.pacing import TokenBucket
 from waihu.config import Config
@@ -78,12 +90,21 @@ ON_END_SECONDS = 30.0  # an on_end callback (a campaign filing its attempt) may 
 TRUNK_BURST = 1  # calls a trunk may start at once: carriers count calls per second, so spread
 CALL_ID_TIME = "%Y%m%d-%H%M%S-"  # a call id starts with its local start time, for people
 CALL_ID_RANDOM_BYTES = 3  # then random hex: unique among calls started in the same second
+BUSY_STATUS = 486  # an inbound call with no line free: Busy Here
+UNAVAILABLE_STATUS = 480  # an inbound call its configuration cannot answer now
+DRAINING_STATUS = 503  # an inbound call while waihud shuts down: the caller's side may retry
+ANONYMOUS = "anonymous"  # the number filed for a caller who gave none (RFC 3323's user)
 # "did you mean": difflib's default similarity, which takes 'ofice' or 'Office' for 'office'
 # but not 'home' (a name that is merely short and shares letters)
 SUGGEST_CUTOFF = 0.6
 
 RefusalCode = Literal["unavailable", "not_found", "bad_request"]
 OnEnd = Callable[[CallRecord], Awaitable[None]]
+
+
+def inbound_variables(call: IncomingCall) -> dict[str, str]:
+    """The variables an inbound call's script can use: ``{caller}`` and ``{called}``."""
+    return {"caller": call.caller, "called": call.number}
 
 
 def new_call_id(now: float | None = None) -> str:
@@ -159,6 +180,15 @@ class Line:
                 semaphore.release()
 
 
+@attrs.frozen
+class _Admitted:
+    """An inbound call that may be answered: its script (by name, and loaded) and its line."""
+
+    script: str
+    loaded: LoadedScript
+    line: Line
+
+
 class CallDispatcher:
     """Starts calls under the daemon's and each trunk's limits, and keeps the live ones."""
 
@@ -188,6 +218,8 @@ class CallDispatcher:
             self._trunk_lines[section.name] = trio.Semaphore(limits.lines)
             self._buckets[section.name] = TokenBucket(limits.calls_per_minute, TRUNK_BURST)
             self._pacing[section.name] = trio.Lock()
+        inbound = config.inbound
+        self._inbound_lines = trio.Semaphore(inbound.max_calls or config.daemon.max_calls)
         self._calls: trio.Nursery | None = None
         self._running = 0  # call tasks, until each has filed, run on_end and given back its line
         self._idle = trio.Event()
@@ -209,8 +241,13 @@ class CallDispatcher:
         """Own the calls' nursery; ready for ``start`` once started, until cancelled or drained."""
         async with trio.open_nursery() as calls:
             self._calls = calls
-            task_status.started()
-            await trio.sleep_forever()
+            self._check_inbound_scripts()
+            self.providers.take_inbound_calls(self.incoming)
+            try:
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                self.providers.take_inbound_calls(None)
 
     async def drain(self, timeout: float) -> None:
         """Refuse new calls; give live ones ``timeout`` seconds, then cancel the rest.
@@ -391,20 +428,146 @@ class CallDispatcher:
                 control=self._controls[record.id],
             )
         finally:
-            del self._live[record.id]
-            del self._controls[record.id]
-            if on_end is not None:
-                with trio.CancelScope(shield=True), trio.move_on_after(ON_END_SECONDS) as slow:
-                    try:
-                        await on_end(record)
-                    except Exception:
-                        log.exception("call %s: on_end failed", record.id)
-                if slow.cancelled_caught:
-                    log.error("call %s: on_end gave up after %.0f s", record.id, ON_END_SECONDS)
-            line.release()
-            self._running -= 1
-            if self._running == 0:
-                self._idle.set()
+            await self._call_over(record, line, on_end)
+
+    # ───────────────────────── inbound calls ─────────────────────────
+
+    def incoming(self, call: IncomingCall) -> None:
+        """Take an inbound call a trunk accepted (``waihu.api.IncomingCallHandler``): start
+        answering it with its number's script, or refuse it (see the module docstring).
+
+        Never raises for a call it refuses: the refusal is sent from a task of its own.
+        """
+        calls = self._calls
+        if calls is None:
+            raise DispatchRefused("unavailable", "waihud is not taking calls yet")
+        admitted = self._admit_inbound(call)
+        if not isinstance(admitted, _Admitted):
+            status, why = admitted
+            log.info(
+                "inbound call %s from %r to %s on %s refused %d: %s",
+                call.call_id, call.caller, call.number, call.trunk, status, why,
+            )  # fmt: skip
+            calls.start_soon(self._refuse, call, status)
+            return
+        loaded, line = admitted.loaded, admitted.line
+        record = CallRecord(
+            id=new_call_id(),
+            number=call.caller or ANONYMOUS,
+            script=admitted.script,
+            trunk=call.trunk,
+            created_at=time.time(),
+            script_hash=loaded.script.content_hash or None,
+            direction="inbound",
+        )
+        log.info(
+            "inbound call %s (SIP %s) from %s to %s on %s: script %s",
+            record.id, call.call_id, record.number, call.number, call.trunk, record.script,
+        )  # fmt: skip
+        self._live[record.id] = record
+        self._controls[record.id] = CallControl()
+        if self._running == 0:
+            self._idle = trio.Event()
+        self._running += 1
+        calls.start_soon(self._run_inbound, call, record, loaded, line)
+
+    def _check_inbound_scripts(self) -> None:
+        """Say at start-up, once per key, which ``[inbound]`` script is not loaded (its
+        callers will hear 480 until it is)."""
+        inbound = self.config.inbound
+        named = [("inbound.script", inbound.script)] + [
+            (f"inbound.numbers.{number}", script) for number, script in inbound.numbers.items()
+        ]
+        for key, script in named:
+            if script is not None and self.scripts.get(script) is None:
+                known = ", ".join(sorted(self.scripts.scripts)) or "none loaded"
+                log.error(
+                    "%s: %s: script %r is not loaded (loaded: %s); its callers get 480",
+                    self.config.path, key, script, known,
+                )  # fmt: skip
+
+    def _admit_inbound(self, call: IncomingCall) -> _Admitted | tuple[int, str]:
+        """The script and line for an inbound call, or (status, why) to refuse it with."""
+        inbound = self.config.inbound
+        if self.draining:
+            return DRAINING_STATUS, "waihud is shutting down"
+        script_name = inbound.script_for(call.number)
+        if script_name is None:
+            return inbound.unknown_status, "no [inbound] script for this number"
+        loaded = self.scripts.get(script_name)
+        if loaded is None:
+            log.error(
+                "%s: inbound script %r for %s is not loaded (known: %s)",
+                self.config.path, script_name, call.number,
+                ", ".join(sorted(self.scripts.scripts)) or "none",
+            )  # fmt: skip
+            return UNAVAILABLE_STATUS, f"script {script_name!r} is not loaded"
+        missing = missing_variables(loaded.script, inbound_variables(call))
+        if missing:
+            name, line_text = missing[0]
+            log.error(
+                "%s: inbound script %r needs variable %r (%s), which an inbound call lacks",
+                self.config.path, script_name, name, line_text,
+            )  # fmt: skip
+            return UNAVAILABLE_STATUS, f"script {script_name!r} needs variable {name!r}"
+        if call.trunk not in self._trunk_lines:
+            return UNAVAILABLE_STATUS, f"trunk {call.trunk!r} is not configured"
+        line = self._try_inbound_line(call.trunk)
+        if line is None:
+            return BUSY_STATUS, "no line free"
+        return _Admitted(script_name, loaded, line)
+
+    def _try_inbound_line(self, trunk: str) -> Line | None:
+        """A line of ``inbound.max_calls``, of ``trunk`` and of the daemon now, or None."""
+        held: list[trio.Semaphore] = []
+        for semaphore in (self._inbound_lines, self._trunk_lines[trunk], self._all_lines):
+            try:
+                semaphore.acquire_nowait()
+            except trio.WouldBlock:
+                for taken in held:
+                    taken.release()
+                return None
+            held.append(semaphore)
+        return Line(trunk, tuple(held))
+
+    async def _refuse(self, call: IncomingCall, status: int) -> None:
+        try:
+            await call.reject(status)
+        except Exception:
+            log.exception("inbound call %s: refusing it failed", call.call_id)
+
+    async def _run_inbound(
+        self, call: IncomingCall, record: CallRecord, loaded: LoadedScript, line: Line
+    ) -> None:
+        try:
+            await answer_call(
+                self._services(),
+                call,
+                record,
+                loaded,
+                variables=inbound_variables(call),
+                answer_after=self.config.inbound.answer_after,
+                control=self._controls[record.id],
+            )
+        finally:
+            await self._call_over(record, line, None)
+
+    async def _call_over(self, record: CallRecord, line: Line, on_end: OnEnd | None) -> None:
+        """A call has been filed: forget it, run ``on_end``, give its line back."""
+        del self._live[record.id]
+        del self._controls[record.id]
+        if on_end is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(ON_END_SECONDS) as slow:
+                try:
+                    await on_end(record)
+                except Exception:
+                    log.exception("call %s: on_end failed", record.id)
+            if slow.cancelled_caught:
+                log.error("call %s: on_end gave up after %.0f s", record.id, ON_END_SECONDS)
+        line.release()
+        self._running -= 1
+        if self._running == 0:
+            self._idle.set()
 
     def control(self, call_id: str) -> CallControl:
         """The operator's handle on the live call ``call_id``; KeyError when it is not live."""

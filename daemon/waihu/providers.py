@@ -11,7 +11,11 @@ below all read it: a new kind is one more row.
 ``Providers`` builds provider objects from a validated ``Config`` (one
 ``ProviderContext`` recipe for all of them), starts the long-lived ones in
 table order in the daemon's nursery, and hands out the started instances
-(``get``, ``started``, ``storage``). Classifiers (``nlu``) are built fresh
+(``get``, ``started``, ``storage``). Trunks are built with an ``incoming``
+handler when ``[inbound]`` gives some number a script: it passes each inbound
+call to whoever ``take_inbound_calls`` named (the dispatcher, once it runs);
+before that, or with nobody named, the handler raises and the trunk refuses
+the call itself. Classifiers (``nlu``) are built fresh
 for every script that is loaded and never started.
 
 ``check_providers`` asks the class of every configured provider what would
@@ -45,6 +49,8 @@ from waihu.api import (
     AsrEngine,
     Classifier,
     ConfigProblem,
+    IncomingCall,
+    IncomingCallHandler,
     Notifier,
     Provider,
     ProviderContext,
@@ -158,7 +164,12 @@ def protocol_methods(protocol: type) -> tuple[str, ...]:
 
 
 def provider_context(
-    kind: str, name: str, *, state_dir: Path, cpu_limiter: trio.CapacityLimiter
+    kind: str,
+    name: str,
+    *,
+    state_dir: Path,
+    cpu_limiter: trio.CapacityLimiter,
+    incoming: IncomingCallHandler | None = None,
 ) -> ProviderContext:
     """The context every provider of ``kind`` named ``name`` is built with."""
     return ProviderContext(
@@ -166,6 +177,7 @@ def provider_context(
         state_dir=state_dir,
         log=logging.getLogger(f"waihu.{kind}.{name}"),
         cpu_limiter=cpu_limiter,
+        incoming=incoming,
     )
 
 
@@ -218,6 +230,7 @@ class Providers:
         self.state_dir = state_dir
         self.cpu_limiter = cpu_limiter
         self._started: dict[str, dict[str, Any]] = {kind.name: {} for kind in PROVIDER_KINDS}
+        self._inbound: IncomingCallHandler | None = None  # who takes inbound calls now
 
     def build(self, kind: str, name: str) -> Any:
         """A new, not yet started provider for the ``[kind.name]`` section.
@@ -230,9 +243,26 @@ class Providers:
             raise LookupError(f"no [{kind}.{name}] section in {self.config.path}")
         cls = self.types[kind][section.type]
         context = provider_context(
-            kind, name, state_dir=self.state_dir, cpu_limiter=self.cpu_limiter
+            kind,
+            name,
+            state_dir=self.state_dir,
+            cpu_limiter=self.cpu_limiter,
+            incoming=self._pass_incoming
+            if kind == "trunk" and self.config.inbound.enabled
+            else None,
         )
         return cls(section.config, context)
+
+    def take_inbound_calls(self, handler: IncomingCallHandler | None) -> None:
+        """Hand the trunks' inbound calls to ``handler`` from now on (None: refuse them)."""
+        self._inbound = handler
+
+    def _pass_incoming(self, call: IncomingCall) -> None:
+        """The ``incoming`` handler of every trunk: on to ``take_inbound_calls``' handler."""
+        handler = self._inbound
+        if handler is None:  # the trunk refuses the call (480) and logs this
+            raise ProviderError(f"call {call.call_id}: waihud is not taking calls now")
+        handler(call)
 
     async def start_all(self, nursery: trio.Nursery) -> None:
         """Build and start every configured provider of every started kind, in table order.

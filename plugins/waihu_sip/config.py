@@ -100,6 +100,8 @@ class SipTrunkConfig:
     ``Route: <sip:outbound;lr>`` (§8.1.2). ``auth_username``: the digest user
     name when it is not ``username``. ``contact_user``: the user part of our
     Contact (default ``from_user``).
+    ``numbers``: our numbers or SIP users this trunk takes inbound calls for
+    (the INVITE's Request-URI user, else its To user; empty: no inbound calls).
     """
 
     proxy: str = attrs.field(
@@ -213,6 +215,15 @@ class SipTrunkConfig:
         validator=check(
             lambda v: v == 0 or ABSOLUTE_MIN_SE <= v <= MAX_SESSION_EXPIRES,
             f"must be 0 (no session timer) or up to {MAX_SESSION_EXPIRES} seconds, not {{value}}",
+        ),
+    )
+
+    # our numbers (or SIP users) this trunk takes inbound calls for; empty: none (480)
+    numbers: list[str] = attrs.field(
+        factory=list,
+        validator=check(
+            lambda v: all(_no_space(n) for n in v) and len(set(v)) == len(v),
+            "must be a list of distinct numbers or SIP user names, not {value}",
         ),
     )
 

@@ -9,8 +9,13 @@ there first with a pre-loaded ``;lr`` Route;
 ``dial`` places a call and returns the answered ``SipCallLeg``. Requests from
 the far end are answered here: in-dialog ones by their leg, OPTIONS with 200, a
 request for a dialog we do not know with 481, a method we do not implement
-with 501, and a new INVITE (inbound calls are not taken in this release) with
-480.
+with 501. A new INVITE is an inbound call: for one of the trunk's ``numbers``,
+with an offer we can answer, it gets 100 Trying and 180 Ringing and is handed
+to the core (``ProviderContext.incoming``) as a ``SipIncomingCall``
+(``incoming``), which answers or rejects it; a number not listed gets 404, an
+offer without a codec of ours 488 (an INVITE without SDP gets our offer in
+the 200, RFC 3261 §13.2.1), and every INVITE 480 when the trunk lists
+no numbers or the core takes no inbound calls.
 
 Error handling: a bad target, an unusable answer or a final non-2xx is a
 ``CallFailed``; no response at all from the proxy, no free RTP port or a
@@ -45,11 +50,13 @@ from waihu.api import (
     ProviderContext,
     TrunkError,
     TrunkStatus,
+    WaihuError,
 )
 from waihu_sip import target as target_syntax
 from waihu_sip.address import NameAddress, SipUri, format_host_port
 from waihu_sip.config import SipTrunkConfig
 from waihu_sip.dialog import Dialog
+from waihu_sip.errors import SipParseError
 from waihu_sip.health import (
     Backoff,
     Change,
@@ -59,8 +66,9 @@ from waihu_sip.health import (
     probe_forever,
 )
 from waihu_sip.identity import ALLOWED_METHODS, LocalIdentity
+from waihu_sip.incoming import SipIncomingCall, read_offer
 from waihu_sip.leg import SessionState, SipCallLeg
-from waihu_sip.media_socket import open_media_socket
+from waihu_sip.media_socket import MediaSocket, open_media_socket
 from waihu_sip.message import SipRequest, SipResponse, make_response
 from waihu_sip.outgoing import OutgoingCall
 from waihu_sip.registration import (
@@ -107,6 +115,7 @@ class SipTrunk(Provider):
         self._identity: LocalIdentity | None = None
         self._nursery: trio.Nursery | None = None
         self._legs: dict[str, SipCallLeg] = {}
+        self._incoming: dict[str, SipIncomingCall] = {}  # inbound INVITEs not yet ACKed/over
         self._health = TrunkHealth(
             probing=config.probe_interval > 0,
             failures=config.probe_failures,
@@ -582,6 +591,9 @@ class SipTrunk(Provider):
         assert transport is not None and identity is not None
         leg = self._legs.get(request.call_id)
         if request.method == "ACK":
+            incoming = self._incoming.get(request.call_id)
+            if incoming is not None and incoming.handle_ack(request):
+                return  # it acknowledges our final answer to an inbound INVITE
             if leg is not None and leg.dialog.matches(request):
                 leg.handle_ack(request)
             return  # an ACK is never answered
@@ -596,13 +608,17 @@ class SipTrunk(Provider):
                 extra=[("Allow", identity.allow), ("Accept", "application/sdp")],
             )
         elif request.method == "CANCEL":
-            response = make_response(request, 481)  # we never have an INVITE pending to cancel
+            incoming = self._incoming.get(request.call_id)
+            if incoming is None:
+                response = make_response(request, 481)  # no INVITE of that call is pending
+            else:
+                response = incoming.handle_cancel(request)
         elif request.to.tag is None:
             if request.method == "INVITE":
-                self.log.info(
-                    "refused inbound call %s from %s", request.call_id, request.headers.get("From")
-                )
-                response = make_response(request, 480, to_tag=new_token())
+                refusal = await self._on_invite(request, source)
+                if refusal is None:
+                    return  # the inbound call answers for itself
+                response = refusal
             else:
                 response = make_response(request, 481, to_tag=new_token())
         elif leg is None or not leg.dialog.matches(request):
@@ -614,6 +630,134 @@ class SipTrunk(Provider):
             response = await leg.handle_request(request, source)
         response.headers.add("Server", identity.user_agent)
         await transport.respond(request, response, source)
+
+    # ─────────────── inbound calls ───────────────
+
+    async def _on_invite(self, invite: SipRequest, source: Address) -> SipResponse | None:
+        """A new INVITE: the response refusing it, or None once it is ringing and the core has
+        it (or it was a retransmission, answered by its call)."""
+        pending = self._incoming.get(invite.call_id)
+        if pending is not None:
+            if invite.top_via.branch != pending.invite.top_via.branch:
+                return make_response(invite, 482)  # §8.2.2.2: the same request by another path
+            again = pending.handle_invite_retransmission()
+            if again is not None:
+                await self._transport_or_fail().send(again, source)
+            return None
+        caller = invite.headers.get("From")
+        number = self._called_number(invite)
+        handler = self.context.incoming
+        if handler is None or not self.config.numbers:
+            self.log.info("refused inbound call %s from %s: not taken here", invite.call_id, caller)
+            return make_response(invite, 480, to_tag=new_token())
+        if number is None:
+            self.log.info(
+                "refused inbound call %s from %s to %s: not one of the trunk's numbers",
+                invite.call_id,
+                caller,
+                invite.uri,
+            )
+            return make_response(invite, 404, to_tag=new_token())
+        offer = read_offer(invite, self.config.codecs)
+        if isinstance(offer, str):
+            self.log.info("refused inbound call %s from %s: %s", invite.call_id, caller, offer)
+            return make_response(invite, 488, to_tag=new_token())
+        transport, identity = self._transport_or_fail(), self._identity
+        assert identity is not None
+        await transport.send(make_response(invite, 100), source)
+        call = SipIncomingCall(
+            invite=invite,
+            source=source,
+            offer=offer,
+            codecs=self.config.codecs,
+            number=number,
+            trunk=self.context.name,
+            transport=transport,
+            identity=identity,
+            make_media=self._open_media,
+            make_leg=self._answered_leg,
+            spawn=self._spawn,
+            on_done=self._forget_incoming,
+            log=self.log,
+        )
+        self._incoming[call.call_id] = call
+        self.log.info("inbound call %s from %r to %s", call.call_id, call.caller, number)
+        await call.ring()
+        try:
+            handler(call)
+        except WaihuError as exc:  # the core takes no calls now (starting, stopping)
+            self.log.warning("refused inbound call %s: %s", call.call_id, exc)
+            await call.reject(480)
+        except Exception:
+            self.log.exception("call %s: the core could not take the inbound call", call.call_id)
+            await call.reject(500)
+        return None
+
+    def _called_number(self, invite: SipRequest) -> str | None:
+        """Which of the trunk's ``numbers`` the INVITE is for (the Request-URI's user, else
+        To's), as the config spells it; None when it is none of them."""
+        wanted = {n.translate(VISUAL_SEPARATORS): n for n in self.config.numbers}
+        candidates = [invite.uri]
+        if invite.headers.get("To"):
+            candidates.append(str(invite.to.uri))
+        for text in candidates:
+            try:
+                user = SipUri.parse(text).user
+            except SipParseError:
+                continue
+            if user is not None and user.translate(VISUAL_SEPARATORS) in wanted:
+                return wanted[user.translate(VISUAL_SEPARATORS)]
+        return None
+
+    def _open_media(self) -> tuple[MediaSocket, SessionState]:
+        """An RTP socket and the SDP session that advertises it; OSError when none binds."""
+        cfg, identity = self.config, self._identity
+        assert identity is not None
+        rtp_host = cfg.rtp_host or cfg.local_host
+        media = open_media_socket(rtp_host, self.log, cfg.rtp_ports)
+        sdp_host = cfg.public_host or (identity.host if rtp_host == UNSPECIFIED_IPV4 else rtp_host)
+        session = SessionState(
+            host=sdp_host,
+            port=media.local_address[1],
+            session_id=random.randrange(1, SESSION_ID_MAX),
+            version=1,
+        )
+        return media, session
+
+    def _answered_leg(
+        self,
+        dialog: Dialog,
+        media: MediaSocket,
+        codec: Codec,
+        dtmf_payload_type: int | None,
+        session: SessionState,
+    ) -> SipCallLeg:
+        """The leg of an inbound call being answered, known to the trunk from now on."""
+        transport, identity = self._transport_or_fail(), self._identity
+        assert identity is not None
+        leg = SipCallLeg(
+            transport=transport,
+            identity=identity,
+            dialog=dialog,
+            media=media,
+            codec=codec,
+            dtmf_payload_type=dtmf_payload_type,
+            session=session,
+            spawn=self._spawn,
+            on_gone=self._forget,
+            log=self.log,
+        )
+        self._legs[dialog.call_id] = leg
+        return leg
+
+    def _forget_incoming(self, call: SipIncomingCall) -> None:
+        if self._incoming.get(call.call_id) is call:
+            del self._incoming[call.call_id]
+
+    def _transport_or_fail(self) -> SipTransport:
+        if self._transport is None:
+            raise TrunkError("SIP trunk is not running")
+        return self._transport
 
 
 def _route_source(destination: Address) -> str:

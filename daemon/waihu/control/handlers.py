@@ -102,6 +102,7 @@ def call_summary(record: CallRecord) -> dict[str, Any]:
         "hangup_by": record.hangup_by,
         "outcome": record.outcome,
         "campaign_id": record.campaign_id,
+        "direction": record.direction,
     }
 
 

@@ -351,6 +351,7 @@ def render_call(result: Mapping[str, Any]) -> str:
         grade += f"  ({result['grade_reason']})"
     header = [
         ("number", _value(result.get("number"))),
+        ("direction", _value(result.get("direction"))),  # inbound: the number called us
         ("script", script),
         ("trunk", _value(result.get("trunk"))),
         ("created", _when(result.get("created_at"))),
