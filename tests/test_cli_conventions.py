@@ -152,7 +152,7 @@ def test_bash_completion_completes_commands_subcommands_options_and_files(
         "complete -o bashdefault -F _shtab_waihuctl waihuctl",
         "call calls campaign",
         "start stop",
-        "show fetch play",  # after `call`, its subcommands (a TARGET is free text)
+        "show hangup dtmf fetch play",  # after `call`, its subcommands (a TARGET is free text)
         "--force",
         "bash zsh",
         "--json",

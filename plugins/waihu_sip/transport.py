@@ -210,6 +210,7 @@ class SipTransport:
         self._connect_locks: dict[Address, trio.Lock] = {}
         self._nursery: trio.Nursery | None = None
         self._serve_scope = trio.CancelScope()
+        self._closed = False
         self._on_request: RequestHandler | None = None
         self._waiters: dict[tuple[str, str], trio.MemorySendChannel[SipResponse]] = {}
         # server side: (branch, sent-by, method) → (response bytes, destination, expiry, stream)
@@ -287,6 +288,7 @@ class SipTransport:
 
     def close(self) -> None:
         """Close every socket and connection; ``serve`` returns."""
+        self._closed = True
         self._serve_scope.cancel()
         if self._sock is not None:
             self._sock.close()
@@ -492,6 +494,11 @@ class SipTransport:
         if self._sock is None and self._listener is None:
             raise RuntimeError("transport is not open")
         self._on_request = on_request
+        if self._closed:
+            return
+        # a new scope per call: a trunk serves again briefly while it unregisters on its way
+        # down, after its main receive loop was cancelled
+        self._serve_scope = trio.CancelScope()
         with self._serve_scope:
             try:
                 async with trio.open_nursery() as nursery:
