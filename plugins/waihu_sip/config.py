@@ -13,6 +13,7 @@ import attrs
 from waihu.api import check
 from waihu_sip.address import split_host_port
 from waihu_sip.errors import SipParseError
+from waihu_sip.guard import parse_allow_entry
 from waihu_sip.sdp import KNOWN_CODECS
 
 __all__ = ["SipTrunkConfig"]
@@ -23,6 +24,11 @@ MIN_PROBE_INTERVAL = 1.0  # seconds; anything shorter floods the proxy for no ne
 MAX_PROBE_INTERVAL = 86400.0  # a day: a longer gap says nothing about the trunk now
 DEFAULT_PROBE_FAILURES = 3  # unanswered probes (or calls) in a row before the trunk is failing
 MAX_PROBE_FAILURES = 100
+# Flood limits per source address. A busy trunk's proxy sends a few requests and responses per
+# call set-up; 100 calls set up within a second stay well under 400 datagrams, while one
+# flooding source is cut to this rate before any parsing (guard.py).
+DEFAULT_FLOOD_RATE = 200.0  # datagrams per second per source
+DEFAULT_FLOOD_BURST = 400.0  # datagrams at once from one source
 
 
 def _is_host_port(text: str) -> bool:
@@ -49,6 +55,16 @@ def _is_port_range(value: tuple[int, ...]) -> bool:
     )
 
 
+def _is_allow_entry(text: object) -> bool:
+    if not isinstance(text, str) or not _no_space(text.replace("/", "")):
+        return False
+    try:
+        parse_allow_entry(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _no_space(text: str) -> bool:
     return bool(text) and not any(c.isspace() or c in '<>@;:"' for c in text)
 
@@ -73,6 +89,14 @@ class SipTrunkConfig:
     probing; the trunk is then ``up`` rather than ``reachable``).
     ``probe_failures``: how many probes in a row without an answer, or calls in
     a row that got no answer at all from the proxy, make the trunk ``failing``.
+    ``allow_from``: addresses, CIDR networks and host names (resolved at
+    start-up and again every few minutes) that may send SIP to the trunk, on
+    top of the proxy's own addresses, which are always allowed.
+    ``unknown_sources``: what others get: ``"drop"`` (silence, the default)
+    or ``"reject"`` (403 Forbidden). ``flood_rate``/``flood_burst``: datagrams
+    per second, and at once, accepted from one source address; more are dropped
+    unread. ``rtcp``: send and read RTCP reports on the port above each call's
+    RTP port (RFC 3550).
     """
 
     proxy: str = attrs.field(
@@ -130,6 +154,31 @@ class SipTrunkConfig:
             lambda v: 1 <= v <= MAX_PROBE_FAILURES, f"must be 1–{MAX_PROBE_FAILURES}, not {{value}}"
         ),
     )
+
+    allow_from: list[str] = attrs.field(
+        factory=list,
+        validator=check(
+            lambda v: isinstance(v, list) and all(_is_allow_entry(e) for e in v),
+            "must be a list of addresses, networks (10.0.0.0/8) or host names, not {value}",
+        ),
+    )
+    unknown_sources: str = attrs.field(
+        default="drop",
+        validator=check(
+            lambda v: v in ("drop", "reject"), 'must be "drop" or "reject", not {value!r}'
+        ),
+    )
+    flood_rate: float = attrs.field(
+        default=DEFAULT_FLOOD_RATE,
+        validator=check(
+            lambda v: v > 0, "must be greater than 0 (datagrams per second), not {value}"
+        ),
+    )
+    flood_burst: float = attrs.field(
+        default=DEFAULT_FLOOD_BURST,
+        validator=check(lambda v: v >= 1, "must be at least 1 (datagrams), not {value}"),
+    )
+    rtcp: bool = True
 
     def __attrs_post_init__(self) -> None:
         if (self.username is None) != (self.password is None):

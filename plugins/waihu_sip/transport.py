@@ -9,6 +9,9 @@ Routing rules:
   method) gets the cached answer again, so every request handler is
   idempotent for free; anything else, and every ACK, goes to the request
   handler;
+- before any of that, the ``admit`` hook (the trunk's guard) is asked about
+  each datagram's source: "drop" discards it unread, "reject" answers a
+  request 403 Forbidden (never an ACK, never a response);
 - a datagram that does not parse is logged at warning, naming the sender and
   the problem, and dropped. Nothing a peer sends ends the receive loop.
 
@@ -26,6 +29,7 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import trio
 
@@ -36,14 +40,16 @@ from waihu_sip.message import (
     SipResponse,
     Via,
     is_keepalive,
+    make_response,
     parse_message,
 )
 from waihu_sip.timers import TIMER_D, TIMER_H, TIMER_J
 
-__all__ = ["Address", "ResponseInbox", "SipTransport", "new_branch", "new_token"]
+__all__ = ["Address", "Admission", "ResponseInbox", "SipTransport", "new_branch", "new_token"]
 
 Address = tuple[str, int]  # resolved IPv4 address and port
 RequestHandler = Callable[[SipRequest, Address], Awaitable[None]]
+Admission = Literal["accept", "drop", "reject"]  # the admit hook's verdict on a datagram
 
 MAX_DATAGRAM = 65535  # largest UDP payload; SIP over UDP stays far below
 RESPONSE_QUEUE = 16  # responses buffered per client transaction before dropping
@@ -74,9 +80,17 @@ class ResponseInbox:
 class SipTransport:
     """One UDP socket for SIP: sending, receiving, response routing and retransmission caches."""
 
-    def __init__(self, *, host: str, port: int, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        log: logging.Logger,
+        admit: Callable[[Address], Admission] | None = None,
+    ) -> None:
         self._bind = (host, port)
         self.log = log
+        self._admit = admit
         self._sock: trio.socket.SocketType | None = None
         self._waiters: dict[tuple[str, str], trio.MemorySendChannel[SipResponse]] = {}
         # server side: (branch, sent-by, method) → (response bytes, destination, expiry)
@@ -195,6 +209,12 @@ class SipTransport:
                 self.log.warning("receive error on SIP socket: %s", exc)
                 continue
             source = (str(source[0]), int(source[1]))
+            if self._admit is not None:
+                verdict = self._admit(source)
+                if verdict != "accept":
+                    if verdict == "reject":
+                        await self._reject(data, source)
+                    continue
             self._purge()
             if is_keepalive(data):
                 continue
@@ -205,6 +225,15 @@ class SipTransport:
             except Exception:
                 # a bug in handling one message must not stop the trunk from hearing the rest
                 self.log.exception("error handling SIP message from %s:%d", *source)
+
+    async def _reject(self, data: bytes, source: Address) -> None:
+        """403 to a request from a refused source; nothing to an ACK, a response or garbage."""
+        try:
+            message = parse_message(data)
+        except SipParseError:
+            return
+        if isinstance(message, SipRequest) and message.method != "ACK":
+            await self.send(make_response(message, 403, to_tag=new_token()), source)
 
     async def _route(self, data: bytes, source: Address, on_request: RequestHandler) -> None:
         message = parse_message(data)

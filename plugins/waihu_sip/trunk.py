@@ -42,9 +42,10 @@ from waihu.api import (
     TrunkStatus,
 )
 from waihu_sip import target as target_syntax
-from waihu_sip.address import NameAddress, SipUri, format_host_port
+from waihu_sip.address import NameAddress, SipUri, format_host_port, split_host_port
 from waihu_sip.config import SipTrunkConfig
 from waihu_sip.dialog import Dialog
+from waihu_sip.guard import GuardCounts, SipGuard, parse_allow_entry
 from waihu_sip.health import (
     Backoff,
     Change,
@@ -59,13 +60,20 @@ from waihu_sip.media_socket import open_media_socket
 from waihu_sip.message import SipRequest, SipResponse, make_response
 from waihu_sip.outgoing import OutgoingCall
 from waihu_sip.transaction import send_non_invite
-from waihu_sip.transport import Address, SipTransport, new_token
+from waihu_sip.transport import Address, Admission, SipTransport, new_token
 
 __all__ = ["SipTrunk"]
 
 UNSPECIFIED_IPV4 = "0.0.0.0"
 DEFAULT_SIP_PORT = 5060
 SHUTDOWN_BYE_GRACE = 1.0  # seconds to spend sending BYEs when the trunk stops
+ALLOW_REFRESH = 300.0  # seconds between re-resolutions of the host names allowed to send SIP
+# the first re-resolution, soon after start-up: it adds the proxy's other addresses (start-up
+# kept only the one the proxy was resolved to)
+ALLOW_FIRST_REFRESH = 10.0
+# the trunk's own peers by config key: always allowed (registrar/outbound_proxy come with
+# registration support; a key this config does not have is skipped)
+PEER_KEYS = ("proxy", "registrar", "outbound_proxy")
 SESSION_ID_MAX = 2**62  # o= session ids: random, well inside what peers parse as integers
 VISUAL_SEPARATORS = str.maketrans("", "", " -().")  # RFC 3966 §5.1.1, dropped from numbers
 # RFC 3261 §25.1 user characters we accept as typed; '#' is allowed and sent escaped (%23)
@@ -96,6 +104,15 @@ class SipTrunk(Provider):
         self._health = TrunkHealth(
             probing=config.probe_interval > 0, failures=config.probe_failures, now=time.time()
         )
+        networks = [parse_allow_entry(entry) for entry in config.allow_from]
+        self._guard = SipGuard(
+            networks=[n for n in networks if n is not None],
+            unknown_sources="reject" if config.unknown_sources == "reject" else "drop",
+            flood_rate=config.flood_rate,
+            flood_burst=config.flood_burst,
+            log=self.log,
+        )
+        self._allowed_names: dict[str, frozenset[str]] = {}  # host name → its last addresses
 
     # ─────────────── lifetime ───────────────
 
@@ -133,6 +150,7 @@ class SipTrunk(Provider):
                 self._note(self._health.came_up(time.time()))
                 if self.config.probe_interval:
                     nursery.start_soon(self._probe_forever)
+                nursery.start_soon(self._refresh_allowed_forever)
                 if not started:
                     task_status.started()
                 await trio.sleep_forever()
@@ -149,7 +167,9 @@ class SipTrunk(Provider):
         """Bind the socket and resolve the proxy; None when done, else what went wrong."""
         cfg = self.config
         host, port = cfg.proxy_host_port
-        transport = SipTransport(host=cfg.local_host, port=cfg.local_port, log=self.log)
+        transport = SipTransport(
+            host=cfg.local_host, port=cfg.local_port, log=self.log, admit=self._admit
+        )
         try:
             await transport.open()
         except OSError as exc:
@@ -162,6 +182,7 @@ class SipTrunk(Provider):
         except BaseException:
             transport.close()  # cancelled while resolving: the socket is not ours to keep
             raise
+        await self._resolve_allowed(known={host: proxy[0]})
         self._transport = transport
         self.local_address = transport.local_address
         advertised = cfg.public_host or cfg.local_host
@@ -174,6 +195,53 @@ class SipTrunk(Provider):
             user_agent=cfg.user_agent,
         )
         return None
+
+    # ─────────────── who may send SIP ───────────────
+
+    def _admit(self, source: Address) -> Admission:
+        return self._guard.admit(source, trio.current_time())
+
+    def security_counts(self) -> GuardCounts:
+        """What the guard did with datagrams so far: accepted, dropped or rejected as unknown,
+        dropped over the flood limit (totals since the trunk was built)."""
+        return self._guard.counts
+
+    def _allowed_hosts(self) -> list[str]:
+        """Host names and addresses whose resolved addresses are allowed: the trunk's peers and
+        the ``allow_from`` entries that are not networks."""
+        hosts: list[str] = []
+        for key in PEER_KEYS:
+            value = getattr(self.config, key, None)
+            if isinstance(value, str) and value:
+                hosts.append(split_host_port(value)[0])
+        hosts.extend(e for e in self.config.allow_from if parse_allow_entry(e) is None)
+        return hosts
+
+    async def _resolve_allowed(self, known: dict[str, str] | None = None) -> None:
+        """Resolve every allowed host name (all its addresses) and hand them to the guard.
+
+        ``known`` maps names just resolved (the proxy, at start-up) to their address, which
+        is used as it is until the next re-resolution. A name that does not resolve now
+        keeps the addresses it had (logged).
+        """
+        for host in self._allowed_hosts():
+            if known and host in known:
+                self._allowed_names[host] = frozenset([known[host]])
+                continue
+            try:
+                infos = await trio.socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_DGRAM)
+            except OSError as exc:
+                if host not in self._allowed_names:
+                    self.log.warning("allowed host %s does not resolve (%s)", host, _why(exc))
+                continue
+            self._allowed_names[host] = frozenset(str(info[4][0]) for info in infos)
+        self._guard.set_resolved(a for addresses in self._allowed_names.values() for a in addresses)
+
+    async def _refresh_allowed_forever(self) -> None:
+        await trio.sleep(ALLOW_FIRST_REFRESH)
+        while True:
+            await self._resolve_allowed()
+            await trio.sleep(ALLOW_REFRESH)
 
     # ─────────────── health ───────────────
 
