@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
-from waihu.api import Codec, HangupSide
+from waihu.api import Codec, HangupSide, MediaQuality
 from waihu_sip.dialog import Dialog
 from waihu_sip.errors import SdpError
 from waihu_sip.identity import LocalIdentity
@@ -127,6 +127,36 @@ class SipCallLeg:
         self._bye_done: trio.Event | None = None  # set once our BYE transaction is over
         self._bye_sent = False
         self._awaiting_ack: dict[int, trio.Event] = {}  # CSeq of a re-INVITE we answered 2xx
+        self._accept_payload_types()
+        if media.rtcp_enabled:
+            try:
+                spawn(media.run_rtcp)
+            except RuntimeError:  # the trunk is stopping: the call goes without reports
+                pass
+
+    @property
+    def dtmf_payload_type(self) -> int | None:
+        """The telephone-event payload type both ends agreed on, or None."""
+        return self._dtmf_payload_type
+
+    @dtmf_payload_type.setter
+    def dtmf_payload_type(self, value: int | None) -> None:
+        # a re-INVITE may change it: the media socket must then let the new type through
+        self._dtmf_payload_type = value
+        if hasattr(self, "_media"):
+            self._accept_payload_types()
+
+    def _accept_payload_types(self) -> None:
+        """Tell the media socket which payload types the far end may send: ours, negotiated."""
+        types = [self.codec.payload_type]
+        if self._dtmf_payload_type is not None:
+            types.append(self._dtmf_payload_type)
+        self._media.set_payload_types(types, self.codec.clock_rate)
+
+    def media_quality(self) -> MediaQuality | None:
+        """Loss, jitter and round trip of the call's media so far (RTP counts and RTCP reports;
+        the round trip and remote figures stay None without RTCP from the far end)."""
+        return self._media.quality()
 
     def __repr__(self) -> str:
         return f"<SipCallLeg {self.call_id} {self.codec.name} ended_by={self.ended_by}>"

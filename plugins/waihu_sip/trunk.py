@@ -351,7 +351,7 @@ class SipTrunk(Provider):
         cfg = self.config
         rtp_host = cfg.rtp_host or cfg.local_host
         try:
-            media = open_media_socket(rtp_host, self.log, cfg.rtp_ports)
+            media = open_media_socket(rtp_host, self.log, cfg.rtp_ports, rtcp=cfg.rtcp)
         except OSError as exc:
             raise TrunkError(f"no RTP port on {rtp_host}: {exc}") from None
         sdp_host = cfg.public_host or (identity.host if rtp_host == UNSPECIFIED_IPV4 else rtp_host)
