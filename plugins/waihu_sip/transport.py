@@ -12,6 +12,8 @@ Routing rules:
 - before any of that, the ``admit`` hook (the trunk's guard) is asked about
   each datagram's source: "drop" discards it unread, "reject" answers a
   request 403 Forbidden (never an ACK, never a response);
+- at debug level every message sent and received is logged whole, except the
+  digest ``response`` of credentials headers (``log_redaction``);
 - a datagram that does not parse is logged at warning, naming the sender and
   the problem, and dropped. Nothing a peer sends ends the receive loop.
 
@@ -34,6 +36,7 @@ from typing import Literal
 import trio
 
 from waihu_sip.errors import SipParseError
+from waihu_sip.log_redaction import redact_message
 from waihu_sip.message import (
     BRANCH_MAGIC,
     SipRequest,
@@ -141,7 +144,9 @@ class SipTransport:
         if self._sock is None:
             raise RuntimeError("transport is not open")
         if self.log.isEnabledFor(logging.DEBUG):
-            self.log.debug("→ %s:%d\n%s", *destination, data.decode("utf-8", "replace"))
+            self.log.debug(
+                "→ %s:%d\n%s", *destination, redact_message(data.decode("utf-8", "replace"))
+            )
         try:
             await self._sock.sendto(data, destination)
         except OSError as exc:
@@ -238,7 +243,7 @@ class SipTransport:
     async def _route(self, data: bytes, source: Address, on_request: RequestHandler) -> None:
         message = parse_message(data)
         if self.log.isEnabledFor(logging.DEBUG):
-            self.log.debug("← %s:%d\n%s", *source, data.decode("utf-8", "replace"))
+            self.log.debug("← %s:%d\n%s", *source, redact_message(data.decode("utf-8", "replace")))
         if isinstance(message, SipResponse):
             await self._route_response(message, source)
             return
