@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +25,13 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
+import trio.testing
 
 from waihu.testing.peer_process import free_udp_port, running_peer
 from waihu.testing.sipp import SCENARIOS, SIPP, render_scenario, sipp_peer
 from waihu_sip.config import SipTrunkConfig
 from waihu_sip.guard import LOG_EVERY, REJECT_BURST, SipGuard, TokenBucket, parse_allow_entry
-from waihu_sip.trunk import SipTrunk
+from waihu_sip.trunk import ALLOW_FIRST_REFRESH, ALLOW_REFRESH, SipTrunk
 
 from sip_harness import LOGGER, running_trunk
 
@@ -126,6 +128,54 @@ async def test_an_allowed_host_name_is_resolved(tmp_path: Path) -> None:
         ) as trunk:
             statuses = await knock(tmp_path, trunk, source="127.0.0.1", expect=(200, 480))
     assert statuses == [200, 480]
+
+
+class ChangingResolver(trio.abc.HostnameResolver):
+    """DNS whose answer for ``pbx.test`` changes when the test says so (no name server here
+    can be made to do that). Numeric hosts never reach it: trio resolves them itself."""
+
+    def __init__(self) -> None:
+        self.answers = {"pbx.test": ["192.0.2.1"]}
+
+    async def getaddrinfo(
+        self,
+        host: bytes | str | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,  # the name is trio's
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[str, int]]]:
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        if name not in self.answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [
+            (socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP, "", (a, int(port or 0)))
+            for a in self.answers[name]
+        ]
+
+    async def getnameinfo(self, sockaddr: tuple[str, int], flags: int) -> tuple[str, str]:
+        raise NotImplementedError
+
+
+async def test_allowed_names_are_resolved_again(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    resolver = ChangingResolver()
+    trio.socket.set_custom_hostname_resolver(resolver)
+    with trio.fail_after(10_000):
+        async with running_trunk(
+            tmp_path, proxy="127.0.0.1:5999", allow_from=["pbx.test", "gone.test"]
+        ) as trunk:
+            assert trunk.allowed("192.0.2.1") and trunk.allowed("127.0.0.1")
+            assert not trunk.allowed("192.0.2.2")
+            resolver.answers["pbx.test"] = ["192.0.2.2", "192.0.2.3"]
+            await trio.sleep(ALLOW_FIRST_REFRESH + 1)
+            assert trunk.allowed("192.0.2.2") and trunk.allowed("192.0.2.3")
+            assert not trunk.allowed("192.0.2.1")
+            del resolver.answers["pbx.test"]  # stops resolving: keeps its last addresses
+            await trio.sleep(ALLOW_REFRESH)
+            assert trunk.allowed("192.0.2.2")
 
 
 # ─────────────── a flood while a call talks ───────────────

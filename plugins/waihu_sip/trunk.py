@@ -201,6 +201,10 @@ class SipTrunk(Provider):
     def _admit(self, source: Address) -> Admission:
         return self._guard.admit(source, trio.current_time())
 
+    def allowed(self, ip: str) -> bool:
+        """Whether ``ip`` may send SIP to this trunk now (allow_from and the proxy)."""
+        return self._guard.is_allowed(ip)
+
     def security_counts(self) -> GuardCounts:
         """What the guard did with datagrams so far: accepted, dropped or rejected as unknown,
         dropped over the flood limit (totals since the trunk was built)."""
