@@ -11,6 +11,10 @@ Error handling: a BYE that gets no answer within 32 s, or a re-INVITE whose
 caller of ``hangup`` does not cut a BYE short, and errors there are logged,
 never raised into the trunk.
 
+The leg tells its media socket which payload types were negotiated (only
+those are received) and runs the socket's RTCP reports in the trunk's
+nursery; ``media_quality`` gives their figures.
+
 Not for: RTP packetising, codecs or pacing (the core's media layer), DTMF
 sending and transfer (not in this release: they raise NotImplementedError).
 """

@@ -8,6 +8,11 @@ request for a dialog we do not know with 481, a method we do not implement
 with 501, and a new INVITE (inbound calls are not taken in this release) with
 480.
 
+Only the proxy's addresses and ``allow_from`` may talk to the port at all:
+the transport asks the trunk's guard (``guard.SipGuard``) about every
+datagram before parsing it, which also limits each source to ``flood_rate``;
+``security_counts`` says what it refused.
+
 Error handling: a bad target, an unusable answer or a final non-2xx is a
 ``CallFailed``; no response at all from the proxy, no free RTP port or a
 trunk that is not running (or is down) is a ``TrunkError``. A proxy that
