@@ -30,7 +30,14 @@ import trio.testing
 from waihu.testing.peer_process import free_udp_port, running_peer
 from waihu.testing.sipp import SCENARIOS, SIPP, render_scenario, sipp_peer
 from waihu_sip.config import SipTrunkConfig
-from waihu_sip.guard import LOG_EVERY, REJECT_BURST, SipGuard, TokenBucket, parse_allow_entry
+from waihu_sip.guard import (
+    LOG_EVERY,
+    REJECT_BURST,
+    SHARED_BURST,
+    SipGuard,
+    TokenBucket,
+    parse_allow_entry,
+)
 from waihu_sip.trunk import ALLOW_FIRST_REFRESH, ALLOW_REFRESH, SipTrunk
 
 from sip_harness import LOGGER, running_trunk
@@ -300,6 +307,16 @@ def test_an_allowed_source_over_the_rate_is_dropped_and_others_are_not() -> None
     assert guard.admit(("192.0.2.2", 5060), 0.0) == "accept"  # its own bucket
     assert guard.admit(("192.0.2.1", 5060), 0.1) == "accept"  # refilled one token
     assert guard.counts.flood_dropped == 3
+
+
+def test_allowed_networks_share_one_budget_and_the_proxy_does_not_spend_it() -> None:
+    guard = make_guard(networks=[ipaddress.ip_network("10.0.0.0/8")], flood_burst=1000.0)
+    guard.set_resolved(["192.0.2.1"], peers=["192.0.2.1"])
+    verdicts = [guard.admit((f"10.0.{i // 250}.{i % 250}", 5060), 0.0) for i in range(2500)]
+    assert verdicts.count("accept") == SHARED_BURST  # many sources, one budget
+    assert guard.admit(("192.0.2.1", 5060), 0.0) == "accept"  # the proxy is not in it
+    assert guard.admit(("10.0.0.1", 5060), 1.0) == "accept"  # refilled at SHARED_RATE
+    assert guard.counts.flood_dropped == 2500 - SHARED_BURST
 
 
 def test_rejections_are_limited_per_source_and_in_total() -> None:

@@ -12,7 +12,12 @@ signalling socket, before a byte of it is parsed, and says ``"accept"``,
 2. **Flood limit.** Every source admitted so far has a token bucket
    (``flood_rate`` datagrams per second, ``flood_burst`` at once, the same
    algorithm as Kamailio's pike or iptables' hashlimit); a datagram over the
-   rate is dropped. Rejections of unknown sources also spend a bucket, and
+   rate is dropped. Everything accepted from sources other than the trunk's
+   own peers (its proxy, registrar, outbound proxy) also spends one shared
+   bucket (``SHARED_RATE`` a second): an allowed network flooding from many
+   addresses at once gets no more than that in total, which bounds what is
+   parsed, answered and cached for 32 s (``SHARED_RATE`` × 32 s entries at
+   most from them). Rejections of unknown sources also spend a bucket, and
    all of them together at most ``REJECTS_PER_SECOND``, so a spoofed flood
    cannot turn the port into a 403 cannon.
 
@@ -48,6 +53,8 @@ __all__ = [
     "LOG_EVERY",
     "MAX_SOURCES",
     "REJECTS_PER_SECOND",
+    "SHARED_BURST",
+    "SHARED_RATE",
     "Admission",
     "GuardCounts",
     "SipGuard",
@@ -63,6 +70,10 @@ MAX_SOURCES = 4096  # buckets and log times kept per trunk (LRU): bounded memory
 LOG_EVERY = 60.0  # seconds: a refused source is logged at most once a minute
 REJECTS_PER_SECOND = 50.0  # all 403s to unknown sources together, so a flood is not answered
 REJECT_BURST = 100.0
+# all accepted datagrams from allow_from (not the trunk's own peers) together: far above what
+# a few PBXs send, far below what parsing can take (~1,000–2,500 requests/s on one core)
+SHARED_RATE = 500.0
+SHARED_BURST = 1000.0
 
 
 @attrs.define
@@ -138,6 +149,8 @@ class SipGuard:
             raise ValueError("flood_rate must be positive and flood_burst at least 1")
         self._static = tuple(networks)
         self._resolved: frozenset[str] = frozenset()
+        self._peers: frozenset[str] = frozenset()
+        self._shared: TokenBucket | None = None
         self._networks: tuple[Network, ...] = self._static
         self._allowed_cache: OrderedDict[str, bool] = OrderedDict()
         self.unknown_sources: UnknownSources = unknown_sources
@@ -152,10 +165,15 @@ class SipGuard:
 
     # ─────────────── configuration ───────────────
 
-    def set_resolved(self, addresses: Iterable[str]) -> None:
+    def set_resolved(self, addresses: Iterable[str], peers: Iterable[str] = ()) -> None:
         """Allow these resolved addresses (the proxy's, and ``allow_from`` host names'), in
-        place of the ones set before: called at start-up and after each re-resolution."""
-        resolved = frozenset(addresses)
+        place of the ones set before: called at start-up and after each re-resolution.
+
+        ``peers`` (allowed too) are the trunk's own proxy, registrar and outbound proxy:
+        only their per-source bucket limits them, not the shared one.
+        """
+        self._peers = frozenset(peers)
+        resolved = frozenset(addresses) | self._peers
         if resolved != self._resolved:
             self._resolved = resolved
             self._allowed_cache.clear()
@@ -191,6 +209,10 @@ class SipGuard:
             self._note(ip, now, "over the flood limit" if known else "not in allow_from")
             return "drop"
         if known:
+            if ip not in self._peers and not self._within_shared_rate(now):
+                self.counts.flood_dropped += 1
+                self._note(ip, now, "over the flood limit of allow_from together")
+                return "drop"
             self.counts.accepted += 1
             return "accept"
         if self.unknown_sources == "reject" and self._may_reject(now):
@@ -209,6 +231,11 @@ class SipGuard:
         else:
             self._buckets.move_to_end(ip)
         return bucket.take(now)
+
+    def _within_shared_rate(self, now: float) -> bool:
+        if self._shared is None:
+            self._shared = TokenBucket.full(SHARED_RATE, SHARED_BURST, now)
+        return self._shared.take(now)
 
     def _may_reject(self, now: float) -> bool:
         if self._rejects is None:

@@ -215,14 +215,19 @@ class SipTrunk(Provider):
         dropped over the flood limit (totals since the trunk was built)."""
         return self._guard.counts
 
-    def _allowed_hosts(self) -> list[str]:
-        """Host names and addresses whose resolved addresses are allowed: the trunk's peers and
-        the ``allow_from`` entries that are not networks."""
+    def _peer_hosts(self) -> list[str]:
+        """Host names or addresses of the trunk's own peers (proxy, registrar, outbound proxy)."""
         hosts: list[str] = []
         for key in PEER_KEYS:
             value = getattr(self.config, key, None)
             if isinstance(value, str) and value:
                 hosts.append(split_host_port(value)[0])
+        return hosts
+
+    def _allowed_hosts(self) -> list[str]:
+        """Host names and addresses whose resolved addresses are allowed: the trunk's peers and
+        the ``allow_from`` entries that are not networks."""
+        hosts = self._peer_hosts()
         hosts.extend(e for e in self.config.allow_from if parse_allow_entry(e) is None)
         return hosts
 
@@ -244,7 +249,11 @@ class SipTrunk(Provider):
                     self.log.warning("allowed host %s does not resolve (%s)", host, _why(exc))
                 continue
             self._allowed_names[host] = frozenset(str(info[4][0]) for info in infos)
-        self._guard.set_resolved(a for addresses in self._allowed_names.values() for a in addresses)
+        peer_hosts = self._peer_hosts()
+        self._guard.set_resolved(
+            (a for addresses in self._allowed_names.values() for a in addresses),
+            peers=(a for h in peer_hosts for a in self._allowed_names.get(h, ())),
+        )
 
     async def _refresh_allowed_forever(self) -> None:
         await trio.sleep(ALLOW_FIRST_REFRESH)
