@@ -28,7 +28,7 @@ import trio
 import trio.testing
 
 from waihu.testing.peer_process import free_udp_port, running_peer
-from waihu.testing.sipp import SCENARIOS, SIPP, render_scenario, sipp_peer
+from waihu.testing.sipp import SCENARIOS, SIPP, UdpPeer, render_scenario, sipp_peer
 from waihu_sip.config import SipTrunkConfig
 from waihu_sip.guard import (
     LOG_EVERY,
@@ -38,9 +38,10 @@ from waihu_sip.guard import (
     TokenBucket,
     parse_allow_entry,
 )
+from waihu_sip.message import Headers, SipRequest, make_response
 from waihu_sip.trunk import ALLOW_FIRST_REFRESH, ALLOW_REFRESH, SipTrunk
 
-from sip_harness import LOGGER, running_trunk
+from sip_harness import LOGGER, dialling, running_trunk
 
 REAL_TIME_LIMIT = 60  # seconds per real-time test; generous, the machine is shared
 STRANGER = "127.0.0.2"  # a loopback address that is not the trunk's proxy
@@ -183,6 +184,50 @@ async def test_allowed_names_are_resolved_again(
             del resolver.answers["pbx.test"]  # stops resolving: keeps its last addresses
             await trio.sleep(ALLOW_REFRESH)
             assert trunk.allowed("192.0.2.2")
+
+
+async def test_a_far_end_that_did_not_record_route_may_send_its_bye(tmp_path: Path) -> None:
+    """The proxy is a UdpPeer on 127.0.0.1 answering for a callee whose Contact is another
+    UdpPeer on 127.0.0.2 and adding no Record-Route, so the callee's BYE comes straight from
+    127.0.0.2 (sipp cannot answer from one address and talk from another). The address is
+    allowed while the call lives, and no longer after."""
+    proxy, callee = UdpPeer(), UdpPeer(STRANGER)
+    with trio.fail_after(REAL_TIME_LIMIT), proxy.sock, callee.sock:
+        await callee.bind()
+        async with running_trunk(tmp_path, proxy=await proxy.bind()) as trunk:
+            assert not trunk.allowed(STRANGER)
+            async with dialling(trunk) as outcome:
+                invite, source, _ = await proxy.receive_request()
+                ok = make_response(
+                    invite, 200, to_tag="callee1",
+                    extra=[("Contact", f"<sip:callee@{callee.address()}>"),
+                           ("Content-Type", "application/sdp")],
+                    body=b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+                    b"t=0 0\r\nm=audio 40000 RTP/AVP 0\r\n",
+                )  # fmt: skip
+                await proxy.send(ok, source)
+                await callee.receive_request()  # the ACK comes straight to the Contact
+            leg = outcome.leg
+            assert leg is not None and trunk.allowed(STRANGER)
+            bye = SipRequest(
+                headers=Headers(
+                    [
+                        ("Via", f"SIP/2.0/UDP {callee.address()};branch=z9hG4bKbye1"),
+                        ("From", f"{invite.headers.get('To')};tag=callee1"),
+                        ("To", invite.headers.get("From") or ""),
+                        ("Call-ID", invite.call_id),
+                        ("CSeq", "1 BYE"),
+                        ("Max-Forwards", "70"),
+                    ]
+                ),
+                body=b"",
+                method="BYE",
+                uri=f"sip:waihu@127.0.0.1:{trunk.local_address[1]}",  # type: ignore[index]
+            )
+            await callee.send(bye, trunk.local_address)  # type: ignore[arg-type]
+            assert (await callee.receive_response()).status == 200
+            assert leg.ended.is_set() and leg.ended_by == "callee"
+            assert not trunk.allowed(STRANGER)  # the call is over
 
 
 # ─────────────── a flood while a call talks ───────────────

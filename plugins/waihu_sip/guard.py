@@ -6,7 +6,8 @@ signalling socket, before a byte of it is parsed, and says ``"accept"``,
 
 1. **Allowlist.** A source whose IP address is not in the trunk's
    ``allow_from`` (addresses and CIDR networks; host names are resolved by
-   the trunk and handed in with ``set_resolved``) is unknown: dropped, or
+   the trunk and handed in with ``set_resolved``), not one of the trunk's
+   peers and not the far end of a live call (``set_dialog_peers``) is unknown: dropped, or
    rejected when the trunk says ``unknown_sources = "reject"``. Any port of an
    allowed address is allowed (a proxy answers from several).
 2. **Flood limit.** Every source admitted so far has a token bucket
@@ -150,6 +151,7 @@ class SipGuard:
         self._static = tuple(networks)
         self._resolved: frozenset[str] = frozenset()
         self._peers: frozenset[str] = frozenset()
+        self._dialog_peers: frozenset[str] = frozenset()
         self._shared: TokenBucket | None = None
         self._networks: tuple[Network, ...] = self._static
         self._allowed_cache: OrderedDict[str, bool] = OrderedDict()
@@ -178,9 +180,16 @@ class SipGuard:
             self._resolved = resolved
             self._allowed_cache.clear()
 
+    def set_dialog_peers(self, addresses: Iterable[str]) -> None:
+        """Also allow these addresses, in place of the ones set before: where the live calls'
+        in-dialog requests go (a far end that did not Record-Route sends its BYE from its
+        own Contact address, not through the proxy)."""
+        self._dialog_peers = frozenset(addresses)
+
     def is_allowed(self, ip: str) -> bool:
-        """True when ``ip`` is a resolved allowed address or inside an allowed network."""
-        if ip in self._resolved:
+        """True when ``ip`` is a resolved allowed address, a live call's far end or inside an
+        allowed network."""
+        if ip in self._resolved or ip in self._dialog_peers:
             return True
         cached = self._allowed_cache.get(ip)
         if cached is None:
@@ -209,7 +218,8 @@ class SipGuard:
             self._note(ip, now, "over the flood limit" if known else "not in allow_from")
             return "drop"
         if known:
-            if ip not in self._peers and not self._within_shared_rate(now):
+            own = ip in self._peers or ip in self._dialog_peers
+            if not own and not self._within_shared_rate(now):
                 self.counts.flood_dropped += 1
                 self._note(ip, now, "over the flood limit of allow_from together")
                 return "drop"

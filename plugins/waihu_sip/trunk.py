@@ -28,6 +28,7 @@ Not for: message parsing (``message``), the INVITE state machine
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
 import socket
@@ -397,6 +398,7 @@ class SipTrunk(Provider):
                 log=self.log,
             )
             self._legs[dialog.call_id] = leg
+            self._allow_dialog_peers()
             return leg
 
         try:
@@ -477,6 +479,20 @@ class SipTrunk(Provider):
     def _forget(self, leg: SipCallLeg) -> None:
         if self._legs.get(leg.call_id) is leg:
             del self._legs[leg.call_id]
+            self._allow_dialog_peers()
+
+    def _allow_dialog_peers(self) -> None:
+        """Let the live calls' next hops (their first route, else the far end's Contact) send
+        in-dialog requests; a host name there is not resolved (list it in allow_from)."""
+        hosts = set()
+        for leg in self._legs.values():
+            host = leg.dialog.next_hop().host
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                continue
+            hosts.add(host)
+        self._guard.set_dialog_peers(hosts)
 
     # ─────────────── requests from the far end ───────────────
 
