@@ -304,9 +304,13 @@ async def test_media_only_from_the_far_end_host_and_latches_to_its_port(tmp_path
             with stranger, callee:
                 await stranger.bind(("127.0.0.2", 0))
                 await callee.bind(("127.0.0.1", 0))
-                await stranger.sendto(b"\x80\x00intruder", local)
-                await callee.sendto(b"\x80\x00callee", local)
-                assert await leg.receive_media() == b"\x80\x00callee"
+                # real RTP headers: the latch moves only for a steady stream (two packets of
+                # one SSRC in sequence: the first waits on probation), see test_sip_security_rtp
+                rtp = b"\x80\x00\x00\x01" + bytes(4) + b"\x00\x00\x00\x07"
+                await stranger.sendto(rtp + b"intruder", local)
+                await callee.sendto(rtp + b"callee 1", local)
+                await callee.sendto(rtp[:3] + b"\x02" + rtp[4:] + b"callee 2", local)
+                assert await leg.receive_media() == rtp[:3] + b"\x02" + rtp[4:] + b"callee 2"
                 assert leg.remote_rtp == callee.getsockname()  # latched
                 leg.send_media(b"\x80\x00robot")
                 data, _ = await callee.recvfrom(100)

@@ -13,6 +13,7 @@ import attrs
 from waihu.api import check
 from waihu_sip.address import split_host_port
 from waihu_sip.errors import SipParseError
+from waihu_sip.guard import parse_allow_entry
 from waihu_sip.sdp import KNOWN_CODECS
 from waihu_sip.session_timer import ABSOLUTE_MIN_SE, DEFAULT_MIN_SE, DEFAULT_SESSION_EXPIRES
 
@@ -30,6 +31,11 @@ MAX_SESSION_EXPIRES = 86400  # a day: a session timer longer than that guards no
 DEFAULT_REGISTER_EXPIRES = 3600  # seconds asked of the registrar (RFC 3261 §10.2.1.1 default)
 MIN_REGISTER_EXPIRES = 1  # 0 would be an unregistration, not a binding
 MAX_REGISTER_EXPIRES = 2**31 - 1  # RFC 3261 §20.19: delta-seconds up to 2**32-1; kept signed
+# Flood limits per source address. A busy trunk's proxy sends a few requests and responses per
+# call set-up; 100 calls set up within a second stay well under 400 datagrams, while one
+# flooding source is cut to this rate before any parsing (guard.py).
+DEFAULT_FLOOD_RATE = 200.0  # datagrams per second per source
+DEFAULT_FLOOD_BURST = 400.0  # datagrams at once from one source
 
 
 def _is_host_port(text: str) -> bool:
@@ -54,6 +60,16 @@ def _is_port_range(value: tuple[int, ...]) -> bool:
         and 1024 <= value[0] < value[1] <= 65535
         and value[1] - value[0] >= 2  # room for at least one even port and its RTCP neighbour
     )
+
+
+def _is_allow_entry(text: object) -> bool:
+    if not isinstance(text, str) or not _no_space(text.replace("/", "")):
+        return False
+    try:
+        parse_allow_entry(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _no_space(text: str) -> bool:
@@ -102,6 +118,14 @@ class SipTrunkConfig:
     Contact (default ``from_user``).
     ``numbers``: our numbers or SIP users this trunk takes inbound calls for
     (the INVITE's Request-URI user, else its To user; empty: no inbound calls).
+    ``allow_from``: addresses, CIDR networks and host names (resolved at
+    start-up and again every few minutes) that may send SIP to the trunk, on
+    top of the proxy's own addresses, which are always allowed.
+    ``unknown_sources``: what others get: ``"drop"`` (silence, the default)
+    or ``"reject"`` (403 Forbidden). ``flood_rate``/``flood_burst``: datagrams
+    per second, and at once, accepted from one source address; more are dropped
+    unread. ``rtcp``: send and read RTCP reports on the port above each call's
+    RTP port (RFC 3550).
     """
 
     proxy: str = attrs.field(
@@ -226,6 +250,31 @@ class SipTrunkConfig:
             "must be a list of distinct numbers or SIP user names, not {value}",
         ),
     )
+
+    allow_from: list[str] = attrs.field(
+        factory=list,
+        validator=check(
+            lambda v: isinstance(v, list) and all(_is_allow_entry(e) for e in v),
+            "must be a list of addresses, networks (10.0.0.0/8) or host names, not {value}",
+        ),
+    )
+    unknown_sources: str = attrs.field(
+        default="drop",
+        validator=check(
+            lambda v: v in ("drop", "reject"), 'must be "drop" or "reject", not {value!r}'
+        ),
+    )
+    flood_rate: float = attrs.field(
+        default=DEFAULT_FLOOD_RATE,
+        validator=check(
+            lambda v: v > 0, "must be greater than 0 (datagrams per second), not {value}"
+        ),
+    )
+    flood_burst: float = attrs.field(
+        default=DEFAULT_FLOOD_BURST,
+        validator=check(lambda v: v >= 1, "must be at least 1 (datagrams), not {value}"),
+    )
+    rtcp: bool = True
 
     def __attrs_post_init__(self) -> None:
         if (self.username is None) != (self.password is None):

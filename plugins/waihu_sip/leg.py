@@ -27,6 +27,10 @@ there are logged, never raised into the trunk. A request we cannot use gets
 the status that says why (400, 415, 422, 481, 488, 489, 491) and a log line;
 the call goes on.
 
+The leg tells its media socket which payload types were negotiated (only
+those are received) and runs the socket's RTCP reports in the trunk's
+nursery; ``media_quality`` gives their figures.
+
 Not for: RTP packetising, codecs or pacing, RFC 4733 telephone-events (the
 core's media layer), attended transfer, bridged transfer (the core).
 """
@@ -43,7 +47,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
-from waihu.api import BadTarget, Codec, HangupSide, TransferResult, TrunkError
+from waihu.api import BadTarget, Codec, HangupSide, MediaQuality, TransferResult, TrunkError
 from waihu_sip.address import SipUri, format_host_port
 from waihu_sip.dialog import Dialog
 from waihu_sip.errors import SdpError
@@ -205,6 +209,36 @@ class SipCallLeg:
         self._refer_watch: ReferWatch | None = None
         self._transfer_active = False
         self._request_seen = trio.Event()  # set on every far-end request: a transfer waits on it
+        self._accept_payload_types()
+        if media.rtcp_enabled:
+            try:
+                spawn(media.run_rtcp)
+            except RuntimeError:  # the trunk is stopping: the call goes without reports
+                pass
+
+    @property
+    def dtmf_payload_type(self) -> int | None:
+        """The telephone-event payload type both ends agreed on, or None."""
+        return self._dtmf_payload_type
+
+    @dtmf_payload_type.setter
+    def dtmf_payload_type(self, value: int | None) -> None:
+        # a re-INVITE may change it: the media socket must then let the new type through
+        self._dtmf_payload_type = value
+        if hasattr(self, "_media"):
+            self._accept_payload_types()
+
+    def _accept_payload_types(self) -> None:
+        """Tell the media socket which payload types the far end may send: ours, negotiated."""
+        types = [self.codec.payload_type]
+        if self._dtmf_payload_type is not None:
+            types.append(self._dtmf_payload_type)
+        self._media.set_payload_types(types, self.codec.clock_rate)
+
+    def media_quality(self) -> MediaQuality | None:
+        """Loss, jitter and round trip of the call's media so far (RTP counts and RTCP reports;
+        the round trip and remote figures stay None without RTCP from the far end)."""
+        return self._media.quality()
 
     def __repr__(self) -> str:
         return f"<SipCallLeg {self.call_id} {self.codec.name} ended_by={self.ended_by}>"

@@ -72,6 +72,7 @@ import trio
 
 from waihu.api import TrunkError
 from waihu_sip.errors import SipParseError
+from waihu_sip.log_redaction import redact_message
 from waihu_sip.message import (
     BRANCH_MAGIC,
     Headers,
@@ -113,6 +114,7 @@ TransportProtocol = Literal["udp", "tcp", "tls"]
 
 MAX_DATAGRAM = 65535  # largest UDP payload; SIP over UDP stays far below
 RESPONSE_QUEUE = 16  # responses buffered per client transaction before dropping
+MAX_ANSWERED = 16384  # final responses kept for retransmitted requests (Timers H/J)
 PURGE_INTERVAL = 5.0  # seconds between sweeps of expired cache entries
 TOKEN_BYTES = 8  # 64 random bits for tags and branches
 # RFC 3261 §18.1.1: a request over 1300 bytes (path MTU unknown) goes congestion-controlled
@@ -486,6 +488,10 @@ class SipTransport:
         if key is not None:
             keep = TIMER_H if request.method == "INVITE" else TIMER_J
             self._answered[key] = (data, destination, trio.current_time() + keep, stream)
+            if len(self._answered) > MAX_ANSWERED:
+                # bounded memory whatever a flood gets past the guard: the oldest go first (a
+                # retransmission of theirs is then handled afresh, which handlers allow)
+                del self._answered[next(iter(self._answered))]
 
     # ─────────────── receiving ───────────────
 
@@ -730,7 +736,7 @@ class SipTransport:
 
     def _dump(self, arrow: str, address: Address, data: bytes) -> None:
         if self.log.isEnabledFor(logging.DEBUG):
-            text = redact(data.decode("utf-8", "replace"))
+            text = redact_message(redact(data.decode("utf-8", "replace")))
             self.log.debug("%s %s:%d\n%s", arrow, *address, text)
 
     def _warn(self, kind: str, message: str, *args: object) -> None:

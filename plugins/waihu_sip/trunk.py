@@ -17,6 +17,11 @@ offer without a codec of ours 488 (an INVITE without SDP gets our offer in
 the 200, RFC 3261 §13.2.1), and every INVITE 480 when the trunk lists
 no numbers or the core takes no inbound calls.
 
+Only the proxy's addresses and ``allow_from`` may talk to the port at all:
+the transport asks the trunk's guard (``guard.SipGuard``) about every
+datagram before parsing it, which also limits each source to ``flood_rate``;
+``security_counts`` says what it refused.
+
 Error handling: a bad target, an unusable answer or a final non-2xx is a
 ``CallFailed``; no response at all from the proxy, no free RTP port or a
 trunk that is not running (or is down) is a ``TrunkError``. A proxy that
@@ -32,6 +37,7 @@ Not for: message parsing (``message``), the INVITE state machine
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
 import socket
@@ -53,10 +59,11 @@ from waihu.api import (
     WaihuError,
 )
 from waihu_sip import target as target_syntax
-from waihu_sip.address import NameAddress, SipUri, format_host_port
+from waihu_sip.address import NameAddress, SipUri, format_host_port, split_host_port
 from waihu_sip.config import SipTrunkConfig
 from waihu_sip.dialog import Dialog
 from waihu_sip.errors import SipParseError
+from waihu_sip.guard import GuardCounts, SipGuard, parse_allow_entry
 from waihu_sip.health import (
     Backoff,
     Change,
@@ -80,7 +87,7 @@ from waihu_sip.registration import (
 )
 from waihu_sip.stream import TlsSettings, TlsSetupError, tls_contexts
 from waihu_sip.transaction import send_non_invite
-from waihu_sip.transport import Address, SipTransport, new_token
+from waihu_sip.transport import Address, Admission, SipTransport, new_token
 
 __all__ = ["SipTrunk"]
 
@@ -88,6 +95,13 @@ UNSPECIFIED_IPV4 = "0.0.0.0"
 DEFAULT_SIP_PORT = 5060
 CLOCK_FORMAT = "%H:%M:%S"  # "registered until 14:02:11" in a trunk's detail
 SHUTDOWN_BYE_GRACE = 1.0  # seconds to spend sending BYEs when the trunk stops
+ALLOW_REFRESH = 300.0  # seconds between re-resolutions of the host names allowed to send SIP
+# the first re-resolution, soon after start-up: it adds the proxy's other addresses (start-up
+# kept only the one the proxy was resolved to)
+ALLOW_FIRST_REFRESH = 10.0
+# the trunk's own peers by config key: always allowed (registrar/outbound_proxy come with
+# registration support; a key this config does not have is skipped)
+PEER_KEYS = ("proxy", "registrar", "outbound_proxy")
 SESSION_ID_MAX = 2**62  # o= session ids: random, well inside what peers parse as integers
 VISUAL_SEPARATORS = str.maketrans("", "", " -().")  # RFC 3966 §5.1.1, dropped from numbers
 # RFC 3261 §25.1 user characters we accept as typed; '#' is allowed and sent escaped (%23)
@@ -122,6 +136,15 @@ class SipTrunk(Provider):
             now=time.time(),
             registering=config.register,
         )
+        networks = [parse_allow_entry(entry) for entry in config.allow_from]
+        self._guard = SipGuard(
+            networks=[n for n in networks if n is not None],
+            unknown_sources="reject" if config.unknown_sources == "reject" else "drop",
+            flood_rate=config.flood_rate,
+            flood_burst=config.flood_burst,
+            log=self.log,
+        )
+        self._allowed_names: dict[str, frozenset[str]] = {}  # host name → its last addresses
 
     # ─────────────── lifetime ───────────────
 
@@ -161,6 +184,7 @@ class SipTrunk(Provider):
                     nursery.start_soon(self._probe_forever)
                 if self.config.register:
                     nursery.start_soon(self._keep_registered)
+                nursery.start_soon(self._refresh_allowed_forever)
                 if not started:
                     task_status.started()
                 await trio.sleep_forever()
@@ -190,6 +214,7 @@ class SipTrunk(Provider):
             protocol=cfg.transport,  # type: ignore[arg-type]  # validated by the config
             tcp_fallback=cfg.tcp_fallback,
             tls=tls,
+            admit=self._admit,
         )
         try:
             await transport.open()
@@ -203,6 +228,7 @@ class SipTrunk(Provider):
         except BaseException:
             transport.close()  # cancelled while resolving: the socket is not ours to keep
             raise
+        await self._resolve_allowed(known={host: proxy[0]})
         self._transport = transport
         self.local_address = transport.local_address
         advertised = cfg.public_host or cfg.local_host
@@ -217,6 +243,66 @@ class SipTrunk(Provider):
         )
         transport.sent_by = (advertised, self.local_address[1])
         return None
+
+    # ─────────────── who may send SIP ───────────────
+
+    def _admit(self, source: Address) -> Admission:
+        return self._guard.admit(source, trio.current_time())
+
+    def allowed(self, ip: str) -> bool:
+        """Whether ``ip`` may send SIP to this trunk now (allow_from and the proxy)."""
+        return self._guard.is_allowed(ip)
+
+    def security_counts(self) -> GuardCounts:
+        """What the guard did with datagrams so far: accepted, dropped or rejected as unknown,
+        dropped over the flood limit (totals since the trunk was built)."""
+        return self._guard.counts
+
+    def _peer_hosts(self) -> list[str]:
+        """Host names or addresses of the trunk's own peers (proxy, registrar, outbound proxy)."""
+        hosts: list[str] = []
+        for key in PEER_KEYS:
+            value = getattr(self.config, key, None)
+            if isinstance(value, str) and value:
+                hosts.append(split_host_port(value)[0])
+        return hosts
+
+    def _allowed_hosts(self) -> list[str]:
+        """Host names and addresses whose resolved addresses are allowed: the trunk's peers and
+        the ``allow_from`` entries that are not networks."""
+        hosts = self._peer_hosts()
+        hosts.extend(e for e in self.config.allow_from if parse_allow_entry(e) is None)
+        return hosts
+
+    async def _resolve_allowed(self, known: dict[str, str] | None = None) -> None:
+        """Resolve every allowed host name (all its addresses) and hand them to the guard.
+
+        ``known`` maps names just resolved (the proxy, at start-up) to their address, which
+        is used as it is until the next re-resolution. A name that does not resolve now
+        keeps the addresses it had (logged).
+        """
+        for host in self._allowed_hosts():
+            if known and host in known:
+                self._allowed_names[host] = frozenset([known[host]])
+                continue
+            try:
+                infos = await trio.socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_DGRAM)
+            except OSError as exc:
+                if host not in self._allowed_names:
+                    self.log.warning("allowed host %s does not resolve (%s)", host, _why(exc))
+                continue
+            self._allowed_names[host] = frozenset(str(info[4][0]) for info in infos)
+        peer_hosts = self._peer_hosts()
+        self._guard.set_resolved(
+            (a for addresses in self._allowed_names.values() for a in addresses),
+            peers=(a for h in peer_hosts for a in self._allowed_names.get(h, ())),
+        )
+
+    async def _refresh_allowed_forever(self) -> None:
+        await trio.sleep(ALLOW_FIRST_REFRESH)
+        while True:
+            await self._resolve_allowed()
+            await trio.sleep(ALLOW_REFRESH)
 
     # ─────────────── health ───────────────
 
@@ -471,7 +557,7 @@ class SipTrunk(Provider):
         cfg = self.config
         rtp_host = cfg.rtp_host or cfg.local_host
         try:
-            media = open_media_socket(rtp_host, self.log, cfg.rtp_ports)
+            media = open_media_socket(rtp_host, self.log, cfg.rtp_ports, rtcp=cfg.rtcp)
         except OSError as exc:
             raise TrunkError(f"no RTP port on {rtp_host}: {exc}") from None
         sdp_host = cfg.public_host or (identity.host if rtp_host == UNSPECIFIED_IPV4 else rtp_host)
@@ -501,6 +587,7 @@ class SipTrunk(Provider):
                 min_se=cfg.min_se,
             )
             self._legs[dialog.call_id] = leg
+            self._allow_dialog_peers()
             return leg
 
         try:
@@ -582,6 +669,20 @@ class SipTrunk(Provider):
     def _forget(self, leg: SipCallLeg) -> None:
         if self._legs.get(leg.call_id) is leg:
             del self._legs[leg.call_id]
+            self._allow_dialog_peers()
+
+    def _allow_dialog_peers(self) -> None:
+        """Let the live calls' next hops (their first route, else the far end's Contact) send
+        in-dialog requests; a host name there is not resolved (list it in allow_from)."""
+        hosts = set()
+        for leg in self._legs.values():
+            host = leg.dialog.next_hop().host
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                continue
+            hosts.add(host)
+        self._guard.set_dialog_peers(hosts)
 
     # ─────────────── requests from the far end ───────────────
 
@@ -714,7 +815,7 @@ class SipTrunk(Provider):
         cfg, identity = self.config, self._identity
         assert identity is not None
         rtp_host = cfg.rtp_host or cfg.local_host
-        media = open_media_socket(rtp_host, self.log, cfg.rtp_ports)
+        media = open_media_socket(rtp_host, self.log, cfg.rtp_ports, rtcp=cfg.rtcp)
         sdp_host = cfg.public_host or (identity.host if rtp_host == UNSPECIFIED_IPV4 else rtp_host)
         session = SessionState(
             host=sdp_host,
