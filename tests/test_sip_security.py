@@ -415,3 +415,29 @@ def test_config_keys_are_validated() -> None:
     ):
         with pytest.raises(ValueError, match=f"^{key}: "):
             SipTrunkConfig(proxy="sbc.example.net", **bad)
+
+
+async def test_the_response_cache_is_bounded_whatever_gets_past_the_guard(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Final answers kept for retransmissions (32 s) stop at ``MAX_ANSWERED``: the oldest go."""
+    import logging as _logging
+
+    from waihu_sip import transport as transport_module
+    from waihu_sip.message import make_response, parse_message
+
+    monkeypatch.setattr(transport_module, "MAX_ANSWERED", 3)
+    transport = transport_module.SipTransport(host="127.0.0.1", port=0, log=_logging.getLogger("t"))
+    await transport.open()
+    try:
+        for n in range(5):
+            options = parse_message(
+                f"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch="
+                f"z9hG4bK{n}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@127.0.0.1>\r\n"
+                f"Call-ID: c{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n".encode()
+            )
+            await transport.respond(options, make_response(options, 200), ("127.0.0.1", 9))
+        kept = [key[0] for key in transport._answered]
+    finally:
+        transport.close()
+    assert kept == ["z9hG4bK2", "z9hG4bK3", "z9hG4bK4"]

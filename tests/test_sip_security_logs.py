@@ -19,7 +19,8 @@ import pytest
 import trio
 
 from waihu.testing.sipp import sipp_peer
-from waihu_sip.log_redaction import REDACTED, redact_message
+from waihu_sip.transport import REDACTED
+from waihu_sip.transport import redact as redact_message
 
 from sip_harness import running_trunk
 

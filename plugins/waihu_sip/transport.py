@@ -72,7 +72,6 @@ import trio
 
 from waihu.api import TrunkError
 from waihu_sip.errors import SipParseError
-from waihu_sip.log_redaction import redact_message
 from waihu_sip.message import (
     BRANCH_MAGIC,
     Headers,
@@ -94,6 +93,7 @@ from waihu_sip.stream import (
 from waihu_sip.timers import TIMER_D, TIMER_H, TIMER_J
 
 __all__ = [
+    "REDACTED",
     "Address",
     "Admission",
     "AdmitHook",
@@ -103,6 +103,7 @@ __all__ = [
     "TransportProtocol",
     "new_branch",
     "new_token",
+    "redact",
 ]
 
 Address = tuple[str, int]  # resolved IPv4 address and port
@@ -736,7 +737,7 @@ class SipTransport:
 
     def _dump(self, arrow: str, address: Address, data: bytes) -> None:
         if self.log.isEnabledFor(logging.DEBUG):
-            text = redact_message(redact(data.decode("utf-8", "replace")))
+            text = redact(data.decode("utf-8", "replace"))
             self.log.debug("%s %s:%d\n%s", arrow, *address, text)
 
     def _warn(self, kind: str, message: str, *args: object) -> None:
