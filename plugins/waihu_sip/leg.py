@@ -6,7 +6,8 @@ BYE (the callee hung up), re-INVITE and UPDATE (session refreshes, hold; the
 codec of the call never changes), OPTIONS.
 
 Error handling: a BYE that gets no answer within 32 s, or a re-INVITE whose
-200 is never ACKed, is logged; the call is over either way. Background work
+200 is never ACKed, is logged; the call is over either way. A BYE answered
+401/407 is sent again with the trunk's digest credentials. Background work
 (BYE and 2xx retransmission) runs in the trunk's nursery, so cancelling the
 caller of ``hangup`` does not cut a BYE short, and errors there are logged,
 never raised into the trunk.
@@ -38,7 +39,7 @@ from waihu_sip.sdp import (
     parse_sdp,
 )
 from waihu_sip.timers import T1, T2, TIMER_H
-from waihu_sip.transaction import send_non_invite
+from waihu_sip.transaction import send_non_invite_authenticated
 from waihu_sip.transport import Address, SipTransport
 
 __all__ = ["SessionState", "SipCallLeg"]
@@ -110,6 +111,8 @@ class SipCallLeg:
         spawn: Spawn,
         on_gone: Callable[[SipCallLeg], None],
         log: logging.Logger,
+        credentials: tuple[str, str] | None = None,
+        answer: SipResponse | None = None,
     ) -> None:
         self.call_id = dialog.call_id
         self.codec = codec
@@ -127,6 +130,8 @@ class SipCallLeg:
         self._bye_done: trio.Event | None = None  # set once our BYE transaction is over
         self._bye_sent = False
         self._awaiting_ack: dict[int, trio.Event] = {}  # CSeq of a re-INVITE we answered 2xx
+        self._credentials = credentials  # the trunk's digest user/password: a BYE may be challenged
+        self.answer = answer  # the 2xx that answered our INVITE (Session-Expires, Supported)
 
     def __repr__(self) -> str:
         return f"<SipCallLeg {self.call_id} {self.codec.name} ended_by={self.ended_by}>"
@@ -193,9 +198,15 @@ class SipCallLeg:
     async def _send_bye(self) -> None:
         assert self._bye_done is not None
         try:
-            bye, destination = await self._bye()
+            destination = await self._bye_destination()
             self._bye_sent = True  # the transaction's first send happens before it can block
-            response = await send_non_invite(self._transport, bye, destination)
+            response = await send_non_invite_authenticated(
+                self._transport,
+                lambda: self.dialog.new_request(self._identity, "BYE"),
+                destination,
+                self._credentials,
+                self._log,
+            )
             if response is None:
                 self._log.warning("call %s: no answer to BYE within 32 s", self.call_id)
             elif not response.success:
@@ -211,9 +222,11 @@ class SipCallLeg:
             self._bye_done.set()
 
     async def _bye(self) -> tuple[SipRequest, Address]:
-        bye = self.dialog.new_request(self._identity, "BYE")
-        destination = await self._transport.resolve(*self.dialog.next_hop().transport_address())
-        return bye, destination
+        destination = await self._bye_destination()
+        return self.dialog.new_request(self._identity, "BYE"), destination
+
+    async def _bye_destination(self) -> Address:
+        return await self._transport.resolve(*self.dialog.next_hop().transport_address())
 
     def _finish(self) -> None:
         self._media.close()
@@ -244,6 +257,7 @@ class SipCallLeg:
         """The answer to an in-dialog request (not ACK) from the far end."""
         if not self.dialog.accept_remote_cseq(request):
             return make_response(request, 500, "CSeq Out Of Order")
+        self.dialog.refresh_target(request)  # §12.2: a re-INVITE/UPDATE's Contact is the target
         if request.method == "BYE":
             if not self.ended.is_set():
                 self._log.info("call %s: far end hung up", self.call_id)

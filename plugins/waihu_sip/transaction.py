@@ -21,7 +21,9 @@ done here for it), absorbing retransmitted INVITEs.
 
 Drivers: ``send_non_invite(transport, request, destination)`` runs one
 non-INVITE client transaction (BYE, CANCEL, OPTIONS, REGISTER, INFO, REFER,
-PRACK) and returns the final response or None; ``InviteClient`` runs an
+PRACK) and returns the final response or None;
+``send_non_invite_authenticated`` does the same and answers 401/407 with
+digest credentials, one new request per round; ``InviteClient`` runs an
 INVITE client transaction for ``OutgoingCall``.
 
 Error handling: a message that does not belong to the transaction (another
@@ -38,13 +40,15 @@ branch and method), dialogs (``dialog``), the TU's decisions (``outgoing``,
 from __future__ import annotations
 
 import enum
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 import trio
 
 from waihu_sip.dialog import MAX_FORWARDS
+from waihu_sip.digest import CHALLENGE_HEADERS, DigestSession
 from waihu_sip.message import Headers, SipRequest, SipResponse
 from waihu_sip.timers import TimerSet
 from waihu_sip.transport import Address, ResponseInbox, SipTransport
@@ -64,6 +68,7 @@ __all__ = [
     "Transmit",
     "ack_for_non_2xx",
     "send_non_invite",
+    "send_non_invite_authenticated",
 ]
 
 
@@ -185,9 +190,9 @@ class InviteClientTransaction(_Machine):
     re-ACKs on retransmission during Timer D without passing it up again),
     and every 2xx — the first and, in Accepted until Timer M, each
     retransmission or fork — because ACKing a 2xx is the TU's job (§13.2.2.4).
-    Timer B with no final answer gives ``TimedOut("B")``: in Calling (no
-    response at all) as RFC 3261 says, and also in Proceeding, where the TU's
-    ring timeout normally acts first.
+    Timer B in Calling (no response at all) gives ``TimedOut("B")``; once a
+    provisional came, how long it may ring is the TU's decision (its ring
+    timeout, then CANCEL).
     """
 
     def __init__(
@@ -223,7 +228,9 @@ class InviteClientTransaction(_Machine):
         if self.state in (State.CALLING, State.PROCEEDING):
             if response.provisional:
                 self.state = State.PROCEEDING
-                self._clear("A")  # §17.1.1.2: no retransmission once a provisional came
+                # §17.1.1.2: no retransmission once a provisional came, and Timer B only
+                # matters in Calling: how long to ring is the TU's ring timeout
+                self._clear("A", "B")
                 return [Deliver(response)]
             self.final = response
             self._clear("A", "B")
@@ -252,7 +259,7 @@ class InviteClientTransaction(_Machine):
             self._interval *= 2  # Timer A doubles without a cap (§17.1.1.2)
             self._set("A", now + self._interval)
             return [Transmit(self._data)]
-        if name == "B" and self.state in (State.CALLING, State.PROCEEDING):
+        if name == "B" and self.state is State.CALLING:
             return [TimedOut("B"), *self._terminate()]
         if name in ("D", "M"):
             return self._terminate()
@@ -507,6 +514,46 @@ async def send_non_invite(
             if any(isinstance(action, TimedOut) for action in actions):
                 return None
     return machine.final
+
+
+async def send_non_invite_authenticated(
+    transport: SipTransport,
+    build: Callable[[], SipRequest],
+    destination: Address,
+    credentials: tuple[str, str] | None,
+    log: logging.Logger | None = None,
+) -> SipResponse | None:
+    """``send_non_invite`` for ``build()``'s request; a 401/407 answer is met by a new request
+    from ``build`` (new branch, next CSeq: RFC 3261 §22.2) with digest credentials, once per
+    round, until the server accepts them or refuses them again (``DigestSession``). Without
+    credentials the 401/407 is returned as it came."""
+    request = build()
+    session = DigestSession(*credentials) if credentials is not None else None
+    while True:
+        response = await send_non_invite(transport, request, destination)
+        if response is None or response.status not in CHALLENGE_HEADERS or session is None:
+            return response
+        challenge_header, _ = CHALLENGE_HEADERS[response.status]
+        headers = session.respond(
+            response.status,
+            response.headers.get_all(challenge_header),
+            method=request.method,
+            uri=request.uri,
+            body=request.body,
+        )
+        if headers is None:
+            if log is not None:
+                log.warning(
+                    "call %s: %s answered %d: %s",
+                    request.call_id,
+                    request.method,
+                    response.status,
+                    session.problem,
+                )
+            return response
+        request = build()
+        for name, value in headers:
+            request.headers.add(name, value)
 
 
 class InviteTimeout(Exception):

@@ -15,7 +15,8 @@ does not resolve or a socket that cannot be bound does not end ``run``: the
 trunk is ``down`` and retries with backoff while the daemon carries on.
 One call's trouble never stops the trunk: its background work catches and
 logs its own errors. When the trunk stops, every live call gets a BYE (best
-effort, one datagram each).
+effort, one datagram each); every call still ringing is CANCELled and its
+487 ACKed, within a few seconds' grace.
 
 Not for: message parsing (``message``), the INVITE state machine
 (``outgoing``) or the answered call (``leg``).
@@ -35,6 +36,7 @@ from waihu.api import (
     CallFailed,
     Codec,
     ConfigProblem,
+    EarlyMediaCallback,
     ProgressCallback,
     Provider,
     ProviderContext,
@@ -66,6 +68,8 @@ __all__ = ["SipTrunk"]
 UNSPECIFIED_IPV4 = "0.0.0.0"
 DEFAULT_SIP_PORT = 5060
 SHUTDOWN_BYE_GRACE = 1.0  # seconds to spend sending BYEs when the trunk stops
+# seconds a stopping trunk gives ringing calls to CANCEL, ACK the 487 and BYE a crossing 2xx
+SHUTDOWN_CANCEL_GRACE = 4.0
 SESSION_ID_MAX = 2**62  # o= session ids: random, well inside what peers parse as integers
 VISUAL_SEPARATORS = str.maketrans("", "", " -().")  # RFC 3966 §5.1.1, dropped from numbers
 # RFC 3261 §25.1 user characters we accept as typed; '#' is allowed and sent escaped (%23)
@@ -93,6 +97,7 @@ class SipTrunk(Provider):
         self._identity: LocalIdentity | None = None
         self._nursery: trio.Nursery | None = None
         self._legs: dict[str, SipCallLeg] = {}
+        self._calls: set[OutgoingCall] = set()  # attempts not yet over (ringing or lingering)
         self._health = TrunkHealth(
             probing=config.probe_interval > 0, failures=config.probe_failures, now=time.time()
         )
@@ -138,12 +143,33 @@ class SipTrunk(Provider):
                 await trio.sleep_forever()
         finally:
             self._nursery = None
-            with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_BYE_GRACE):
-                for leg in list(self._legs.values()):
-                    await leg.release()
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(SHUTDOWN_CANCEL_GRACE):
+                    await self._stop_calls()
+                with trio.move_on_after(SHUTDOWN_BYE_GRACE):
+                    for leg in list(self._legs.values()):
+                        await leg.release()
             if self._transport is not None:
                 self._transport.close()
             self._transport = None
+
+    async def _stop_calls(self) -> None:
+        """CANCEL every call still ringing and wait for its 487 (ACKed) or a crossing 2xx
+        (ACKed and BYEd); the receive loop runs again meanwhile, as the trunk's has ended."""
+        calls = list(self._calls)
+        self._calls.clear()
+        transport = self._transport
+        if not calls or transport is None:
+            return
+        self.log.info(
+            "trunk %s stopping: cancelling %d call attempt(s)", self.context.name, len(calls)
+        )
+        async with trio.open_nursery() as receiving:
+            receiving.start_soon(transport.serve, self._on_request)
+            async with trio.open_nursery() as stopping:
+                for call in calls:
+                    stopping.start_soon(call.stop)
+            receiving.cancel_scope.cancel()
 
     async def _bring_up(self) -> str | None:
         """Bind the socket and resolve the proxy; None when done, else what went wrong."""
@@ -261,6 +287,7 @@ class SipTrunk(Provider):
         caller_id: str | None = None,
         ring_timeout: float = 60.0,
         on_progress: ProgressCallback | None = None,
+        on_early_media: EarlyMediaCallback | None = None,
     ) -> SipCallLeg:
         """Call ``target`` — a number/user (``"1001"``, sent as ``sip:1001@domain``) or a SIP URI
         — through the proxy and return the answered leg.
@@ -270,6 +297,9 @@ class SipTrunk(Provider):
         answer within ``ring_timeout`` seconds (408, the attempt is CANCELled);
         ``TrunkError`` when the proxy does not respond at all or the trunk is
         not running. Cancelling the caller abandons the attempt cleanly.
+        ``on_early_media`` is called once when a 1xx with SDP starts early media.
+        When the trunk stops while the call rings, the attempt is CANCELled and
+        ``dial`` raises ``TrunkError`` ("the trunk stopped …").
         """
         if not ring_timeout > 0:
             raise ValueError(f"ring_timeout must be positive, not {ring_timeout}")
@@ -296,7 +326,9 @@ class SipTrunk(Provider):
         offer = session.offer(cfg.codecs)
         credentials = (cfg.username, cfg.password) if cfg.username and cfg.password else None
 
-        def make_leg(dialog: Dialog, codec: Codec, dtmf: int | None, remote: Address) -> SipCallLeg:
+        def make_leg(
+            dialog: Dialog, codec: Codec, dtmf: int | None, remote: Address, answer: SipResponse
+        ) -> SipCallLeg:
             media.set_remote(remote)
             leg = SipCallLeg(
                 transport=transport,
@@ -309,6 +341,8 @@ class SipTrunk(Provider):
                 spawn=self._spawn,
                 on_gone=self._forget,
                 log=self.log,
+                credentials=credentials,
+                answer=answer,
             )
             self._legs[dialog.call_id] = leg
             return leg
@@ -328,6 +362,9 @@ class SipTrunk(Provider):
                 on_progress=on_progress,
                 make_leg=make_leg,
                 log=self.log,
+                media=media,
+                on_early_media=on_early_media,
+                extra_headers=self._invite_headers(),
             )
         except OSError as exc:
             media.close()
@@ -336,7 +373,8 @@ class SipTrunk(Provider):
             raise error from None
         self.log.info("call %s: dialling %s", call.call_id, request_uri)
         try:
-            nursery.start_soon(call.run)
+            self._calls.add(call)
+            nursery.start_soon(self._run_call, call)
             await call.done.wait()
             leg = call.claim()
         except BaseException as exc:
@@ -350,6 +388,17 @@ class SipTrunk(Provider):
             raise
         self._note(self._health.dial_answered(time.time()))
         return leg
+
+    async def _run_call(self, call: OutgoingCall) -> None:
+        try:
+            await call.run()
+        finally:
+            if call.done.is_set() and not call.ringing:
+                self._calls.discard(call)  # else the stopping trunk still has to CANCEL it
+
+    def _invite_headers(self) -> list[tuple[str, str]]:
+        """Extra headers for every INVITE this trunk sends (e.g. session timers)."""
+        return []
 
     def check_target(self, target: str) -> str:
         """``target`` as it will be dialled (a number or a SIP URI), or ``BadTarget``.
