@@ -38,8 +38,12 @@ from waihu_sip.sdp import (
     build_sdp,
     parse_sdp,
 )
-from waihu_sip.timers import T1, T2, TIMER_H
-from waihu_sip.transaction import send_non_invite_authenticated
+from waihu_sip.transaction import (
+    InviteServerTransaction,
+    TimedOut,
+    Transmit,
+    send_non_invite_authenticated,
+)
 from waihu_sip.transport import Address, SipTransport
 
 __all__ = ["SessionState", "SipCallLeg"]
@@ -338,19 +342,23 @@ class SipCallLeg:
     async def _retransmit_until_ack(
         self, request: SipRequest, response: SipResponse, acked: trio.Event, source: Address
     ) -> None:
-        """RFC 3261 §13.3.1.4: resend our 2xx on T1 doubling to T2 until the ACK, for 64·T1."""
+        """RFC 3261 §13.3.1.4 / RFC 6026 Accepted: resend our 2xx on T1 doubling to T2 until the
+        ACK (``acked``), for 64·T1 — the INVITE server transaction's timers."""
         try:
-            data = response.to_bytes()
-            interval = T1
-            with trio.move_on_after(TIMER_H) as scope:
-                while True:
-                    with trio.move_on_after(interval):
-                        await acked.wait()
-                        return
-                    await self._transport.send_bytes(data, source)
-                    interval = min(interval * 2, T2)
-            if scope.cancelled_caught:
-                self._log.warning("call %s: re-INVITE 200 never ACKed", self.call_id)
+            machine = InviteServerTransaction(
+                request, reliable=bool(getattr(self._transport, "reliable", False))
+            )
+            machine.send_response(response, trio.current_time())  # sent already by the trunk
+            while not machine.terminated and not acked.is_set():
+                with trio.move_on_at(machine.next_deadline):
+                    await acked.wait()
+                if acked.is_set():
+                    return
+                for action in machine.timer_fired(trio.current_time()):
+                    if isinstance(action, Transmit):
+                        await self._transport.send_bytes(action.data, source)
+                    elif isinstance(action, TimedOut):
+                        self._log.warning("call %s: re-INVITE 200 never ACKed", self.call_id)
         except Exception:
             self._log.exception("call %s: retransmitting 200 failed", self.call_id)
         finally:

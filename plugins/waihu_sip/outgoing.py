@@ -205,6 +205,11 @@ class OutgoingCall:
         tx = self._tx
         return tx is not None and tx.machine.state in (State.CALLING, State.PROCEEDING)
 
+    @property
+    def needs_stop(self) -> bool:
+        """True when ``run`` was cancelled while the call rang: the trunk must call ``stop``."""
+        return self._stopped_ringing
+
     def claim(self) -> SipCallLeg:
         """The answered leg, or raise the failure. Call once ``done`` is set."""
         result = self._result

@@ -393,7 +393,7 @@ class SipTrunk(Provider):
         try:
             await call.run()
         finally:
-            if call.done.is_set() and not call.ringing:
+            if not call.needs_stop:
                 self._calls.discard(call)  # else the stopping trunk still has to CANCEL it
 
     def _invite_headers(self) -> list[tuple[str, str]]:
