@@ -13,12 +13,14 @@ message, and the test says so.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from pathlib import Path
 
 import pytest
 import trio
 
 from waihu.api import CallFailed, TrunkError
+from waihu.testing.daemon import running_waihud, write_config
 from waihu.testing.sipp import UdpPeer, sipp_peer
 from waihu_sip.digest import parse_auth_params
 from waihu_sip.message import SipRequest, SipResponse, make_response
@@ -353,3 +355,37 @@ async def test_reinvite_with_a_new_contact_moves_the_bye(tmp_path: Path) -> None
                 await leg.hangup()
                 result = await peer.wait()
         result.check()  # sipp checked the BYE's Request-URI: sip:moved@…
+
+
+@pytest.mark.e2e
+async def test_sigterm_with_calls_ringing_cancels_acks_and_files_each(tmp_path: Path) -> None:
+    """The real waihud, three calls ringing at a sipp callee, SIGTERM: each call is CANCELled,
+    each 487 ACKed (sipp's scenario passes only then), each record filed, and exit 0."""
+    with trio.fail_after(150):
+        keys = {"cancel_wait_ms": "60000"}
+        extra = ["-m", str(CALLS_AT_SHUTDOWN)]
+        async with sipp_peer("no_answer.xml", tmp_path, keys=keys, extra_args=extra) as peer:
+            config = write_config(
+                tmp_path / "waihud", proxy=peer.hostport, daemon={"drain_timeout": 1.0}
+            )
+            async with running_waihud(config) as daemon:
+                calls = [
+                    (await daemon.request("call", target="1001", script="demo-ko"))["call_id"]
+                    for _ in range(CALLS_AT_SHUTDOWN)
+                ]
+                with trio.fail_after(30):
+                    for call_id in calls:
+                        while (await daemon.request("call.show", id=call_id))[
+                            "status"
+                        ] != "ringing":
+                            await trio.sleep(0.1)
+                assert await daemon.stop() == 0
+            result = await peer.wait()
+        result.check()  # each call: CANCEL, 200, 487, ACK
+    db = sqlite3.connect(daemon.database)
+    try:
+        for call_id in calls:
+            row = db.execute("select status, outcome from calls where id = ?", (call_id,))
+            assert row.fetchone() == ("failed", "interrupted")
+    finally:
+        db.close()
