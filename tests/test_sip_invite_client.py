@@ -21,7 +21,7 @@ import trio
 
 from waihu.api import CallFailed, TrunkError
 from waihu.testing.daemon import running_waihud, write_config
-from waihu.testing.sipp import UdpPeer, sipp_peer
+from waihu.testing.sipp import UdpPeer, free_udp_port, sipp_peer
 from waihu_sip.digest import parse_auth_params
 from waihu_sip.message import SipRequest, SipResponse, make_response
 
@@ -247,6 +247,7 @@ async def test_challenged_bye_is_resent_with_credentials(tmp_path: Path) -> None
 # ─────────────── sipp: CANCEL at shutdown, early media, PRACK, target refresh ───────────────
 
 CALLS_AT_SHUTDOWN = 3
+SLOW_487_MS = 1500  # a slow switch's delay between the CANCEL's 200 and the 487
 EARLY_MS = 1500  # how long the announcement plays before the 480
 ANNOUNCEMENT_S = 1  # seconds of μ-law streamed as early media
 ULAW_RATE = 8000
@@ -360,11 +361,12 @@ async def test_reinvite_with_a_new_contact_moves_the_bye(tmp_path: Path) -> None
 @pytest.mark.e2e
 async def test_sigterm_with_calls_ringing_cancels_acks_and_files_each(tmp_path: Path) -> None:
     """The real waihud, three calls ringing at a sipp callee, SIGTERM: each call is CANCELled,
-    each 487 ACKed (sipp's scenario passes only then), each record filed, and exit 0."""
+    each 487 — sent 1.5 s after the CANCEL's 200, as a slow switch does — ACKed (sipp's
+    scenario passes only then), each record filed, and exit 0."""
     with trio.fail_after(150):
-        keys = {"cancel_wait_ms": "60000"}
+        keys = {"cancel_wait_ms": "60000", "final_delay_ms": str(SLOW_487_MS)}
         extra = ["-m", str(CALLS_AT_SHUTDOWN)]
-        async with sipp_peer("no_answer.xml", tmp_path, keys=keys, extra_args=extra) as peer:
+        async with sipp_peer("slow_cancel.xml", tmp_path, keys=keys, extra_args=extra) as peer:
             config = write_config(
                 tmp_path / "waihud", proxy=peer.hostport, daemon={"drain_timeout": 1.0}
             )
@@ -389,3 +391,66 @@ async def test_sigterm_with_calls_ringing_cancels_acks_and_files_each(tmp_path: 
             assert row.fetchone() == ("failed", "interrupted")
     finally:
         db.close()
+
+
+async def test_answer_sdp_differing_from_the_183_wins_on_the_same_socket(tmp_path: Path) -> None:
+    """UdpPeer sends 183 with SDP (port A), RTP from A, then 200 with SDP (port B) — sipp
+    cannot move its media port between the two: the datagram arrives through early media,
+    which ends with the 200, and the leg sends to B from the same socket."""
+    port_a, port_b = free_udp_port(), free_udp_port()
+
+    def sdp(port: int) -> bytes:
+        return f"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio {port} RTP/AVP 0\r\n".encode()
+
+    with trio.fail_after(TIME_LIMIT):
+        async with trunk_and_peer(tmp_path) as (trunk, peer):
+            handed: list[object] = []
+            datagrams: list[bytes] = []
+            legs: list[object] = []
+            rtp_a = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
+            await rtp_a.bind(("127.0.0.1", port_a))
+
+            async with trio.open_nursery() as nursery:
+
+                def on_early_media(media: object) -> None:
+                    handed.append(media)
+
+                    async def read() -> None:
+                        datagrams.append(await media.receive_media())  # type: ignore[attr-defined]
+
+                    nursery.start_soon(read)
+
+                async def dial() -> None:
+                    legs.append(await trunk.dial("1001", on_early_media=on_early_media))
+
+                nursery.start_soon(dial)
+                invite, source = await next_request(peer, "INVITE")
+                progress = make_response(
+                    invite,
+                    183,
+                    to_tag="em",
+                    extra=[("Content-Type", "application/sdp")],
+                    body=sdp(port_a),
+                )
+                await peer.send(progress, source)
+                while not handed:
+                    await trio.sleep(0.01)
+                await rtp_a.sendto(bytes([0x80, 0]) + bytes(170), ("127.0.0.1", media_port(invite)))
+                while not datagrams:
+                    await trio.sleep(0.01)
+                await peer.send(answer(invite, peer, tag="em", body=sdp(port_b)), source)
+                await next_request(peer, "ACK")
+            rtp_a.close()
+            (leg,) = legs
+            assert len(handed) == 1 and handed[0].ended.is_set()  # type: ignore[attr-defined]
+            assert len(datagrams[0]) == 172
+            assert leg.remote_rtp == ("127.0.0.1", port_b)  # type: ignore[attr-defined]
+            assert leg.local_rtp[1] == media_port(invite)  # type: ignore[attr-defined]
+
+
+def media_port(invite: SipRequest) -> int:
+    """The RTP port our INVITE's SDP offers."""
+    for line in invite.body.decode().splitlines():
+        if line.startswith("m=audio "):
+            return int(line.split()[1])
+    raise AssertionError("no m=audio in the offer")

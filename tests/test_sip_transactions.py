@@ -1,4 +1,5 @@
-"""The four RFC 3261 §17 transaction machines, driven by hand: no sockets, no clock.
+"""The four RFC 3261 §17 transaction machines, digest rounds and target refresh, driven by
+hand: no sockets, no clock.
 
 Each test feeds a machine events (start, a message, a timer at a given time)
 and checks the actions it returns and when it next wants to be woken. A
@@ -8,12 +9,15 @@ the invariants that must hold whatever the network does.
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from waihu_sip.dialog import Dialog
+from waihu_sip.digest import MAX_AUTH_ROUNDS, DigestChallenge, DigestSession, digest_response
 from waihu_sip.message import Headers, SipRequest, SipResponse, make_response
 from waihu_sip.timers import T1, T2, T4, TIMER_D, TimerSet
 from waihu_sip.transaction import (
@@ -467,3 +471,91 @@ def test_server_machines_hold_their_invariants(
                 break
             machine.timer_fired(machine.next_deadline)
         assert machine.terminated
+
+
+# ─────────────── digest rounds and target refresh (sans-IO too) ───────────────
+
+
+def www(realm: str, nonce: str, stale: bool = False) -> list[str]:
+    return [f'Digest realm="{realm}", nonce="{nonce}", qop="auth"' + (", stale=true" * stale)]
+
+
+def test_digest_session_rounds_stale_refusal_and_nonce_counts() -> None:
+    session = DigestSession("u", "p")
+    first = session.respond(407, www("proxy", "n1"), method="INVITE", uri="sip:x", body=b"")
+    assert first is not None and [name for name, _ in first] == ["Proxy-Authorization"]
+    second = session.respond(401, www("callee", "n2"), method="INVITE", uri="sip:x", body=b"")
+    assert second is not None
+    assert [name for name, _ in second] == ["Proxy-Authorization", "Authorization"]
+    assert second[0] == first[0]  # the proxy's answer is carried on unchanged
+    stale = session.respond(
+        401, www("callee", "n3", stale=True), method="INVITE", uri="sip:x", body=b""
+    )
+    assert stale is not None and 'nonce="n3"' in stale[1][1]
+    assert session.respond(401, www("callee", "n4"), method="INVITE", uri="sip:x", body=b"") is None
+    assert session.problem is not None and "callee" in session.problem
+
+
+def test_digest_session_counts_nonce_uses_and_gives_up_after_max_rounds() -> None:
+    session = DigestSession("u", "p")
+    a = session.respond(401, www("a", "same"), method="BYE", uri="sip:x", body=b"")
+    b = session.respond(407, www("b", "same"), method="BYE", uri="sip:x", body=b"")
+    assert a is not None and b is not None
+    assert "nc=00000001" in a[0][1] and "nc=00000002" in b[1][1]
+    for round_ in range(MAX_AUTH_ROUNDS - 2):
+        headers = www("a", f"s{round_}", stale=True)
+        assert session.respond(401, headers, method="BYE", uri="sip:x", body=b"") is not None
+    last = www("a", "s-last", stale=True)
+    assert session.respond(401, last, method="BYE", uri="sip:x", body=b"") is None
+
+
+def test_digest_session_unusable_challenge_gives_up_without_raising() -> None:
+    session = DigestSession("u", "p")
+    assert session.respond(401, ["Basic realm=x"], method="INVITE", uri="sip:x", body=b"") is None
+    assert session.respond(401, [], method="INVITE", uri="sip:x", body=b"") is None
+
+
+def test_digest_response_hashes_a_non_utf8_realm_as_its_bytes() -> None:
+    realm = b"caf\xe9".decode("utf-8", "surrogateescape")
+    challenge = DigestChallenge(realm=realm, nonce="n")
+    response, qop = digest_response(
+        challenge, method="INVITE", uri="sip:x", username="u", password="p", cnonce="c"
+    )
+    ha1 = hashlib.md5(b"u:caf\xe9:p").hexdigest()
+    ha2 = hashlib.md5(b"INVITE:sip:x").hexdigest()
+    assert qop is None and response == hashlib.md5(f"{ha1}:n:{ha2}".encode()).hexdigest()
+
+
+def dialog() -> Dialog:
+    invite = req("INVITE")
+    ok = make_response(invite, 200, to_tag="t", extra=[("Contact", "<sip:old@10.0.0.1>")])
+    return Dialog.from_answer(invite, ok)
+
+
+def test_refresh_target_follows_a_reinvite_or_update_contact_only() -> None:
+    d = dialog()
+    assert d.remote_target.user == "old"
+    bye = req("BYE")
+    bye.headers.add("Contact", "<sip:nope@10.0.0.9>")
+    assert not d.refresh_target(bye) and d.remote_target.user == "old"
+    update = req("UPDATE")
+    update.headers.add("Contact", "<sip:new@10.0.0.2:5070>")
+    assert d.refresh_target(update)
+    assert (d.remote_target.user, d.remote_target.host, d.remote_target.port) == (
+        "new",
+        "10.0.0.2",
+        5070,
+    )
+    reinvite = req("INVITE")
+    reinvite.headers.add("Contact", "<sip:new@10.0.0.2:5070>")
+    assert not d.refresh_target(reinvite)  # the same target: no change
+    answer_2xx = make_response(reinvite, 200, extra=[("Contact", "<sip:third@10.0.0.3>")])
+    assert d.refresh_target(answer_2xx) and d.remote_target.user == "third"
+
+
+def test_refresh_target_keeps_the_target_on_a_bad_or_missing_contact() -> None:
+    d = dialog()
+    reinvite = req("INVITE")
+    assert not d.refresh_target(reinvite)
+    reinvite.headers.add("Contact", "<<not a uri")
+    assert not d.refresh_target(reinvite) and d.remote_target.user == "old"
