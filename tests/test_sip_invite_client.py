@@ -13,6 +13,7 @@ message, and the test says so.
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -23,9 +24,11 @@ from waihu.api import CallFailed, TrunkError
 from waihu.testing.daemon import running_waihud, write_config
 from waihu.testing.sipp import UdpPeer, free_udp_port, sipp_peer
 from waihu_sip.digest import parse_auth_params
-from waihu_sip.message import SipRequest, SipResponse, make_response
+from waihu_sip.message import Headers, SipRequest, SipResponse, make_response
+from waihu_sip.transaction import send_non_invite
+from waihu_sip.transport import SipTransport, new_branch
 
-from sip_harness import dialling, running_trunk, sip_trunk, trunk_and_peer
+from sip_harness import LOGGER, dialling, running_trunk, sip_trunk, trunk_and_peer
 
 TIME_LIMIT = 60  # seconds per test; generous, the machine is shared
 USER = "robot7"
@@ -454,3 +457,55 @@ def media_port(invite: SipRequest) -> int:
         if line.startswith("m=audio "):
             return int(line.split()[1])
     raise AssertionError("no m=audio in the offer")
+
+
+# ─────────────── the drivers on a reliable transport ───────────────
+
+
+@pytest.mark.parametrize(("reliable", "copies"), [(False, 11), (True, 1)])
+async def test_send_non_invite_retransmits_only_on_an_unreliable_transport(
+    reliable: bool, copies: int, autojump_clock: object
+) -> None:
+    """A real SipTransport sends an OPTIONS to UdpPeer, which never answers (sipp always does);
+    time is virtual. Over UDP, Timer E resends it (0.5, 1, 2, 4, then every 4 s) until Timer F;
+    a transport that says it is reliable (TCP/TLS) sends it once. Both give up at 32 s."""
+    peer = UdpPeer()
+    transport = SipTransport(host="127.0.0.1", port=0, log=logging.getLogger(LOGGER))
+    await transport.open()
+    transport.reliable = reliable  # type: ignore[attr-defined]  # what TCP/TLS transports say
+    try:
+        host, port = (await peer.bind()).split(":")
+        options = options_request()
+        seen: list[float] = []
+        with trio.fail_after(100):
+            async with trio.open_nursery() as nursery:
+
+                async def count() -> None:
+                    while True:
+                        await peer.receive_request()
+                        seen.append(trio.current_time())
+
+                nursery.start_soon(count)
+                start = trio.current_time()
+                assert await send_non_invite(transport, options, (host, int(port))) is None
+                assert trio.current_time() - start == pytest.approx(32.0)
+                nursery.cancel_scope.cancel()
+        assert len(seen) == copies
+    finally:
+        transport.close()
+        peer.close()
+
+
+def options_request() -> SipRequest:
+    """An OPTIONS from the trunk's side with a fresh branch."""
+    headers = Headers(
+        [
+            ("Via", f"SIP/2.0/UDP 127.0.0.1:5060;branch={new_branch()}"),
+            ("Max-Forwards", "70"),
+            ("From", "<sip:bot@127.0.0.1>;tag=a"),
+            ("To", "<sip:peer@127.0.0.1>"),
+            ("Call-ID", "drv-1"),
+            ("CSeq", "1 OPTIONS"),
+        ]
+    )
+    return SipRequest(headers=headers, body=b"", method="OPTIONS", uri="sip:peer@127.0.0.1")
