@@ -196,6 +196,7 @@ class OutgoingCall:
         self._leg: SipCallLeg | None = None
         self._background: trio.Nursery | None = None
         self._stopped_ringing = False  # run was cancelled mid-ring: ``stop`` finishes it
+        self._run_over = trio.Event()  # ``run`` has returned (or was never started)
 
     # ─────────────── used by dial and the trunk ───────────────
 
@@ -232,9 +233,11 @@ class OutgoingCall:
     async def stop(self) -> None:
         """The trunk is stopping: CANCEL a ringing call, ACK its 487, BYE a 2xx that crosses.
 
-        Called by the trunk after ``run`` was cancelled, inside its shielded,
-        bounded shutdown while the transport still receives.
+        Called by the trunk when it is stopping, inside its shielded, bounded
+        shutdown while the transport still receives; waits for the cancelled
+        ``run`` to unwind first.
         """
+        await self._run_over.wait()
         self._finish(TrunkError("the trunk stopped while the call was being placed"))
         try:
             if self._tx is not None and self._stopped_ringing:
@@ -273,6 +276,7 @@ class OutgoingCall:
             self._background = None
             if not self._stopped_ringing:
                 self._close_tx()
+            self._run_over.set()
             self._finish(TrunkError("the trunk stopped while the call was being placed"))
 
     def _finish(self, result: Answer | CallFailed | TrunkError) -> None:

@@ -492,13 +492,22 @@ async def _perform(
 
 
 async def send_non_invite(
-    transport: SipTransport, request: SipRequest, destination: Address
+    transport: SipTransport,
+    request: SipRequest,
+    destination: Address,
+    *,
+    reliable: bool | None = None,
 ) -> SipResponse | None:
-    """Run one non-INVITE client transaction; the final response, or None on Timer F."""
+    """Run one non-INVITE client transaction; the final response, or None on Timer F.
+
+    ``reliable`` says whether the request travels over TCP/TLS (no retransmission); left
+    out, the transport's own ``reliable`` decides."""
     branch = request.top_via.branch
     if branch is None:
         raise ValueError("request has no Via branch")
-    machine = NonInviteClientTransaction(request, reliable=_reliable(transport))
+    if reliable is None:
+        reliable = _reliable(transport)
+    machine = NonInviteClientTransaction(request, reliable=reliable)
     with transport.client_transaction(branch, request.method) as responses:
         await _perform(transport, destination, machine.start(trio.current_time()))
         while not machine.terminated:

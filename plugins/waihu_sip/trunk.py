@@ -128,7 +128,8 @@ class SipTrunk(Provider):
             assert transport is not None and identity is not None and self.local_address
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(transport.serve, self._on_request)
+                serving = trio.CancelScope(shield=True)  # receives through the shutdown grace
+                nursery.start_soon(self._serve, transport, serving)
                 self.log.info(
                     "SIP trunk on %s:%d (advertised %s), proxy %s",
                     *self.local_address,
@@ -140,12 +141,15 @@ class SipTrunk(Provider):
                     nursery.start_soon(self._probe_forever)
                 if not started:
                     task_status.started()
-                await trio.sleep_forever()
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_CANCEL_GRACE):
+                        await self._stop_calls()
+                    serving.cancel()
         finally:
             self._nursery = None
             with trio.CancelScope(shield=True):
-                with trio.move_on_after(SHUTDOWN_CANCEL_GRACE):
-                    await self._stop_calls()
                 with trio.move_on_after(SHUTDOWN_BYE_GRACE):
                     for leg in list(self._legs.values()):
                         await leg.release()
@@ -153,23 +157,25 @@ class SipTrunk(Provider):
                 self._transport.close()
             self._transport = None
 
+    async def _serve(self, transport: SipTransport, scope: trio.CancelScope) -> None:
+        """The receive loop, in a shielded scope: a stopping trunk still hears the 487s and 200s
+        of its CANCELs; ``run`` cancels ``scope`` once its shutdown work is done."""
+        with scope:
+            await transport.serve(self._on_request)
+
     async def _stop_calls(self) -> None:
         """CANCEL every call still ringing and wait for its 487 (ACKed) or a crossing 2xx
-        (ACKed and BYEd); the receive loop runs again meanwhile, as the trunk's has ended."""
+        (ACKed and BYEd), while the receive loop still runs."""
         calls = list(self._calls)
         self._calls.clear()
-        transport = self._transport
-        if not calls or transport is None:
+        if not calls:
             return
         self.log.info(
-            "trunk %s stopping: cancelling %d call attempt(s)", self.context.name, len(calls)
+            "trunk %s stopping: %d call attempt(s) to finish", self.context.name, len(calls)
         )
-        async with trio.open_nursery() as receiving:
-            receiving.start_soon(transport.serve, self._on_request)
-            async with trio.open_nursery() as stopping:
-                for call in calls:
-                    stopping.start_soon(call.stop)
-            receiving.cancel_scope.cancel()
+        async with trio.open_nursery() as stopping:
+            for call in calls:
+                stopping.start_soon(call.stop)
 
     async def _bring_up(self) -> str | None:
         """Bind the socket and resolve the proxy; None when done, else what went wrong."""
