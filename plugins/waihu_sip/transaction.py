@@ -473,9 +473,24 @@ def ack_for_non_2xx(invite: SipRequest, response: SipResponse) -> SipRequest:
 # ─────────────── trio drivers ───────────────
 
 
-def _reliable(transport: SipTransport) -> bool:
-    # sip-transport adds ``reliable`` to SipTransport; a plain UDP transport has none yet
-    return bool(getattr(transport, "reliable", False))
+RELIABLE_VIA_TRANSPORTS = frozenset({"TCP", "TLS", "SCTP", "WS", "WSS"})
+
+
+def _reliable(transport: SipTransport, request: SipRequest | None = None) -> bool:
+    """Whether ``request`` went over a reliable transport: the trunk's own (TCP/TLS), or the
+    one its top Via names once sent (a UDP trunk may send a large request by TCP)."""
+    if getattr(transport, "reliable", False):
+        return True
+    return request is not None and request.top_via.transport.upper() in RELIABLE_VIA_TRANSPORTS
+
+
+async def _send_first(
+    transport: SipTransport, request: SipRequest, destination: Address
+) -> SipRequest:
+    """Send a request the first time through the transport, which chooses how (and may
+    rewrite its top Via to say so); the machine then retransmits exactly what went."""
+    await transport.send(request, destination)
+    return request
 
 
 async def _perform(
@@ -505,11 +520,12 @@ async def send_non_invite(
     branch = request.top_via.branch
     if branch is None:
         raise ValueError("request has no Via branch")
-    if reliable is None:
-        reliable = _reliable(transport)
-    machine = NonInviteClientTransaction(request, reliable=reliable)
     with transport.client_transaction(branch, request.method) as responses:
-        await _perform(transport, destination, machine.start(trio.current_time()))
+        await _send_first(transport, request, destination)
+        if reliable is None:
+            reliable = _reliable(transport, request)
+        machine = NonInviteClientTransaction(request, reliable=reliable)
+        machine.start(trio.current_time())  # its first Transmit is what was just sent
         while not machine.terminated:
             response = None
             with trio.move_on_at(machine.next_deadline):
@@ -591,6 +607,7 @@ class InviteClient:
         self.request = request
         self.destination = destination
         self.machine = InviteClientTransaction(request, reliable=_reliable(transport))
+        self._started = False
         self._transport = transport
         self._branch = branch
         self._inbox: ResponseInbox | None = None
@@ -599,13 +616,19 @@ class InviteClient:
     @property
     def sent(self) -> bool:
         """True once the INVITE went out (a CANCEL may then follow a provisional)."""
-        return self.machine.state is not State.IDLE
+        return self._started
 
     async def start(self) -> None:
         """Register for the responses and send the INVITE."""
         self._inbox = self._transport.open_inbox(self._branch, "INVITE")
-        data = self.machine.start(trio.current_time())
-        await _perform(self._transport, self.destination, data)
+        self._started = True  # from here on it may have gone out: a CANCEL may be due
+        await _send_first(self._transport, self.request, self.destination)
+        # built again: the transport may have rewritten the top Via (a large INVITE by TCP)
+        self.machine = InviteClientTransaction(
+            self.request, reliable=_reliable(self._transport, self.request)
+        )
+        self.machine.start(trio.current_time())  # its first Transmit is what was just sent
+        self._started = True
 
     async def next_response(self) -> SipResponse:
         """The next response the machine passes up; raises ``InviteTimeout`` on Timer B and
