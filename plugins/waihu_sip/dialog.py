@@ -1,8 +1,11 @@
 """A SIP dialog as the caller sees it (RFC 3261 §12): identity, route set, CSeq, request building.
 
-Built from our INVITE and the far end's 2xx; builds the ACK and in-dialog
-requests (BYE), choosing Request-URI, Route headers and next hop per
-§12.2.1.1 (loose and strict routing), and recognises the far end's requests.
+Built from our INVITE and the far end's 2xx (or a 1xx with a To tag: an
+early dialog, for PRACK); builds the ACK and in-dialog requests (BYE, PRACK),
+choosing Request-URI, Route headers and next hop per §12.2.1.1 (loose and
+strict routing), recognises the far end's requests and follows target
+refreshes (§12.2: a re-INVITE's or UPDATE's Contact becomes the remote
+target).
 
 Not for: sending or retransmitting (``transaction``, ``leg``) or media.
 """
@@ -20,6 +23,7 @@ from waihu_sip.transport import new_branch
 __all__ = ["MAX_FORWARDS", "Dialog"]
 
 MAX_FORWARDS = 70  # RFC 3261 §8.1.1.6 recommended value
+TARGET_REFRESH_METHODS = frozenset({"INVITE", "UPDATE"})  # RFC 3261 §12.2, RFC 3311
 
 
 @attrs.define
@@ -36,7 +40,7 @@ class Dialog:
 
     @classmethod
     def from_answer(cls, invite: SipRequest, answer: SipResponse) -> Dialog:
-        """The dialog a 2xx to ``invite`` creates (§12.1.2).
+        """The dialog a 2xx (or a tagged 1xx: an early dialog) to ``invite`` creates (§12.1.2).
 
         Raises ``SipParseError`` when the answer lacks a To tag. A missing
         Contact is tolerated: the Request-URI is used as the remote target.
@@ -133,6 +137,24 @@ class Dialog:
             cseq=cseq,
             extra=[("User-Agent", identity.user_agent)],
         )
+
+    def refresh_target(self, message: SipRequest | SipResponse) -> bool:
+        """§12.2: a target refresh (re-INVITE or UPDATE from the far end, or the 2xx to one of
+        ours) replaces the remote target with its Contact. True when the target changed; a
+        message without a usable Contact leaves it as it was."""
+        method = message.method if isinstance(message, SipRequest) else message.cseq.method
+        if method not in TARGET_REFRESH_METHODS:
+            return False
+        contacts = message.headers.get_all("Contact")
+        if not contacts:
+            return False
+        try:
+            target = NameAddress.parse(contacts[0]).uri
+        except SipParseError:
+            return False  # a bad Contact must not cost the call its current target
+        changed = target != self.remote_target
+        self.remote_target = target
+        return changed
 
     def accept_remote_cseq(self, request: SipRequest) -> bool:
         """Record the far end's CSeq; False when it went backwards (§12.2.2: answer 500)."""

@@ -3,9 +3,18 @@
 Parses ``WWW-Authenticate``/``Proxy-Authenticate`` challenges and computes the
 ``Authorization``/``Proxy-Authorization`` value that answers one. Algorithms:
 MD5, MD5-sess, SHA-256, SHA-256-sess; qop ``auth`` (preferred) or ``auth-int``,
-or none for RFC 2069-style servers.
+or none for RFC 2069-style servers. ``DigestSession`` keeps one request
+flow's credentials across challenge rounds (sans-IO): which realms were
+answered, the nonce counts, and when to give up.
 
-Not for: deciding when to retry a request (that is the INVITE flow's job),
+Header values are text decoded with ``surrogateescape`` (``message``): a realm
+or nonce that is not UTF-8 is hashed as the raw bytes it arrived as, and never
+raises.
+
+Error handling: an unusable challenge raises ``DigestError`` naming why;
+``DigestSession.respond`` returns None when the server refused our credentials.
+
+What it is not: sending or retrying requests (``outgoing``, ``transaction``),
 ``userhash``, or any scheme but Digest.
 """
 
@@ -18,10 +27,25 @@ import attrs
 
 from waihu_sip.errors import DigestError
 
-__all__ = ["DigestChallenge", "authorization_value", "choose_challenge", "digest_response"]
+__all__ = [
+    "CHALLENGE_HEADERS",
+    "DigestChallenge",
+    "DigestSession",
+    "authorization_value",
+    "choose_challenge",
+    "digest_response",
+]
 
 _HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 CNONCE_BYTES = 8  # 64 bits of client nonce, hex-encoded
+TEXT_ENCODING = "utf-8"
+TEXT_ERRORS = "surrogateescape"  # how ``message`` decoded the header: gives back the raw bytes
+MAX_AUTH_ROUNDS = 6  # challenge rounds for one request flow, stale nonces included
+# status → (challenge header, the header that answers it)
+CHALLENGE_HEADERS = {
+    401: ("WWW-Authenticate", "Authorization"),
+    407: ("Proxy-Authenticate", "Proxy-Authorization"),
+}
 
 
 @attrs.frozen
@@ -136,7 +160,7 @@ def digest_response(
     hash_fn = _HASHES[base]
 
     def h(text: str | bytes) -> str:
-        data = text.encode("utf-8") if isinstance(text, str) else text
+        data = text.encode(TEXT_ENCODING, TEXT_ERRORS) if isinstance(text, str) else text
         return hash_fn(data).hexdigest()
 
     ha1 = h(f"{username}:{challenge.realm}:{password}")
@@ -197,3 +221,66 @@ def authorization_value(
 
 def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+class DigestSession:
+    """Credentials for one request flow (an INVITE and its retries, a BYE) over challenge rounds.
+
+    ``respond`` takes a 401/407 and gives every credential header the retried
+    request must carry — one per (header, realm) answered so far, so a proxy's
+    407 and then the callee's 401 are both satisfied — or None to give up:
+
+    - a realm we have not answered for this header: answer it;
+    - a realm we answered before, challenged again with ``stale=true``: answer
+      again with the new nonce (not a refusal);
+    - a realm we answered before, challenged again without ``stale``: our
+      credentials were refused; give up;
+    - more than ``MAX_AUTH_ROUNDS`` rounds: give up (a server that keeps saying
+      stale).
+
+    The nonce count (``nc``) goes up each time the same nonce is used; the
+    cnonce is fresh per answer.
+    """
+
+    def __init__(self, username: str, password: str) -> None:
+        self.username = username
+        self._password = password
+        self._answers: dict[tuple[str, str], tuple[DigestChallenge, str]] = {}
+        self._nonce_counts: dict[str, int] = {}
+        self.rounds = 0
+        self.problem: str | None = None  # why the last ``respond`` gave up
+
+    def respond(
+        self, response_status: int, challenges: list[str], *, method: str, uri: str, body: bytes
+    ) -> list[tuple[str, str]] | None:
+        """Headers for the retry answering a 401/407 (its status and challenge header values)."""
+        if response_status not in CHALLENGE_HEADERS:
+            raise ValueError(f"{response_status} is not a challenge")
+        _, answer_header = CHALLENGE_HEADERS[response_status]
+        self.rounds += 1
+        if self.rounds > MAX_AUTH_ROUNDS:
+            self.problem = f"still challenged after {MAX_AUTH_ROUNDS} rounds"
+            return None
+        try:
+            challenge = choose_challenge(challenges)
+        except DigestError as exc:
+            self.problem = str(exc)
+            return None
+        key = (answer_header, challenge.realm)
+        if key in self._answers and not challenge.stale:
+            self.problem = f"credentials refused for realm {challenge.realm!r}"
+            return None
+        nc = self._nonce_counts.get(challenge.nonce, 0) + 1
+        self._nonce_counts[challenge.nonce] = nc
+        value = authorization_value(
+            challenge,
+            method=method,
+            uri=uri,
+            username=self.username,
+            password=self._password,
+            nc=nc,
+            body=body,
+        )
+        self._answers[key] = (challenge, value)
+        self.problem = None
+        return [(header, value) for (header, _), (_, value) in self._answers.items()]

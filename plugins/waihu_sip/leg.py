@@ -25,7 +25,8 @@ Error handling: a BYE that gets no answer within 32 s, or a re-INVITE whose
 so cancelling the caller of ``hangup`` does not cut a BYE short, and errors
 there are logged, never raised into the trunk. A request we cannot use gets
 the status that says why (400, 415, 422, 481, 488, 489, 491) and a log line;
-the call goes on.
+the call goes on. A BYE answered 401/407 is sent again with the trunk's
+digest credentials.
 
 The leg tells its media socket which payload types were negotiated (only
 those are received) and runs the socket's RTCP reports in the trunk's
@@ -92,8 +93,14 @@ from waihu_sip.session_timer import (
     parse_min_se,
 )
 from waihu_sip.target import check_target, request_uri
-from waihu_sip.timers import T1, T2, TIMER_B, TIMER_H
-from waihu_sip.transaction import send_non_invite
+from waihu_sip.timers import T1, TIMER_B
+from waihu_sip.transaction import (
+    InviteServerTransaction,
+    TimedOut,
+    Transmit,
+    send_non_invite,
+    send_non_invite_authenticated,
+)
 from waihu_sip.transport import Address, SipTransport, new_branch
 
 __all__ = ["SessionState", "SipCallLeg"]
@@ -173,6 +180,8 @@ class SipCallLeg:
         log: logging.Logger,
         session_expires: int = 0,
         min_se: int = DEFAULT_MIN_SE,
+        credentials: tuple[str, str] | None = None,
+        answer: SipResponse | None = None,
     ) -> None:
         self.call_id = dialog.call_id
         self.codec = codec
@@ -209,6 +218,8 @@ class SipCallLeg:
         self._refer_watch: ReferWatch | None = None
         self._transfer_active = False
         self._request_seen = trio.Event()  # set on every far-end request: a transfer waits on it
+        self._credentials = credentials  # the trunk's digest user/password: a BYE may be challenged
+        self.answer = answer  # the 2xx that answered our INVITE (Session-Expires, Supported)
         self._accept_payload_types()
         if media.rtcp_enabled:
             try:
@@ -433,9 +444,15 @@ class SipCallLeg:
     async def _send_bye(self) -> None:
         assert self._bye_done is not None
         try:
-            bye, destination = await self._bye()
+            destination = await self._bye_destination()
             self._bye_sent = True  # the transaction's first send happens before it can block
-            response = await send_non_invite(self._transport, bye, destination)
+            response = await send_non_invite_authenticated(
+                self._transport,
+                lambda: self.dialog.new_request(self._identity, "BYE"),
+                destination,
+                self._credentials,
+                self._log,
+            )
             if response is None:
                 self._log.warning("call %s: no answer to BYE within 32 s", self.call_id)
             elif not response.success:
@@ -451,9 +468,11 @@ class SipCallLeg:
             self._bye_done.set()
 
     async def _bye(self) -> tuple[SipRequest, Address]:
-        bye = self.dialog.new_request(self._identity, "BYE")
-        destination = await self._transport.resolve(*self.dialog.next_hop().transport_address())
-        return bye, destination
+        destination = await self._bye_destination()
+        return self.dialog.new_request(self._identity, "BYE"), destination
+
+    async def _bye_destination(self) -> Address:
+        return await self._transport.resolve(*self.dialog.next_hop().transport_address())
 
     def _finish(self) -> None:
         self._media.close()
@@ -486,6 +505,7 @@ class SipCallLeg:
             return make_response(request, 500, "CSeq Out Of Order")
         self._request_seen.set()  # wakes a transfer waiting for a NOTIFY or the far end's BYE
         self._note_allow(request.headers)
+        self.dialog.refresh_target(request)  # §12.2: a re-INVITE/UPDATE's Contact is the target
         if request.method == "BYE":
             if not self.ended.is_set():
                 self._log.info("call %s: far end hung up", self.call_id)
@@ -861,19 +881,23 @@ class SipCallLeg:
     async def _retransmit_until_ack(
         self, request: SipRequest, response: SipResponse, acked: trio.Event, source: Address
     ) -> None:
-        """RFC 3261 §13.3.1.4: resend our 2xx on T1 doubling to T2 until the ACK, for 64·T1."""
+        """RFC 3261 §13.3.1.4 / RFC 6026 Accepted: resend our 2xx on T1 doubling to T2 until the
+        ACK (``acked``), for 64·T1 — the INVITE server transaction's timers."""
         try:
-            data = response.to_bytes()
-            interval = T1
-            with trio.move_on_after(TIMER_H) as scope:
-                while True:
-                    with trio.move_on_after(interval):
-                        await acked.wait()
-                        return
-                    await self._transport.send_bytes(data, source)
-                    interval = min(interval * 2, T2)
-            if scope.cancelled_caught:
-                self._log.warning("call %s: re-INVITE 200 never ACKed", self.call_id)
+            machine = InviteServerTransaction(
+                request, reliable=bool(getattr(self._transport, "reliable", False))
+            )
+            machine.send_response(response, trio.current_time())  # sent already by the trunk
+            while not machine.terminated and not acked.is_set():
+                with trio.move_on_at(machine.next_deadline):
+                    await acked.wait()
+                if acked.is_set():
+                    return
+                for action in machine.timer_fired(trio.current_time()):
+                    if isinstance(action, Transmit):
+                        await self._transport.send_bytes(action.data, source)
+                    elif isinstance(action, TimedOut):
+                        self._log.warning("call %s: re-INVITE 200 never ACKed", self.call_id)
         except Exception:
             self._log.exception("call %s: retransmitting 200 failed", self.call_id)
         finally:

@@ -29,7 +29,8 @@ does not resolve or a socket that cannot be bound does not end ``run``: the
 trunk is ``down`` and retries with backoff while the daemon carries on.
 One call's trouble never stops the trunk: its background work catches and
 logs its own errors. When the trunk stops, every live call gets a BYE (best
-effort, one datagram each).
+effort, one datagram each); every call still ringing is CANCELled and its
+487 ACKed, within a few seconds' grace.
 
 Not for: message parsing (``message``), the INVITE state machine
 (``outgoing``) or the answered call (``leg``).
@@ -85,6 +86,7 @@ from waihu_sip.registration import (
     Registered,
     keep_registered,
 )
+from waihu_sip.session_timer import invite_headers
 from waihu_sip.stream import TlsSettings, TlsSetupError, tls_contexts
 from waihu_sip.transaction import send_non_invite
 from waihu_sip.transport import Address, Admission, SipTransport, new_token
@@ -102,6 +104,8 @@ ALLOW_FIRST_REFRESH = 10.0
 # the trunk's own peers by config key: always allowed (registrar/outbound_proxy come with
 # registration support; a key this config does not have is skipped)
 PEER_KEYS = ("proxy", "registrar", "outbound_proxy")
+# seconds a stopping trunk gives ringing calls to CANCEL, ACK the 487 and BYE a crossing 2xx
+SHUTDOWN_CANCEL_GRACE = 4.0
 SESSION_ID_MAX = 2**62  # o= session ids: random, well inside what peers parse as integers
 VISUAL_SEPARATORS = str.maketrans("", "", " -().")  # RFC 3966 §5.1.1, dropped from numbers
 # RFC 3261 §25.1 user characters we accept as typed; '#' is allowed and sent escaped (%23)
@@ -130,6 +134,7 @@ class SipTrunk(Provider):
         self._nursery: trio.Nursery | None = None
         self._legs: dict[str, SipCallLeg] = {}
         self._incoming: dict[str, SipIncomingCall] = {}  # inbound INVITEs not yet ACKed/over
+        self._calls: set[OutgoingCall] = set()  # attempts not yet over (ringing or lingering)
         self._health = TrunkHealth(
             probing=config.probe_interval > 0,
             failures=config.probe_failures,
@@ -172,7 +177,8 @@ class SipTrunk(Provider):
             assert transport is not None and identity is not None and self.local_address
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(transport.serve, self._on_request)
+                serving = trio.CancelScope(shield=True)  # receives through the shutdown grace
+                nursery.start_soon(self._serve, transport, serving)
                 self.log.info(
                     "SIP trunk on %s:%d (advertised %s), proxy %s",
                     *self.local_address,
@@ -187,15 +193,41 @@ class SipTrunk(Provider):
                 nursery.start_soon(self._refresh_allowed_forever)
                 if not started:
                     task_status.started()
-                await trio.sleep_forever()
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_CANCEL_GRACE):
+                        await self._stop_calls()
+                    serving.cancel()
         finally:
             self._nursery = None
-            with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_BYE_GRACE):
-                for leg in list(self._legs.values()):
-                    await leg.release()
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(SHUTDOWN_BYE_GRACE):
+                    for leg in list(self._legs.values()):
+                        await leg.release()
             if self._transport is not None:
                 self._transport.close()
             self._transport = None
+
+    async def _serve(self, transport: SipTransport, scope: trio.CancelScope) -> None:
+        """The receive loop, in a shielded scope: a stopping trunk still hears the 487s and 200s
+        of its CANCELs; ``run`` cancels ``scope`` once its shutdown work is done."""
+        with scope:
+            await transport.serve(self._on_request)
+
+    async def _stop_calls(self) -> None:
+        """CANCEL every call still ringing and wait for its 487 (ACKed) or a crossing 2xx
+        (ACKed and BYEd), while the receive loop still runs."""
+        calls = list(self._calls)
+        self._calls.clear()
+        if not calls:
+            return
+        self.log.info(
+            "trunk %s stopping: %d call attempt(s) to finish", self.context.name, len(calls)
+        )
+        async with trio.open_nursery() as stopping:
+            for call in calls:
+                stopping.start_soon(call.stop)
 
     async def _bring_up(self) -> str | None:
         """Bind the socket and resolve the proxy; None when done, else what went wrong."""
@@ -544,6 +576,9 @@ class SipTrunk(Provider):
         answer within ``ring_timeout`` seconds (408, the attempt is CANCELled);
         ``TrunkError`` when the proxy does not respond at all or the trunk is
         not running. Cancelling the caller abandons the attempt cleanly.
+        ``on_early_media`` is called once when a 1xx with SDP starts early media.
+        When the trunk stops while the call rings, the attempt is CANCELled and
+        ``dial`` raises ``TrunkError`` ("the trunk stopped …").
         """
         if not ring_timeout > 0:
             raise ValueError(f"ring_timeout must be positive, not {ring_timeout}")
@@ -570,7 +605,9 @@ class SipTrunk(Provider):
         offer = session.offer(cfg.codecs)
         credentials = (cfg.username, cfg.password) if cfg.username and cfg.password else None
 
-        def make_leg(dialog: Dialog, codec: Codec, dtmf: int | None, remote: Address) -> SipCallLeg:
+        def make_leg(
+            dialog: Dialog, codec: Codec, dtmf: int | None, remote: Address, answer: SipResponse
+        ) -> SipCallLeg:
             media.set_remote(remote)
             leg = SipCallLeg(
                 transport=transport,
@@ -585,9 +622,12 @@ class SipTrunk(Provider):
                 log=self.log,
                 session_expires=cfg.session_expires,
                 min_se=cfg.min_se,
+                credentials=credentials,
+                answer=answer,
             )
             self._legs[dialog.call_id] = leg
             self._allow_dialog_peers()
+            leg.follow_answer(answer)
             return leg
 
         try:
@@ -606,6 +646,9 @@ class SipTrunk(Provider):
                 make_leg=make_leg,
                 log=self.log,
                 route=self._preloaded_route(),
+                media=media,
+                on_early_media=on_early_media,
+                extra_headers=self._invite_headers(),
             )
         except OSError as exc:
             media.close()
@@ -614,7 +657,8 @@ class SipTrunk(Provider):
             raise error from None
         self.log.info("call %s: dialling %s", call.call_id, request_uri)
         try:
-            nursery.start_soon(call.run)
+            self._calls.add(call)
+            nursery.start_soon(self._run_call, call)
             await call.done.wait()
             leg = call.claim()
         except BaseException as exc:
@@ -628,6 +672,18 @@ class SipTrunk(Provider):
             raise
         self._note(self._health.dial_answered(time.time()))
         return leg
+
+    async def _run_call(self, call: OutgoingCall) -> None:
+        try:
+            await call.run()
+        finally:
+            if not call.needs_stop:
+                self._calls.discard(call)  # else the stopping trunk still has to CANCEL it
+
+    def _invite_headers(self) -> list[tuple[str, str]]:
+        """Extra headers for every INVITE this trunk sends: the RFC 4028 session timer asked
+        for (none with ``session_expires = 0``)."""
+        return list(invite_headers(self.config.session_expires, self.config.min_se))
 
     def check_target(self, target: str) -> str:
         """``target`` as it will be dialled (a number or a SIP URI), or ``BadTarget``.
