@@ -98,7 +98,6 @@ from waihu_sip.transaction import (
     InviteServerTransaction,
     TimedOut,
     Transmit,
-    send_non_invite,
     send_non_invite_authenticated,
 )
 from waihu_sip.transport import Address, SipTransport, new_branch
@@ -675,10 +674,17 @@ class SipCallLeg:
         self, method: str, *, extra: list[tuple[str, str]] | None = None, body: bytes = b""
     ) -> SipResponse | None:
         """One non-INVITE request in the dialog (INFO, REFER, UPDATE); its final response, or
-        None when none came within 32 s. OSError when the next hop does not resolve."""
-        request = self._in_dialog_request(method, extra=extra, body=body)
+        None when none came within 32 s; a 401/407 is answered with the trunk's credentials.
+        OSError when the next hop does not resolve."""
         destination = await self._transport.resolve(*self.dialog.next_hop().transport_address())
-        return await send_non_invite(self._transport, request, destination)
+        # a challenged request goes again with the trunk's credentials (new branch and CSeq)
+        return await send_non_invite_authenticated(
+            self._transport,
+            lambda: self._in_dialog_request(method, extra=extra, body=body),
+            destination,
+            self._credentials,
+            self._log,
+        )
 
     def _in_dialog_request(
         self, method: str, *, extra: list[tuple[str, str]] | None = None, body: bytes = b""

@@ -133,6 +133,7 @@ class SipTrunk(Provider):
         self._identity: LocalIdentity | None = None
         self._nursery: trio.Nursery | None = None
         self._legs: dict[str, SipCallLeg] = {}
+        self._unregistered = trio.Event()  # set once the registration task has finished
         self._incoming: dict[str, SipIncomingCall] = {}  # inbound INVITEs not yet ACKed/over
         self._calls: set[OutgoingCall] = set()  # attempts not yet over (ringing or lingering)
         self._health = TrunkHealth(
@@ -198,6 +199,8 @@ class SipTrunk(Provider):
                 finally:
                     with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_CANCEL_GRACE):
                         await self._stop_calls()
+                        if self.config.register:
+                            await self._unregistered.wait()  # its Expires: 0 answered, or given up
                     serving.cancel()
         finally:
             self._nursery = None
@@ -493,21 +496,21 @@ class SipTrunk(Provider):
             password=cfg.password,
             route=self._preloaded_route(),
         )
-        transport = self._transport
-        assert transport is not None
-
-        async def serve_answers() -> None:
-            await transport.serve(_ignore_request)  # shutting down: only answers matter
-
         backoff = Backoff()
+        try:
+            await self._register_until_cancelled(client, identity, backoff)
+        finally:
+            self._unregistered.set()  # run's shutdown keeps receiving until then
+
+    async def _register_until_cancelled(
+        self, client: RegisterClient, identity: LocalIdentity, backoff: Backoff
+    ) -> None:
         while True:
             try:
+                # on cancellation it unregisters, shielded and bounded; the trunk's receive
+                # loop runs through the shutdown grace and hears the answer
                 await keep_registered(
-                    client,
-                    identity,
-                    self._send_register,
-                    self._registration_outcome,
-                    serve=serve_answers,
+                    client, identity, self._send_register, self._registration_outcome
                 )
                 return  # (it runs until cancelled)
             except Exception:
@@ -936,10 +939,6 @@ def _tls_settings(cfg: SipTrunkConfig) -> TlsSettings:
         cert_file=cfg.tls_cert,
         key_file=cfg.tls_key,
     )
-
-
-async def _ignore_request(request: SipRequest, source: Address) -> None:
-    """Requests that arrive while the trunk unregisters on its way down go unanswered."""
 
 
 def _clock(timestamp: float) -> str:
