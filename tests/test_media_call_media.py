@@ -452,3 +452,31 @@ def test_endpointer_rate_must_match_codec() -> None:
             CallMedia(leg, endpointer=Endpointer())
     finally:
         robot.close()
+
+
+async def test_a_codec_the_far_end_switches_to_mid_call_is_followed_both_ways(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The trunk's leg changes ``codec`` (a re-INVITE offered only PCMA): from the next frame
+    our packets are PCMA, and the far end's PCMA audio is decoded as PCMA."""
+    with trio.fail_after(60):
+        leg, far = await make_pair(PCMU)
+        recorder = StereoRecorder(tmp_path / "switch.wav", RATE)
+        media = CallMedia(leg, endpointer=Endpointer(), recorder=recorder)
+        loud = np.full(SPF * 10, 3000, dtype=np.int16)
+
+        async def scenario(call: Call) -> None:
+            await trio.sleep(0.2)
+            leg.codec = PCMA
+            far.encode, far.sender = codec_functions("PCMA")[0], RtpSender(PCMA.payload_type)
+            await trio.sleep(0.1)
+            await far.play(loud, trio.current_time())
+            await trio.sleep(0.3)
+
+        await run_call(media, far, scenario)
+    types = [p.payload_type for _, p in far.received]
+    switched = types.index(PCMA.payload_type)
+    assert set(types[:switched]) == {0} and set(types[switched:]) == {8}
+    assert {p.payload[0] for _, p in far.received[switched:]} == {SILENT_PAYLOAD["PCMA"]}
+    callee = recorder.stereo()[:, 0]
+    assert np.count_nonzero(np.abs(callee.astype(int) - 3000) < 100) >= SPF * 8  # decoded right

@@ -57,15 +57,22 @@ async def test_inactive_and_old_style_hold_are_answered_in_kind(tmp_path: Path) 
             assert await callee.media_arrives()
 
 
-async def test_codec_change_is_refused_because_the_core_fixes_the_codec(tmp_path: Path) -> None:
-    """The core reads leg.codec once when the call's media starts (call_media.py caches
-    the encoder and payload type), so an offer of only the other G.711 codec gets 488."""
+async def test_a_codec_change_to_the_other_g711_is_taken_and_nothing_else_is(
+    tmp_path: Path,
+) -> None:
+    """An offer of only PCMA on a PCMU call switches the leg (the core follows leg.codec
+    from its next frame); an offer of nothing the trunk speaks is refused 488."""
     with trio.fail_after(TIME_LIMIT):
         async with answered_call(tmp_path) as callee:
             pcma = callee.request("INVITE", body=sdp(callee.rtp_port, formats="8"))
-            refused = await callee.ask(pcma)
+            ok = await callee.ask(pcma)
+            await callee.ack(pcma)
+            assert ok.status == 200 and parse_sdp(ok.body).formats[0] == 8
+            assert callee.leg.codec.name == "PCMA" and callee.leg.codec.payload_type == 8
+            g729 = callee.request("INVITE", body=sdp(callee.rtp_port, formats="18"))
+            refused = await callee.ask(g729)
             assert refused.status == 488
-            assert callee.leg.codec.name == "PCMU" and await callee.media_arrives()
+            assert callee.leg.codec.name == "PCMA" and await callee.media_arrives()
 
 
 async def test_refresh_without_sdp_repeats_our_description_unchanged(tmp_path: Path) -> None:

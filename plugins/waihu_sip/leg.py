@@ -8,8 +8,9 @@ datagrams, hangs up with BYE, and answers the far end's in-dialog requests:
   inactive or c=0.0.0.0: we stop sending until the far end takes the call
   back), a new media address, a session refresh with or without SDP, an
   offerless re-INVITE (we offer in the 200, the answer comes in the ACK);
-  491 while our own refresh is out (glare); an offer without the call's
-  codec is refused 488 (the core fixes the codec when the call is answered);
+  491 while our own refresh is out (glare); an offer of another of the
+  trunk's codecs at the same clock rate switches the call to it (the core
+  follows ``codec`` from its next frame); an offer of nothing usable is 488;
 - RFC 4028 session timers (``session_timer``): as refresher we UPDATE (or
   re-INVITE) at half the interval; otherwise a missing refresh ends the call
   with BYE; a too-short interval is answered 422;
@@ -43,7 +44,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 import trio
@@ -79,6 +80,7 @@ from waihu_sip.sdp import (
     answer_direction,
     build_offer,
     build_sdp,
+    choose_codec,
     parse_sdp,
 )
 from waihu_sip.session_timer import (
@@ -177,6 +179,7 @@ class SipCallLeg:
         spawn: Spawn,
         on_gone: Callable[[SipCallLeg], None],
         log: logging.Logger,
+        codecs: Sequence[str] = ("PCMU", "PCMA"),
         session_expires: int = 0,
         min_se: int = DEFAULT_MIN_SE,
         credentials: tuple[str, str] | None = None,
@@ -206,6 +209,7 @@ class SipCallLeg:
         self._offered_in_2xx: set[int] = set()  # CSeq of an offerless re-INVITE we offered to
         # RFC 4028 session timer: 0 = we ask for none and ignore what is offered
         self._session_expires = session_expires
+        self._codecs = tuple(codecs)  # the trunk's: what a far end may switch the call to
         self._min_se = min_se
         self._session_timer: SessionTimer | None = None
         self._timer_changed = trio.Event()
@@ -550,8 +554,8 @@ class SipCallLeg:
         """re-INVITE or UPDATE: hold/unhold, a new media address, a session refresh.
 
         An offer is answered per RFC 3264 §6 (its direction mirrored: we stop
-        sending while held); an offer without our codec is refused 488, since
-        the core fixes the codec when the call is answered. A re-INVITE
+        sending while held); an offer without our codec but with another of the
+        trunk's codecs at the same rate switches to it; nothing usable is 488. A re-INVITE
         without SDP gets our current description as an offer (the answer
         comes in the ACK), an UPDATE without SDP a plain 200. 491 while our
         own offer is out (glare, §14.1), 422 for a session interval below our
@@ -583,7 +587,8 @@ class SipCallLeg:
             except SdpError as exc:
                 self._log.warning("call %s: bad SDP in %s: %s", self.call_id, request.method, exc)
                 return make_response(request, 488)
-            if offer.port == 0 or not self._offers_our_codec(offer):
+            switch = None if self._offers_our_codec(offer) else self._codec_to_switch_to(offer)
+            if offer.port == 0 or (switch is None and not self._offers_our_codec(offer)):
                 self._log.info(
                     "call %s: refused %s offering %s (the call's codec is %s)",
                     self.call_id,
@@ -592,6 +597,13 @@ class SipCallLeg:
                     self.codec.name,
                 )
                 return make_response(request, 488)
+            if switch is not None:
+                # the core follows leg.codec from its next frame (same clock rate: G.711)
+                self._log.info(
+                    "call %s: codec %s → %s at the far end's %s",
+                    self.call_id, self.codec.name, switch.name, request.method,
+                )  # fmt: skip
+                self.codec = switch
             self._apply_remote_sdp(offer)
             self._our_direction = answer_direction(_effective_direction(offer))
             self.dtmf_payload_type = offer.telephone_event_pt
@@ -613,6 +625,13 @@ class SipCallLeg:
     def _describe(self) -> bytes:
         """Our current session description (its version goes up only when it changed)."""
         return self._session.describe(self.codec, self.dtmf_payload_type, self._our_direction)
+
+    def _codec_to_switch_to(self, offer: SessionDescription) -> Codec | None:
+        """Another of the trunk's codecs the offer names, at the call's clock rate, or None."""
+        codec = choose_codec(offer, list(self._codecs))
+        if codec is None or codec.clock_rate != self.codec.clock_rate:
+            return None
+        return codec
 
     def _offers_our_codec(self, offer: SessionDescription) -> bool:
         for pt in offer.formats:

@@ -606,7 +606,7 @@ class SipTrunk(Provider):
             version=1,
         )
         offer = session.offer(cfg.codecs)
-        credentials = (cfg.username, cfg.password) if cfg.username and cfg.password else None
+        credentials = self._credentials()
 
         def make_leg(
             dialog: Dialog, codec: Codec, dtmf: int | None, remote: Address, answer: SipResponse
@@ -623,6 +623,7 @@ class SipTrunk(Provider):
                 spawn=self._spawn,
                 on_gone=self._forget,
                 log=self.log,
+                codecs=cfg.codecs,
                 session_expires=cfg.session_expires,
                 min_se=cfg.min_se,
                 credentials=credentials,
@@ -906,9 +907,18 @@ class SipTrunk(Provider):
             spawn=self._spawn,
             on_gone=self._forget,
             log=self.log,
+            codecs=self.config.codecs,
+            session_expires=self.config.session_expires,
+            min_se=self.config.min_se,
+            credentials=self._credentials(),
         )
         self._legs[dialog.call_id] = leg
+        self._allow_dialog_peers()
         return leg
+
+    def _credentials(self) -> tuple[str, str] | None:
+        cfg = self.config
+        return (cfg.username, cfg.password) if cfg.username and cfg.password else None
 
     def _forget_incoming(self, call: SipIncomingCall) -> None:
         if self._incoming.get(call.call_id) is call:

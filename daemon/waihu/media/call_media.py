@@ -136,6 +136,9 @@ class CallMedia:
         self.stats = MediaStats(jitter=self.jitter.stats)
         self._events_send, self.events = trio.open_memory_channel[MediaEvent](events_capacity)
         self._audio_pt = codec.payload_type
+        self._codec = codec
+        # decoders by payload type: packets of a codec the far end just left still decode
+        self._decoders = {codec.payload_type: self._decode}
         self._clock_rate = codec.clock_rate
         self._silence = np.zeros(self.samples_per_frame, dtype=np.int16)
         self._silence.flags.writeable = False
@@ -166,7 +169,8 @@ class CallMedia:
         except RtpError as exc:
             self._count_malformed(exc.kind, str(exc))
             return
-        if packet.payload_type == self._audio_pt:
+        self._follow_codec()
+        if packet.payload_type in self._decoders:
             self.jitter.push(packet)
         elif packet.payload_type == self.leg.dtmf_payload_type:
             self._on_telephone_event(packet)
@@ -234,8 +238,24 @@ class CallMedia:
             raise RuntimeError(f"call {self.call_id}: the far end takes no telephone-events")
         return self.dtmf.queue(digits)
 
+    def _follow_codec(self) -> None:
+        """Switch to the leg's codec when the far end changed it mid-call (a re-INVITE offering
+        only the other G.711 codec): our packets go out in it from the next frame."""
+        codec = self.leg.codec
+        if codec is self._codec or codec == self._codec:
+            return
+        if codec.clock_rate != self._clock_rate:  # a trunk refuses such a change; never reached
+            self._log_once("rate", "call %s: ignoring a codec change to %s", self.call_id, codec)
+            return
+        log.info("call %s: codec %s → %s", self.call_id, self._codec.name, codec.name)
+        self._encode, self._decode = codec_functions(codec.name)
+        self._decoders[codec.payload_type] = self._decode
+        self._codec, self._audio_pt = codec, codec.payload_type
+        self.sender.payload_type = codec.payload_type
+
     def tick(self) -> None:
         """Send this frame's audio, take the incoming frame, record, endpoint; never blocks."""
+        self._follow_codec()
         events = self.dtmf.next_frame(self.sender) if self.dtmf is not None else None
         if events is not None:
             outgoing = self._silence
@@ -278,7 +298,7 @@ class CallMedia:
             if packet is None:
                 self.stats.silent_ticks += 1
                 return self._silence
-            pending = self._decode(packet.payload)
+            pending = self._decoders.get(packet.payload_type, self._decode)(packet.payload)
             if pending.size == size:
                 return pending
         # a peer packetising at another ptime: re-cut its audio into frames
@@ -286,7 +306,8 @@ class CallMedia:
             packet = self.jitter.pop()
             if packet is None:
                 break
-            pending = np.concatenate((pending, self._decode(packet.payload)))
+            decode = self._decoders.get(packet.payload_type, self._decode)
+            pending = np.concatenate((pending, decode(packet.payload)))
         if pending.size < size:
             self._pending = self._silence[:0]
             return np.concatenate((pending, self._silence[: size - pending.size]))
