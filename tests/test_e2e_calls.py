@@ -87,6 +87,11 @@ async def test_affirmative_answer_takes_the_affirm_branch(tmp_path: Path) -> Non
     call, turns = stored(daemon.database, record["id"])
     assert (call["grade"], call["status"], call["hangup_by"]) == ("A", "ended", "robot")
     assert json.loads(call["tags"]) == ["interested"]
+    # the call's media figures are filed with it: what we sent, what the callee played
+    quality = json.loads(call["media_quality"])
+    assert quality == record["media_quality"]
+    assert quality["packets_sent"] > 100 and quality["packets_received"] > 10
+    assert 0.0 <= quality["loss_fraction"] < 0.5 and quality["jitter_ms"] >= 0.0
     assert [(t["speaker"], t["text"], t["intent"]) for t in turns][1] == ("callee", "네", "affirm")
     # the stereo recording: callee speech on the left, the robot's prompts on the right
     with wave.open(record["recording"]) as wav:
