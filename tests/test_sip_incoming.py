@@ -420,3 +420,45 @@ async def _until_forgotten(trunk: SipTrunk) -> None:
     with trio.fail_after(5):  # well under Timer H (32 s): only an absorbed ACK ends it so soon
         while trunk._incoming:  # the trunk's transaction table is what is tested
             await trio.sleep(0.05)
+
+
+async def test_the_callers_session_timer_is_agreed_or_refused_422(tmp_path: Path) -> None:
+    """RFC 4028 on calls we answer: the caller's Session-Expires comes back in our 200 with a
+    refresher; an interval under our min_se (90 s) gets 422 with Min-SE."""
+    inbox = Inbox()
+    peer = UdpPeer()
+    await peer.bind()
+    try:
+        with trio.fail_after(REAL_TIME_LIMIT):
+            async with inbound_trunk(tmp_path, inbox) as trunk:
+                assert trunk.local_address is not None
+                for n, (interval, status) in enumerate([(60, 422), (600, 200)]):
+                    invite = _invite(trunk, peer, branch=f"z9hG4bK-st-{n}")
+                    invite.headers.set("Call-ID", f"st-call-{n}")
+                    invite.headers.add("Supported", "timer")
+                    invite.headers.add("Session-Expires", str(interval))
+                    await peer.send(invite, trunk.local_address)
+                    call = await inbox.calls.receive()
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(_answer_quietly, call)
+                        final = await peer.receive_response()
+                        while final.status < 200:
+                            final = await peer.receive_response()
+                        assert final.status == status
+                        if status == 422:
+                            assert final.headers.get("Min-SE") == "90"
+                        else:
+                            assert (final.headers.get("Session-Expires") or "").startswith("600")
+                            assert "refresher=" in (final.headers.get("Session-Expires") or "")
+                        # a non-2xx is ACKed on the INVITE's branch (§17.1.1.3), a 2xx on a new one
+                        branch = f"z9hG4bK-st-{n}" if status == 422 else f"z9hG4bK-st-ack-{n}"
+                        await peer.send(_ack(invite, final, branch=branch), trunk.local_address)
+    finally:
+        peer.close()
+
+
+async def _answer_quietly(call: object) -> None:
+    try:
+        await call.answer()  # type: ignore[attr-defined]
+    except Exception:
+        pass  # the 422 case: answer() raises, as it says

@@ -57,6 +57,7 @@ from waihu_sip.sdp import (
     choose_codec,
     parse_sdp,
 )
+from waihu_sip.session_timer import DEFAULT_MIN_SE, Reject, SessionTimerError, answer_request
 from waihu_sip.timers import T1, T2, TIMER_H
 from waihu_sip.transport import Address, SipTransport, new_token
 
@@ -132,6 +133,8 @@ class SipIncomingCall:
         spawn: Spawn,
         on_done: Callable[[SipIncomingCall], None],
         log: logging.Logger,
+        session_expires: int = 0,
+        min_se: int = DEFAULT_MIN_SE,
     ) -> None:
         self.call_id = invite.call_id
         self.number = number
@@ -142,6 +145,8 @@ class SipIncomingCall:
         self._source = source
         self._offer = offer  # None: a late offer
         self._codecs = codecs
+        self._session_expires = session_expires  # RFC 4028: 0 = no session timer
+        self._min_se = min_se
         self._transport = transport
         self._identity = identity
         self._make_media = make_media
@@ -182,6 +187,17 @@ class SipIncomingCall:
         if self.cancelled.is_set() or self._final is not None:
             raise CallFailed(CANCELLED_STATUS, "Request Terminated")
         try:
+            timer = answer_request(
+                self.invite.headers, min_se=self._min_se, enabled=self._session_expires > 0
+            )
+        except SessionTimerError as exc:
+            self._log.warning("call %s: bad session timer in the INVITE: %s", self.call_id, exc)
+            await self.reject(400, "Bad Session-Expires")
+            raise CallFailed(400, "Bad Request") from None
+        if isinstance(timer, Reject):  # RFC 4028 §8.1: too short an interval for us
+            await self._send_final(self._response(422, extra=[("Min-SE", str(timer.min_se))]))
+            raise CallFailed(422, "Session Interval Too Small")
+        try:
             media, session = self._make_media()
         except OSError as exc:
             self._log.warning("call %s: no RTP port to answer with: %s", self.call_id, exc)
@@ -197,10 +213,12 @@ class SipIncomingCall:
             codec, dtmf = KNOWN_CODECS[self._codecs[0]], None  # until the ACK says
         extra = [("Contact", self._identity.contact), ("Allow", self._identity.allow)]
         extra += [("Record-Route", v) for v in self.invite.headers.get_all("Record-Route")]
+        extra += timer.headers  # Session-Expires with its refresher, Require: timer (§9)
         extra.append(("Content-Type", "application/sdp"))
         ok = self._response(200, extra=extra, body=body)
         # the leg exists before the 200 leaves: a BYE may overtake the ACK (§15)
         leg = self._make_leg(self._dialog(), media, codec, dtmf, session)
+        leg.agree_session_timer(timer.agreement)
         await self._send_final(ok)
         with trio.move_on_after(TIMER_H):
             await self._wait_ack_or_end(leg)

@@ -840,6 +840,8 @@ class SipTrunk(Provider):
             spawn=self._spawn,
             on_done=self._forget_incoming,
             log=self.log,
+            session_expires=self.config.session_expires,
+            min_se=self.config.min_se,
         )
         self._incoming[call.call_id] = call
         self.log.info("inbound call %s from %r to %s", call.call_id, call.caller, number)
