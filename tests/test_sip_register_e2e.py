@@ -96,6 +96,8 @@ async def test_waihuctl_trunks_shows_registered_failing_and_not_registering(
     assert branch["state"] == "failing" and branch["expires_at"] is None
     assert result["lab"]["registration"] is None
     assert result["office"]["lines"] is not None
+    guard = result["office"]["guard"]  # what the SIP port's guard let in and turned away
+    assert guard["accepted"] > 0 and guard["unknown_dropped"] == guard["flood_dropped"] == 0
 
     assert {t["name"]: t["state"] for t in status["trunks"]}["office"] == "registered"
     # office registered once and removed its binding on the way down; branch never got one

@@ -441,3 +441,16 @@ async def test_the_response_cache_is_bounded_whatever_gets_past_the_guard(
     finally:
         transport.close()
     assert kept == ["z9hG4bK2", "z9hG4bK3", "z9hG4bK4"]
+
+
+def test_waihuctl_trunks_says_what_the_guard_turned_away() -> None:
+    from waihu.control.render import render_trunks
+
+    row = {"name": "office", "state": "up", "since": None, "lines": 4, "live_calls": 1,
+           "registration": None, "detail": "",
+           "guard": {"accepted": 90, "unknown_dropped": 7, "unknown_rejected": 2,
+                     "flood_dropped": 1200}}  # fmt: skip
+    text = render_trunks([row])
+    assert "9 from unknown sources refused, 1200 over the flood limit dropped" in text
+    quiet = render_trunks([{**row, "guard": {"accepted": 5}}])
+    assert "refused" not in quiet and "flood" not in quiet

@@ -555,6 +555,13 @@ TRUNKS_KEYS: tuple[tuple[str, str], ...] = (
         "last answered or failed to), expires_at (when the binding runs out, while "
         "registered) and detail",
     ),
+    (
+        "guard",
+        "null for a trunk without one; else what its SIP port let in and turned away since "
+        "it started: accepted, unknown_dropped and unknown_rejected (sources outside "
+        "allow_from), flood_dropped (over flood_rate); the table adds what was turned away "
+        "to the detail",
+    ),
 )
 TRUNKS_EXAMPLE = """\
   NAME    STATE       SINCE         CALLS  REGISTRATION     DETAIL

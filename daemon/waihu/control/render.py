@@ -284,11 +284,22 @@ def render_trunks(result: Sequence[Mapping[str, Any]]) -> str:
             _since(t.get("since"), now),
             f"{t.get('live_calls', 0)}/{t['lines']}" if t.get("lines") else NONE,
             _registration(t.get("registration"), now),
-            t.get("detail") or "",
+            "; ".join(part for part in (t.get("detail") or "", _guard(t.get("guard"))) if part),
         ]
         for t in result
     ]
     return _table(["NAME", "STATE", "SINCE", "CALLS", "REGISTRATION", "DETAIL"], rows)
+
+
+def _guard(guard: Any) -> str:
+    """What a trunk's guard turned away, when it turned anything away."""
+    if not isinstance(guard, Mapping):
+        return ""
+    refused = int(guard.get("unknown_dropped", 0)) + int(guard.get("unknown_rejected", 0))
+    flood = int(guard.get("flood_dropped", 0))
+    parts = [f"{refused} from unknown sources refused"] if refused else []
+    parts += [f"{flood} over the flood limit dropped"] if flood else []
+    return ", ".join(parts)
 
 
 def _registration(registration: Any, now: float) -> str:

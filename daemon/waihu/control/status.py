@@ -26,7 +26,10 @@ import os
 import time
 import typing
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
+
+import attrs
 
 from waihu.api import (
     CallCounts,
@@ -114,14 +117,25 @@ def gather_trunks(dispatcher: CallDispatcher, started_at: float) -> list[dict[st
 
     ``registration`` is what the trunk's optional ``registration()`` method
     says (the SIP trunk's: aor, registrar, state, at, expires_at, detail), or
-    None for a trunk that does not register or has no such method.
+    None for a trunk that does not register or has no such method; ``guard``
+    what its optional ``security_counts()`` says (the SIP trunk's: accepted,
+    unknown_dropped, unknown_rejected, flood_dropped since it started), or None.
     """
     trunks = _trunks(dispatcher, started_at)
     for entry in trunks:
         trunk = dispatcher.providers.get("trunk", entry["name"])
         registration = getattr(trunk, "registration", None)
         entry["registration"] = registration() if callable(registration) else None
+        counts = getattr(trunk, "security_counts", None)  # the SIP trunk's guard, if any
+        entry["guard"] = _plain(counts()) if callable(counts) else None
     return trunks
+
+
+def _plain(value: Any) -> dict[str, Any] | None:
+    """An attrs value (or a mapping) as a JSON-ready dict; None for anything else."""
+    if attrs.has(type(value)):
+        return attrs.asdict(value)
+    return dict(value) if isinstance(value, Mapping) else None
 
 
 def _today(counts: CallCounts, since: float) -> dict[str, Any]:
