@@ -307,3 +307,61 @@ async def test_an_agent_who_does_not_answer_is_cancelled_and_filed_as_no_answer(
     assert (transfer["outcome"], transfer["status"]) == ("no_answer", 408)
     assert robot_nodes(record) == ["offer", "connect", "sorry"], record
     assert record["grade"] == "B"
+
+
+REFER_SCRIPT = """
+[script]
+name = "refer-ko"
+language = "ko"
+start = "connect"
+priority = ["default"]
+on_transfer_failed = "sorry"
+
+[nodes.connect]
+say = [{ text = "상담원에게 연결합니다." }]
+end = true
+grade = "A"
+transfer = "desk"
+
+[nodes.sorry]
+say = [{ text = "다시 연락드리겠습니다." }]
+end = true
+grade = "B"
+"""
+
+
+async def test_a_blind_transfer_refers_the_callee_and_files_what_the_notify_said(
+    tmp_path: Path,
+) -> None:
+    """``mode = "refer"``: the robot sends REFER to the callee's phone (sipp), which answers
+    202, NOTIFYs 100 then 200 and leaves; the record says transferred, by refer, 200."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "refer-ko.toml").write_text(REFER_SCRIPT, encoding="utf-8")
+    with trio.fail_after(TEST_TIMEOUT):
+        async with sipp_peer(
+            "refer_accepted.xml",
+            tmp_path,
+            keys={"refer_user": "2001", "bye_wait_ms": "60000"},
+            timeout=CALL_TIMEOUT,
+        ) as callee:
+            config = write_config(
+                tmp_path / "waihud",
+                proxy=callee.hostport,
+                scripts_dir=scripts,
+                tts=True,
+                extra='[transfer.desk]\nmode = "refer"\ntarget = "2001"\n',
+            )
+            async with running_waihud(config) as daemon:
+                reply = await daemon.request("call", target="1001", script="refer-ko")
+                record = await daemon.wait_call(reply["call_id"], timeout=CALL_TIMEOUT)
+                result = await callee.wait()
+                assert await daemon.stop() == 0
+    result.check()  # REFER with Refer-To sip:2001@…, both NOTIFYs answered 200
+    transfer = record["transfer"]
+    assert (transfer["mode"], transfer["outcome"], transfer["status"]) == (
+        "refer", "transferred", 200,
+    ), transfer  # fmt: skip
+    assert transfer["target"] == "2001"  # as configured; sipp checked the Refer-To URI
+    assert robot_nodes(record) == ["connect"] and record["grade"] == "A"
+    assert record["status"] == "ended"
