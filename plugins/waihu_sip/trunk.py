@@ -593,44 +593,17 @@ class SipTrunk(Provider):
         request_uri = self.target_uri(target)
         from_ = self._from_address(caller_id)
         cfg = self.config
-        rtp_host = cfg.rtp_host or cfg.local_host
         try:
-            media = open_media_socket(rtp_host, self.log, cfg.rtp_ports, rtcp=cfg.rtcp)
+            media, session = self._open_media()
         except OSError as exc:
-            raise TrunkError(f"no RTP port on {rtp_host}: {exc}") from None
-        sdp_host = cfg.public_host or (identity.host if rtp_host == UNSPECIFIED_IPV4 else rtp_host)
-        session = SessionState(
-            host=sdp_host,
-            port=media.local_address[1],
-            session_id=random.randrange(1, SESSION_ID_MAX),
-            version=1,
-        )
+            raise TrunkError(f"no RTP port on {cfg.rtp_host or cfg.local_host}: {exc}") from None
         offer = session.offer(cfg.codecs)
-        credentials = self._credentials()
 
         def make_leg(
             dialog: Dialog, codec: Codec, dtmf: int | None, remote: Address, answer: SipResponse
         ) -> SipCallLeg:
             media.set_remote(remote)
-            leg = SipCallLeg(
-                transport=transport,
-                identity=identity,
-                dialog=dialog,
-                media=media,
-                codec=codec,
-                dtmf_payload_type=dtmf,
-                session=session,
-                spawn=self._spawn,
-                on_gone=self._forget,
-                log=self.log,
-                codecs=cfg.codecs,
-                session_expires=cfg.session_expires,
-                min_se=cfg.min_se,
-                credentials=credentials,
-                answer=answer,
-            )
-            self._legs[dialog.call_id] = leg
-            self._allow_dialog_peers()
+            leg = self._answered_leg(dialog, media, codec, dtmf, session, answer=answer)
             leg.follow_answer(answer)
             return leg
 
@@ -644,7 +617,7 @@ class SipTrunk(Provider):
                 from_=from_,
                 offer=offer,
                 codecs=cfg.codecs,
-                credentials=credentials,
+                credentials=self._credentials(),
                 ring_timeout=ring_timeout,
                 on_progress=on_progress,
                 make_leg=make_leg,
@@ -894,8 +867,10 @@ class SipTrunk(Provider):
         codec: Codec,
         dtmf_payload_type: int | None,
         session: SessionState,
+        answer: SipResponse | None = None,
     ) -> SipCallLeg:
-        """The leg of an inbound call being answered, known to the trunk from now on."""
+        """The leg of a call being answered — by the far end (``answer``: its 2xx) or by us
+        (an inbound call) — known to the trunk from now on."""
         transport, identity = self._transport_or_fail(), self._identity
         assert identity is not None
         leg = SipCallLeg(
@@ -913,6 +888,7 @@ class SipTrunk(Provider):
             session_expires=self.config.session_expires,
             min_se=self.config.min_se,
             credentials=self._credentials(),
+            answer=answer,
         )
         self._legs[dialog.call_id] = leg
         self._allow_dialog_peers()
