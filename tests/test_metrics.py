@@ -661,7 +661,11 @@ async def test_a_running_daemon_counts_its_calls_for_prometheus(tmp_path: Path) 
 @pytest.mark.e2e
 async def test_without_a_metrics_table_nothing_listens(tmp_path: Path) -> None:
     with trio.fail_after(CALL_TIMEOUT):
-        config = write_config(tmp_path / "waihud", proxy="127.0.0.1:9")
+        # a UDP trunk listens on TCP too for its large-request fallback: turned off here so
+        # that any TCP port listening would be the metrics endpoint's
+        config = write_config(
+            tmp_path / "waihud", proxy="127.0.0.1:9", trunk={"tcp_fallback": False}
+        )
         async with running_waihud(config) as daemon:
             ports = listening_tcp_ports(daemon.process.pid)
             log = daemon.log_text()

@@ -256,7 +256,11 @@ async def sipp_peer(
     rendered.write_text(
         render_scenario(scenario.read_text(), {**DEFAULT_KEYS, **(keys or {})}, plays)
     )
-    port, media_port, control_port = free_udp_port(), free_media_port(), free_udp_port()
+    media_port = free_media_port()
+    media = range(media_port, media_port + 4)  # sipp binds audio and video RTP/RTCP there
+    port, control_port = free_udp_port(), free_udp_port()
+    while port in media or control_port in media or port == control_port:
+        port, control_port = free_udp_port(), free_udp_port()
     args = [
         SIPP, "-sf", str(rendered),
         "-i", HOST, "-p", str(port),
