@@ -25,17 +25,32 @@ from sip_harness import running_trunk
 from transport_harness import StreamPeer, make_certificates, sipp_tcp, tls_front
 
 REAL_TIME_LIMIT = 60  # seconds per real-time test; generous, the machine is shared
+FRONT_ATTEMPTS = 3
 
 
 @asynccontextmanager
 async def behind_tls(
     tmp_path: Path, certificate: Path
 ) -> AsyncIterator[tuple[StreamPeer, StreamPeer]]:
-    """sipp answering one call behind a socat TLS front; its Contact names the front."""
-    port = free_udp_tcp_port()
-    async with sipp_tcp("answer.xml", tmp_path, contact=f"127.0.0.1:{port};transport=tls") as sipp:
-        async with tls_front(sipp, certificate, port) as front:
-            yield sipp, front
+    """sipp answering one call behind a socat TLS front; its Contact names the front.
+
+    The front's port is chosen before sipp starts (sipp's Contact names it), so on a busy
+    machine something may take it first: socat then cannot bind, and both start again on
+    another port (up to ``FRONT_ATTEMPTS`` times).
+    """
+    for attempt in range(1, FRONT_ATTEMPTS + 1):
+        port = free_udp_tcp_port()
+        started = False
+        try:
+            contact = f"127.0.0.1:{port};transport=tls"
+            async with sipp_tcp("answer.xml", tmp_path / f"try{attempt}", contact=contact) as sipp:
+                async with tls_front(sipp, certificate, port) as front:
+                    started = True
+                    yield sipp, front
+                    return
+        except AssertionError as exc:
+            if started or "Address already in use" not in str(exc) or attempt == FRONT_ATTEMPTS:
+                raise
 
 
 async def test_call_over_tls_checks_the_certificate_name(tmp_path: Path) -> None:
