@@ -69,6 +69,7 @@ from waihu.recordings import prune_recordings, read_chunk
 
 __all__ = ["ControlHandlers", "call_summary", "daemon_version", "parse_instant"]
 
+FINAL_CALL_STATUSES = ("ended", "failed")  # a live call in one of these is only being let go
 log = logging.getLogger("waihu.control")
 
 UNKNOWN_USER = "unknown"  # the audit log's user when the kernel named nobody
@@ -238,7 +239,7 @@ class ControlHandlers:
     async def call_hangup(self, id: str) -> dict[str, Any]:
         id = await self._call_id(id)
         record = self.dispatcher.live.get(id)
-        if record is None:
+        if record is None or record.status in FINAL_CALL_STATUSES:  # filed, still being let go
             raise ControlError("unavailable", f"call {id} is over already")
         state = record.status
         self.dispatcher.control(id).hang_up()
@@ -247,7 +248,8 @@ class ControlHandlers:
 
     async def call_dtmf(self, id: str, digits: str) -> dict[str, Any]:
         id = await self._call_id(id)
-        if id not in self.dispatcher.live:
+        record = self.dispatcher.live.get(id)
+        if record is None or record.status in FINAL_CALL_STATUSES:
             raise ControlError("unavailable", f"call {id} is over already")
         try:
             await self.dispatcher.control(id).send_dtmf(digits)
