@@ -30,6 +30,7 @@ import pluggy
 import trio
 
 __all__ = [
+    "ANSWERED_BY",
     "EVENT_KINDS",
     "FINAL_OUTCOMES",
     "FRAME_MS",
@@ -37,6 +38,7 @@ __all__ = [
     "PROJECT_NAME",
     "TRANSFER_OUTCOMES",
     "TRUNK_STATES",
+    "AnsweredBy",
     "AsrEngine",
     "AsrResult",
     "AsrStream",
@@ -88,6 +90,8 @@ __all__ = [
     "TrunkState",
     "TrunkStatus",
     "Turn",
+    "Vad",
+    "VoiceDetector",
     "WaihuError",
     "at_least",
     "between",
@@ -512,8 +516,14 @@ class AsrStream(Protocol):
         """Restrict the next utterance to these phrases (a grammar), or lift it (None)."""
         ...
 
-    async def accept(self, pcm: np.ndarray) -> None:
-        """Feed audio of the current utterance; decoding runs in a worker thread."""
+    async def accept(self, pcm: np.ndarray) -> AsrResult | None:
+        """Feed audio of the current utterance; decoding runs in a worker thread.
+
+        Streaming: returns the partial result of the utterance so far when the
+        recogniser has a new one (its text changed), else None. An engine that
+        decodes only at ``finish`` always returns None; the core then ends every
+        turn on the full end-of-speech window.
+        """
         ...
 
     async def finish(self) -> AsrResult:
@@ -535,6 +545,43 @@ class AsrEngine(Protocol):
 
     def open_stream(self, *, sample_rate: int) -> AsrStream:
         """A new recogniser for one call at the call's sample rate."""
+        ...
+
+
+# ───────────────────────────── voice activity ─────────────────────────────
+
+
+@runtime_checkable
+class VoiceDetector(Protocol):
+    """One call's voice activity detector: is there speech in this frame?
+
+    Fed every incoming 20 ms frame of a call, in order (int16 mono at the
+    ``sample_rate`` it was opened with). It may keep state across frames (a
+    model's recurrent state, a window of samples); the core's endpointer puts
+    its own energy and noise-floor gates in front, and decides from the
+    verdicts where utterances start and end. Called on the media clock's
+    thread: it must take well under a millisecond and never block.
+    """
+
+    def is_speech(self, frame: np.ndarray) -> bool:
+        """The verdict on the next frame."""
+        ...
+
+    def reset(self) -> None:
+        """Forget what was heard (a new call, or after a long gap)."""
+        ...
+
+
+@runtime_checkable
+class Vad(Protocol):
+    """A voice activity detection provider (``[vad.NAME]``); ``run`` loads its model."""
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None: ...
+
+    def open_detector(self, *, sample_rate: int) -> VoiceDetector:
+        """A new detector for one call at the call's sample rate (8000 or 16000)."""
         ...
 
 
@@ -665,9 +712,15 @@ class Turn:
     started_at: float | None = None  # seconds since the epoch
     ended_at: float | None = None
     interrupted: bool = False  # a robot prompt cut short by barge-in
+    # a robot line cut by barge-in: how much of it the callee heard (ms of its audio)
+    played_ms: int | None = None
 
 
 CallStatus = Literal["dialing", "ringing", "answered", "ended", "failed"]
+# Who picked up an answered call (or spoke in its early media): a person, a carrier's
+# announcement, voicemail or a call assistant, or unsure (which goes on as a person).
+AnsweredBy = Literal["person", "announcement", "voicemail", "unsure"]
+ANSWERED_BY: tuple[str, ...] = typing.get_args(AnsweredBy)
 
 
 Direction = Literal["outbound", "inbound"]
@@ -741,6 +794,9 @@ class CallRecord:
     direction: Direction = "outbound"  # inbound: the callee called us (``number`` is theirs)
     transfer: TransferResult | None = None  # set once the call was handed to a person
     media_quality: MediaQuality | None = None  # RTCP loss/jitter/round trip, when the call ends
+    # who answered (waihu.who_answered): None when the call was never screened
+    answered_by: AnsweredBy | None = None
+    answered_by_evidence: str = ""  # why: "phrase 关机", "tone busy", "beep after greeting"
 
 
 @attrs.frozen(kw_only=True)
@@ -885,6 +941,8 @@ Outcome = Literal[
     "failed",  # any other failure, ours or the trunk's
     "interrupted",  # the daemon stopped between INVITE and a final answer
     "opted_out",  # the callee asked not to be called again (dnc); never retried
+    "switched_off",  # a carrier announcement said the phone is switched off (关机)
+    "voicemail",  # voicemail or a call assistant (来电秘书) answered, not the callee
 ]
 OUTCOMES: tuple[str, ...] = typing.get_args(Outcome)
 # outcomes after which a contact is never dialled again in this campaign

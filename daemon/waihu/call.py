@@ -64,7 +64,6 @@ import trio
 
 from waihu.api import (
     AsrEngine,
-    AsrStream,
     CallFailed,
     CallLeg,
     CallRecord,
@@ -90,11 +89,7 @@ from waihu.dialog.engine import (
     DialogueEngine,
     Dtmf,
     EngineEvent,
-    PromptDone,
-    PromptHandle,
-    SpeechBegan,
     Step,
-    Utterance,
 )
 from waihu.dialog.library import (
     LoadedScript,
@@ -104,24 +99,17 @@ from waihu.dialog.library import (
     fill,
     per_call_lines,
 )
-from waihu.dialog.script import Node, Variant
 from waihu.events import EventBus
 from waihu.media.call_media import (
-    BargeIn,
     CallMedia,
-    DtmfDigit,
-    PromptFinished,
-    SpeechAudio,
-    SpeechEnded,
-    SpeechStarted,
 )
 from waihu.media.early_media import EarlyAudio
 from waihu.media.endpointer import Endpointer
 from waihu.media.media_clock import MediaClock
-from waihu.media.prompt_player import Playback, PromptPlayer
 from waihu.media.recorder import StereoRecorder
 from waihu.media.telephone_event import DTMF_EVENTS
 from waihu.transfer import TransferCall, Transfers, carry_out, whisper_fields
+from waihu.voice import PRERENDER_RATE, Listener, VoiceSpeaker
 
 __all__ = ["CallServices", "answer_call", "place_call", "record_as_dict"]
 
@@ -132,9 +120,6 @@ BYE_WAIT = 2.0  # seconds to wait for the answer to our BYE before filing the re
 ENGINE_INBOX = 64  # events between the voice pipeline and the engine
 DNC_TAG = "dnc"  # the tag of a call whose callee asked never to be called again
 TRANSFER_TAG = "transfer"  # the tag of a call the script wanted handed to a person
-# Lines are rendered ahead at the rate G.711 calls run at; a call answered with another
-# codec rate has its lines rendered as it says them.
-PRERENDER_RATE = 8000
 TRUNK_ERROR_PREFIX = "trunk: "  # how ``error`` files a transport-level failure
 CANCELLED_ERROR = "cancelled: daemon shutting down"
 RING_TIMEOUT_STATUS = 408  # what a trunk files when the ring timeout passes (Trunk.dial)
@@ -157,97 +142,6 @@ class CallServices:
     region: str = "CN"  # for the do-not-call list: numbers dialled without a country code
     speech: SpeechCache | None = None  # the daemon's TTS, None when [call] tts is not set
     transfers: Transfers | None = None  # [transfer.NAME] and the trunks; None: none configured
-
-
-class _LaterLine:
-    """A line whose audio is still being synthesised (``PromptHandle``).
-
-    Until it is queued it is neither started nor interrupted; then it reads
-    as its ``Playback``. ``done`` is set once that playback ended.
-    """
-
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.playback: Playback | None = None
-
-    @property
-    def interrupted(self) -> bool:
-        return self.playback is not None and self.playback.interrupted
-
-    @property
-    def started_at(self) -> float | None:
-        return None if self.playback is None else self.playback.started_at
-
-    @property
-    def ended_at(self) -> float | None:
-        return None if self.playback is None else self.playback.ended_at
-
-
-class _VoiceSpeaker:
-    """Plays script lines through the call's prompt player: the recording, else the
-    synthesis the library made at load, else the call's own TTS (see the module
-    docstring). ``nursery`` runs the lines still being synthesised."""
-
-    def __init__(
-        self,
-        player: PromptPlayer,
-        loaded: LoadedScript,
-        speech: SpeechCache | None,
-        nursery: trio.Nursery,
-        *,
-        sample_rate: int,
-    ) -> None:
-        self.player = player
-        self.loaded = loaded
-        self.speech = speech
-        self.nursery = nursery
-        self.sample_rate = sample_rate
-        self._queued = trio.Event()  # set while no line waits for its audio
-        self._queued.set()
-
-    def say(self, variant: Variant, text: str, *, interruptible: bool) -> PromptHandle:
-        audio = self._ready(variant, text)
-        if audio is not None and self._queued.is_set():
-            return self.player.play(audio, interruptible=interruptible, label=text)
-        # behind a line still being synthesised, or one itself: keep the order said
-        line, before, queued = _LaterLine(), self._queued, trio.Event()
-        self._queued = queued
-        self.nursery.start_soon(self._later, line, audio, text, interruptible, before, queued)
-        return line
-
-    def _ready(self, variant: Variant, text: str) -> np.ndarray | None:
-        if variant.recording is not None:
-            return self.loaded.audio[variant.recording]
-        if self.sample_rate == PRERENDER_RATE and text in self.loaded.speech:
-            return self.loaded.speech[text]
-        if self.speech is None:  # the library refuses such a script; never reached
-            raise ProviderError(f"no [call] tts to speak {text!r}")
-        language = self.loaded.script.language
-        return self.speech.peek(text, language=language, sample_rate=self.sample_rate)
-
-    async def _later(
-        self,
-        line: _LaterLine,
-        audio: np.ndarray | None,
-        text: str,
-        interruptible: bool,
-        before: trio.Event,
-        queued: trio.Event,
-    ) -> None:
-        try:
-            if audio is None:
-                assert self.speech is not None  # _ready raised otherwise
-                audio = await self.speech.speak(
-                    text, language=self.loaded.script.language, sample_rate=self.sample_rate
-                )
-            await before.wait()
-            playback = line.playback = self.player.play(
-                audio, interruptible=interruptible, label=text
-            )
-        finally:
-            queued.set()  # a failed line must not hold back the next (the call ends anyway)
-        await playback.done.wait()
-        line.done.set()
 
 
 async def _prerender(
@@ -593,7 +487,7 @@ async def _converse(
 
     try:
         async with trio.open_nursery() as nursery:
-            speaker = _VoiceSpeaker(
+            speaker = VoiceSpeaker(
                 media.player,
                 loaded,
                 services.speech,
@@ -614,9 +508,10 @@ async def _converse(
             )
             nursery.start_soon(media.receive_loop)
             services.clock.add(media)
-            nursery.start_soon(
-                _listen, media, stream, inbox_send, lambda: script.nodes[dialogue.node], life
+            listener = Listener(
+                media, stream, inbox_send, lambda: script.nodes[dialogue.node], life
             )
+            nursery.start_soon(listener.run)
 
             async def watch_hangup() -> None:
                 await leg.ended.wait()
@@ -700,36 +595,6 @@ async def _converse(
                     )
                     life.recorded(None)
         life.changed()  # the turns settled above
-
-
-async def _listen(
-    media: CallMedia,
-    stream: AsrStream,
-    inbox: trio.MemorySendChannel[EngineEvent],
-    current_node: Callable[[], Node],
-    life: CallLifecycle,
-) -> None:
-    """Turn the call's media events into engine events, recognising each utterance."""
-    started_at = 0.0
-    async for event in media.events:
-        if isinstance(event, SpeechStarted):
-            started_at = time.time()
-            stream.set_phrases(list(current_node().phrases) or None)
-            await stream.accept(event.preroll)
-            await inbox.send(SpeechBegan())
-        elif isinstance(event, SpeechAudio):
-            await stream.accept(event.pcm)
-        elif isinstance(event, SpeechEnded):
-            ended_at = time.time()  # when the endpointer decided, before recognition
-            result = await stream.finish()
-            life.utterance(result.text, result.confidence, decode_seconds=time.time() - ended_at)
-            await inbox.send(Utterance(result.text, result.confidence, started_at, ended_at))
-        elif isinstance(event, BargeIn):
-            life.barge_in()
-        elif isinstance(event, PromptFinished):
-            await inbox.send(PromptDone())
-        elif isinstance(event, DtmfDigit):
-            await inbox.send(Dtmf(event.digit))
 
 
 async def _signalled_digits(

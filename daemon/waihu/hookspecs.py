@@ -51,6 +51,11 @@ def waihu_asr_types() -> list[type[Provider]]:
 
 
 @hookspec
+def waihu_vad_types() -> list[type[Provider]]:
+    """Voice activity detector classes (``waihu.api.Vad``). Used by ``[vad.NAME]``."""
+
+
+@hookspec
 def waihu_nlu_types() -> list[type[Provider]]:
     """Intent classifier classes (``waihu.api.Classifier``). Used by ``[nlu.NAME]``."""
 

@@ -314,6 +314,10 @@ class CallMedia:
         self._pending = pending[size:]
         return pending[:size]
 
+    def heard(self, text: str, *, final: bool) -> None:
+        """What the recogniser made of the callee's current utterance so far (``final``:
+        its last word). The barge-in judge weighs it: backchannels do not cut a line."""
+
     # ───────────── events ─────────────
 
     def _prompt_finished(self, playback: Playback) -> None:

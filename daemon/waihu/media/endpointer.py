@@ -139,6 +139,9 @@ class Endpointer:
         self._start_frames = _frames(start_ms)
         self._window_frames = _frames(start_window_ms)
         self._end_frames = _frames(end_silence_ms)
+        # the short end window, used while ``quick_end`` says the answer is complete
+        self._quick_frames = self._end_frames
+        self.quick_end = False  # set by the listener from the partial recognition
         self._preroll_frames = preroll_ms // FRAME_MS
         self._max_frames = _frames(max_utterance_ms)
         # energy below this (sum of squares over a frame) never counts as voice
@@ -162,6 +165,12 @@ class Endpointer:
     def in_speech(self) -> bool:
         """True between ``SpeechStarted`` and ``SpeechEnded``."""
         return self._state in (EndpointState.SPEAKING, EndpointState.STOPPING)
+
+    def set_windows(self, end_silence_ms: int, quick_end_ms: int) -> None:
+        """The end-of-speech windows from now on: the full one, and the short one used
+        while ``quick_end`` is set (a confident, complete answer)."""
+        self._end_frames = _frames(end_silence_ms)
+        self._quick_frames = _frames(quick_end_ms)
 
     def reset(self) -> None:
         """Forget everything heard so far (no events); back to quiet."""
