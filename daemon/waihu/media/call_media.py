@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 
 import attrs
 import numpy as np
@@ -147,6 +148,8 @@ class CallMedia:
         self._dtmf_seen: deque[tuple[int, int]] = deque(maxlen=DTMF_HISTORY)
         self._logged: set[str] = set()
         self.dtmf: DtmfSender | None = None
+        # sees every incoming frame as it is taken (the who-answered screen listens for tones)
+        self.on_incoming: Callable[[np.ndarray], None] | None = None
         if leg.dtmf_payload_type is not None:
             self.dtmf = DtmfSender(leg.dtmf_payload_type, self.samples_per_frame, codec.clock_rate)
 
@@ -274,6 +277,8 @@ class CallMedia:
             self.stats.packets_out += 1
 
         incoming = self._next_incoming()
+        if self.on_incoming is not None:
+            self.on_incoming(incoming)
         if self.recorder is not None:
             self.recorder.robot(outgoing)
             self.recorder.callee(incoming)

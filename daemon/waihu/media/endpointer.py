@@ -33,7 +33,7 @@ import attrs
 import numpy as np
 import webrtcvad
 
-from waihu.api import FRAME_MS
+from waihu.api import FRAME_MS, VoiceDetector
 
 __all__ = [
     "EndpointState",
@@ -112,6 +112,7 @@ class Endpointer:
         *,
         min_rms: float = DEFAULT_MIN_RMS,
         start_window_ms: int | None = None,
+        detector: VoiceDetector | None = None,
     ) -> None:
         if sample_rate not in VAD_RATES:
             raise ValueError(f"the VAD works at {VAD_RATES} Hz, not {sample_rate}")
@@ -135,7 +136,8 @@ class Endpointer:
         self.sample_rate = sample_rate
         self.samples_per_frame = sample_rate * FRAME_MS // 1000
         self.min_rms = min_rms
-        self._vad = webrtcvad.Vad(aggressiveness)
+        # the VAD behind the energy gates: a [vad.NAME] provider's, else webrtcvad's
+        self._vad: VoiceDetector = detector or _WebRtc(webrtcvad.Vad(aggressiveness), sample_rate)
         self._start_frames = _frames(start_ms)
         self._window_frames = _frames(start_window_ms)
         self._end_frames = _frames(end_silence_ms)
@@ -194,7 +196,7 @@ class Endpointer:
             self._floor = floor + min(FLOOR_RISE_DB, level - floor)
         if level < max(self._min_level, floor + SNR_GATE_DB):
             return False
-        return self._vad.is_speech(frame, self.sample_rate)
+        return self._vad.is_speech(frame)
 
     def feed(self, frame: np.ndarray) -> list[SpeechEvent]:
         """Take the next frame (int16, ``samples_per_frame`` long); return its events.
@@ -249,6 +251,20 @@ class Endpointer:
         self._window_voiced = 0
         self._state = EndpointState.QUIET
         return SpeechEnded(duration_ms=duration, truncated=truncated)
+
+
+class _WebRtc:
+    """webrtcvad as a ``VoiceDetector``: the endpointer's own VAD when none is configured."""
+
+    def __init__(self, vad: webrtcvad.Vad, sample_rate: int) -> None:
+        self._vad = vad
+        self._rate = sample_rate
+
+    def is_speech(self, frame: np.ndarray) -> bool:
+        return self._vad.is_speech(frame, self._rate)  # the array is its own buffer: no copy
+
+    def reset(self) -> None:
+        """webrtcvad keeps no state a caller can clear; nothing to do."""
 
 
 def _level(energy: float) -> float:
