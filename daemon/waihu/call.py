@@ -77,6 +77,7 @@ from waihu.api import (
     Trunk,
     TrunkError,
     Turn,
+    Vad,
     WaihuError,
     leg_dtmf,
     leg_media_quality,
@@ -142,6 +143,7 @@ class CallServices:
     region: str = "CN"  # for the do-not-call list: numbers dialled without a country code
     speech: SpeechCache | None = None  # the daemon's TTS, None when [call] tts is not set
     transfers: Transfers | None = None  # [transfer.NAME] and the trunks; None: none configured
+    vad: Vad | None = None  # the started [media] vad provider; None: the endpointer's webrtcvad
 
 
 async def _prerender(
@@ -448,6 +450,9 @@ async def _converse(
         end_silence_ms=mc.end_silence_ms,
         preroll_ms=mc.preroll_ms,
         max_utterance_ms=mc.max_utterance_ms,
+        detector=services.vad.open_detector(sample_rate=leg.codec.clock_rate)
+        if services.vad is not None
+        else None,
     )
     recorder = None
     if services.recordings_dir is not None:

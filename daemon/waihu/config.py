@@ -110,6 +110,8 @@ class MediaConfig:
     """``[media]``: voice activity detection, turn-taking and recording."""
 
     vad_aggressiveness: int = attrs.field(default=2, validator=one_of(0, 1, 2, 3))
+    # the [vad.NAME] whose detector calls use; None: webrtcvad at vad_aggressiveness
+    vad: str | None = attrs.field(default=None, validator=_not_blank)
     speech_start_ms: int = attrs.field(default=200, validator=positive())
     end_silence_ms: int = attrs.field(default=700, validator=positive())
     preroll_ms: int = attrs.field(default=300, validator=positive())
@@ -443,7 +445,7 @@ def load_config(path: Path | str, provider_types: ProviderTypes) -> Config:
     """Read and validate one configuration file.
 
     ``provider_types`` maps each provider kind (``trunk``, ``asr``, ``tts``, ``nlu``,
-    ``storage``, ``notify``) to the registered classes by ``type`` name. Raises
+    ``vad``, ``storage``, ``notify``) to the registered classes by ``type`` name. Raises
     ConfigError listing every problem found.
     """
     path = Path(path)
@@ -490,6 +492,14 @@ def load_config(path: Path | str, provider_types: ProviderTypes) -> Config:
             wanted = getattr(call, kind_name)
             if wanted is not None and (kind_name, wanted) not in present:
                 problems.append(f"{path}: call.{kind_name}: no [{kind_name}.{wanted}] section")
+    media = core["media"]
+    if media is not None and media.vad is not None and ("vad", media.vad) not in present:
+        named = sorted(name for kind_name, name in present if kind_name == "vad")
+        problems.append(
+            f"{path}: media.vad: no [vad.{media.vad}] section"
+            f" ({'vad sections: ' + ', '.join(named) if named else 'add one'}, or leave"
+            " vad out for the built-in webrtcvad)"
+        )
 
     if problems:
         raise ConfigError(problems, sections=tuple(providers))

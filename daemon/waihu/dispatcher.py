@@ -579,6 +579,7 @@ class CallDispatcher:
         return CallServices(
             storage=self.providers.storage,
             asr=self.providers.get("asr", config.call.asr),
+            vad=self.providers.get("vad", config.media.vad) if config.media.vad else None,
             clock=self.clock,
             events=self.events,
             media=config.media,
