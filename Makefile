@@ -42,6 +42,11 @@ bench: deps venv
 fuzz: venv
 	$(BIN)/python benchmarks/fuzz_sip.py --inputs 40000
 
+# Voice activity detectors compared, webrtcvad against Silero (figures: benchmarks/README.md).
+.PHONY: bench-vad
+bench-vad: deps venv
+	$(BIN)/python benchmarks/bench_vad.py
+
 deps:
 	@missing=""; \
 	for cmd in sipp espeak-ng sox baresip kamailio dot systemd-analyze /bin/kill man socat; do \

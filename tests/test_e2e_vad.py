@@ -47,6 +47,7 @@ async def test_a_call_with_the_silero_vad_still_converses(tmp_path: Path) -> Non
     log = daemon.log_text()
     assert "starting vad.s (silero)" in log, log[-3000:]
     assert "silero ready" in log
+    assert "waihu.vad.s: detector opened at 8000 Hz" in log  # the call listened with it
     assert record["status"] == "ended", record
     callee = [(t["text"], t["intent"]) for t in record["turns"] if t["speaker"] == "callee"]
     assert callee == [("네", "affirm")]

@@ -263,4 +263,5 @@ class SileroVad(Provider):
             raise ProviderError(
                 f"vad {self.context.name!r} (silero) works at 8000 and 16000 Hz, not {sample_rate}"
             )
+        self.context.log.debug("detector opened at %d Hz", sample_rate)
         return SileroDetector(self._session, sample_rate, self.config.threshold)
