@@ -23,7 +23,7 @@ complete window is scored as soon as it is there; a frame's verdict is that of
 the latest window scored. Speech starts at ``threshold`` and, as in Silero's own
 segmenter, goes on until the probability falls below ``threshold − 0.15``
 (hysteresis), so a soft syllable inside a word does not drop out. Scoring one
-window costs about 0.1 ms of one core (benchmarks/bench_vad.py measures it):
+window costs about 0.15 ms of one core, 0.1 ms per 20 ms frame (benchmarks/bench_vad.py):
 cheap enough for the media clock's thread, where detectors run.
 
 Error handling: ``check`` names ``SECTION.model`` when the model file is missing
