@@ -185,6 +185,19 @@ async def test_silero_loads_then_opens_a_detector_per_call() -> None:
         vad.open_detector(sample_rate=8000)
 
 
+async def test_the_configured_threshold_reaches_every_detector() -> None:
+    clean, _ = padded(*MANDARIN)
+    heard = {}
+    for threshold in (0.5, 0.97):
+        vad = SileroVad(SileroVad.Config(threshold=threshold), context())
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(vad.run)
+                heard[threshold] = verdicts(vad.open_detector(sample_rate=8000), clean).sum()
+                nursery.cancel_scope.cancel()
+    assert heard[0.97] < heard[0.5] - 10  # a stricter threshold hears less of the speech
+
+
 async def test_silero_with_a_broken_model_does_not_start(tmp_path: Path) -> None:
     bad = tmp_path / "silero_vad.onnx"
     bad.write_bytes(b"not a model")
@@ -301,6 +314,21 @@ def test_silero_reset_forgets_the_call(session: Any) -> None:
         used.is_speech(frame)
     used.reset()
     assert [(used.is_speech(f), used.probability) for f in noise.frames(clean)] == expected
+
+
+def test_webrtc_reset_forgets_the_call() -> None:
+    clean, _ = padded(*MANDARIN)
+    rng = np.random.default_rng(11)
+    line = noise.through_g711(noise.mix(clean, noise.pink_noise(clean.size / 8000, -40, rng)))
+    before = noise.white_noise(3, -25, rng)
+    expected = verdicts(WebRtcDetector(3, 8000), line).tolist()
+    used = WebRtcDetector(3, 8000)
+    verdicts(used, before)
+    assert verdicts(used, line).tolist() != expected  # what it heard before does matter…
+    used = WebRtcDetector(3, 8000)
+    verdicts(used, before)
+    used.reset()
+    assert verdicts(used, line).tolist() == expected  # …until it is reset
 
 
 def test_silero_at_16_khz(session: Any) -> None:
