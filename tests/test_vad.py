@@ -206,6 +206,28 @@ async def test_silero_with_a_broken_model_does_not_start(tmp_path: Path) -> None
         await vad.run()  # raises before it reports ready
 
 
+def test_loading_the_silero_model_leaves_nothing_in_home(tmp_path: Path) -> None:
+    """ONNX Runtime's telemetry would write a device id and events under ~/.cache."""
+    home = tmp_path / "home"
+    home.mkdir()
+    code = (
+        "from waihu_silero.silero import SileroDetector, load_session, packaged_model\n"
+        "import numpy as np\n"
+        "detector = SileroDetector(load_session(packaged_model()), 8000, 0.5)\n"
+        "print(detector.is_speech(np.zeros(320, dtype=np.int16)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env={**env, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")},
+    )
+    assert run.stdout == "False\n", run.stderr
+    assert sorted(home.rglob("*")) == []
+
+
 def test_webrtc_opens_a_detector_at_its_rates() -> None:
     vad = WebRtcVad(WebRtcVad.Config(aggressiveness=3), context("w"))
     assert isinstance(vad.open_detector(sample_rate=16000), WebRtcDetector)

@@ -26,6 +26,11 @@ segmenter, goes on until the probability falls below ``threshold − 0.15``
 window costs about 0.15 ms of one core, 0.1 ms per 20 ms frame (benchmarks/bench_vad.py):
 cheap enough for the media clock's thread, where detectors run.
 
+Telemetry: the PyPI build of ONNX Runtime keeps usage events and a device id
+under ``~/.cache/Microsoft/DeveloperTools`` (and has an uploader); the provider
+sets ``ORT_DISABLE_TELEMETRY=1`` before it first imports ONNX Runtime (unless
+the environment already sets it) and turns its telemetry events off.
+
 Error handling: ``check`` names ``SECTION.model`` when the model file is missing
 and ``SECTION.type`` when ONNX Runtime is not installed; ``run`` raises
 ``ProviderError`` when the model cannot be loaded; ``open_detector`` raises
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 import importlib.resources
 import importlib.util
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -67,6 +73,9 @@ CONTEXT = {8000: 32, 16000: 64}
 SILERO_RATES = tuple(WINDOW)
 STATE_SHAPE = (2, 1, 128)  # the model's recurrent state (v5)
 INT16_SCALE = 32768.0  # int16 PCM to the model's -1…1 floats
+# ONNX Runtime (1.32 on PyPI) otherwise records usage events and a device id under
+# ~/.cache/Microsoft and may upload them: not from a daemon that handles calls
+TELEMETRY_ENV = "ORT_DISABLE_TELEMETRY"
 WARM_WINDOWS = 50  # windows scored at start-up: first runs are slow, and it gives the cost
 
 
@@ -132,9 +141,15 @@ def packaged_model() -> Path | None:
 
 
 def load_session(path: Path) -> Any:
-    """An ONNX Runtime session on ``path``, one thread. Blocking: run it in a worker thread."""
+    """An ONNX Runtime session on ``path``, one thread. Blocking: run it in a worker thread.
+
+    ONNX Runtime's telemetry is turned off first (see the module's docstring).
+    """
+    # read when onnxruntime is first imported; an operator's own setting is kept
+    os.environ.setdefault(TELEMETRY_ENV, "1")
     import onnxruntime  # here, not at import: loading the plugin must not need it
 
+    onnxruntime.disable_telemetry_events()  # also when something imported it before
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
