@@ -53,7 +53,7 @@ import attrs
 import numpy as np
 import trio
 
-from waihu.api import FRAME_MS, AsrEngine, ProviderError
+from waihu.api import FRAME_MS, AnsweredBy, AsrEngine, ProviderError
 from waihu.media.tones import ToneTracker
 
 __all__ = [
@@ -136,7 +136,7 @@ class Verdict:
     announcement means (invalid_number, switched_off, busy, unreachable), else None;
     ``evidence`` what decided it, for the record and the log."""
 
-    kind: str
+    kind: AnsweredBy
     outcome: str | None = None
     evidence: str = ""
 
