@@ -67,6 +67,7 @@ __all__ = [
     "classify_phrases",
     "decide",
     "hear_early",
+    "machine_phrases",
     "outcome_of",
 ]
 
@@ -335,12 +336,24 @@ async def hear_early(
     cadence = tracker.classify()
     text = ""
     if asr is not None and pcm.size:
-        text = await _recognise(pcm, sample_rate, asr, timeout)
+        text = await _recognise(pcm, sample_rate, asr, language, timeout)
     return decide(text, language, tones=cadence)
 
 
-async def _recognise(pcm: np.ndarray, sample_rate: int, asr: AsrEngine, timeout: float) -> str:
-    """The text of ``pcm`` by a fresh stream of ``asr``; what was got by ``timeout``."""
+def machine_phrases(language: str) -> list[str]:
+    """What carriers and voicemail boxes say in ``language``: the grammar early media is
+    heard with (no person speaks before the answer, so nothing else needs hearing, and a
+    small model hears a short list far better than free speech)."""
+    return [phrase for phrase, _ in ANNOUNCEMENTS.get(language, ())] + list(
+        VOICEMAIL.get(language, ())
+    )
+
+
+async def _recognise(
+    pcm: np.ndarray, sample_rate: int, asr: AsrEngine, language: str, timeout: float
+) -> str:
+    """The text of ``pcm`` by a fresh stream of ``asr`` (restricted to ``machine_phrases``);
+    what was got by ``timeout``."""
     chunk = int(sample_rate * EARLY_CHUNK_SECONDS)
     texts: list[str] = []
     try:
@@ -350,7 +363,7 @@ async def _recognise(pcm: np.ndarray, sample_rate: int, asr: AsrEngine, timeout:
         return ""
     try:
         with trio.move_on_after(timeout) as late:
-            stream.set_phrases(None)
+            stream.set_phrases(machine_phrases(language) or None)
             for start in range(0, pcm.size, chunk):
                 partial = await stream.accept(pcm[start : start + chunk])
                 if partial is not None:
