@@ -596,7 +596,7 @@ async def _converse(
         life.recorded(str(path))
     media = CallMedia(leg, endpointer=endpointer, recorder=recorder, jitter_depth=mc.jitter_depth)
     screen: AnswerScreen | None = None
-    if services.who.enabled:
+    if services.who.enabled and record.direction == "outbound":  # a caller calling us is a person
         screen = AnswerScreen(
             loaded.script.language,
             sample_rate=leg.codec.clock_rate,

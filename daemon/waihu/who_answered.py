@@ -184,7 +184,6 @@ DEFAULT_DECIDE_WITHIN = 3.0  # seconds after the answer: callees judge a robot i
 MACHINE_TONES = frozenset({"busy", "continuous", "beep"})  # cadences that are no person
 QUIET_DBFS = -40.0  # a frame below this is silence: the greeting has ended
 DEFAULT_MESSAGE_SILENCE = 1.5  # seconds of silence that end a greeting with no beep
-DEFAULT_MESSAGE_WAIT = 20.0  # the longest wait for the beep (a long greeting)
 EARLY_DECODE_SECONDS = 10.0  # the most a recogniser may take over a call's early media
 EARLY_CHUNK_SECONDS = 1.0  # early audio is fed to the recogniser in chunks this long
 _FULL_SCALE = 32768.0
