@@ -7,13 +7,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
-from test_call_lifecycle import TIMEOUT, assert_matches_event_kinds, new_record, storage_in
+from test_call_lifecycle import (
+    TIMEOUT,
+    FakeTrunk,
+    assert_matches_event_kinds,
+    call_services,
+    context,
+    load_hello,
+    new_record,
+    storage_in,
+)
 from test_campaign_settings import build
 from test_config import MINIMAL, problems
 
 from waihu.api import CallEvent, hookimpl
+from waihu.call import UNDECIDED, place_call
 from waihu.call_lifecycle import CallLifecycle
 from waihu.campaign.export import FIXED_COLUMNS, export_row
 from waihu.config import ConfigError, WhoAnsweredConfig, load_config
@@ -215,3 +226,29 @@ def test_the_export_has_an_answered_by_column() -> None:
     row = dict(zip(FIXED_COLUMNS, export_row(item, []), strict=True))
     assert (row["outcome"], row["answered_by"]) == ("voicemail", "voicemail")
     assert dict(zip(FIXED_COLUMNS, export_row({}, []), strict=True))["answered_by"] == ""
+
+
+# ───────────────────────── the call path (a trunk with no network) ─────────────────────────
+
+
+async def test_a_call_over_before_the_verdict_files_unsure_and_is_graded(
+    tmp_path: Path, observed: tuple[EventBus, list[CallEvent]]
+) -> None:
+    bus, seen = observed
+    loaded = await load_hello(tmp_path)  # says hello (0.2 s) and ends: before any verdict
+    trunk = FakeTrunk(FakeTrunk.Config(), context(tmp_path, "office"))
+    with trio.fail_after(TIMEOUT):
+        async with call_services(tmp_path, bus) as services:
+            record = await place_call(services, trunk, new_record(), loaded)
+            unscreened = await place_call(
+                attrs.evolve(services, who=WhoAnsweredConfig(enabled=False)),
+                trunk,
+                new_record("c2"),
+                loaded,
+            )
+    assert (record.answered_by, record.answered_by_evidence) == ("unsure", UNDECIDED)
+    assert (record.outcome, record.grade) == ("answered", "B")  # goes on as a person
+    assert [e.data for e in seen if e.kind == "screened" and e.call_id == "c1"] == [
+        {"answered_by": "unsure", "evidence": UNDECIDED, "outcome": None}
+    ]
+    assert (unscreened.answered_by, unscreened.outcome) == (None, "answered")

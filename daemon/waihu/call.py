@@ -124,7 +124,7 @@ from waihu.media.recorder import StereoRecorder
 from waihu.media.telephone_event import DTMF_EVENTS
 from waihu.transfer import TransferCall, Transfers, carry_out, whisper_fields
 from waihu.voice import PRERENDER_RATE, Listener, VoiceSpeaker
-from waihu.who_answered import AnswerScreen, hear_early, outcome_of
+from waihu.who_answered import AnswerScreen, Verdict, hear_early, outcome_of
 
 __all__ = ["CallServices", "answer_call", "place_call", "record_as_dict"]
 
@@ -141,6 +141,7 @@ RING_TIMEOUT_STATUS = 408  # what a trunk files when the ring timeout passes (Tr
 RINGING_STATUS = 180  # an inbound call rings from the moment the core has it
 UNAVAILABLE_STATUS = 503  # the answer to an inbound call the daemon stops before answering
 CALLER_GAVE_UP = "the caller hung up before it was answered"
+UNDECIDED = "the call ended before the screen decided"  # answered_by unsure, the evidence
 MESSAGE_NODE = "who_answered"  # the transcript's node for a message left on voicemail
 
 
@@ -728,6 +729,9 @@ async def _converse(
         log.debug("call %s media: %s", record.id, media.stats)
         stream.close()
         machine = screen is not None and screen.machine
+        if screen is not None and record.answered_by is None:  # over before it was filed
+            verdict = screen.verdict or Verdict("unsure", None, UNDECIDED)
+            life.screened(verdict.kind, verdict.evidence, outcome_of(verdict))
         if engine is not None:
             engine.settle_turns()
             if record.grade is None and not machine:  # the callee hung up, or the call was cut off
