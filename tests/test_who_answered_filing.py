@@ -22,9 +22,10 @@ from test_call_lifecycle import (
 )
 from test_campaign_settings import build
 from test_config import MINIMAL, problems
+from test_dispatcher_inbound import CALLER, FakeIncomingCall
 
 from waihu.api import CallEvent, hookimpl
-from waihu.call import UNDECIDED, place_call
+from waihu.call import UNDECIDED, answer_call, place_call
 from waihu.call_lifecycle import CallLifecycle
 from waihu.campaign.export import FIXED_COLUMNS, export_row
 from waihu.config import ConfigError, WhoAnsweredConfig, load_config
@@ -252,3 +253,17 @@ async def test_a_call_over_before_the_verdict_files_unsure_and_is_graded(
         {"answered_by": "unsure", "evidence": UNDECIDED, "outcome": None}
     ]
     assert (unscreened.answered_by, unscreened.outcome) == (None, "answered")
+
+
+async def test_an_inbound_call_is_not_screened(
+    tmp_path: Path, observed: tuple[EventBus, list[CallEvent]]
+) -> None:
+    bus, _ = observed
+    loaded = await load_hello(tmp_path)
+    call = FakeIncomingCall("4001")
+    with trio.fail_after(TIMEOUT):
+        async with call_services(tmp_path, bus) as services:
+            record = attrs.evolve(new_record(), direction="inbound", number=CALLER)
+            await answer_call(services, call, record, loaded)
+    assert (record.status, record.outcome, record.grade) == ("ended", "answered", "B")
+    assert (record.answered_by, record.answered_by_evidence) == (None, "")
