@@ -158,8 +158,8 @@ class CallServices:
     recordings_dir: Path | None  # None: do not record
     region: str = "CN"  # for the do-not-call list: numbers dialled without a country code
     speech: SpeechCache | None = None  # the daemon's TTS, None when [call] tts is not set
-    transfers: Transfers | None = None  # [transfer.NAME] and the trunks; None: none configured
     who: WhoAnsweredConfig = attrs.field(factory=WhoAnsweredConfig)  # [who_answered]
+    transfers: Transfers | None = None  # [transfer.NAME] and the trunks; None: none configured
 
 
 async def _prerender(
