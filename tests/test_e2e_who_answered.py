@@ -1,7 +1,8 @@
 """End to end: who answered, with a real waihud calling sipp over loopback.
 
 - a carrier announcement in 183 early media, then 480: filed with the
-  announcement's outcome and evidence, not as a plain no-answer;
+  announcement's outcome and evidence, not as a plain no-answer; the same
+  announcement followed by an answer (200): the robot hangs up at once;
 - a voicemail box (its greeting, then a beep) after the answer: filed
   ``voicemail``, ungraded; the robot never answered the greeting with a script
   line and hung up — or, with the ``message`` action, said its message after
@@ -192,3 +193,22 @@ async def test_a_person_saying_yeoboseyo_gets_a_graded_conversation(tmp_path: Pa
     assert callee_turns(record), "the person's words reached the dialogue"
     assert record["grade"] is not None
     assert len(robot_nodes(record)) >= 2  # the robot went on talking with them
+
+
+async def test_an_answered_call_whose_early_media_was_an_announcement_is_hung_up(
+    tmp_path: Path,
+) -> None:
+    said = speech_pcm("없는 번호입니다")
+    announcement = np.concatenate([_silence(0.3), said, _silence(0.5), said, _silence(0.5)])
+    audio = ulaw(tmp_path, "announcement", announcement)
+    early_ms = int(announcement.size * 1000 / CALL_RATE) + 300
+    keys = {"audio": str(audio.resolve()), "early_ms": str(early_ms)}
+    # a generous window: the early audio is decoded after the answer, on a shared machine
+    extra = "[who_answered]\ndecide_within = 10.0\n"
+    record, row, _log = await place(tmp_path, "early_media_answer.xml", keys=keys, extra=extra)
+    assert (record["status"], record["sip_status"]) == ("ended", 200)
+    assert (record["outcome"], record["answered_by"]) == ("invalid_number", "announcement")
+    assert record["answered_by_evidence"] == "early media: said '없는 번호'"
+    assert row["outcome"] == "invalid_number"
+    assert (record["hangup_by"], record["grade"]) == ("robot", None)
+    assert callee_turns(record) == [] and robot_nodes(record) == ["greeting"]
