@@ -884,6 +884,7 @@ EventKind = Literal[
     "failed",
     "campaign",
     "transfer",
+    "screened",
 ]
 
 # The closed set of event kinds and the data fields each carries, in order.
@@ -906,6 +907,9 @@ EVENT_KINDS: Mapping[str, tuple[str, ...]] = {
     # the script's transfer to a person settled (``TransferResult``: the agent answered, or
     # why not); after a failed one the dialogue goes on
     "transfer": ("target", "mode", "outcome", "status", "detail"),
+    # who answered (``waihu.who_answered``): person, announcement, voicemail or unsure, why,
+    # and the outcome a machine files instead of ``answered`` (None for a person)
+    "screened": ("answered_by", "evidence", "outcome"),
 }
 
 

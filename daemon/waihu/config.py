@@ -53,6 +53,7 @@ __all__ = [
     "MetricsConfig",
     "ProviderSection",
     "TransferConfig",
+    "WhoAnsweredConfig",
     "load_config",
     "parse_listen",
     "structure_strict",
@@ -259,6 +260,46 @@ class InboundConfig:
         return self.script
 
 
+WHO_ANSWERED_ACTIONS = ("hangup", "message")  # what a call does once a machine answered
+MACHINE_OUTCOMES = ("invalid_number", "switched_off", "busy", "unreachable", "voicemail")
+
+
+def _actions(actions: Mapping[str, str]) -> bool:
+    return all(k in MACHINE_OUTCOMES and v in WHO_ANSWERED_ACTIONS for k, v in actions.items())
+
+
+@attrs.frozen(kw_only=True)
+class WhoAnsweredConfig:
+    """``[who_answered]``: the screen of who answered (``waihu.who_answered``) and what a
+    call does when a machine did.
+
+    ``actions`` maps an outcome (invalid_number, switched_off, busy,
+    unreachable, voicemail) to ``hangup`` (the default for each) or
+    ``message``: wait for the beep (or ``message_silence`` s of quiet after the
+    greeting, at most ``message_wait`` s), say ``message_text`` (by ``[call]
+    tts``) or play ``message_recording`` (a WAV file), then hang up.
+    """
+
+    enabled: bool = True
+    decide_within: float = attrs.field(default=3.0, validator=between(0.5, 30.0))
+    actions: dict[str, str] = attrs.field(
+        factory=dict,
+        validator=check(
+            _actions,
+            "must map outcomes (" + ", ".join(MACHINE_OUTCOMES) + ") to "
+            + " or ".join(WHO_ANSWERED_ACTIONS) + ", not {value}",
+        ),
+    )  # fmt: skip
+    message_text: str = ""
+    message_recording: str | None = attrs.field(default=None, validator=_not_blank)
+    message_silence: float = attrs.field(default=1.5, validator=between(0.2, 10.0))
+    message_wait: float = attrs.field(default=20.0, validator=between(1.0, 120.0))
+
+    def action(self, outcome: str) -> str:
+        """What to do when a machine answered with ``outcome`` (``hangup`` unless set)."""
+        return self.actions.get(outcome, "hangup")
+
+
 # the core's own top-level tables → their attrs classes
 CORE_SECTIONS: Mapping[str, type] = {
     "daemon": DaemonConfig,
@@ -267,6 +308,7 @@ CORE_SECTIONS: Mapping[str, type] = {
     "campaign": CampaignConfig,
     "metrics": MetricsConfig,
     "inbound": InboundConfig,
+    "who_answered": WhoAnsweredConfig,
 }
 
 
@@ -299,6 +341,7 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     transfers: Mapping[str, TransferConfig] = attrs.field(factory=dict)  # [transfer.NAME]
     inbound: InboundConfig = InboundConfig()
+    who_answered: WhoAnsweredConfig = WhoAnsweredConfig()
 
     def sections(self, kind: str) -> list[ProviderSection]:
         """The provider sections of one kind, in file order."""
@@ -501,6 +544,8 @@ def load_config(path: Path | str, provider_types: ProviderTypes) -> Config:
             " vad out for the built-in webrtcvad)"
         )
 
+    problems.extend(_who_answered_problems(path, core["who_answered"], call))
+
     if problems:
         raise ConfigError(problems, sections=tuple(providers))
     return Config(
@@ -513,7 +558,28 @@ def load_config(path: Path | str, provider_types: ProviderTypes) -> Config:
         metrics=core["metrics"],
         transfers=transfers,
         inbound=core["inbound"],
+        who_answered=core["who_answered"],
     )
+
+
+def _who_answered_problems(
+    path: Path, who: WhoAnsweredConfig | None, call: CallConfig | None
+) -> list[str]:
+    """A ``message`` action needs something to say, and a text needs ``[call] tts``."""
+    if who is None:
+        return []
+    problems = []
+    if "message" in who.actions.values() and not (who.message_text or who.message_recording):
+        problems.append(
+            f"{path}: who_answered.actions: 'message' needs who_answered.message_text "
+            "or who_answered.message_recording"
+        )
+    if who.message_text and who.message_recording is None and call is not None and not call.tts:
+        problems.append(
+            f"{path}: who_answered.message_text: saying it needs [call] tts "
+            "(or give who_answered.message_recording)"
+        )
+    return problems
 
 
 def _transfers(

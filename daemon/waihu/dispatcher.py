@@ -593,4 +593,5 @@ class CallDispatcher:
                 take_line=self.try_acquire_line,  # the agent's leg takes a line like any call
                 caller_id=config.call.caller_id,
             ),
+            who=config.who_answered,
         )
