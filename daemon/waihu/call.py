@@ -459,7 +459,14 @@ async def _converse(
             recorder.callee(pcm)
             recorder.robot(np.zeros_like(pcm))
         life.recorded(str(path))
-    media = CallMedia(leg, endpointer=endpointer, recorder=recorder, jitter_depth=mc.jitter_depth)
+    media = CallMedia(
+        leg,
+        endpointer=endpointer,
+        recorder=recorder,
+        jitter_depth=mc.jitter_depth,
+        barge_in=mc.barge_in_settings(loaded.script.language),
+        echo_guard=mc.echo_guard,
+    )
     stream = services.asr.open_stream(sample_rate=leg.codec.clock_rate)
     inbox_send, inbox = trio.open_memory_channel[EngineEvent](ENGINE_INBOX)
     script = loaded.script
@@ -505,6 +512,7 @@ async def _converse(
                 variables=variables,
                 min_confidence=services.call.min_confidence,
                 now=time.time,
+                recovery_ms=mc.barge_in_recovery_ms,
             )
             nursery.start_soon(media.receive_loop)
             services.clock.add(media)

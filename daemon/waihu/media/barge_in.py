@@ -76,8 +76,9 @@ class BargeInSettings:
     """How the judge weighs an interruption (``[media] barge_in_*`` and ``backchannels``).
 
     ``words``: recognised words take part (False: duration only); ``pause_ms``:
-    voiced speech this long pauses the line; ``confirm_ms``: voiced speech this long cuts the line; ``final_wait_ms``: how
-    long a paused line waits for the final words after the speech ended;
+    voiced speech this long pauses the line; ``confirm_ms``: voiced speech this
+    long cuts the line; ``final_wait_ms``: how long a paused line waits for the
+    final words after the speech ended;
     ``backchannels``: the words that never cut (the script language's list).
     """
 

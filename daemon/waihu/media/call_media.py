@@ -50,8 +50,8 @@ from waihu.media.barge_in import Action, BargeInJudge, BargeInSettings
 from waihu.media.dtmf_sender import DtmfSender
 from waihu.media.echo import EchoCanceller
 from waihu.media.endpointer import (
-    EndpointState,
     Endpointer,
+    EndpointState,
     SpeechAudio,
     SpeechEnded,
     SpeechStarted,

@@ -189,9 +189,9 @@ class EchoCanceller:
         corr = np.fft.irfft(np.fft.rfft(ref, size) * np.conj(np.fft.rfft(near, size)), size)
         corr = corr[: self.max_delay + 1]
         squares = np.concatenate(([0.0], np.cumsum(ref * ref)))
-        ref_energy = squares[self.window : self.window + self.max_delay + 1] - squares[
-            : self.max_delay + 1
-        ]
+        ref_energy = (
+            squares[self.window : self.window + self.max_delay + 1] - squares[: self.max_delay + 1]
+        )
         active = ref_energy > self._min_energy
         if not active.any():
             return  # the robot said nothing in reach: what came back is not its echo

@@ -167,6 +167,11 @@ class Playback:
         from the start of its audio, not from the offset)."""
         return self.played_samples * 1000 // self.sample_rate
 
+    @property
+    def duration_ms(self) -> int:
+        """The length of its audio, in ms."""
+        return self.audio.size * 1000 // self.sample_rate
+
 
 class PromptPlayer:
     """One call's outgoing voice: a queue of prompts read out one frame at a time.
