@@ -15,30 +15,6 @@ import numpy as np
 import pytest
 import trio
 import trio.testing
-
-from waihu.media.barge_in import (
-    DEFAULT_BACKCHANNELS,
-    Action,
-    BargeInJudge,
-    BargeInSettings,
-    backchannels_for,
-    is_backchannel,
-)
-from waihu.media.call_media import (
-    BargeIn,
-    BargeInPaused,
-    BargeInResumed,
-    CallMedia,
-    MediaEvent,
-    PromptFinished,
-    SpeechAudio,
-    SpeechEnded,
-    SpeechStarted,
-)
-from waihu.media.endpointer import Endpointer
-from waihu.media.rtp import RtpSender
-from waihu.testing.speech import speech_pcm
-
 from test_media_call_media import (
     FRAME,
     PCMA,
@@ -53,6 +29,28 @@ from test_media_call_media import (
     silence,
     tone,
 )
+
+from waihu.media.barge_in import (
+    DEFAULT_BACKCHANNELS,
+    Action,
+    BargeInJudge,
+    BargeInSettings,
+    backchannels_for,
+    is_backchannel,
+)
+from waihu.media.call_media import (
+    BargeIn,
+    BargeInPaused,
+    BargeInResumed,
+    CallMedia,
+    PromptFinished,
+    SpeechAudio,
+    SpeechEnded,
+    SpeechStarted,
+)
+from waihu.media.endpointer import Endpointer
+from waihu.media.rtp import RtpSender
+from waihu.testing.speech import speech_pcm
 
 KO = backchannels_for("ko")
 
