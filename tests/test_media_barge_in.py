@@ -135,6 +135,42 @@ def test_a_backchannel_resumes_the_line_on_its_final_words() -> None:
     assert judge.last_backchannel is False
 
 
+def test_silence_after_backchannel_words_resumes_without_waiting_for_the_end() -> None:
+    judge = BargeInJudge(BargeInSettings(resume_silence_ms=300, backchannels=KO))
+    assert judge.speech_started(interruptible=True, voiced_ms=200) is Action.PAUSE
+    assert judge.heard("네", final=False) is Action.NONE
+    assert frames(judge, 14, voiced=False) == [Action.NONE] * 14
+    assert judge.frame(voiced=False) is Action.RESUME  # 300 ms after the "네"
+    assert judge.speech_ended() is Action.NONE
+    assert judge.heard("네", final=True) is Action.NONE
+    assert judge.last_backchannel is True
+
+
+def test_speaking_on_after_an_early_resume_pauses_again_and_words_cut() -> None:
+    judge = BargeInJudge(BargeInSettings(backchannels=KO))
+    judge.speech_started(interruptible=True, voiced_ms=200)
+    judge.heard("네", final=False)
+    assert Action.RESUME in frames(judge, 15, voiced=False)
+    assert judge.frame(voiced=True) is Action.PAUSE  # "네… 그런데"
+    assert judge.heard("네 그런데", final=False) is Action.CUT
+
+
+def test_an_early_resume_whose_final_has_words_was_a_reply() -> None:
+    judge = BargeInJudge(BargeInSettings(backchannels=KO))
+    judge.speech_started(interruptible=True, voiced_ms=200)
+    judge.heard("네", final=False)
+    frames(judge, 15, voiced=False)
+    judge.speech_ended()
+    assert judge.heard("네 얼마예요", final=True) is Action.NONE
+    assert judge.last_backchannel is False
+
+
+def test_silence_after_no_words_waits_for_the_final() -> None:
+    judge = BargeInJudge(BargeInSettings(backchannels=KO))
+    judge.speech_started(interruptible=True, voiced_ms=200)
+    assert frames(judge, 30, voiced=False) == [Action.NONE] * 30  # a cough? a word unheard?
+
+
 def test_a_cough_resumes_and_a_short_no_cuts() -> None:
     judge = BargeInJudge(BargeInSettings(backchannels=KO))
     judge.speech_started(interruptible=True, voiced_ms=200)
@@ -309,6 +345,32 @@ async def test_a_backchannel_pauses_the_line_which_then_goes_on_to_its_end(
     onset = call.start + FRAME / 2 + 0.8 + np.flatnonzero(np.abs(ne) > 300)[0] / RATE
     first_silent = next(t for t, p in far.received if t > onset and robot_silent(far, p))
     assert first_silent - onset <= 0.25 + 1e-6
+
+
+async def test_a_backchannel_heard_as_it_is_said_makes_only_a_short_pause(
+    autojump_clock: trio.testing.MockClock, ne: np.ndarray
+) -> None:
+    callee = np.concatenate((silence(0.8), ne, silence(2.0)))
+    with trio.fail_after(60):
+        leg, far = await make_pair(PCMU)
+        media = CallMedia(leg, endpointer=Endpointer(), barge_in=BargeInSettings(backchannels=KO))
+        prompt = media.player.play(tone(4.0), label="greeting")
+        call = await talk(media, far, callee, partial="네", final="네")
+
+    # resumed on the silence after the word, before the endpointer even ended it
+    assert kinds(call) == [
+        BargeInPaused,
+        SpeechStarted,
+        BargeInResumed,
+        SpeechEnded,
+        PromptFinished,
+    ]
+    [(paused_at, _)] = [(t, e) for t, e in call.events if isinstance(e, BargeInPaused)]
+    [(resumed_at, _)] = [(t, e) for t, e in call.events if isinstance(e, BargeInResumed)]
+    assert resumed_at - paused_at < 0.7
+    [(_, marker)] = [(t, e) for t, e in call.events if isinstance(e, Backchannel)]
+    assert marker.value is True
+    assert not prompt.interrupted and voiced_packets(far) == 200
 
 
 async def test_words_cut_the_line_and_the_lines_queued_behind_it_but_not_a_disclosure(

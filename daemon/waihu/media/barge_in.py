@@ -18,7 +18,10 @@ call, frame by frame, from what the endpointer and the recogniser report
   *backchannel*: it reaches the dialogue as one (written to the transcript,
   routes nothing). With ``words`` on, the decision waits for the
   utterance's final result (at most ``final_wait_ms``; then the line
-  resumes anyway).
+  resumes anyway) — unless the words so far are backchannels and
+  ``resume_silence_ms`` of silence followed them: then the line goes on at
+  once (the callee hears a short pause, not the end-of-speech window), and
+  the final result still says whether it was a backchannel.
 
 Each utterance is judged on its own: a final result belongs to the oldest
 utterance still waiting for one, as the recogniser finishes them in order.
@@ -60,6 +63,9 @@ DEFAULT_BACKCHANNELS: Mapping[str, tuple[str, ...]] = {
 DEFAULT_PAUSE_MS = 200  # voiced speech this long over a line pauses it
 DEFAULT_CONFIRM_MS = 800  # voiced speech this long over a line is an interruption
 DEFAULT_FINAL_WAIT_MS = 1000  # a paused line waits this long for the words that decide
+# a paused line whose words so far are only backchannels goes on after this much silence,
+# without waiting for the end of the utterance (the endpointer's end window) and its final
+DEFAULT_RESUME_SILENCE_MS = 300
 
 
 class Action(enum.Enum):
@@ -79,6 +85,7 @@ class BargeInSettings:
     voiced speech this long pauses the line; ``confirm_ms``: voiced speech this
     long cuts the line; ``final_wait_ms``: how long a paused line waits for the
     final words after the speech ended;
+    ``resume_silence_ms``: silence after backchannel words that resumes the line;
     ``backchannels``: the words that never cut (the script language's list).
     """
 
@@ -86,6 +93,7 @@ class BargeInSettings:
     pause_ms: int = DEFAULT_PAUSE_MS
     confirm_ms: int = DEFAULT_CONFIRM_MS
     final_wait_ms: int = DEFAULT_FINAL_WAIT_MS
+    resume_silence_ms: int = DEFAULT_RESUME_SILENCE_MS
     backchannels: tuple[str, ...] = ()
 
 
@@ -135,6 +143,8 @@ class _Utterance:
     candidate: bool  # it began over an interruptible line (it may pause it)
     paused: bool = False  # it paused a line (so the judge decides about it)
     voiced_ms: int = 0  # voiced speech so far, from its onset
+    silent_ms: int = 0  # silence since its last voiced frame
+    backchannel_words: bool = False  # its latest partial result is backchannels only
     ended: bool = False
     waited_ms: int = 0  # since it ended, waiting for its final words
     decided: bool = False  # cut or resumed
@@ -187,9 +197,23 @@ class BargeInJudge:
         current = self._current
         if current is not None and voiced:
             current.voiced_ms += FRAME_MS
+            current.silent_ms = 0
+            if current.resumed and current.candidate and not current.ended:
+                # resumed on backchannel words, and the callee speaks on: judge it afresh
+                current.decided = current.resumed = current.paused = False
+                current.backchannel_words = False
             action = self._check_duration(current) or self._check_pause(current)
             if action is not Action.NONE:
                 return action
+        elif current is not None:
+            current.silent_ms += FRAME_MS
+            if (
+                current.paused
+                and not current.decided
+                and current.backchannel_words
+                and current.silent_ms >= self.settings.resume_silence_ms
+            ):
+                return self._resume(current)
         for utterance in self._waiting:
             if utterance.paused and not utterance.decided:
                 utterance.waited_ms += FRAME_MS
@@ -232,8 +256,10 @@ class BargeInJudge:
                 # resumed when the wait ran out: its words say whether it was a reply
                 utterance.resumed = is_backchannel(text, self.settings.backchannels)
             return Action.NONE
-        if words and _bare(text) and not is_backchannel(text, self.settings.backchannels):
-            return self._cut()
+        if words and _bare(text):
+            if not is_backchannel(text, self.settings.backchannels):
+                return self._cut()
+            utterance.backchannel_words = True
         if final and utterance.ended:
             return self._resume(utterance)
         return Action.NONE

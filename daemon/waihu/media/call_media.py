@@ -364,6 +364,8 @@ class CallMedia:
             if player.pause():
                 self.stats.barge_in_pauses += 1
                 self._emit(BargeInPaused(label))
+            else:  # the line ended meanwhile: nothing to hold
+                self.judge.line_ended()
         elif action is Action.RESUME:
             if player.paused:
                 player.resume()
