@@ -49,6 +49,7 @@ from waihu.media.call_media import (
     SpeechStarted,
 )
 from waihu.media.endpointer import Endpointer
+from waihu.media.prompt_player import PromptPlayer
 from waihu.media.rtp import RtpSender
 from waihu.testing.speech import speech_pcm
 
@@ -217,6 +218,17 @@ def test_each_utterance_is_judged_on_its_own() -> None:
     assert judge.heard("그게 아니라", final=False) is Action.CUT  # A's words cut for all
 
 
+def test_a_line_held_by_two_utterances_waits_for_both_finals() -> None:
+    judge = BargeInJudge(BargeInSettings(backchannels=KO))
+    judge.speech_started(interruptible=True, voiced_ms=200)
+    judge.speech_ended()  # A
+    judge.speech_started(interruptible=False, voiced_ms=200)
+    judge.speech_ended()  # B, while A's words are still being decoded
+    assert judge.heard("네", final=True) is Action.NONE  # A: B's words may still cut
+    assert judge.paused
+    assert judge.heard("응", final=True) is Action.RESUME
+
+
 def test_speech_over_no_line_and_a_line_stopped_elsewhere() -> None:
     judge = BargeInJudge(BargeInSettings(backchannels=KO))
     assert judge.speech_started(interruptible=False, voiced_ms=200) is Action.NONE
@@ -234,6 +246,39 @@ def test_speech_over_no_line_and_a_line_stopped_elsewhere() -> None:
 def test_confirm_as_short_as_the_start_cuts_without_pausing() -> None:
     judge = BargeInJudge(BargeInSettings(words=False, confirm_ms=200))
     assert judge.speech_started(interruptible=True, voiced_ms=200) is Action.CUT
+
+
+# ───────────────────────── the prompt player ─────────────────────────
+
+
+def test_the_player_pauses_resumes_and_plays_from_an_offset() -> None:
+    player = PromptPlayer(SPF, sample_rate=RATE)
+    audio = np.arange(1, 8001, dtype=np.int16)  # one second
+    line = player.play(audio, label="offer", offset=4000)
+    np.testing.assert_array_equal(player.next_frame(), audio[4000:4160])
+    assert player.pause() and player.paused
+    assert not player.next_frame().any()  # silence while held; nothing advances
+    assert line.played_ms == 520
+    player.resume()
+    np.testing.assert_array_equal(player.next_frame(), audio[4160:4320])
+    assert line.duration_ms == 1000
+    with pytest.raises(ValueError, match="outside"):
+        player.play(audio, offset=8001)
+
+
+def test_a_disclosure_is_never_paused_and_a_stop_unpauses() -> None:
+    player = PromptPlayer(SPF, sample_rate=RATE)
+    audio = np.ones(1600, np.int16)
+    player.play(audio, interruptible=False, label="legal")
+    assert not player.pause()
+    assert player.next_frame().any()
+    held = PromptPlayer(SPF, sample_rate=RATE)
+    held.play(audio, label="offer")
+    assert held.pause()
+    assert held.stop(keep_uninterruptible=True) == 1
+    assert not held.paused  # a line queued next plays at once
+    held.play(audio, label="next")
+    assert held.next_frame().any()
 
 
 # ───────────────────────── CallMedia over UDP ─────────────────────────
