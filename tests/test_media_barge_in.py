@@ -172,6 +172,19 @@ def test_silence_after_no_words_waits_for_the_final() -> None:
     assert frames(judge, 30, voiced=False) == [Action.NONE] * 30  # a cough? a word unheard?
 
 
+def test_backchannel_words_as_the_line_ends_are_an_answer() -> None:
+    judge = BargeInJudge(BargeInSettings(answer_tail_ms=1000, backchannels=KO))
+    judge.speech_started(interruptible=True, voiced_ms=200, line_left_ms=1000)
+    assert judge.heard("네", final=False) is Action.CUT  # "…될까요?" "네"
+    judge.speech_ended()
+    judge.heard("네", final=True)
+    assert judge.last_backchannel is False  # it reaches the dialogue as a reply
+    judge.speech_started(interruptible=True, voiced_ms=200, line_left_ms=1020)
+    assert judge.heard("네", final=False) is Action.NONE  # mid-line: a backchannel
+    judge.speech_ended()
+    assert judge.heard("", final=True) is Action.RESUME
+
+
 def test_a_cough_resumes_and_a_short_no_cuts() -> None:
     judge = BargeInJudge(BargeInSettings(backchannels=KO))
     judge.speech_started(interruptible=True, voiced_ms=200)

@@ -21,7 +21,9 @@ call, frame by frame, from what the endpointer and the recogniser report
   resumes anyway) — unless the words so far are backchannels and
   ``resume_silence_ms`` of silence followed them: then the line goes on at
   once (the callee hears a short pause, not the end-of-speech window), and
-  the final result still says whether it was a backchannel.
+  the final result still says whether it was a backchannel. Backchannel
+  words over the last ``answer_tail_ms`` of what the robot is saying (its
+  line and those queued behind) are an answer, not a backchannel: they cut.
 
 Each utterance is judged on its own: a final result belongs to the oldest
 utterance still waiting for one, as the recogniser finishes them in order.
@@ -66,6 +68,9 @@ DEFAULT_FINAL_WAIT_MS = 1000  # a paused line waits this long for the words that
 # a paused line whose words so far are only backchannels goes on after this much silence,
 # without waiting for the end of the utterance (the endpointer's end window) and its final
 DEFAULT_RESUME_SILENCE_MS = 300
+# backchannel words when this little is left of what the robot is saying ("…될까요?" "네")
+# answer it: a person would take them as the reply, not as "I am listening"
+DEFAULT_ANSWER_TAIL_MS = 1000
 
 
 class Action(enum.Enum):
@@ -86,6 +91,7 @@ class BargeInSettings:
     long cuts the line; ``final_wait_ms``: how long a paused line waits for the
     final words after the speech ended;
     ``resume_silence_ms``: silence after backchannel words that resumes the line;
+    ``answer_tail_ms``: backchannel words with this little left to say are an answer;
     ``backchannels``: the words that never cut (the script language's list).
     """
 
@@ -94,6 +100,7 @@ class BargeInSettings:
     confirm_ms: int = DEFAULT_CONFIRM_MS
     final_wait_ms: int = DEFAULT_FINAL_WAIT_MS
     resume_silence_ms: int = DEFAULT_RESUME_SILENCE_MS
+    answer_tail_ms: int = DEFAULT_ANSWER_TAIL_MS
     backchannels: tuple[str, ...] = ()
 
 
@@ -145,6 +152,7 @@ class _Utterance:
     voiced_ms: int = 0  # voiced speech so far, from its onset
     silent_ms: int = 0  # silence since its last voiced frame
     backchannel_words: bool = False  # its latest partial result is backchannels only
+    line_left_ms: int | None = None  # what the robot still had to say when it began
     ended: bool = False
     waited_ms: int = 0  # since it ended, waiting for its final words
     decided: bool = False  # cut or resumed
@@ -174,13 +182,18 @@ class BargeInJudge:
         """Whether the judge holds a line paused."""
         return self._paused
 
-    def speech_started(self, *, interruptible: bool, voiced_ms: int) -> Action:
+    def speech_started(
+        self, *, interruptible: bool, voiced_ms: int, line_left_ms: int | None = None
+    ) -> Action:
         """The endpointer confirmed speech (``voiced_ms`` of it so far); ``interruptible``:
-        an interruptible line is playing (and not already paused)."""
+        an interruptible line is playing (and not already paused); ``line_left_ms``: how
+        much the robot still has to say (None: unknown)."""
         if self._paused:  # more speech while a line is held: it judges too
             self._current = _Utterance(candidate=True, paused=True, voiced_ms=voiced_ms)
             return self._check_duration(self._current) or Action.NONE
-        self._current = _Utterance(candidate=interruptible, voiced_ms=voiced_ms)
+        self._current = _Utterance(
+            candidate=interruptible, voiced_ms=voiced_ms, line_left_ms=line_left_ms
+        )
         return self._check_pause(self._current)
 
     def _check_pause(self, utterance: _Utterance) -> Action:
@@ -259,6 +272,9 @@ class BargeInJudge:
         if words and _bare(text):
             if not is_backchannel(text, self.settings.backchannels):
                 return self._cut()
+            left = utterance.line_left_ms
+            if left is not None and left <= self.settings.answer_tail_ms:
+                return self._cut()  # "네" as the question ends: the answer
             utterance.backchannel_words = True
         if final and utterance.ended:
             return self._resume(utterance)

@@ -343,7 +343,10 @@ class CallMedia:
                 player = self.player
                 spoken = event.preroll.size * 1000 // self._clock_rate - event.lead_ms
                 over_line = player.playing and player.interruptible and not player.paused
-                action = self.judge.speech_started(interruptible=over_line, voiced_ms=spoken)
+                left_ms = player.remaining_samples() * 1000 // self._clock_rate
+                action = self.judge.speech_started(
+                    interruptible=over_line, voiced_ms=spoken, line_left_ms=left_ms
+                )
                 self._act(action)
                 judged = True
             self._emit(event)

@@ -209,6 +209,13 @@ class PromptPlayer:
         upcoming = self._current or (self._queue[0] if self._queue else None)
         return upcoming is not None and upcoming.interruptible
 
+    def remaining_samples(self) -> int:
+        """What is left to say: the rest of the current prompt and all those queued."""
+        left = sum(p.audio.size - p.played_samples for p in self._queue)
+        if self._current is not None:
+            left += self._current.audio.size - self._current.played_samples
+        return left
+
     @property
     def current(self) -> Playback | None:
         """The prompt being played, if any."""
