@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 import attrs
+import numpy as np
 import pytest
 import trio
 import trio.testing
@@ -27,7 +28,10 @@ from waihu.dialog.engine import (
     Step,
     Utterance,
 )
+from waihu.dialog.library import LoadedScript
 from waihu.dialog.script import Script, ScriptError, Variant, load_script
+from waihu.media.prompt_player import PromptPlayer
+from waihu.voice import VoiceSpeaker
 
 LINE_SECONDS = 3.0  # every line lasts this long unless cut
 
@@ -315,3 +319,23 @@ def test_a_bad_recovery_is_refused_naming_the_node(tmp_path: Path) -> None:
         load_script(write_script(tmp_path, node_extra='barge_in_recovery = "again"'))
     with pytest.raises(ScriptError, match=r"script\.barge_in_recovery"):
         load_script(write_script(tmp_path, script_extra='barge_in_recovery = "later"'))
+
+
+async def test_the_voice_speaker_says_the_rest_of_a_line(tmp_path: Path) -> None:
+    """``VoiceSpeaker.say_from`` (what ``resume`` uses) starts the line's audio at the
+    offset, in samples of the call's rate; past its end nothing is heard."""
+    script = load_script(write_script(tmp_path))
+    text = offer_text(script)
+    audio = np.arange(16000, dtype=np.int16)  # two seconds at 8 kHz
+    loaded = LoadedScript(script=script, audio={}, classifier=None, speech={text: audio})
+    player = PromptPlayer(160, sample_rate=8000)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            speaker = VoiceSpeaker(player, loaded, None, nursery, sample_rate=8000)
+            rest = speaker.say_from(Variant(text=text), text, interruptible=True, from_ms=1250)
+            np.testing.assert_array_equal(player.next_frame(), audio[10000:10160])
+            assert rest.played_ms == 1270
+            past = speaker.say_from(Variant(text=text), text, interruptible=True, from_ms=5000)
+            whole = speaker.say(Variant(text=text), text, interruptible=False)
+            assert (past.played_ms, whole.played_ms) == (2000, 0)
+            nursery.cancel_scope.cancel()
