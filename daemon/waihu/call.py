@@ -600,7 +600,14 @@ async def _converse(
             recorder.callee(pcm)
             recorder.robot(np.zeros_like(pcm))
         life.recorded(str(path))
-    media = CallMedia(leg, endpointer=endpointer, recorder=recorder, jitter_depth=mc.jitter_depth)
+    media = CallMedia(
+        leg,
+        endpointer=endpointer,
+        recorder=recorder,
+        jitter_depth=mc.jitter_depth,
+        barge_in=mc.barge_in_settings(loaded.script.language),
+        echo_guard=mc.echo_guard,
+    )
     screen: AnswerScreen | None = None
     if services.who.enabled and record.direction == "outbound":  # a caller calling us is a person
         screen = AnswerScreen(
@@ -654,6 +661,7 @@ async def _converse(
                 variables=variables,
                 min_confidence=services.call.min_confidence,
                 now=time.time,
+                recovery_ms=mc.barge_in_recovery_ms,
             )
             nursery.start_soon(media.receive_loop)
             services.clock.add(media)

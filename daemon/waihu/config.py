@@ -39,6 +39,7 @@ import cattrs
 import phonenumbers
 
 from waihu.api import WaihuError, at_least, between, check, one_of, positive
+from waihu.media.barge_in import BargeInSettings, backchannels_for
 from waihu.providers import PROVIDER_KINDS, ProviderKind, ProviderTypes, TrunkLimits
 
 __all__ = [
@@ -119,6 +120,31 @@ class MediaConfig:
     max_utterance_ms: int = attrs.field(default=15000, validator=positive())
     jitter_depth: int = attrs.field(default=2, validator=positive())
     record: bool = True
+    # barge-in (waihu.media.barge_in): voiced speech this long over a line pauses it, this
+    # long cuts it; recognised words that are not backchannels cut it too (barge_in_words)
+    barge_in_ms: int = attrs.field(default=200, validator=positive())
+    barge_in_confirm_ms: int = attrs.field(default=800, validator=positive())
+    barge_in_words: bool = True
+    # after a cut, how long the script waits for words before taking the line up again
+    barge_in_recovery_ms: int = attrs.field(default=1500, validator=positive())
+    # language → the words that never cut a line; a language not given keeps its defaults
+    backchannels: dict[str, tuple[str, ...]] = attrs.field(
+        factory=dict,
+        validator=check(
+            lambda v: all(words and all(w.strip() for w in words) for words in v.values()),
+            "each language needs a non-empty list of non-empty words",
+        ),
+    )
+    echo_guard: bool = True  # take the robot's own echo out of what the line returns
+
+    def barge_in_settings(self, language: str) -> BargeInSettings:
+        """The barge-in judge's settings for a call in ``language``."""
+        return BargeInSettings(
+            words=self.barge_in_words,
+            pause_ms=self.barge_in_ms,
+            confirm_ms=self.barge_in_confirm_ms,
+            backchannels=backchannels_for(language, self.backchannels),
+        )
 
 
 @attrs.frozen(kw_only=True)
