@@ -330,6 +330,11 @@ async def test_heartbeats_keep_the_latest_time_per_node(tmp_path: Path) -> None:
             assert await storage.last_alive("node-a") == 110.5
 
 
+def old_turn_rows(record: CallRecord) -> list[dict[str, object]]:
+    """The turn rows of a file before v5 (no ``played_ms``)."""
+    return [{k: v for k, v in row.items() if k != "played_ms"} for row in turn_rows(record)]
+
+
 def write_v1_file(path: Path, record: CallRecord) -> None:
     """A database as waihu with schema v1 left it, holding one call."""
     db = sqlite_utils.Database(sqlite3.connect(path))
@@ -344,7 +349,7 @@ def write_v1_file(path: Path, record: CallRecord) -> None:
             }  # fmt: skip
             row = {k: v for k, v in call_row(record).items() if k in v1_columns}
             db.table("calls").insert(row)
-            db.table("turns").insert_all(turn_rows(record))
+            db.table("turns").insert_all(old_turn_rows(record))
     finally:
         db.close()
 
@@ -417,7 +422,7 @@ def write_v2_file(path: Path, record: CallRecord) -> None:
             )  # fmt: skip
             row = {k: v for k, v in row.items() if k not in later}
             db.table("calls").insert(row)
-            db.table("turns").insert_all(turn_rows(record))
+            db.table("turns").insert_all(old_turn_rows(record))
     finally:
         db.close()
 
@@ -483,7 +488,7 @@ def write_v4_file(path: Path, record: CallRecord) -> None:
             row = call_row(record)
             row = {k: v for k, v in row.items() if not k.startswith("answered_by")}
             db.table("calls").insert(row)
-            db.table("turns").insert_all(turn_rows(record))
+            db.table("turns").insert_all(old_turn_rows(record))
     finally:
         db.close()
 
@@ -512,6 +517,7 @@ async def test_a_v4_file_gains_who_answered_and_keeps_its_calls(tmp_path: Path) 
         assert conn.execute("PRAGMA user_version").fetchone() == (5,)
         columns = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
         assert {"answered_by", "answered_by_evidence"} <= columns
+        assert "played_ms" in {row[1] for row in conn.execute("PRAGMA table_info(turns)")}
 
 
 async def test_a_damaged_answered_by_column_is_named(tmp_path: Path) -> None:
@@ -582,3 +588,17 @@ async def test_unfinished_calls_are_those_not_seen_to_their_end(tmp_path: Path) 
             assert len(found[0].turns) == 3
             await storage.save_call(attrs.evolve(found[0], status="ended"))
             assert [r.id for r in await storage.unfinished_calls()] == ["ringing", "dialing"]
+
+
+async def test_where_barge_in_cut_a_line_round_trips(tmp_path: Path) -> None:
+    """A robot turn cut by barge-in keeps how much of it was heard (v5 ``played_ms``)."""
+    record = sample_call()
+    record.turns[0] = attrs.evolve(record.turns[0], interrupted=True, played_ms=1240)
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path)) as storage:
+            await storage.save_call(record)
+        async with running(make_storage(tmp_path)) as storage:
+            found = await storage.get_call(record.id)
+    assert found is not None
+    assert found.turns[0].played_ms == 1240
+    assert found.turns[1].played_ms is None

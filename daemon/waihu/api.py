@@ -555,11 +555,12 @@ class AsrEngine(Protocol):
 class VoiceDetector(Protocol):
     """One call's voice activity detector: is there speech in this frame?
 
-    Fed every incoming 20 ms frame of a call, in order (int16 mono at the
-    ``sample_rate`` it was opened with). It may keep state across frames (a
-    model's recurrent state, a window of samples); the core's endpointer puts
-    its own energy and noise-floor gates in front, and decides from the
-    verdicts where utterances start and end. Called on the media clock's
+    Asked about a call's incoming 20 ms frames in order (int16 mono at the
+    ``sample_rate`` it was opened with) — those that pass the core endpointer's
+    energy and noise-floor gates, which sit in front of it; a frame below them
+    is never voice, so it is not asked. It may keep state across frames (a
+    model's recurrent state, a window of samples); the endpointer decides from
+    the verdicts where utterances start and end. Called on the media clock's
     thread: it must take well under a millisecond and never block.
     """
 

@@ -167,6 +167,7 @@ def turn_rows(record: CallRecord) -> list[dict[str, Any]]:
             "started_at": turn.started_at,
             "ended_at": turn.ended_at,
             "interrupted": int(turn.interrupted),
+            "played_ms": turn.played_ms,
         }
         for seq, turn in enumerate(record.turns)
     ]
@@ -245,6 +246,7 @@ def _turn(call_id: str, row: Mapping[str, Any]) -> Turn:
         started_at=row["started_at"],
         ended_at=row["ended_at"],
         interrupted=bool(row["interrupted"]),
+        played_ms=row["played_ms"],
     )
 
 

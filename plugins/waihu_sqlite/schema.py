@@ -18,7 +18,8 @@ A step, once released, is never edited: files out there were made by it.
   for calls filed before.
 - v4: calls get ``direction``, ``transfer`` and ``media_quality``.
 - v5: calls get ``answered_by`` (person, announcement, voicemail, unsure; NULL
-  for a call never screened) and ``answered_by_evidence`` (why; empty before).
+  for a call never screened) and ``answered_by_evidence`` (why; empty before);
+  turns get ``played_ms`` (how much of a robot line cut by barge-in was heard).
 
 The v2 tables are plain SQL DDL, written to read the same on PostgreSQL where
 that costs nothing (``REAL`` is ``double precision`` there, ``INTEGER PRIMARY
@@ -268,6 +269,7 @@ def _direction_transfer_quality_v4(db: sqlite_utils.Database) -> None:
 _V5_STATEMENTS = (
     "ALTER TABLE calls ADD COLUMN answered_by TEXT",  # waihu.api.AnsweredBy; NULL: not screened
     "ALTER TABLE calls ADD COLUMN answered_by_evidence TEXT NOT NULL DEFAULT ''",  # why
+    "ALTER TABLE turns ADD COLUMN played_ms INTEGER",  # a cut robot line: ms heard; else NULL
 )
 
 
