@@ -116,6 +116,9 @@ class MediaConfig:
     max_utterance_ms: int = attrs.field(default=15000, validator=positive())
     jitter_depth: int = attrs.field(default=2, validator=positive())
     record: bool = True
+    # the short end-of-speech window once the partial recognition is a confident,
+    # complete answer for the node ("네", "不需要"); 0 turns the early end off
+    quick_end_ms: int = attrs.field(default=250, validator=at_least(0))
 
 
 @attrs.frozen(kw_only=True)

@@ -96,6 +96,7 @@ KB_PREFIX = "kb."  # intents made from knowledge-base entries are named "kb.<ent
 SCOPE_SEPARATOR = "/"  # node-scoped extras of a class are fitted as "<node>/<class>"
 GRADES = ("A", "B", "C", "D", "E", "F")
 RESUMES = ("repeat", "listen")  # route words that stay at the node instead of going to one
+MIN_WINDOW_MS = 20  # an end-of-speech window shorter than one 20 ms frame means nothing
 UNMATCHED_ROUTES = (DEFAULT_INTENT, "short", "long")  # route keys for replies matching nothing
 DTMF_KEYS = frozenset("0123456789*#ABCD")  # RFC 4733 events a phone can send
 SECTIONS = ("script", "variables", "handlers", "intents", "nodes", "kb", "grading")
@@ -198,6 +199,10 @@ class Node:
     silence_timeout: float = 6.0
     phrases: tuple[str, ...] = ()  # what the recogniser should expect after this node
     set: Mapping[str, str] = attrs.field(factory=dict)  # variables set on entering
+    # end-of-speech windows of the replies here in ms; None: [media] end_silence_ms /
+    # quick_end_ms. A quick_end_ms of 0 turns the early end of turn off at this node.
+    end_window_ms: int | None = None
+    quick_end_ms: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -491,6 +496,8 @@ class _NodeTable:
     tags: list[str] = attrs.Factory(list)
     dnc: bool = False
     transfer: str | None = None
+    end_window_ms: int | None = attrs.field(default=None, validator=at_least(MIN_WINDOW_MS))
+    quick_end_ms: int | None = attrs.field(default=None, validator=at_least(0))
 
 
 @attrs.frozen(kw_only=True)
@@ -1134,7 +1141,15 @@ class _Loader:
             silence_timeout=t.silence_timeout or head.silence_timeout,
             phrases=tuple(t.phrases or ()),
             set=dict(t.set),
+            end_window_ms=t.end_window_ms,
+            quick_end_ms=t.quick_end_ms,
         )
+        if t.quick_end_ms and t.end_window_ms and t.quick_end_ms >= t.end_window_ms:
+            self.bad(
+                f"{key}.quick_end_ms",
+                f"{t.quick_end_ms} must be shorter than end_window_ms {t.end_window_ms}"
+                " (or 0 to turn the early end off here)",
+            )
         return node, extras
 
     def _grading(

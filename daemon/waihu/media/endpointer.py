@@ -8,6 +8,17 @@ tick::
       └──────────────────┘                                                      ▼ │
       └────────── end_silence_ms of silence (or max_utterance_ms) ─────────── stopping
 
+Two end-of-speech windows: the full one (``end_silence_ms``), and a short one
+used while ``quick_end`` is True — the listener sets it from the partial
+recognition when what was said so far is already a confident, complete answer
+("네", "不需要"), and clears it when more words make it incomplete again. The
+silence counts from the last voiced frame whichever window applies, so
+``quick_end`` turning True when the silence already lasts the short window
+ends the utterance on the next frame, and voice during the silence starts it
+over. ``quick_end`` is cleared when an utterance starts and when it ends: one
+answer's verdict never carries to the next. ``set_windows`` changes both
+windows (per node) from the next frame on.
+
 ``feed`` returns the events of that frame: ``SpeechStarted`` once speech is
 confirmed (carrying the audio from ``preroll_ms`` before the first voiced
 frame of the start window up to now, so the recogniser hears the word
@@ -170,9 +181,21 @@ class Endpointer:
 
     def set_windows(self, end_silence_ms: int, quick_end_ms: int) -> None:
         """The end-of-speech windows from now on: the full one, and the short one used
-        while ``quick_end`` is set (a confident, complete answer)."""
+        while ``quick_end`` is set (a confident, complete answer). A short window of 0,
+        or one not shorter than the full one, never ends a turn early.
+
+        Raises ``ValueError`` for a full window under one frame or a negative short one.
+        """
+        if end_silence_ms < FRAME_MS:
+            raise ValueError(
+                f"end_silence_ms must be at least one frame ({FRAME_MS} ms), not {end_silence_ms}"
+            )
+        if quick_end_ms < 0:
+            raise ValueError(f"quick_end_ms must not be negative, not {quick_end_ms}")
         self._end_frames = _frames(end_silence_ms)
-        self._quick_frames = _frames(quick_end_ms)
+        self._quick_frames = (
+            min(_frames(quick_end_ms), self._end_frames) if quick_end_ms else self._end_frames
+        )
 
     def reset(self) -> None:
         """Forget everything heard so far (no events); back to quiet."""
@@ -181,6 +204,7 @@ class Endpointer:
         self._window_voiced = 0
         self._state = EndpointState.QUIET
         self._floor = None
+        self.quick_end = False
 
     def is_voiced(self, frame: np.ndarray) -> bool:
         """The VAD's verdict on the next frame, behind the energy gates.
@@ -228,7 +252,8 @@ class Endpointer:
             self._state = EndpointState.SPEAKING
         else:
             self._state = EndpointState.STOPPING
-        if self._index - self._last_voiced >= self._end_frames:
+        window = self._quick_frames if self.quick_end else self._end_frames
+        if self._index - self._last_voiced >= window:
             events.append(self._end(truncated=False))
         elif self._index - self._onset + 1 >= self._max_frames:
             events.append(self._end(truncated=True))
@@ -243,6 +268,7 @@ class Endpointer:
         self._onset = onset
         self._last_voiced = self._index
         self._state = EndpointState.SPEAKING
+        self.quick_end = False  # a new answer: the last one's verdict does not hold
         return SpeechStarted(preroll=preroll, lead_ms=(take - spoken) * FRAME_MS)
 
     def _end(self, *, truncated: bool) -> SpeechEnded:
@@ -250,6 +276,7 @@ class Endpointer:
         self._window.clear()
         self._window_voiced = 0
         self._state = EndpointState.QUIET
+        self.quick_end = False
         return SpeechEnded(duration_ms=duration, truncated=truncated)
 
 
