@@ -85,6 +85,7 @@ from waihu.call_control import OPERATOR_HANGUP, CallControl
 from waihu.call_lifecycle import CallLifecycle, failure_reason, record_as_dict
 from waihu.campaign.numbers import InvalidNumber, to_e164
 from waihu.config import CallConfig, MediaConfig
+from waihu.dialog.complete import answer_judge, node_windows
 from waihu.dialog.engine import (
     DialogueEngine,
     Dtmf,
@@ -509,8 +510,10 @@ async def _converse(
             nursery.start_soon(media.receive_loop)
             services.clock.add(media)
             listener = Listener(
-                media, stream, inbox_send, lambda: script.nodes[dialogue.node], life
-            )
+                media, stream, inbox_send, lambda: script.nodes[dialogue.node], life,
+                complete_answer=answer_judge(script, loaded.classifier),
+                turn_windows=lambda n: node_windows(n, mc.end_silence_ms, mc.quick_end_ms),
+            )  # fmt: skip
             nursery.start_soon(listener.run)
 
             async def watch_hangup() -> None:

@@ -53,6 +53,7 @@ __all__ = [
     "MIN_COMPLETE_SCORE",
     "answer_judge",
     "complete_answer",
+    "node_windows",
 ]
 
 # A complete answer is short: "네", "예 좋아요", "아니요 괜찮아요", "可以", "不需要",
@@ -95,6 +96,15 @@ def answer_judge(script: Script, classifier: Classifier) -> Callable[[str, Node]
         return complete_answer(text, node, classifier, script)
 
     return judge
+
+
+def node_windows(node: Node, end_silence_ms: int, quick_end_ms: int) -> tuple[int, int]:
+    """The (full, short) end-of-speech windows of replies at ``node``: its own
+    ``end_window_ms``/``quick_end_ms`` where the script gives them, else the
+    ``[media]`` values passed in (a short window of 0: no early end)."""
+    full = node.end_window_ms if node.end_window_ms is not None else end_silence_ms
+    quick = node.quick_end_ms if node.quick_end_ms is not None else quick_end_ms
+    return full, quick
 
 
 def _best(classifier: Classifier, text: str, allowed: list[str]) -> Match | None:
