@@ -67,6 +67,9 @@ def quick(value: bool) -> Callable[[Endpointer], None]:
 
 WORD = "v" * 20  # 400 ms of voice, frames 0–19; the last voiced frame is 19
 LAST = len(WORD) - 1
+SETTLE_FRAMES = 7  # DEFAULT_QUICK_SETTLE_MS (150 ms) in whole frames
+# at[i] runs before frame i is fed: a verdict set there was given at frame i - 1
+SETTLED = LAST + 1 + SETTLE_FRAMES  # the first plan index where a verdict counts
 
 
 def test_without_quick_end_the_turn_ends_on_the_full_window() -> None:
@@ -75,7 +78,32 @@ def test_without_quick_end_the_turn_ends_on_the_full_window() -> None:
 
 
 def test_a_complete_answer_ends_on_the_short_window() -> None:
+    _, ends = run(endpointer(), WORD + "." * 60, {SETTLED: quick(True)})
+    assert ends == [LAST + QUICK_FRAMES]
+
+
+def test_a_verdict_given_while_the_voice_goes_on_does_not_count() -> None:
+    # the partial that said "complete" had not heard the rest of the voice
     _, ends = run(endpointer(), WORD + "." * 60, {10: quick(True)})
+    assert ends == [LAST + END_FRAMES]
+
+
+def test_a_verdict_given_too_soon_after_the_voice_does_not_count() -> None:
+    _, ends = run(endpointer(), WORD + "." * 60, {SETTLED - 1: quick(True)})
+    assert ends == [LAST + END_FRAMES]
+
+
+def test_the_same_verdict_given_again_later_counts() -> None:
+    plan = WORD + "." * 60
+    _, ends = run(endpointer(), plan, {SETTLED - 3: quick(True), SETTLED + 2: quick(True)})
+    assert ends == [LAST + QUICK_FRAMES]
+
+
+def test_no_settling_wanted_takes_a_verdict_right_after_the_voice() -> None:
+    ep = Endpointer(RATE, start_ms=START_MS, end_silence_ms=END_MS, preroll_ms=0, detector=Loud(),
+                    quick_settle_ms=0)  # fmt: skip
+    ep.set_windows(END_MS, QUICK_MS)
+    _, ends = run(ep, WORD + "." * 60, {LAST + 1: quick(True)})
     assert ends == [LAST + QUICK_FRAMES]
 
 
@@ -86,30 +114,35 @@ def test_quick_end_in_a_silence_already_past_the_short_window_ends_at_once() -> 
 
 
 def test_quick_end_in_a_silence_shorter_than_the_short_window_waits_for_it() -> None:
-    _, ends = run(endpointer(), WORD + "." * 60, {LAST + 5: quick(True)})
+    _, ends = run(endpointer(), WORD + "." * 60, {SETTLED + 2: quick(True)})
     assert ends == [LAST + QUICK_FRAMES]
 
 
-def test_more_words_after_a_complete_answer_get_the_full_window_again() -> None:
-    # "네" (complete) … 160 ms pause … "그런데" makes it incomplete again
-    plan = WORD + "." * 8 + "v" * 20 + "." * 60
-    last = len(WORD) + 8 + 20 - 1
-    _, ends = run(endpointer(), plan, {10: quick(True), len(WORD) + 8 + 10: quick(False)})
+@pytest.mark.parametrize("cleared", [True, False], ids=["verdict-cleared", "voice-only"])
+def test_more_words_after_a_complete_answer_get_the_full_window_again(cleared: bool) -> None:
+    # "네" (complete) … 200 ms pause … "그런데": the listener says incomplete again, and
+    # even before it does, the new voice makes the old verdict stale
+    plan = WORD + "." * 10 + "v" * 20 + "." * 60
+    last = len(WORD) + 10 + 20 - 1
+    at = {SETTLED: quick(True)}
+    if cleared:
+        at[len(WORD) + 10 + 15] = quick(False)
+    _, ends = run(endpointer(), plan, at)
     assert ends == [last + END_FRAMES]
 
 
-def test_voice_in_the_short_window_starts_the_silence_over() -> None:
-    # still complete ("네 네"): the pause shorter than the short window does not end it
+def test_a_complete_answer_said_twice_ends_on_the_short_window_after_the_second() -> None:
+    # "네 … 네": the pause is shorter than the short window; the new partial is complete too
     plan = WORD + "." * 10 + "v" * 10 + "." * 60
     last = len(WORD) + 10 + 10 - 1
-    _, ends = run(endpointer(), plan, {10: quick(True)})
+    _, ends = run(endpointer(), plan, {SETTLED: quick(True), last + 9: quick(True)})
     assert ends == [last + QUICK_FRAMES]
 
 
 def test_the_verdict_does_not_carry_to_the_next_utterance() -> None:
     plan = WORD + "." * 20 + WORD + "." * 60
     second_last = len(WORD) + 20 + LAST
-    starts, ends = run(endpointer(), plan, {10: quick(True)})
+    starts, ends = run(endpointer(), plan, {SETTLED: quick(True)})
     assert len(starts) == 2
     assert ends == [LAST + QUICK_FRAMES, second_last + END_FRAMES]
 
@@ -129,14 +162,14 @@ def test_reset_clears_quick_end() -> None:
 def test_a_short_window_of_zero_never_ends_early() -> None:
     ep = endpointer()
     ep.set_windows(END_MS, 0)
-    _, ends = run(ep, WORD + "." * 60, {10: quick(True)})
+    _, ends = run(ep, WORD + "." * 60, {SETTLED: quick(True)})
     assert ends == [LAST + END_FRAMES]
 
 
 def test_a_short_window_longer_than_the_full_one_is_the_full_one() -> None:
     ep = endpointer()
     ep.set_windows(300, 900)
-    _, ends = run(ep, WORD + "." * 60, {10: quick(True)})
+    _, ends = run(ep, WORD + "." * 60, {SETTLED: quick(True)})
     assert ends == [LAST + 15]
 
 
@@ -154,3 +187,8 @@ def test_a_node_window_applies_to_the_utterance_under_way() -> None:
 def test_bad_windows_are_refused(end_ms: int, quick_ms: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         endpointer().set_windows(end_ms, quick_ms)
+
+
+def test_a_negative_settle_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="quick_settle_ms"):
+        Endpointer(RATE, quick_settle_ms=-1)

