@@ -23,6 +23,7 @@ KOREAN = """
 language = "ko"
 start = "offer"
 always = ["dnc"]
+priority = ["kb", "affirm", "deny", "again", "default"]  # deny is heard at only_yes too
 
 [handlers]
 repeat = "again"
@@ -37,7 +38,7 @@ keywords = ["아니요", "아니", "필요 없어요", "싫어요"]
 keywords = ["뭐라고요"]
 
 [intents.dnc]
-keywords = ["전화하지 마세요"]
+keywords = ["전화하지 마세요", "다시는 전화하지 마세요"]
 
 [nodes.offer]
 say = [{ text = "소개해 드려도 될까요?" }]
@@ -148,6 +149,7 @@ def test_korean_short_answers_are_complete(judge: Callable[[str], Judge], text: 
         "좋아요 근데",  # "good, but"
         "네 가격이 얼마 예요 그리고",  # too long to be a plain answer
         "네 아니요",  # two answers that disagree
+        "다시는 전화하지 마세요",  # wholly a keyword, but a sentence: the full window
         "음",  # nothing the node answers
         "",
         "   ",

@@ -210,3 +210,21 @@ def test_a_verdict_during_loud_voice_after_a_faint_stretch_does_not_count() -> N
     last = len(WORD) + 10 + 5 - 1
     _, ends = run(endpointer(), plan, {len(WORD) + 8: quick(True), last + 3: quick(True)})
     assert ends == [last + END_FRAMES]
+
+
+def test_quick_end_reads_false_once_a_new_utterance_starts_and_once_it_ends() -> None:
+    ep = endpointer()
+    for _ in range(LEAD_FRAMES):
+        ep.feed(QUIET)
+    ep.quick_end = True  # a verdict left over from before the speech
+    while not any(isinstance(e, SpeechStarted) for e in ep.feed(TONE)):
+        pass
+    assert ep.quick_end is False
+    for _ in range(10):
+        ep.feed(TONE)
+    for _ in range(SETTLE_FRAMES + 1):
+        ep.feed(QUIET)
+    ep.quick_end = True
+    while not any(isinstance(e, SpeechEnded) for e in ep.feed(QUIET)):
+        assert ep.quick_end is True
+    assert ep.quick_end is False

@@ -65,6 +65,10 @@ def test_quick_end_ms_zero_turns_the_early_end_off_at_that_node(tmp_path: Path) 
         ("quick_end_ms = -1", r"nodes\.ask_date.*quick_end_ms.*at least 0"),
         ('end_window_ms = "long"', r"nodes\.ask_date.*end_window_ms"),
         (
+            "end_window_ms = 500\nquick_end_ms = 500",
+            r"nodes\.ask_date\.quick_end_ms: 500 must be shorter than end_window_ms 500",
+        ),
+        (
             "end_window_ms = 500\nquick_end_ms = 600",
             r"dates\.toml:\d+: nodes\.ask_date\.quick_end_ms: 600 must be shorter than"
             r" end_window_ms 500",

@@ -11,9 +11,10 @@ The rule (``complete_answer``): the text is complete when all of these hold —
    characters once spaces and punctuation are dropped ("네 좋아요", "不需要";
    not a sentence that happens to hold a keyword);
 2. the whole text classifies (the node's classifier, the way
-   ``waihu.dialog.engine.classify_reply`` does it) to a class that gets an
-   answer here: one the node routes on (the ``always`` tier included), a
-   knowledge-base entry, or "say that again";
+   ``waihu.dialog.engine.classify_reply`` does it, among
+   ``Script.allowed(node)``) to a class that gets an answer here: one the
+   node routes on (the ``always`` tier included), a knowledge-base entry, or
+   "say that again" — never the unmatched routes;
 3. the text is wholly accounted for: the classifier's score — the share of
    the reply (without edge fillers such as 啊/吧) its best rule covers — is
    at least ``MIN_COMPLETE_SCORE`` ("네 좋아요": 좋아요 covers 3 of 4;
@@ -45,7 +46,7 @@ from collections.abc import Callable
 
 from waihu.api import Classifier, Match
 from waihu.dialog.engine import bare_reply
-from waihu.dialog.script import DEFAULT_INTENT, Node, Script
+from waihu.dialog.script import Node, Script
 
 __all__ = [
     "MAX_COMPLETE_CHARS",
@@ -77,9 +78,7 @@ def complete_answer(text: str, node: Node, classifier: Classifier, script: Scrip
     whole = _best(classifier, text, allowed)
     if whole is None:
         return False
-    answer = script.class_of(whole.intent)
-    if not _answered_here(script, node, answer):
-        return False
+    answer = script.class_of(whole.intent)  # one the node acts on: allowed() has no other
     alone = [_best(classifier, word, allowed) for word in words] if len(words) > 1 else []
     if any(m is not None and script.class_of(m.intent) != answer for m in alone):
         return False  # a word that says something else
@@ -111,11 +110,3 @@ def _best(classifier: Classifier, text: str, allowed: list[str]) -> Match | None
     """The classifier's first candidate, as the engine takes it."""
     matches = classifier.classify(text, allowed)
     return matches[0] if matches else None
-
-
-def _answered_here(script: Script, node: Node, answer: str) -> bool:
-    """Does a reply of class ``answer`` get an answer at ``node`` (not the unmatched
-    routes)?"""
-    if answer == DEFAULT_INTENT:
-        return False
-    return answer in node.on or answer in script.kb or answer == script.handlers.repeat
