@@ -79,7 +79,7 @@ SNR_GATE_DB = 6.0  # how far above the noise floor a voiced frame must be
 FLOOR_FALL = 0.5  # share of the gap to a quieter frame the floor closes per frame
 FLOOR_RISE_DB = 0.2  # dB per frame the floor may climb (10 dB a second)
 START_WINDOW_FACTOR = 1.5  # the start window is this many times start_ms by default
-# A quick-end verdict given sooner than this after the last voiced frame was made on a
+# A quick-end verdict given sooner than this after the last loud voiced frame was made on a
 # partial result that had not heard the end of the voice yet (vosk's partials lag the
 # audio by about 180 ms; batches of 100 ms put a stale one up to ~100 ms after the end).
 DEFAULT_QUICK_SETTLE_MS = 150
