@@ -10,7 +10,11 @@ espeak-ng speech, as the tests do.
 - throughput: seconds of speech decoded per wall-clock second with N streams
   at once under a CPU limiter of one thread per core;
 - fresh vs idle: a call's first free-form utterance on a new recogniser
-  against one handed on from an earlier call.
+  against one handed on from an earlier call;
+- batch length (``--batches``): for each ``waihu_vosk.stream.BATCH_MS`` tried,
+  how long after the last voiced sample of "네" the partial result says it
+  (audio time: what the early end of turn waits for), the final decode at the
+  end of an utterance, and throughput with N grammar streams.
 
 What it is not: a test; nothing here asserts.
 """
@@ -28,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import trio
 
+import waihu_vosk.stream
 from waihu.api import ProviderContext
 from waihu.testing.speech import CALL_RATE, speech_pcm
 from waihu_vosk.engine import VoskEngine
@@ -35,6 +40,7 @@ from waihu_vosk.model import Recogniser
 
 PHRASES = ["네", "아니요", "가격이 얼마 예요"]
 FRAME = CALL_RATE // 50  # 20 ms
+VOICE_LEVEL = 300  # a sample above this (about -40 dBFS) is voice, not espeak's faint tail
 
 
 def rss_mb() -> float:
@@ -67,8 +73,8 @@ async def throughput(
         stream = engine.open_stream(sample_rate=CALL_RATE)
         for pcm in audio:
             stream.set_phrases(PHRASES if grammar else None)
-            for i in range(0, len(pcm), FRAME * 10):
-                await stream.accept(pcm[i : i + FRAME * 10])
+            for i in range(0, len(pcm), FRAME):  # 20 ms frames, as the call's listener feeds
+                await stream.accept(pcm[i : i + FRAME])
             await stream.finish()
         stream.close()
 
@@ -92,7 +98,49 @@ def first_utterance(engine: VoskEngine, pcm: np.ndarray, fresh: bool) -> float:
     return elapsed
 
 
-async def main(streams: int, rounds: int) -> None:
+async def partial_lag(engine: VoskEngine, text: str, grammar: bool) -> float | None:
+    """Audio seconds from the last voiced sample of ``text`` to the first partial result
+    saying what the final result says; None when no partial ever says it."""
+    pcm = utterance(text)
+    voice_end = int(np.flatnonzero(np.abs(pcm) > VOICE_LEVEL)[-1])
+    stream = engine.open_stream(sample_rate=CALL_RATE)
+    stream.set_phrases(PHRASES if grammar else None)
+    seen: list[tuple[int, str]] = []
+    for i in range(0, len(pcm), FRAME):
+        partial = await stream.accept(pcm[i : i + FRAME])
+        if partial is not None:
+            seen.append((i + FRAME, partial.text))
+    final = (await stream.finish()).text
+    stream.close()
+    for at, said in seen:
+        if said == final:
+            return (at - voice_end) / CALL_RATE
+    return None
+
+
+async def batch_figures(
+    engine: VoskEngine, audio: list[np.ndarray], streams: int, batches: list[int]
+) -> None:
+    """The figures that chose ``BATCH_MS`` (see the module docstring)."""
+    chosen = waihu_vosk.stream.BATCH_MS
+    try:
+        for batch in batches:
+            waihu_vosk.stream.BATCH_MS = batch  # read by each new stream
+            lags = [await partial_lag(engine, "네", grammar=True) for _ in range(3)]
+            known = [lag for lag in lags if lag is not None]
+            lat = await turn_latency(engine, audio, grammar=True)
+            rate = await throughput(engine, audio, streams, grammar=True)
+            lag_text = f"{1000 * statistics.median(known):.0f} ms" if known else "never"
+            print(
+                f"batch {batch} ms: '네' partial {lag_text} after the voice,"
+                f" final decode median {1000 * statistics.median(lat):.1f} ms,"
+                f" throughput ({streams} grammar streams) {rate:.1f} speech-seconds per second"
+            )
+    finally:
+        waihu_vosk.stream.BATCH_MS = chosen
+
+
+async def main(streams: int, rounds: int, batches: list[int]) -> None:
     cores = os.cpu_count() or 1
     limiter = trio.CapacityLimiter(cores)
     context = ProviderContext("bench", Path("/tmp"), logging.getLogger("waihu.asr.bench"), limiter)
@@ -140,6 +188,8 @@ async def main(streams: int, rounds: int) -> None:
                 f" ({streams * speech_s:.0f} s of speech)"
             )
         print(f"idle recognisers kept: {model.idle_count(CALL_RATE)}; peak RSS {rss_mb():.0f} MB")
+        if batches:
+            await batch_figures(engine, audio, streams, batches)
         nursery.cancel_scope.cancel()
 
 
@@ -149,5 +199,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--rounds", type=int, default=3, help="times each phrase is said per stream (default 3)"
     )
+    parser.add_argument(
+        "--batches",
+        default="",
+        help="comma-separated batch lengths in ms to compare, e.g. 40,60,100,200",
+    )
     args = parser.parse_args()
-    trio.run(main, args.streams, args.rounds)
+    trio.run(main, args.streams, args.rounds, [int(b) for b in args.batches.split(",") if b])

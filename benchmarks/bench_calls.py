@@ -10,6 +10,10 @@ callee that says "네" after the greeting (as in ``make demo``). Printed:
   frame of the robot's answer, i.e. the final recognition + classification +
   routing + the next media tick; counted from the callee's last voiced audio
   it is ``end_silence_ms`` more;
+- voice to voice: from the callee's last voiced sample to the robot's first
+  sample of its answer, read from each call's stereo recording (the daemon's
+  own timeline: what it heard and what it sent, loopback adding nothing to
+  speak of); ``--quick-end-ms 0`` turns the early end of turn off to compare;
 - the daemon process's CPU time per call-second of talking (from /proc);
 - media clock: ticks, late ticks, worst lateness, over the run.
 
@@ -24,8 +28,10 @@ import itertools
 import os
 import statistics
 import tempfile
+import wave
 from pathlib import Path
 
+import numpy as np
 import trio
 
 from waihu.testing.daemon import running_waihud, write_config
@@ -35,6 +41,20 @@ from waihu.testing.speech import synthesize, to_ulaw
 AFTER_GREETING_MS = 7500  # the demo greeting lasts about 6.4 s
 END_SILENCE_MS = 700  # media.end_silence_ms default
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+VOICE_LEVEL = 300  # a recorded sample above this (about -40 dBFS) is voice
+RECORDING_RATE = 8000
+
+
+def voice_to_voice_ms(recording: str) -> float | None:
+    """Callee's last voiced sample → the robot's next voiced sample, from a stereo
+    recording (callee left, robot right); None when either is missing."""
+    with wave.open(recording) as wav:
+        frames = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").reshape(-1, 2)
+    callee = np.flatnonzero(np.abs(frames[:, 0].astype(np.int32)) > VOICE_LEVEL)
+    if not len(callee):
+        return None
+    robot = np.flatnonzero(np.abs(frames[callee[-1] :, 1].astype(np.int32)) > VOICE_LEVEL)
+    return None if not len(robot) else 1000 * robot[0] / RECORDING_RATE
 
 
 def cpu_seconds(pid: int) -> float:
@@ -53,7 +73,7 @@ async def serve(
         await trio.sleep_forever()
 
 
-async def main(calls: int) -> None:
+async def main(calls: int, quick_end_ms: int) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-calls-") as tmp:
         base = Path(tmp)
         audio = to_ulaw(synthesize("네"), base / "ne.ul")
@@ -64,14 +84,14 @@ async def main(calls: int) -> None:
                 base / "waihud",
                 proxy={n: p.hostport for n, p in zip(names, peers, strict=True)},
                 daemon={"max_calls": max(50, calls)},
-                media={"record": False},
+                media={"quick_end_ms": quick_end_ms},
             )
             async with running_waihud(config) as daemon:
                 cpu_before = cpu_seconds(daemon.process.pid)
                 records: list[dict] = []
 
                 async def one(name: str) -> None:
-                    reply = await daemon.request("call", target="callee", script="demo-ko",
+                    reply = await daemon.request("call", target="1001", script="demo-ko",
                                                  trunk=name)  # fmt: skip
                     records.append(await daemon.wait_call(reply["call_id"], timeout=180))
 
@@ -82,6 +102,12 @@ async def main(calls: int) -> None:
                 clock = (await daemon.request("status"))["media_clock"]
                 await daemon.stop()
             nursery.cancel_scope.cancel()
+        recordings = [r["recording"] for r in records if r.get("recording")]
+        voice = [
+            v
+            for v in [await trio.to_thread.run_sync(voice_to_voice_ms, r) for r in recordings]
+            if v is not None
+        ]
 
     latencies = []
     for record in records:
@@ -100,16 +126,29 @@ async def main(calls: int) -> None:
             f"p90 {p90:.0f} ms, max {ms[-1]:.0f} ms; from the last voiced audio add "
             f"{END_SILENCE_MS} ms"
         )
+    if voice:
+        ms = sorted(voice)
+        p95 = ms[int(0.95 * (len(ms) - 1))]
+        print(
+            f"voice to voice (quick_end_ms {quick_end_ms}): p50 {statistics.median(ms):.0f} ms,"
+            f" p95 {p95:.0f} ms, max {ms[-1]:.0f} ms over {len(ms)} calls"
+        )
     print(f"daemon CPU: {cpu:.2f} s for {talked:.0f} call-seconds = "
           f"{1000 * cpu / max(talked, 1e-9):.2f} ms per call-second")  # fmt: skip
     print(
         f"media clock: {clock['ticks']} ticks, {clock['late_ticks']} late, "
-        f"worst lateness {1000 * clock['max_lateness']:.1f} ms, skipped {clock['skipped']}"
+        f"worst lateness {clock['max_lateness_ms']:.1f} ms, skipped {clock['skipped']}"
     )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=10, help="simultaneous calls (default 10)")
+    parser.add_argument(
+        "--quick-end-ms",
+        type=int,
+        default=250,
+        help="[media] quick_end_ms for the run; 0 turns the early end off (default 250)",
+    )
     args = parser.parse_args()
-    trio.run(main, args.calls)
+    trio.run(main, args.calls, args.quick_end_ms)

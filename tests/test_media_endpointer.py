@@ -183,3 +183,21 @@ def test_other_rates_and_bad_input() -> None:
         Endpointer(aggressiveness=4)
     with pytest.raises(ValueError, match="end_silence_ms"):
         Endpointer(end_silence_ms=0)
+
+
+def test_reset_resets_the_detector_too() -> None:
+    """A VAD provider's per-call state (Silero's recurrent state) goes with a reset."""
+
+    class Counting:
+        resets = 0
+
+        def is_speech(self, frame: np.ndarray) -> bool:
+            return False
+
+        def reset(self) -> None:
+            self.resets += 1
+
+    detector = Counting()
+    endpointer = Endpointer(detector=detector)
+    endpointer.reset()
+    assert detector.resets == 1

@@ -7,6 +7,7 @@ daemon. Speech is synthesised with the voice the model recognises at 8 kHz.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from pathlib import Path
@@ -30,7 +31,7 @@ from waihu.testing.speech import (
 from waihu_vosk.engine import VoskEngine
 from waihu_vosk.grammar import build_grammar
 from waihu_vosk.model import RETIRE_AFTER_UTTERANCES, LoadedModel, Recogniser
-from waihu_vosk.stream import result_from_vosk
+from waihu_vosk.stream import BATCH_MS, VoskStream, result_from_vosk
 
 SHORT_ANSWERS = ["네", "아니요", "가격이 얼마 예요"]
 FRAME = CALL_RATE * 20 // 1000  # samples in one 20 ms frame, as the core feeds them
@@ -364,3 +365,83 @@ def test_speech_without_espeak_is_a_clear_error(
     monkeypatch.setenv("PATH", str(tmp_path))  # no tools at all
     with pytest.raises(SpeechToolMissing, match="espeak-ng"):
         synthesize("네")
+
+
+async def say_collecting(stream: AsrStream, pcm: np.ndarray) -> list[str]:
+    """Feed an utterance frame by frame; the texts of the partial results returned."""
+    partials = []
+    for i in range(0, len(pcm), FRAME):
+        result = await stream.accept(pcm[i : i + FRAME])
+        if result is not None:
+            assert result.confidence == 0.0  # vosk gives partials no confidence
+            partials.append(result.text)
+    return partials
+
+
+@pytest.mark.parametrize("grammar", [True, False], ids=["grammar", "free-form"])
+async def test_partial_results_come_while_the_audio_arrives(
+    engine: VoskEngine, said: dict[str, np.ndarray], grammar: bool
+) -> None:
+    text = "가격이 얼마 예요"
+    with trio.fail_after(DEADLINE_S):
+        stream = engine.open_stream(sample_rate=CALL_RATE)
+        stream.set_phrases(SHORT_ANSWERS if grammar else None)
+        partials = await say_collecting(stream, said[text])
+        final = await stream.finish()
+        stream.close()
+    assert len(partials) >= 2, partials  # the words arrive one after another
+    assert all(a != b for a, b in itertools.pairwise(partials)), partials
+    if grammar:  # free-form, the final pass may still revise the words
+        assert partials[-1] == final.text == text
+
+
+QUICK_WINDOW_S = 0.25  # the default short end window ([media] quick_end_ms)
+
+
+async def test_a_short_answer_is_recognised_within_the_short_end_window(
+    engine: VoskEngine, said: dict[str, np.ndarray]
+) -> None:
+    # the partial must come before the short window would end the turn, or the early
+    # end never happens: only the voice and that much silence after it are fed
+    voiced = np.flatnonzero(said["네"])
+    with trio.fail_after(DEADLINE_S):
+        stream = engine.open_stream(sample_rate=CALL_RATE)
+        stream.set_phrases(SHORT_ANSWERS)
+        upto = voiced[-1] + int(QUICK_WINDOW_S * CALL_RATE)
+        early = await say_collecting(stream, said["네"][:upto])
+        await stream.finish()
+        stream.close()
+    assert early and early[-1] == "네"
+
+
+async def test_partials_start_afresh_with_each_utterance(
+    engine: VoskEngine, said: dict[str, np.ndarray]
+) -> None:
+    with trio.fail_after(DEADLINE_S):
+        stream = engine.open_stream(sample_rate=CALL_RATE)
+        stream.set_phrases(SHORT_ANSWERS)
+        first = await say_collecting(stream, said["네"])
+        await stream.finish()
+        second = await say_collecting(stream, said["네"])  # the same text is news again
+        await stream.finish()
+        third = await say_collecting(stream, said["아니요"])
+        await stream.finish()
+        stream.close()
+    assert first == second and first[-1] == "네"  # the same words give the same partials
+    assert all(first + second + third)  # a partial says something
+    assert third[-1] == "아니요" and not any("네" in p for p in third)
+
+
+async def test_a_batch_shorter_than_the_last_is_decoded_at_finish(
+    engine: VoskEngine, said: dict[str, np.ndarray]
+) -> None:
+    # decoding keeps up with the audio: at the end at most one batch is left over
+    with trio.fail_after(DEADLINE_S):
+        stream = engine.open_stream(sample_rate=CALL_RATE)
+        assert isinstance(stream, VoskStream)
+        stream.set_phrases(SHORT_ANSWERS)
+        await say(stream, said["가격이 얼마 예요"])
+        assert stream.pending_ms < BATCH_MS
+        result = await stream.finish()
+        stream.close()
+    assert result.text == "가격이 얼마 예요"

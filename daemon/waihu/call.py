@@ -99,6 +99,7 @@ from waihu.call_control import OPERATOR_HANGUP, CallControl
 from waihu.call_lifecycle import CallLifecycle, failure_reason, record_as_dict
 from waihu.campaign.numbers import InvalidNumber, to_e164
 from waihu.config import CallConfig, MediaConfig, WhoAnsweredConfig
+from waihu.dialog.complete import answer_judge, node_windows
 from waihu.dialog.engine import (
     DialogueEngine,
     Dtmf,
@@ -666,9 +667,11 @@ async def _converse(
             nursery.start_soon(media.receive_loop)
             services.clock.add(media)
             listener = Listener(
-                media, stream, inbox_send, lambda: script.nodes[dialogue.node], life
-            )
-            listener.screen = screen
+                media, stream, inbox_send, lambda: script.nodes[dialogue.node], life,
+                complete_answer=answer_judge(script, loaded.classifier),
+                turn_windows=lambda n: node_windows(n, mc.end_silence_ms, mc.quick_end_ms),
+                screen=screen,
+            )  # fmt: skip
             nursery.start_soon(listener.run)
             if screen is not None:
                 nursery.start_soon(screen.run)

