@@ -506,6 +506,9 @@ class AsrResult:
     text: str
     confidence: float
     words: tuple[tuple[str, float, float, float], ...] = ()  # (word, conf, start s, end s)
+    # a partial result: how much of the utterance's audio (ms from its first sample fed)
+    # it accounts for; None when the engine does not say
+    audio_ms: int | None = None
 
 
 @runtime_checkable

@@ -31,10 +31,13 @@ What it is not: the media (``waihu.media.call_media``), the dialogue
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Protocol
 
+import attrs
 import numpy as np
 import trio
 
@@ -54,18 +57,30 @@ from waihu.media.call_media import (
     BargeIn,
     CallMedia,
     DtmfDigit,
+    MediaEvent,
     PromptFinished,
     SpeechAudio,
     SpeechEnded,
     SpeechStarted,
 )
+from waihu.media.endpointer import EndpointState
 from waihu.media.prompt_player import Playback, PromptPlayer
+
+log = logging.getLogger("waihu.voice")
 
 __all__ = ["Listener", "Screen", "VoiceSpeaker"]
 
 # Lines are rendered ahead at the rate G.711 calls run at; a call answered with another
 # codec rate has its lines rendered as it says them.
 PRERENDER_RATE = 8000
+# A turn ended early stands only when every final word is at least this sure: a phrase
+# grammar forces a fragment onto its phrases ("가격이" alone comes back "네 없어요", the
+# second word 0.74 sure), while a clear "네" comes back 1.0.
+QUICK_END_WORD_CONFIDENCE = 0.9
+# A held utterance waits this much longer, while the endpointer is confirming a new sound
+# as speech, and at most HOLD_EXTENSION_MAX_S in all.
+HOLD_EXTENSION_S = 0.05
+HOLD_EXTENSION_MAX_S = 0.5
 
 
 class Screen(Protocol):
@@ -111,52 +126,140 @@ class Listener:
         self.turn_windows = turn_windows
         self.screen = screen
         self._node: Node | None = None  # the node the current utterance answers
+        self._utterance = 0  # the endpointer's number of the current utterance
+        self._started_at = 0.0  # when the callee began the utterance being heard
+        # an utterance ended on the short window whose final words were not a complete
+        # answer: held until the rest of the full window passes or more words join it
+        self._held: Utterance | None = None
+        self._hold_until = math.inf  # trio time the held utterance is released at
+        self._extended = 0.0  # seconds the hold was stretched for a sound being confirmed
+        self._audio: list[np.ndarray] = []  # what the recogniser was fed of this utterance
+        self._held_audio = np.zeros(0, np.int16)  # the held utterance's audio
+        self._offset_ms = 0  # held audio fed again ahead of this piece
 
     async def run(self) -> None:
         """Read the media events until the call's media is closed."""
+        while True:
+            event: MediaEvent | None = None
+            with trio.move_on_at(self._hold_until):
+                try:
+                    event = await self.media.events.receive()
+                except trio.EndOfChannel:
+                    break
+            if event is not None:  # handled outside the wait: a deadline must not cut it
+                await self._handle(event)
+                continue
+            if self.media.endpointer.state is EndpointState.STARTING and self._extended < (
+                HOLD_EXTENSION_MAX_S
+            ):
+                # a sound that may be the callee going on: speech is confirmed only after
+                # start_ms of it, which the full window would not have needed
+                self._hold_until += HOLD_EXTENSION_S
+                self._extended += HOLD_EXTENSION_S
+                continue
+            await self._release()  # the full window passed: the held words were all
+        held, self._held = self._held, None
+        if held is not None:  # the media ended on them: the engine hears them if it still listens
+            try:
+                self.inbox.send_nowait(held)
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                log.debug("call %s: %r came as the call ended", self.media.call_id, held.text)
+
+    async def _handle(self, event: MediaEvent) -> None:
         media, stream, inbox, life = self.media, self.stream, self.inbox, self.life
-        started_at = 0.0
-        async for event in media.events:
-            if isinstance(event, SpeechStarted):
-                started_at = time.time()
-                node = self._node = self.current_node()
-                if self.turn_windows is not None:
-                    media.endpointer.set_windows(*self.turn_windows(node))
-                stream.set_phrases(list(node.phrases) or None)
-                await self._accept(event.preroll)
-                await inbox.send(SpeechBegan())
-            elif isinstance(event, SpeechAudio):
-                await self._accept(event.pcm)
-            elif isinstance(event, SpeechEnded):
-                ended_at = time.time()  # when the endpointer decided, before recognition
-                result = await stream.finish()
-                media.heard(result.text, final=True)
-                backchannel = media.backchannel  # the judge's word on it, given just now
-                decode_seconds = time.time() - ended_at
-                life.utterance(result.text, result.confidence, decode_seconds=decode_seconds)
-                utterance = Utterance(
-                    result.text, result.confidence, started_at, ended_at, backchannel=backchannel
+        if isinstance(event, SpeechStarted):
+            if self._held is None:
+                self._started_at = time.time()
+            self._hold_until = math.inf  # more words: they join the held ones
+            node = self._node = self.current_node()
+            self._utterance = event.number
+            if self.turn_windows is not None:
+                media.endpointer.set_windows(*self.turn_windows(node))
+            stream.set_phrases(list(node.phrases) or None)
+            self._audio = []
+            self._offset_ms = 0
+            if self._held is not None:
+                log.debug("call %s: words after %r: heard as one", media.call_id, self._held.text)
+                # decoded again with what follows: a phrase grammar reads a fragment
+                # ("가격이") as another phrase, the whole sentence right
+                held_audio = self._held_audio
+                self._offset_ms = held_audio.size * 1000 // media.endpointer.sample_rate
+                await self._accept(held_audio)
+            await self._accept(event.preroll)
+            await inbox.send(SpeechBegan())
+        elif isinstance(event, SpeechAudio):
+            await self._accept(event.pcm)
+        elif isinstance(event, SpeechEnded):
+            ended_at = time.time()  # when the endpointer decided, before recognition
+            result = await stream.finish()
+            media.heard(result.text, final=True)
+            backchannel = media.backchannel  # the judge's word on it, given just now
+            decode_seconds = time.time() - ended_at
+            life.utterance(result.text, result.confidence, decode_seconds=decode_seconds)
+            utterance = Utterance(
+                result.text, result.confidence, self._started_at, ended_at, backchannel=backchannel
+            )
+            if self._held is not None:  # words after a pause: one utterance with them
+                utterance = attrs.evolve(utterance, started_at=self._held.started_at)
+                self._held = None
+            if (
+                event.quick
+                and self.complete_answer is not None
+                and self._node is not None
+                and not (_sure(result) and self.complete_answer(utterance.text, self._node))
+            ):
+                # the partial said "complete" but the final words do not: the callee may be
+                # mid-sentence, so the turn waits out the rest of the full window
+                log.debug(
+                    "call %s: %r ended on the short window is not a sure, complete answer:"
+                    " held %d ms for more words",
+                    media.call_id,
+                    utterance.text,
+                    event.rest_ms,
                 )
-                if self.screen is not None:
-                    self.screen.heard(result.text, final=True)
-                    if not await self.screen.admit(utterance):
-                        continue
-                await inbox.send(utterance)
-            elif isinstance(event, BargeIn):
-                life.barge_in()
-            elif isinstance(event, PromptFinished):
-                await inbox.send(PromptDone(event.interrupted, event.played_ms))
-            elif isinstance(event, DtmfDigit):
-                await inbox.send(Dtmf(event.digit))
+                self._held = utterance
+                self._held_audio = np.concatenate(self._audio)
+                self._hold_until = trio.current_time() + event.rest_ms / 1000
+                self._extended = 0.0
+                return
+            await self._deliver(utterance)
+        elif isinstance(event, BargeIn):
+            life.barge_in()
+        elif isinstance(event, PromptFinished):
+            await inbox.send(PromptDone(event.interrupted, event.played_ms))
+        elif isinstance(event, DtmfDigit):
+            await inbox.send(Dtmf(event.digit))
+
+    async def _release(self) -> None:
+        """Hand on the held utterance: no more words came within the full window."""
+        held, self._held, self._hold_until = self._held, None, math.inf
+        log.debug("call %s: no more words: %r released", self.media.call_id, held and held.text)
+        if held is not None:
+            await self._deliver(held)
+
+    async def _deliver(self, utterance: Utterance) -> None:
+        if self.screen is not None:
+            self.screen.heard(utterance.text, final=True)
+            if not await self.screen.admit(utterance):
+                return
+        await self.inbox.send(utterance)
 
     async def _accept(self, pcm: np.ndarray) -> None:
         """Feed the recogniser; show a new partial result to whoever weighs it."""
+        self._audio.append(pcm)
         partial: AsrResult | None = await self.stream.accept(pcm)
         if partial is None:
             return
         self.media.heard(partial.text, final=False)
         if self.complete_answer is not None and self._node is not None:
-            self.media.endpointer.quick_end = self.complete_answer(partial.text, self._node)
+            complete = self.complete_answer(partial.text, self._node)
+            if partial.audio_ms is None:  # timed by when it arrived
+                self.media.endpointer.quick_end = complete
+            else:  # timed by the audio it heard
+                covered_ms = max(0, partial.audio_ms - self._offset_ms)  # of this piece
+                self.media.endpointer.judge_partial(
+                    complete, utterance=self._utterance, covered_ms=covered_ms
+                )
         if self.screen is not None:
             self.screen.heard(partial.text, final=False)
 
@@ -270,3 +373,10 @@ class VoiceSpeaker:
             queued.set()  # a failed line must not hold back the next (the call ends anyway)
         await playback.done.wait()
         line.done.set()
+
+
+def _sure(result: AsrResult) -> bool:
+    """Every word of a final result is sure enough for a turn ended early (the result's
+    confidence when the engine gives no words)."""
+    lowest = min((word[1] for word in result.words), default=result.confidence)
+    return lowest >= QUICK_END_WORD_CONFIDENCE

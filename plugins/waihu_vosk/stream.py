@@ -117,6 +117,7 @@ class VoskStream:
         self._batch = sample_rate * BATCH_MS // 1000
         self._pending: list[np.ndarray] = []
         self._pending_samples = 0
+        self._decoded_samples = 0  # of the current utterance, handed to vosk so far
         self._next_grammar: Grammar | None = None  # for the next utterance to start
         self._in_utterance = False  # audio accepted since the last finish
         self._utterance_grammar: Grammar | None = None  # fixed at the utterance's first audio
@@ -177,10 +178,14 @@ class VoskStream:
             text = await trio.to_thread.run_sync(
                 self._feed_partial, audio, self._utterance_grammar, limiter=self._limiter
             )
+            self._decoded_samples += len(audio)
         if text == self._partial or not self._in_utterance:
             return None
         self._partial = text
-        return AsrResult(text=text, confidence=0.0)
+        # the text as first given, and the audio it was given on: the same text over more
+        # audio is not returned again (the core times its verdict by when words appeared)
+        audio_ms = self._decoded_samples * 1000 // self.sample_rate
+        return AsrResult(text=text, confidence=0.0, audio_ms=audio_ms)
 
     async def finish(self) -> AsrResult:
         """The final result of the current utterance; the stream is then ready for the next."""
@@ -189,6 +194,7 @@ class VoskStream:
             audio = self._take_pending()
             self._in_utterance = False
             self._partial = ""
+            self._decoded_samples = 0
             if audio is None and self._current is None:
                 return AsrResult(text="", confidence=0.0)
             raw, offset_s = await trio.to_thread.run_sync(

