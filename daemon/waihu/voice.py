@@ -14,6 +14,14 @@ the endpointer's utterances are fed to the call's recogniser as they arrive
 
 and each final result becomes an ``Utterance`` for the engine.
 
+Early end of turn: a partial result is judged by the audio it accounts for
+(``AsrResult.audio_ms``, ``Endpointer.judge_partial``), so a verdict given
+before the callee's loud speech was over does not count. When a turn ended on
+the short window but its final words are not a sure, complete answer (every
+word at least ``QUICK_END_WORD_CONFIDENCE``), the utterance is held for the
+rest of the full window; words that follow within it are decoded again
+together with it as one utterance, as if the full window had applied.
+
 ``VoiceSpeaker`` plays script lines through the call's prompt player: the
 recording, else the synthesis the library made at load, else the call's own
 TTS; a line whose audio is still being synthesised keeps its place in line;
