@@ -228,3 +228,44 @@ def test_quick_end_reads_false_once_a_new_utterance_starts_and_once_it_ends() ->
     while not any(isinstance(e, SpeechEnded) for e in ep.feed(QUIET)):
         assert ep.quick_end is True
     assert ep.quick_end is False
+
+
+def judged(complete: bool, covered_frames: int, utterance: int = 1) -> Callable[[Endpointer], None]:
+    """A verdict on a partial result that heard the utterance's first ``covered_frames``."""
+
+    def judge(ep: Endpointer) -> None:
+        ep.judge_partial(complete, utterance=utterance, covered_ms=covered_frames * 20)
+
+    return judge
+
+
+def test_a_verdict_that_heard_past_the_last_loud_frame_ends_on_the_short_window() -> None:
+    """Timed by the audio it heard: it counts however soon after the voice it arrives."""
+    ep = endpointer()
+    _, ends = run(ep, WORD + "." * 60, {LAST + 2: judged(True, LAST + 2)})
+    assert ends == [LAST + QUICK_FRAMES]
+
+
+def test_a_verdict_given_before_the_loud_speech_was_over_does_not_count() -> None:
+    """The partial heard the audio only up to the last loud frame: words may follow in it."""
+    _, ends = run(endpointer(), WORD + "." * 60, {LAST + 5: judged(True, LAST + 1)})
+    assert ends == [LAST + END_FRAMES]
+
+
+def test_a_verdict_on_another_utterance_is_ignored() -> None:
+    _, ends = run(endpointer(), WORD + "." * 60, {LAST + 2: judged(True, LAST + 2, utterance=7)})
+    assert ends == [LAST + END_FRAMES]
+
+
+def test_the_end_says_whether_the_short_window_ended_it_and_what_was_left() -> None:
+    ep = endpointer()
+    events: list[SpeechEnded] = []
+    for _ in range(LEAD_FRAMES):
+        ep.feed(QUIET)
+    for i, kind in enumerate(WORD + "." * 60):
+        if i == LAST + 2:
+            judged(True, LAST + 2)(ep)
+        events += [e for e in ep.feed(TONE if kind == "v" else QUIET) if isinstance(e, SpeechEnded)]
+    assert [(e.quick, e.rest_ms) for e in events] == [(True, (END_FRAMES - QUICK_FRAMES) * 20)]
+    _, ends = run(ep, WORD + "." * 60)  # the next utterance: no verdict, the full window
+    assert ends == [LAST + END_FRAMES]

@@ -374,6 +374,10 @@ async def say_collecting(stream: AsrStream, pcm: np.ndarray) -> list[str]:
         result = await stream.accept(pcm[i : i + FRAME])
         if result is not None:
             assert result.confidence == 0.0  # vosk gives partials no confidence
+            # the audio it accounts for: what was decoded, whole batches, never more than fed
+            fed_ms = (i + FRAME) * 1000 // CALL_RATE
+            assert result.audio_ms is not None and 0 < result.audio_ms <= fed_ms, result
+            assert result.audio_ms % BATCH_MS == 0 and fed_ms - result.audio_ms < BATCH_MS
             partials.append(result.text)
     return partials
 
