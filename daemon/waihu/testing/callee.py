@@ -1,0 +1,510 @@
+"""A scripted callee for turn-taking tests and benchmarks: sipp signals, trio owns the media.
+
+A real waihud calls it over loopback. sipp runs ``contrib/sipp/callee.xml`` (answer,
+optionally 183 with SDP and early media first, or a failure after early media; it answers
+the robot's BYE), and the SDP it sends names the UDP port of a ``Callee`` in the test or
+bench process, so the audio on the wire is ours to script and to log:
+
+- **sounds**: int16 8 kHz audio (espeak-ng speech from ``waihu.testing.speech``, a cough
+  from ``cough_pcm``, a tone) started at a ``Trigger``: some ms after the call's media
+  began (``at``), after the robot's n-th talkspurt began (``after_robot_starts``: "300 ms
+  after the robot's first voiced packet") or ended (``after_robot_stops``: "when the robot
+  stops talking");
+- **echo**: the robot's own audio returned attenuated (``Echo.gain_db``) and delayed
+  (``Echo.delay_ms``, rounded up to the callee's next 20 ms frame), through G.711 both ways
+  since it is decoded from what arrived and encoded again;
+- **line noise**: white noise at a level (dBFS RMS) under everything;
+- a **wire log**: every packet in and out with its trio time, its level and whether it is
+  voiced (frame RMS above ``VOICED_DBFS``). Outgoing packets count as voiced by the scripted
+  sound alone, so echo and noise never make the callee "speak". From it ``CalleeLine``
+  computes the figures of issue 9: voice-to-voice (the callee's last voiced packet of a
+  sound → the robot's first voiced packet after it), barge-in reaction (the sound's first
+  voiced packet → the robot's last voiced packet before it goes quiet) and the robot's
+  talkspurts (was a line played to its end or cut?).
+
+``CalleeLine`` is the sans-IO heart (feed it packets with times, ask it for the next
+frame's payload); ``Callee`` binds the socket and paces it at 20 ms under trio;
+``callee_peer`` runs sipp and a ``Callee`` together. Many callees run in one process (one
+sipp each), as the benchmarks do with 100 calls.
+
+What it is not: a SIP stack (sipp does the signalling), a jitter buffer (the robot's packets
+are taken as they arrive; on loopback that is in order), or a model of a real echo path
+(one delay, one gain, no dispersion).
+
+Error handling: bad parameters (a negative delay, an empty sound, no frames) raise
+``ValueError`` naming the value; a garbled datagram is counted in ``CalleeLine.malformed``
+and skipped; sipp failures surface through ``SippResult.check`` as with ``sipp_peer``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Literal
+
+import attrs
+import numpy as np
+import trio
+
+from waihu.media.g711 import ulaw_decode, ulaw_encode
+from waihu.media.rtp import RtpError, RtpSender, parse_rtp
+from waihu.testing.peer_process import HOST
+from waihu.testing.sipp import SCENARIOS, SippPeer, sipp_peer
+
+__all__ = [
+    "FRAME_MS",
+    "FRAME_SAMPLES",
+    "VOICED_DBFS",
+    "Callee",
+    "CalleeLine",
+    "CalleeScript",
+    "Echo",
+    "Sound",
+    "Trigger",
+    "WirePacket",
+    "after_robot_starts",
+    "after_robot_stops",
+    "at",
+    "callee_peer",
+    "cough_pcm",
+    "frame_level_db",
+    "render_callee_scenario",
+    "talkspurts",
+    "voiced_span",
+]
+
+RATE = 8000  # Hz, G.711
+FRAME_MS = 20  # one RTP packet of audio
+FRAME_SAMPLES = RATE * FRAME_MS // 1000
+PCMU = 0  # RTP payload type
+FULL_SCALE = 32768.0  # int16 full scale, 0 dBFS
+# A frame is "voiced" above this RMS level. Espeak-ng speech and the robot's prompts sit
+# around −20…−30 dBFS; the robot's echo at −20 dB and line noise stay below it.
+VOICED_DBFS = -50.0
+SILENCE_DBFS = -120.0  # the level reported for a frame of digital zeros
+# Silence that ends a talkspurt: longer than the pauses between the words of a prompt.
+ROBOT_GAP_MS = 400
+PEER_POLL_S = 0.01  # how often to look for the file sipp writes the caller's address to
+PEER_TIMEOUT_S = 30.0  # sipp writes it on the INVITE; a call takes far less to arrive
+SECTION = re.compile(r"[ \t]*<!-- callee:(\w+) -->\n(.*?)[ \t]*<!-- /callee:\1 -->\n", re.S)
+COUGH_TAU_MS = 40.0  # decay time constant of a synthetic cough
+COUGH_ATTACK_MS = 5.0  # rise time, so the burst does not start with a click
+
+
+# ─────────────────────────────── script ───────────────────────────────
+
+
+@attrs.frozen
+class Trigger:
+    """When a sound starts: ``after_ms`` after the call's media began (``kind="answer"``),
+    after the robot's ``nth`` talkspurt began (its first voiced packet) or ended (its last
+    voiced packet, known once ``ROBOT_GAP_MS`` of quiet followed)."""
+
+    kind: Literal["answer", "robot_starts", "robot_stops"]
+    after_ms: int = 0
+    nth: int = 1
+
+    def __attrs_post_init__(self) -> None:
+        if self.after_ms < 0 or self.nth < 1:
+            raise ValueError(f"trigger {self.kind}: after_ms must be ≥ 0 and nth ≥ 1: {self}")
+
+
+def at(ms: int) -> Trigger:
+    """``ms`` after the callee's media began (the first frame it could send)."""
+    return Trigger("answer", ms)
+
+
+def after_robot_starts(ms: int, nth: int = 1) -> Trigger:
+    """``ms`` after the robot's ``nth`` talkspurt began on the wire."""
+    return Trigger("robot_starts", ms, nth)
+
+
+def after_robot_stops(ms: int, nth: int = 1) -> Trigger:
+    """``ms`` after the robot's ``nth`` talkspurt ended on the wire (at the earliest when the
+    end is known, ``ROBOT_GAP_MS`` after its last voiced packet)."""
+    return Trigger("robot_stops", ms, nth)
+
+
+def _pcm(value: object) -> np.ndarray:
+    pcm = np.asarray(value, dtype=np.int16)
+    if pcm.ndim != 1 or pcm.size == 0:
+        raise ValueError(f"a sound needs a non-empty 1-D int16 array, got shape {pcm.shape}")
+    return pcm
+
+
+@attrs.frozen(eq=False)
+class Sound:
+    """Audio the callee plays (8 kHz int16), when, and a label to find it in the log by."""
+
+    label: str
+    pcm: np.ndarray = attrs.field(converter=_pcm)
+    trigger: Trigger = attrs.field(factory=lambda: at(0))
+
+
+@attrs.frozen
+class Echo:
+    """The robot's audio returned ``gain_db`` (negative: quieter) after ``delay_ms``."""
+
+    gain_db: float = -20.0
+    delay_ms: int = 60
+
+    def __attrs_post_init__(self) -> None:
+        if self.delay_ms < 0:
+            raise ValueError(f"echo delay_ms must be ≥ 0, not {self.delay_ms}")
+
+
+@attrs.frozen(eq=False)
+class CalleeScript:
+    """Everything a callee does: its sounds, an echo of the robot, line noise (dBFS RMS)."""
+
+    sounds: tuple[Sound, ...] = attrs.field(default=(), converter=tuple)
+    echo: Echo | None = None
+    noise_dbfs: float | None = None
+    seed: int = 0  # of the line noise, so a run can be repeated
+
+
+def cough_pcm(duration_ms: int = 150, peak_dbfs: float = -6.0, seed: int = 0) -> np.ndarray:
+    """A synthetic cough: a broadband noise burst with a 5 ms rise and an exponential decay."""
+    if duration_ms <= 0:
+        raise ValueError(f"cough duration_ms must be > 0, not {duration_ms}")
+    n = RATE * duration_ms // 1000
+    t_ms = np.arange(n) * 1000.0 / RATE
+    envelope = np.minimum(1.0, t_ms / COUGH_ATTACK_MS) * np.exp(-t_ms / COUGH_TAU_MS)
+    noise = np.random.default_rng(seed).uniform(-1.0, 1.0, n)
+    peak = FULL_SCALE * 10 ** (peak_dbfs / 20)
+    return np.clip(noise * envelope * peak, -32768, 32767).astype(np.int16)
+
+
+def frame_level_db(pcm: np.ndarray) -> float:
+    """RMS level of samples in dBFS (``SILENCE_DBFS`` for digital silence)."""
+    if pcm.size == 0:
+        return SILENCE_DBFS
+    rms = math.sqrt(float(np.mean(np.square(pcm.astype(np.float64)))))
+    return SILENCE_DBFS if rms <= 0 else max(SILENCE_DBFS, 20 * math.log10(rms / FULL_SCALE))
+
+
+def voiced_span(pcm: np.ndarray) -> tuple[int, int] | None:
+    """(first, last) ms of the voiced 20 ms frames of ``pcm``; None if none is voiced: how
+    long a recording sounds on the wire, to tell a line played to its end from a cut one."""
+    frames = [
+        i
+        for i in range(0, pcm.size // FRAME_SAMPLES)
+        if frame_level_db(pcm[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]) > VOICED_DBFS
+    ]
+    return (frames[0] * FRAME_MS, frames[-1] * FRAME_MS) if frames else None
+
+
+# ─────────────────────────────── the wire log ───────────────────────────────
+
+
+@attrs.frozen(slots=True)
+class WirePacket:
+    """One RTP packet on the callee's wire: when (trio seconds), which way, its level, whether
+    it is voiced (out: by the scripted sound alone) and the label of the sound it carried."""
+
+    at: float
+    direction: Literal["in", "out"]
+    level_db: float
+    voiced: bool
+    label: str = ""
+
+
+def talkspurts(times: Sequence[float], gap_ms: float = ROBOT_GAP_MS) -> list[tuple[float, float]]:
+    """(first, last) time of each run of voiced packets (``times``, ascending) whose gaps are
+    shorter than ``gap_ms``."""
+    spurts: list[tuple[float, float]] = []
+    for t in times:
+        if spurts and (t - spurts[-1][1]) * 1000 < gap_ms:
+            spurts[-1] = (spurts[-1][0], t)
+        else:
+            spurts.append((t, t))
+    return spurts
+
+
+@attrs.define
+class _Playing:
+    sound: Sound
+    position: int = 0  # next sample to send
+
+
+class CalleeLine:
+    """The callee's media logic without IO: ``receive`` the robot's packets, ask ``frame``
+    for each outgoing payload, read the figures from the log. Times are seconds on any clock
+    (trio's in ``Callee``); ``start`` is when the callee's media began."""
+
+    def __init__(self, script: CalleeScript, start: float) -> None:
+        self.script = script
+        self.start = start
+        self.log: list[WirePacket] = []
+        self.malformed = 0
+        self._pending = list(script.sounds)
+        self._playing: list[_Playing] = []
+        self.started: dict[str, float] = {}  # label → time its first frame went out
+        self._echo: deque[tuple[float, np.ndarray]] = deque()  # (due, pcm) of robot frames
+        self._echo_gain = 10 ** (script.echo.gain_db / 20) if script.echo else 0.0
+        self._noise_rng = np.random.default_rng(script.seed)
+        self._noise_rms = (
+            FULL_SCALE * 10 ** (script.noise_dbfs / 20) if script.noise_dbfs is not None else 0.0
+        )
+        self.robot_onsets: list[float] = []  # first voiced packet of each robot talkspurt
+        self.robot_ends: list[float] = []  # last voiced packet of each finished one
+        self._robot_last_voiced: float | None = None
+
+    # ── input ──
+
+    def receive(self, when: float, datagram: bytes) -> None:
+        """A datagram from the robot arrived at ``when``."""
+        try:
+            packet = parse_rtp(datagram)
+        except RtpError:
+            self.malformed += 1
+            return
+        if packet.payload_type != PCMU:
+            return  # telephone-events and the like are not audio
+        pcm = ulaw_decode(packet.payload)
+        level = frame_level_db(pcm)
+        voiced = level > VOICED_DBFS
+        self.log.append(WirePacket(when, "in", level, voiced))
+        self._track_robot(when, voiced)
+        if self.script.echo is not None:
+            self._echo.append((when + self.script.echo.delay_ms / 1000, pcm))
+
+    def _track_robot(self, when: float, voiced: bool) -> None:
+        last = self._robot_last_voiced
+        if last is not None and (when - last) * 1000 >= ROBOT_GAP_MS:
+            self._close_spurt()
+            last = None
+        if voiced:
+            if last is None:
+                self.robot_onsets.append(when)
+            self._robot_last_voiced = when
+
+    def _close_spurt(self) -> None:
+        if self._robot_last_voiced is not None:
+            self.robot_ends.append(self._robot_last_voiced)
+            self._robot_last_voiced = None
+
+    # ── output ──
+
+    def _due(self, trigger: Trigger) -> float | None:
+        """When ``trigger`` fires, if that is known yet."""
+        if trigger.kind == "answer":
+            base: float | None = self.start
+        else:
+            marks = self.robot_onsets if trigger.kind == "robot_starts" else self.robot_ends
+            base = marks[trigger.nth - 1] if len(marks) >= trigger.nth else None
+        return None if base is None else base + trigger.after_ms / 1000
+
+    def frame(self, when: float) -> bytes:
+        """The μ-law payload to send at ``when``: the sounds due, the echo due, line noise."""
+        last = self._robot_last_voiced
+        if last is not None and (when - last) * 1000 >= ROBOT_GAP_MS:
+            self._close_spurt()  # the robot went quiet: no packet needs to arrive to know it
+        for sound in list(self._pending):
+            due = self._due(sound.trigger)
+            if due is not None and due <= when + 1e-9:
+                self._pending.remove(sound)
+                self._playing.append(_Playing(sound))
+        own = np.zeros(FRAME_SAMPLES, np.float64)
+        label = ""
+        for playing in list(self._playing):
+            chunk = playing.sound.pcm[playing.position : playing.position + FRAME_SAMPLES]
+            if playing.position == 0:
+                self.started[playing.sound.label] = when
+            own[: chunk.size] += chunk
+            playing.position += FRAME_SAMPLES
+            label = label or playing.sound.label
+            if playing.position >= playing.sound.pcm.size:
+                self._playing.remove(playing)
+        mixed = own.copy()
+        if self._echo and self._echo[0][0] <= when + 1e-9:
+            # one robot frame per callee frame: the echo keeps the robot's pacing
+            _, pcm = self._echo.popleft()
+            mixed[: pcm.size] += pcm[:FRAME_SAMPLES] * self._echo_gain
+        if self._noise_rms:
+            mixed += self._noise_rng.normal(0.0, self._noise_rms, FRAME_SAMPLES)
+        level = frame_level_db(own)
+        voiced = level > VOICED_DBFS
+        self.log.append(WirePacket(when, "out", level, voiced, label if voiced else ""))
+        return ulaw_encode(np.clip(mixed, -32768, 32767).astype(np.int16))
+
+    @property
+    def finished(self) -> bool:
+        """True once every sound has been played out."""
+        return not self._pending and not self._playing
+
+    # ── figures ──
+
+    def voiced_times(
+        self, direction: Literal["in", "out"], label: str | None = None
+    ) -> list[float]:
+        """Times of the voiced packets one way (out: of the sound ``label`` if given)."""
+        return [
+            p.at
+            for p in self.log
+            if p.direction == direction and p.voiced and (label is None or p.label == label)
+        ]
+
+    def robot_spurts(self, gap_ms: float = ROBOT_GAP_MS) -> list[tuple[float, float]]:
+        """The robot's talkspurts on the wire: (first, last) voiced packet times."""
+        return talkspurts(self.voiced_times("in"), gap_ms)
+
+    def sound_span(self, label: str) -> tuple[float, float] | None:
+        """(first, last) voiced outgoing packet of the sound ``label``; None if not played."""
+        times = self.voiced_times("out", label)
+        return (times[0], times[-1]) if times else None
+
+    def voice_to_voice(self, label: str, gap_ms: float = ROBOT_GAP_MS) -> float | None:
+        """Seconds from the last voiced packet of ``label`` to the first packet of the robot's
+        next talkspurt (its answer; a line still going on when the sound ended is not one);
+        None if either never happened."""
+        span = self.sound_span(label)
+        if span is None:
+            return None
+        after = [first for first, _ in self.robot_spurts(gap_ms) if first > span[1]]
+        return after[0] - span[1] if after else None
+
+    def reaction(self, label: str, quiet_ms: float = ROBOT_GAP_MS) -> float | None:
+        """Seconds from the first voiced packet of ``label`` to the robot's last voiced packet
+        before ``quiet_ms`` of quiet (the barge-in reaction); None if the robot was not
+        talking when the sound began."""
+        span = self.sound_span(label)
+        if span is None:
+            return None
+        for first, last in self.robot_spurts(quiet_ms):
+            if first <= span[0] <= last:
+                return last - span[0]
+        return None
+
+
+# ─────────────────────────────── IO ───────────────────────────────
+
+
+class Callee:
+    """A ``CalleeLine`` on a UDP socket of 127.0.0.1, sending one frame every 20 ms.
+
+    ``bind`` first (the port goes into the SDP), then ``run`` until cancelled. It sends to
+    the address in the caller's SDP offer once ``peer`` is known (from sipp's file, or the
+    source of the first datagram).
+    """
+
+    def __init__(self, script: CalleeScript, host: str = HOST) -> None:
+        self.script = script
+        self.host = host
+        self.sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        self.peer: tuple[str, int] | None = None
+        self.line: CalleeLine | None = None
+        self._sender = RtpSender(PCMU)
+
+    async def bind(self) -> int:
+        """Bind a free port; returns it."""
+        await self.sock.bind((self.host, 0))
+        return self.sock.getsockname()[1]
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        return self.sock.getsockname()[1]
+
+    async def run(self, peer_file: Path | None = None) -> None:
+        """Receive and send until cancelled; the media begins when the peer is known."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._receive)
+            if peer_file is not None:
+                self.peer = await _read_peer_file(peer_file)
+            while self.peer is None:
+                await trio.sleep(PEER_POLL_S)
+            self.line = line = self._line()
+            tick = trio.current_time()
+            while True:
+                payload = line.frame(tick)
+                await self.sock.sendto(self._sender.next_packet(payload, FRAME_SAMPLES), self.peer)
+                tick += FRAME_MS / 1000
+                await trio.sleep_until(tick)
+
+    def _line(self) -> CalleeLine:
+        if self.line is None:
+            self.line = CalleeLine(self.script, trio.current_time())
+        return self.line
+
+    async def _receive(self) -> None:
+        while True:
+            data, source = await self.sock.recvfrom(2048)
+            if self.peer is None:
+                self.peer = (source[0], source[1])
+            self._line().receive(trio.current_time(), data)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+
+async def _read_peer_file(path: Path) -> tuple[str, int]:
+    """The caller's RTP address as sipp wrote it ("IP PORT ..."), once the file exists."""
+    with trio.fail_after(PEER_TIMEOUT_S):
+        while True:
+            text = await trio.Path(path).read_text() if await trio.Path(path).exists() else ""
+            fields = text.split()
+            if len(fields) >= 2:
+                return fields[0], int(fields[1])
+            await trio.sleep(PEER_POLL_S)
+
+
+def render_callee_scenario(
+    *, early: bool = False, answer: bool = True, scenario: Path | None = None
+) -> str:
+    """``callee.xml`` with only the sections asked for: ``early`` (183 and early media) and
+    then ``answer`` (200) or, if not, reject (the key ``final_status``)."""
+    if not early and not answer:
+        raise ValueError("a callee that neither answers nor plays early media does nothing")
+    keep = {"early": early, "answer": answer, "reject": not answer}
+    text = (scenario or SCENARIOS / "callee.xml").read_text()
+    return SECTION.sub(lambda m: m.group(2) if keep[m.group(1)] else "", text)
+
+
+@asynccontextmanager
+async def callee_peer(
+    script: CalleeScript,
+    tmp_path: Path,
+    *,
+    early_ms: int = 0,
+    answer: bool = True,
+    final_status: int = 480,
+    final_reason: str = "Temporarily Unavailable",
+    keys: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
+) -> AsyncIterator[tuple[SippPeer, Callee]]:
+    """sipp running ``callee.xml`` for one call, and the ``Callee`` whose port its SDP names.
+
+    ``early_ms`` > 0: a 183 with SDP first and that long of early media (the callee's sounds
+    with ``at`` triggers play in it); then 200 (``answer``) or ``final_status``.
+    """
+    callee = Callee(script)
+    port = await callee.bind()
+    workdir = Path(tmp_path) / f"callee-{os.getpid()}-{port}"
+    workdir.mkdir(parents=True)
+    scenario = workdir / "callee.xml"
+    scenario.write_text(render_callee_scenario(early=early_ms > 0, answer=answer))
+    peer_file = workdir / "caller-rtp.txt"
+    all_keys = {
+        "rtp_port": str(port),
+        "peer_file": str(peer_file),
+        "early_ms": str(early_ms),
+        "final_status": str(final_status),
+        "final_reason": final_reason,
+        "bye_wait_ms": "60000",
+        **(keys or {}),
+    }
+    try:
+        async with sipp_peer(scenario, workdir, keys=all_keys, timeout=timeout) as peer:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(callee.run, peer_file)
+                yield peer, callee
+                nursery.cancel_scope.cancel()
+    finally:
+        callee.close()
