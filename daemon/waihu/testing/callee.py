@@ -42,8 +42,8 @@ import math
 import os
 import re
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -53,6 +53,7 @@ import trio
 
 from waihu.media.g711 import ulaw_decode, ulaw_encode
 from waihu.media.rtp import RtpError, RtpSender, parse_rtp
+from waihu.testing.daemon import running_waihud, write_config
 from waihu.testing.peer_process import HOST
 from waihu.testing.sipp import SCENARIOS, SippPeer, sipp_peer
 
@@ -60,16 +61,19 @@ __all__ = [
     "FRAME_MS",
     "FRAME_SAMPLES",
     "VOICED_DBFS",
+    "CallPlan",
     "Callee",
     "CalleeLine",
     "CalleeScript",
     "Echo",
+    "PlacedCall",
     "Sound",
     "Trigger",
     "WirePacket",
     "after_robot_starts",
     "after_robot_stops",
     "at",
+    "call_callees",
     "callee_peer",
     "cough_pcm",
     "frame_level_db",
@@ -508,3 +512,97 @@ async def callee_peer(
                 nursery.cancel_scope.cancel()
     finally:
         callee.close()
+
+
+# ─────────────────────────────── many calls ───────────────────────────────
+
+
+@attrs.frozen(eq=False)
+class CallPlan:
+    """One call of a batch: the callee's script and what sipp does (see ``callee_peer``)."""
+
+    script: CalleeScript
+    early_ms: int = 0
+    answer: bool = True
+    final_status: int = 480
+    final_reason: str = "Temporarily Unavailable"
+
+
+@attrs.frozen(eq=False)
+class PlacedCall:
+    """A call of a batch once over: the record the daemon filed (``call.show``) and the
+    callee's wire log (None if its media never began)."""
+
+    plan: CallPlan
+    record: Mapping[str, object]
+    line: CalleeLine | None
+
+
+RECORD_POLL_S = 1.0  # how often a batch asks the daemon whether a call is over
+ENDED_STATUSES = ("ended", "failed")
+
+
+async def call_callees(
+    workdir: Path,
+    plans: Sequence[CallPlan],
+    *,
+    script: str = "demo-ko",
+    hang_up_when: Callable[[CalleeLine], bool] | None = None,
+    timeout: float = 180.0,
+    config: Mapping[str, Mapping[str, object]] | None = None,
+) -> list[PlacedCall]:
+    """Place one call per plan at once from a fresh waihud, each to its own scripted callee
+    (a sipp each, one trunk each), and wait until all are filed.
+
+    ``hang_up_when(line)`` true: the bench has what it wanted from the call and hangs it up
+    (``call.hangup``) rather than letting the script run its course. ``config`` adds keys to
+    the daemon's config sections (``daemon``, ``media``), as ``write_config`` takes them.
+    """
+    sections = dict(config or {})
+    results: list[PlacedCall | None] = [None] * len(plans)
+    async with AsyncExitStack() as stack:
+        peers: list[tuple[SippPeer, Callee]] = []
+        for index, plan in enumerate(plans):
+            peers.append(
+                await stack.enter_async_context(
+                    callee_peer(
+                        plan.script,
+                        workdir / f"call{index}",
+                        early_ms=plan.early_ms,
+                        answer=plan.answer,
+                        final_status=plan.final_status,
+                        final_reason=plan.final_reason,
+                        timeout=timeout,
+                    )
+                )
+            )
+        trunks = {f"c{i}": peer.hostport for i, (peer, _) in enumerate(peers)}
+        config_path = write_config(
+            workdir / "waihud",
+            proxy=trunks,
+            daemon={"max_calls": max(50, len(plans)), **sections.get("daemon", {})},
+            media={"record": False, **sections.get("media", {})},
+        )
+        async with running_waihud(config_path) as daemon:
+
+            async def one(index: int, trunk: str) -> None:
+                callee = peers[index][1]
+                reply = await daemon.request("call", target="1001", script=script, trunk=trunk)
+                call_id = reply["call_id"]
+                hung_up = False
+                with trio.fail_after(timeout):
+                    while True:
+                        record = await daemon.request("call.show", id=call_id)
+                        if record["status"] in ENDED_STATUSES:
+                            break
+                        line = callee.line
+                        if not hung_up and hang_up_when and line and hang_up_when(line):
+                            hung_up = True
+                            await daemon.request("call.hangup", id=call_id)
+                        await trio.sleep(RECORD_POLL_S)
+                results[index] = PlacedCall(plans[index], record, callee.line)
+
+            async with trio.open_nursery() as nursery:
+                for index, trunk in enumerate(trunks):
+                    nursery.start_soon(one, index, trunk)
+    return [r for r in results if r is not None]
