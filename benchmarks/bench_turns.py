@@ -34,6 +34,7 @@ import argparse
 import math
 import random
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -125,7 +126,9 @@ async def voice_to_voice(calls: int, answer: str) -> list[float]:
     ]
     placed = await batch(plans, done_with("answer"))
     ms = [1000 * v for p in placed if p.line and (v := p.line.voice_to_voice("answer"))]
-    print(f"v2v {answer:5} at {calls:3} calls: {figures(ms)}")
+    # what the robot's next line was: the answer, or a re-prompt when the reply was not heard
+    replies = Counter(turns[1]["node"] for p in placed if len(turns := robot_turns(p)) > 1)
+    print(f"v2v {answer:5} at {calls:3} calls: {figures(ms)}; next robot lines {dict(replies)}")
     return ms
 
 
