@@ -25,7 +25,19 @@ bench process, so the audio on the wire is ours to script and to log:
 ``CalleeLine`` is the sans-IO heart (feed it packets with times, ask it for the next
 frame's payload); ``Callee`` binds the socket and paces it at 20 ms under trio;
 ``callee_peer`` runs sipp and a ``Callee`` together. Many callees run in one process (one
-sipp each), as the benchmarks do with 100 calls.
+sipp each): ``call_callees`` places a batch of calls from a fresh waihud, one trunk per
+callee, and returns each call's filed record with its wire log, as the benchmarks do with
+100 calls.
+
+Usage::
+
+    script = CalleeScript(echo=Echo(gain_db=-20, delay_ms=60))
+    async with callee_peer(script, tmp_path) as (peer, callee):
+        ...  # a waihud whose trunk's proxy is peer.hostport calls it
+    callee.line.robot_spurts()  # [(first, last voiced packet), ...] of the robot's lines
+
+The callee's media begins when sipp has the INVITE (it writes the caller's RTP address to a
+file the ``Callee`` reads), a few ms before the answer; ``at`` triggers count from then.
 
 What it is not: a SIP stack (sipp does the signalling), a jitter buffer (the robot's packets
 are taken as they arrive; on loopback that is in order), or a model of a real echo path
