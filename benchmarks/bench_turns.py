@@ -114,8 +114,12 @@ def after_sound(seconds: float):
 
 
 async def batch(plans: list[CallPlan], hang_up_when=None) -> list[PlacedCall]:
+    """The calls of ``plans``, placed at once; the failed ones are reported and left out."""
     with tempfile.TemporaryDirectory(prefix="bench-turns-") as tmp:
-        return await call_callees(Path(tmp), plans, hang_up_when=hang_up_when, timeout=240)
+        placed = await call_callees(Path(tmp), plans, hang_up_when=hang_up_when, timeout=240)
+    for failed in (p for p in placed if p.error):
+        print(f"  left out: {failed.error}")
+    return [p for p in placed if not p.error]
 
 
 async def voice_to_voice(calls: int, answer: str) -> list[float]:

@@ -203,7 +203,11 @@ async def main(concurrency: int, variants: int) -> None:
             placed = await call_callees(
                 Path(tmp), [plan(t, v) for t, v in chunk], hang_up_when=long_enough, timeout=180
             )
-        results += [(t, p) for (t, _), p in zip(chunk, placed, strict=True)]
+        for (template, _), call in zip(chunk, placed, strict=True):
+            if call.error:
+                print(f"  left out ({template.name}): {call.error}")
+            else:
+                results.append((template, call))
     per: dict[str, Counter[str]] = defaultdict(Counter)
     outcomes: Counter[str] = Counter()
     correct = people_as_machines = 0
