@@ -119,6 +119,8 @@ async def batch(plans: list[CallPlan], hang_up_when=None) -> list[PlacedCall]:
         placed = await call_callees(Path(tmp), plans, hang_up_when=hang_up_when, timeout=240)
     for failed in (p for p in placed if p.error):
         print(f"  left out: {failed.error}")
+    late = max((p.lateness for p in placed), default=0.0)
+    print(f"  ({len(plans)} calls; the callees' worst send lateness {1000 * late:.1f} ms)")
     return [p for p in placed if not p.error]
 
 
@@ -131,7 +133,7 @@ async def voice_to_voice(calls: int, answer: str) -> list[float]:
     placed = await batch(plans, done_with("answer"))
     ms = [1000 * v for p in placed if p.line and (v := p.line.voice_to_voice("answer"))]
     # what the robot's next line was: the answer, or a re-prompt when the reply was not heard
-    replies = Counter(turns[1]["node"] for p in placed if len(turns := robot_turns(p)) > 1)
+    replies = Counter(turns[1]["text"][:8] for p in placed if len(turns := robot_turns(p)) > 1)
     print(f"v2v {answer:5} at {calls:3} calls: {figures(ms)}; next robot lines {dict(replies)}")
     return ms
 

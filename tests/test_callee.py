@@ -7,6 +7,7 @@ plain UDP socket playing the robot, and one renders the sipp scenario's sections
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from waihu.testing.callee import (
 
 TICK = FRAME_MS / 1000
 TONE_DBFS = -10.0
+BUSY_S = 0.3  # how long a test keeps the process from reading its socket
 
 
 def tone(frames: int, dbfs: float = TONE_DBFS, hz: float = 1000.0) -> np.ndarray:
@@ -273,3 +275,26 @@ async def test_callee_on_loopback_echoes_to_the_robots_address(tmp_path: Path) -
         robot_sock.close()
     assert callee.line is not None and len(callee.line.voiced_times("in")) == 25
     assert np.median(heard) == pytest.approx(TONE_DBFS, abs=1.0)
+
+
+async def test_arrival_times_are_the_kernels_not_those_of_a_busy_reader(tmp_path: Path) -> None:
+    """A datagram that waited in the socket while the process was busy is logged at the time
+    it arrived, so a loaded bench does not make the robot look slow."""
+    with trio.fail_after(20):
+        robot_sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        await robot_sock.bind(("127.0.0.1", 0))
+        peer_file = tmp_path / "caller-rtp.txt"
+        peer_file.write_text(f"127.0.0.1 {robot_sock.getsockname()[1]}\n")
+        callee = Callee(CalleeScript())
+        port = await callee.bind()
+        sent_at = trio.current_time()
+        await robot_sock.sendto(Robot().packet(tone(1)), ("127.0.0.1", port))
+        time.sleep(BUSY_S)  # the reader is busy: the datagram waits in the socket
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(callee.run, peer_file)
+            while callee.line is None or not callee.line.voiced_times("in"):
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        callee.close()
+        robot_sock.close()
+    assert callee.line.voiced_times("in")[0] - sent_at < BUSY_S / 2

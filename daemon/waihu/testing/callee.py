@@ -53,9 +53,12 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
+import struct
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,6 +109,12 @@ VOICED_DBFS = -50.0
 SILENCE_DBFS = -120.0  # the level reported for a frame of digital zeros
 # Silence that ends a talkspurt: longer than the pauses between the words of a prompt.
 ROBOT_GAP_MS = 400
+RECEIVE_SIZE = 2048  # bytes: an RTP datagram of 20 ms of G.711 is 172
+# Linux SO_TIMESTAMPNS (asm-generic value; Python's socket module does not name it): each
+# datagram carries its kernel arrival time as a struct timespec
+SO_TIMESTAMPNS = 35
+TIMESPEC = struct.Struct("@qq")
+TIMESTAMP_SPACE = socket.CMSG_SPACE(TIMESPEC.size)
 PEER_POLL_S = 0.01  # how often to look for the file sipp writes the caller's address to
 SECTION = re.compile(r"[ \t]*<!-- callee:(\w+) -->\n(.*?)[ \t]*<!-- /callee:\1 -->\n", re.S)
 COUGH_TAU_MS = 40.0  # decay time constant of a synthetic cough
@@ -416,10 +425,16 @@ class Callee:
         self.peer: tuple[str, int] | None = None
         self.line: CalleeLine | None = None
         self._sender = RtpSender(PCMU)
+        # seconds the callee sent a frame after its due time, at worst: a busy bench process
+        # shows here (its wire times are then late by as much)
+        self.worst_lateness = 0.0
+        self._kernel_times = False  # datagrams carry their arrival time (set by ``bind``)
 
     async def bind(self) -> int:
         """Bind a free port; returns it."""
         await self.sock.bind((self.host, 0))
+        # before anything can arrive: the kernel stamps only what comes after this
+        self._kernel_times = _ask_kernel_timestamps(self.sock)
         return self.sock.getsockname()[1]
 
     @property
@@ -438,7 +453,10 @@ class Callee:
             self.line = line = self._line()
             tick = trio.current_time()
             while True:
-                payload = line.frame(tick)
+                # the log gets the real send time; the pacing stays on the 20 ms grid
+                now = trio.current_time()
+                self.worst_lateness = max(self.worst_lateness, now - tick)
+                payload = line.frame(now)
                 await self.sock.sendto(self._sender.next_packet(payload, FRAME_SAMPLES), self.peer)
                 tick += FRAME_MS / 1000
                 await trio.sleep_until(tick)
@@ -450,14 +468,38 @@ class Callee:
 
     async def _receive(self) -> None:
         while True:
-            data, source = await self.sock.recvfrom(2048)
+            data, ancillary, _, source = await self.sock.recvmsg(RECEIVE_SIZE, TIMESTAMP_SPACE)
+            now = trio.current_time()
+            arrived = _kernel_time(ancillary) if self._kernel_times else None
+            if arrived is not None:
+                # when the kernel had it, on trio's clock: a busy process reads late, the log
+                # must not say the robot spoke late
+                now -= max(0.0, time.time() - arrived)
             if self.peer is None:
                 self.peer = (source[0], source[1])
-            self._line().receive(trio.current_time(), data)
+            self._line().receive(now, data)
 
     def close(self) -> None:
         """Close the socket."""
         self.sock.close()
+
+
+def _ask_kernel_timestamps(sock: trio.socket.SocketType) -> bool:
+    """Ask Linux to stamp each datagram with its arrival time; False where it cannot."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _kernel_time(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """The arrival time (epoch seconds) in a datagram's ancillary data, if it is there."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= TIMESPEC.size:
+            seconds, nanoseconds = TIMESPEC.unpack_from(data)
+            return seconds + nanoseconds / 1e9
+    return None
 
 
 async def _read_peer_file(path: Path) -> tuple[str, int]:
@@ -552,6 +594,7 @@ class PlacedCall:
     record: Mapping[str, Any]
     line: CalleeLine | None
     error: str | None = None  # the call could not be placed or was not filed in time
+    lateness: float = 0.0  # the callee's worst send lateness (``Callee.worst_lateness``)
 
 
 RECORD_POLL_S = 1.0  # how often a batch asks the daemon whether a call is over
@@ -578,22 +621,12 @@ async def call_callees(
     """
     sections = dict(config or {})
     results: list[PlacedCall | None] = [None] * len(plans)
-    async with AsyncExitStack() as stack:
-        peers: list[tuple[SippPeer, Callee]] = []
-        for index, plan in enumerate(plans):
-            peers.append(
-                await stack.enter_async_context(
-                    callee_peer(
-                        plan.script,
-                        workdir / f"call{index}",
-                        early_ms=plan.early_ms,
-                        answer=plan.answer,
-                        final_status=plan.final_status,
-                        final_reason=plan.final_reason,
-                        timeout=timeout,
-                    )
-                )
-            )
+    async with trio.open_nursery() as callees:
+        # one flat nursery for every callee: an error surfaces at once, not 100 levels deep
+        peers: list[tuple[SippPeer, Callee]] = [
+            await callees.start(_serve, plan, workdir / f"call{index}", timeout)
+            for index, plan in enumerate(plans)
+        ]
         trunks = {f"c{i}": peer.hostport for i, (peer, _) in enumerate(peers)}
         config_path = write_config(
             workdir / "waihud",
@@ -622,11 +655,37 @@ async def call_callees(
                 except (ControlError, trio.TooSlowError) as exc:
                     # one call gone wrong must not cost the batch's other figures: say so
                     error = f"call {index} ({trunk}): {type(exc).__name__}: {exc}"
-                    results[index] = PlacedCall(plans[index], record, callee.line, error)
+                    results[index] = PlacedCall(
+                        plans[index], record, callee.line, error, callee.worst_lateness
+                    )
                     return
-                results[index] = PlacedCall(plans[index], record, callee.line)
+                results[index] = PlacedCall(
+                    plans[index], record, callee.line, None, callee.worst_lateness
+                )
 
             async with trio.open_nursery() as nursery:
                 for index, trunk in enumerate(trunks):
                     nursery.start_soon(one, index, trunk)
+        callees.cancel_scope.cancel()
     return [r for r in results if r is not None]
+
+
+async def _serve(
+    plan: CallPlan,
+    workdir: Path,
+    timeout: float,
+    *,
+    task_status: trio.TaskStatus[tuple[SippPeer, Callee]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run one callee of a batch until cancelled."""
+    async with callee_peer(
+        plan.script,
+        workdir,
+        early_ms=plan.early_ms,
+        answer=plan.answer,
+        final_status=plan.final_status,
+        final_reason=plan.final_reason,
+        timeout=timeout,
+    ) as pair:
+        task_status.started(pair)
+        await trio.sleep_forever()
