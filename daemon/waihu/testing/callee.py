@@ -102,6 +102,7 @@ RATE = 8000  # Hz, G.711
 FRAME_MS = 20  # one RTP packet of audio
 FRAME_SAMPLES = RATE * FRAME_MS // 1000
 PCMU = 0  # RTP payload type
+SILENT_PAYLOAD = b"\xff" * FRAME_SAMPLES  # μ-law digital silence (0xFF decodes to 0)
 FULL_SCALE = 32768.0  # int16 full scale, 0 dBFS
 # A frame is "voiced" above this RMS level. Espeak-ng speech and the robot's prompts sit
 # around −20…−30 dBFS; the robot's echo at −20 dB and line noise stay below it.
@@ -270,6 +271,7 @@ class CalleeLine:
         self._pending = list(script.sounds)
         self._playing: list[_Playing] = []
         self.started: dict[str, float] = {}  # label → time its first frame went out
+        self._spans: dict[str, tuple[float, float]] = {}  # label → first, last voiced frame
         self._echo: deque[tuple[float, np.ndarray]] = deque()  # (due, pcm) of robot frames
         self._echo_gain = 10 ** (script.echo.gain_db / 20) if script.echo else 0.0
         self._noise_rng = np.random.default_rng(script.seed)
@@ -335,6 +337,11 @@ class CalleeLine:
             if due is not None and due <= when + 1e-9:
                 self._pending.remove(sound)
                 self._playing.append(_Playing(sound))
+        echo_due = bool(self._echo) and self._echo[0][0] <= when + 1e-9
+        if not self._playing and not echo_due and not self._noise_rms:
+            # nothing to say: the common case, kept cheap for 100 callees in one process
+            self.log.append(WirePacket(when, "out", SILENCE_DBFS, False))
+            return SILENT_PAYLOAD
         own = np.zeros(FRAME_SAMPLES, np.float64)
         label = ""
         for playing in list(self._playing):
@@ -347,7 +354,7 @@ class CalleeLine:
             if playing.position >= playing.sound.pcm.size:
                 self._playing.remove(playing)
         mixed = own.copy()
-        if self._echo and self._echo[0][0] <= when + 1e-9:
+        if echo_due:
             # one robot frame per callee frame: the echo keeps the robot's pacing
             _, pcm = self._echo.popleft()
             mixed[: pcm.size] += pcm[:FRAME_SAMPLES] * self._echo_gain
@@ -356,6 +363,9 @@ class CalleeLine:
         level = frame_level_db(own)
         voiced = level > VOICED_DBFS
         self.log.append(WirePacket(when, "out", level, voiced, label if voiced else ""))
+        if voiced:
+            first, _ = self._spans.get(label, (when, when))
+            self._spans[label] = (first, when)
         return ulaw_encode(np.clip(mixed, -32768, 32767).astype(np.int16))
 
     @property
@@ -381,8 +391,7 @@ class CalleeLine:
 
     def sound_span(self, label: str) -> tuple[float, float] | None:
         """(first, last) voiced outgoing packet of the sound ``label``; None if not played."""
-        times = self.voiced_times("out", label)
-        return (times[0], times[-1]) if times else None
+        return self._spans.get(label)
 
     def voice_to_voice(self, label: str, gap_ms: float = ROBOT_GAP_MS) -> float | None:
         """Seconds from the last voiced packet of ``label`` to the first packet of the robot's
@@ -391,7 +400,13 @@ class CalleeLine:
         span = self.sound_span(label)
         if span is None:
             return None
-        after = [first for first, _ in self.robot_spurts(gap_ms) if first > span[1]]
+        # the onsets kept as packets came are the talkspurts at ROBOT_GAP_MS: no log scan
+        onsets = (
+            self.robot_onsets
+            if gap_ms == ROBOT_GAP_MS
+            else [first for first, _ in self.robot_spurts(gap_ms)]
+        )
+        after = [first for first in onsets if first > span[1]]
         return after[0] - span[1] if after else None
 
     def reaction(self, label: str, quiet_ms: float = ROBOT_GAP_MS) -> float | None:
