@@ -612,6 +612,7 @@ class PlacedCall:
     lateness: float = 0.0  # the callee's worst send lateness (``Callee.worst_lateness``)
 
 
+SIPP_START_ATTEMPTS = 3
 RECORD_POLL_S = 1.0  # how often a batch asks the daemon whether a call is over
 ENDED_STATUSES = ("ended", "failed")
 
@@ -692,15 +693,23 @@ async def _serve(
     *,
     task_status: trio.TaskStatus[tuple[SippPeer, Callee]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run one callee of a batch until cancelled."""
-    async with callee_peer(
-        plan.script,
-        workdir,
-        early_ms=plan.early_ms,
-        answer=plan.answer,
-        final_status=plan.final_status,
-        final_reason=plan.final_reason,
-        timeout=timeout,
-    ) as pair:
-        task_status.started(pair)
-        await trio.sleep_forever()
+    """Run one callee of a batch until cancelled; a sipp that could not bind the port it was
+    given (taken between the pick and the bind, on a busy machine) is started again."""
+    for attempt in range(1, SIPP_START_ATTEMPTS + 1):
+        started = False
+        try:
+            async with callee_peer(
+                plan.script,
+                workdir / f"try{attempt}",
+                early_ms=plan.early_ms,
+                answer=plan.answer,
+                final_status=plan.final_status,
+                final_reason=plan.final_reason,
+                timeout=timeout,
+            ) as pair:
+                started = True
+                task_status.started(pair)
+                await trio.sleep_forever()
+        except AssertionError as exc:
+            if started or "exited at start-up" not in str(exc) or attempt == SIPP_START_ATTEMPTS:
+                raise
