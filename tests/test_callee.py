@@ -31,6 +31,7 @@ from waihu.testing.callee import (
     at,
     cough_pcm,
     frame_level_db,
+    payload_level_db,
     render_callee_scenario,
     talkspurts,
     voiced_span,
@@ -298,3 +299,11 @@ async def test_arrival_times_are_the_kernels_not_those_of_a_busy_reader(tmp_path
         callee.close()
         robot_sock.close()
     assert callee.line.voiced_times("in")[0] - sent_at < BUSY_S / 2
+
+
+def test_payload_level_is_the_decoded_frames_level() -> None:
+    for dbfs in (-10.0, -35.0, -60.0):
+        payload = ulaw_encode(tone(1, dbfs))
+        assert payload_level_db(payload) == pytest.approx(frame_level_db(ulaw_decode(payload)))
+        assert payload_level_db(payload) == pytest.approx(dbfs, abs=0.6)
+    assert payload_level_db(b"\xff" * FRAME_SAMPLES) == payload_level_db(b"")

@@ -93,6 +93,7 @@ __all__ = [
     "callee_peer",
     "cough_pcm",
     "frame_level_db",
+    "payload_level_db",
     "render_callee_scenario",
     "talkspurts",
     "voiced_span",
@@ -102,6 +103,7 @@ RATE = 8000  # Hz, G.711
 FRAME_MS = 20  # one RTP packet of audio
 FRAME_SAMPLES = RATE * FRAME_MS // 1000
 PCMU = 0  # RTP payload type
+NOISE_LOOP_FRAMES = 250  # 5 s of line noise, looped: longer than any detector looks back
 SILENT_PAYLOAD = b"\xff" * FRAME_SAMPLES  # μ-law digital silence (0xFF decodes to 0)
 FULL_SCALE = 32768.0  # int16 full scale, 0 dBFS
 # A frame is "voiced" above this RMS level. Espeak-ng speech and the robot's prompts sit
@@ -210,8 +212,27 @@ def frame_level_db(pcm: np.ndarray) -> float:
     """RMS level of samples in dBFS (``SILENCE_DBFS`` for digital silence)."""
     if pcm.size == 0:
         return SILENCE_DBFS
-    rms = math.sqrt(float(np.mean(np.square(pcm.astype(np.float64)))))
-    return SILENCE_DBFS if rms <= 0 else max(SILENCE_DBFS, 20 * math.log10(rms / FULL_SCALE))
+    samples = pcm.astype(np.float64)
+    return _level_of_energy(float(samples.dot(samples)) / pcm.size)
+
+
+def _level_of_energy(mean_square: float) -> float:
+    """dBFS of a mean square sample value (a dot product is far cheaper than np.mean)."""
+    if mean_square <= 0:
+        return SILENCE_DBFS
+    return max(SILENCE_DBFS, 10 * math.log10(mean_square / FULL_SCALE**2))
+
+
+# the square of every μ-law byte's sample value: a payload's level without decoding it
+_ULAW_SQUARES = ulaw_decode(bytes(range(256))).astype(np.float64) ** 2
+
+
+def payload_level_db(payload: bytes) -> float:
+    """RMS level in dBFS of a μ-law payload."""
+    if not payload:
+        return SILENCE_DBFS
+    codes = np.frombuffer(payload, np.uint8)
+    return _level_of_energy(float(_ULAW_SQUARES[codes].sum()) / codes.size)
 
 
 def voiced_span(pcm: np.ndarray) -> tuple[int, int] | None:
@@ -274,10 +295,18 @@ class CalleeLine:
         self._spans: dict[str, tuple[float, float]] = {}  # label → first, last voiced frame
         self._echo: deque[tuple[float, np.ndarray]] = deque()  # (due, pcm) of robot frames
         self._echo_gain = 10 ** (script.echo.gain_db / 20) if script.echo else 0.0
-        self._noise_rng = np.random.default_rng(script.seed)
-        self._noise_rms = (
-            FULL_SCALE * 10 ** (script.noise_dbfs / 20) if script.noise_dbfs is not None else 0.0
-        )
+        # line noise: a few seconds made once, then looped (as frames and as μ-law), so a
+        # frame of noise alone costs no numpy
+        self._noise: np.ndarray | None = None
+        self._noise_payloads: list[bytes] = []
+        self._noise_index = -1
+        if script.noise_dbfs is not None:
+            rms = FULL_SCALE * 10 ** (script.noise_dbfs / 20)
+            rng = np.random.default_rng(script.seed)
+            self._noise = rng.normal(0.0, rms, (NOISE_LOOP_FRAMES, FRAME_SAMPLES))
+            self._noise_payloads = [
+                ulaw_encode(np.clip(frame, -32768, 32767).astype(np.int16)) for frame in self._noise
+            ]
         self.robot_onsets: list[float] = []  # first voiced packet of each robot talkspurt
         self.robot_ends: list[float] = []  # last voiced packet of each finished one
         self._robot_last_voiced: float | None = None
@@ -293,12 +322,12 @@ class CalleeLine:
             return
         if packet.payload_type != PCMU:
             return  # telephone-events and the like are not audio
-        pcm = ulaw_decode(packet.payload)
-        level = frame_level_db(pcm)
+        level = payload_level_db(packet.payload)
         voiced = level > VOICED_DBFS
         self.log.append(WirePacket(when, "in", level, voiced))
         self._track_robot(when, voiced)
         if self.script.echo is not None:
+            pcm = ulaw_decode(packet.payload)
             self._echo.append((when + self.script.echo.delay_ms / 1000, pcm))
 
     def _track_robot(self, when: float, voiced: bool) -> None:
@@ -338,10 +367,11 @@ class CalleeLine:
                 self._pending.remove(sound)
                 self._playing.append(_Playing(sound))
         echo_due = bool(self._echo) and self._echo[0][0] <= when + 1e-9
-        if not self._playing and not echo_due and not self._noise_rms:
+        noise = self._next_noise()
+        if not self._playing and not echo_due:
             # nothing to say: the common case, kept cheap for 100 callees in one process
             self.log.append(WirePacket(when, "out", SILENCE_DBFS, False))
-            return SILENT_PAYLOAD
+            return SILENT_PAYLOAD if noise is None else self._noise_payloads[self._noise_index]
         own = np.zeros(FRAME_SAMPLES, np.float64)
         label = ""
         for playing in list(self._playing):
@@ -358,15 +388,22 @@ class CalleeLine:
             # one robot frame per callee frame: the echo keeps the robot's pacing
             _, pcm = self._echo.popleft()
             mixed[: pcm.size] += pcm[:FRAME_SAMPLES] * self._echo_gain
-        if self._noise_rms:
-            mixed += self._noise_rng.normal(0.0, self._noise_rms, FRAME_SAMPLES)
-        level = frame_level_db(own)
+        if noise is not None:
+            mixed += noise
+        level = frame_level_db(own) if label else SILENCE_DBFS
         voiced = level > VOICED_DBFS
         self.log.append(WirePacket(when, "out", level, voiced, label if voiced else ""))
         if voiced:
             first, _ = self._spans.get(label, (when, when))
             self._spans[label] = (first, when)
         return ulaw_encode(np.clip(mixed, -32768, 32767).astype(np.int16))
+
+    def _next_noise(self) -> np.ndarray | None:
+        """The next frame of the line noise loop (None without noise)."""
+        if self._noise is None:
+            return None
+        self._noise_index = (self._noise_index + 1) % NOISE_LOOP_FRAMES
+        return self._noise[self._noise_index]
 
     @property
     def finished(self) -> bool:
