@@ -134,7 +134,9 @@ async def voice_to_voice(calls: int, answer: str) -> list[float]:
     ms = [1000 * v for p in placed if p.line and (v := p.line.voice_to_voice("answer"))]
     # what the robot's next line was: the answer, or a re-prompt when the reply was not heard
     replies = Counter(turns[1]["text"][:8] for p in placed if len(turns := robot_turns(p)) > 1)
-    print(f"v2v {answer:5} at {calls:3} calls: {figures(ms)}; next robot lines {dict(replies)}")
+    outcomes = Counter(str(p.record.get("outcome")) for p in placed)
+    print(f"v2v {answer:5} at {calls:3} calls: {figures(ms)}; next robot lines {dict(replies)};"
+          f" outcomes {dict(outcomes)}")  # fmt: skip
     return ms
 
 
