@@ -31,6 +31,7 @@ own scheduling (a few ms at 100 calls).
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import random
 import tempfile
@@ -65,6 +66,7 @@ NOISE_DBFS = -60.0  # line noise under everything in the false barge-in runs
 ECHO = Echo(gain_db=-20.0, delay_ms=50)
 PAUSE_MS = 300  # a quiet this long inside a line is a pause (the recordings' own are < 270)
 LINE_GAP_MS = 1500  # ... and one this long ends the line
+PAUSE_WINDOW_S = 1.5  # a pause this soon after a backchannel or cough began is its doing
 QUIET_MS = 300  # the robot has reacted once it has been quiet this long
 CUT_IN_MS = (800, 2400)  # when the callee cuts into the greeting (before its 2.7 s pause)
 PROMPTS_PER_SILENT_CALL = 3  # greeting, re-prompt, goodbye
@@ -164,9 +166,20 @@ def robot_turns(placed: PlacedCall) -> list[dict]:
 
 
 def pauses(line: CalleeLine) -> int:
-    """Quiets of ≥ ``PAUSE_MS`` inside the robot's lines (split at ``LINE_GAP_MS``)."""
+    """Quiets of ≥ ``PAUSE_MS`` inside the robot's lines (split at ``LINE_GAP_MS``): with a
+    sound, only the one that began within ``PAUSE_WINDOW_S`` of the sound's start (what the
+    sound did); without, all of them (an overloaded daemon's late packets count too)."""
     times = line.voiced_times("in")
-    return len(talkspurts(times, PAUSE_MS)) - len(talkspurts(times, LINE_GAP_MS))
+    short, lines = talkspurts(times, PAUSE_MS), talkspurts(times, LINE_GAP_MS)
+    span = line.sound_span("s")
+    if span is None:
+        return len(short) - len(lines)
+    # a quiet inside a line: a short spurt ends and the next one begins within the same line
+    for (_, end), (begin, _) in itertools.pairwise(short):
+        same_line = any(first <= end and begin <= last for first, last in lines)
+        if same_line and span[0] <= end <= span[0] + PAUSE_WINDOW_S:
+            return 1
+    return 0
 
 
 async def false_barge_ins(kind: str, prompts: int, concurrency: int) -> dict[str, int]:
