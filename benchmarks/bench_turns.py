@@ -35,6 +35,7 @@ import itertools
 import math
 import random
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,12 +118,15 @@ def after_sound(seconds: float):
 
 async def batch(plans: list[CallPlan], hang_up_when=None) -> list[PlacedCall]:
     """The calls of ``plans``, placed at once; the failed ones are reported and left out."""
+    cpu, wall = time.process_time(), time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-turns-") as tmp:
         placed = await call_callees(Path(tmp), plans, hang_up_when=hang_up_when, timeout=240)
+    cpu, wall = time.process_time() - cpu, time.monotonic() - wall
     for failed in (p for p in placed if p.error):
         print(f"  left out: {failed.error}")
     late = max((p.lateness for p in placed), default=0.0)
-    print(f"  ({len(plans)} calls; the callees' worst send lateness {1000 * late:.1f} ms)")
+    print(f"  ({len(plans)} calls; the callees' worst send lateness {1000 * late:.1f} ms;"
+          f" this process used {cpu:.1f} s CPU in {wall:.1f} s)")  # fmt: skip
     return [p for p in placed if not p.error]
 
 
