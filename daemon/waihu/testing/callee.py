@@ -13,12 +13,15 @@ bench process, so the audio on the wire is ours to script and to log:
 - **echo**: the robot's own audio returned attenuated (``Echo.gain_db``) and delayed
   (``Echo.delay_ms``, rounded up to the callee's next 20 ms frame), through G.711 both ways
   since it is decoded from what arrived and encoded again;
-- **line noise**: white noise at a level (dBFS RMS) under everything;
-- a **wire log**: every packet in and out with its trio time, its level and whether it is
-  voiced (frame RMS above ``VOICED_DBFS``). Outgoing packets count as voiced by the scripted
-  sound alone, so echo and noise never make the callee "speak". From it ``CalleeLine``
+- **line noise**: white noise at a level (dBFS RMS) under everything (5 s made once and
+  looped, so that 100 callees fit in one process);
+- a **wire log**: every packet in and out with its trio time (incoming: the kernel's
+  arrival time, so a busy test process does not make the robot look late), its level and
+  whether it is voiced (frame RMS above ``VOICED_DBFS``). Outgoing packets count as voiced
+  by the scripted sound alone, so echo and noise never make the callee "speak". From it
+  ``CalleeLine``
   computes the figures of issue 9: voice-to-voice (the callee's last voiced packet of a
-  sound → the robot's first voiced packet after it), barge-in reaction (the sound's first
+  sound → the first packet of the robot's next talkspurt), barge-in reaction (the sound's first
   voiced packet → the robot's last voiced packet before it goes quiet) and the robot's
   talkspurts (was a line played to its end or cut?).
 
@@ -45,7 +48,9 @@ are taken as they arrive; on loopback that is in order), or a model of a real ec
 
 Error handling: bad parameters (a negative delay, an empty sound, no frames) raise
 ``ValueError`` naming the value; a garbled datagram is counted in ``CalleeLine.malformed``
-and skipped; sipp failures surface through ``SippResult.check`` as with ``sipp_peer``.
+and skipped; sipp failures surface through ``SippResult.check`` as with ``sipp_peer``; in
+a batch, a call the daemon refuses or does not file in time comes back with its ``error``
+(the other calls' figures are kept), and a sipp whose port was taken is started again.
 """
 
 from __future__ import annotations
