@@ -19,11 +19,10 @@ bench process, so the audio on the wire is ours to script and to log:
   arrival time, so a busy test process does not make the robot look late), its level and
   whether it is voiced (frame RMS above ``VOICED_DBFS``). Outgoing packets count as voiced
   by the scripted sound alone, so echo and noise never make the callee "speak". From it
-  ``CalleeLine``
-  computes the figures of issue 9: voice-to-voice (the callee's last voiced packet of a
-  sound → the first packet of the robot's next talkspurt), barge-in reaction (the sound's first
-  voiced packet → the robot's last voiced packet before it goes quiet) and the robot's
-  talkspurts (was a line played to its end or cut?).
+  ``CalleeLine`` computes the figures of issue 9: voice-to-voice (the callee's last voiced
+  packet of a sound → the first packet of the robot's next talkspurt), barge-in reaction
+  (the sound's first voiced packet → the robot's last voiced packet before it goes quiet)
+  and the robot's talkspurts (was a line played to its end or cut?).
 
 ``CalleeLine`` is the sans-IO heart (feed it packets with times, ask it for the next
 frame's payload); ``Callee`` binds the socket and paces it at 20 ms under trio;
