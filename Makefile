@@ -51,6 +51,11 @@ bench-turns: deps venv
 bench-who-answered: deps venv
 	$(BIN)/python benchmarks/bench_who_answered.py
 
+# Voice activity detectors compared, webrtcvad against Silero (figures: benchmarks/README.md).
+.PHONY: bench-vad
+bench-vad: deps venv
+	$(BIN)/python benchmarks/bench_vad.py
+
 deps:
 	@missing=""; \
 	for cmd in sipp espeak-ng sox baresip kamailio dot systemd-analyze /bin/kill man socat; do \

@@ -80,6 +80,8 @@ def test_table_outcomes_are_known_and_scheduler_only_outcomes_are_absent() -> No
     produced = {rule.outcome for rule in OUTCOME_TABLE.values()}
     assert produced <= set(OUTCOMES)
     assert produced.isdisjoint({"interrupted", "opted_out"})
+    # only the who-answered screen files these (waihu.who_answered), never a SIP answer
+    assert produced.isdisjoint({"switched_off", "voicemail"})
 
 
 def test_module_docstring_shows_the_table_as_rendered() -> None:

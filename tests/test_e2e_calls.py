@@ -148,11 +148,12 @@ async def test_busy_callee_is_recorded(tmp_path: Path) -> None:
 
 
 async def test_callee_barging_in_stops_the_greeting(tmp_path: Path) -> None:
-    record, _ = await place(tmp_path, "answer.xml", plays=[Play(2000, say(tmp_path, "네"))])
+    # (a bare "네" is a backchannel: it would not cut the line; see test_e2e_barge_in.py)
+    words = say(tmp_path, "네 좋아요")
+    record, _ = await place(tmp_path, "answer.xml", plays=[Play(2000, words)])
     greeting, *_ = record["turns"]
     assert (greeting["node"], greeting["interrupted"]) == ("greeting", True)
-    assert callee_turns(record) == [("네", "affirm")]
+    assert [intent for _, intent in callee_turns(record)] == ["affirm"]
     assert record["grade"] == "A"
-    # the robot answered well before the 6.4 s greeting would have ended
-    reply = next(t for t in record["turns"] if t["node"] == "bye_interested")
-    assert reply["started_at"] - record["answered_at"] < 5.5
+    # the callee did not hear the 6.4 s greeting out: it stopped soon after they spoke
+    assert greeting["ended_at"] - greeting["started_at"] < 4.0

@@ -22,6 +22,7 @@ import trio
 import trio.testing
 
 from waihu.api import CallLeg, Codec
+from waihu.media.barge_in import BargeInSettings
 from waihu.media.call_media import (
     BargeIn,
     CallMedia,
@@ -245,7 +246,10 @@ async def test_barge_in_stops_an_interruptible_prompt(
     recorder = StereoRecorder(tmp_path / "call.wav", RATE)
     with trio.fail_after(60):
         leg, far = await make_pair(PCMU)
-        media = CallMedia(leg, endpointer=Endpointer(), recorder=recorder)
+        # confirming on the start itself (no words, confirm = pause = the endpointer's 200 ms)
+        # cuts at once: the judge's pause-then-confirm is tested in test_media_barge_in.py
+        settings = BargeInSettings(words=False, confirm_ms=200)
+        media = CallMedia(leg, endpointer=Endpointer(), recorder=recorder, barge_in=settings)
         prompt = media.player.play(tone(4.0), label="greeting")
 
         async def scenario(call: Call) -> None:

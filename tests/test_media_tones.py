@@ -84,7 +84,9 @@ def test_tolerances_of_real_networks_and_what_is_outside_them() -> None:
 
     assert classify_cadence(segs((452.0, 1.2), (None, 3.0))) == "ringback"  # +20 %, −25 %
     assert classify_cadence(segs((450.0, 1.4), (None, 4.0))) is None  # +40 % on
-    assert classify_cadence(segs((450.0, 0.4), (None, 0.3), (450.0, 0.3))) == "busy"
+    assert classify_cadence(segs((450.0, 0.4), (None, 0.3), (450.0, 0.3), (None, 0.3))) == "busy"
+    # a second burst still sounding may yet turn out longer (a ring-back's): not busy yet
+    assert classify_cadence(segs((450.0, 0.4), (None, 0.3), (450.0, 0.3))) is None
     assert classify_cadence(segs((450.0, 0.6), (None, 0.6), (450.0, 0.6))) is None
     assert classify_cadence(segs((None, 1.0), (800.0, 0.2), (None, 0.1))) == "beep"
     assert classify_cadence(segs((800.0, 2.0), (None, 0.5))) is None  # too long for a beep

@@ -330,6 +330,11 @@ async def test_heartbeats_keep_the_latest_time_per_node(tmp_path: Path) -> None:
             assert await storage.last_alive("node-a") == 110.5
 
 
+def old_turn_rows(record: CallRecord) -> list[dict[str, object]]:
+    """The turn rows of a file before v5 (no ``played_ms``)."""
+    return [{k: v for k, v in row.items() if k != "played_ms"} for row in turn_rows(record)]
+
+
 def write_v1_file(path: Path, record: CallRecord) -> None:
     """A database as waihu with schema v1 left it, holding one call."""
     db = sqlite_utils.Database(sqlite3.connect(path))
@@ -344,7 +349,7 @@ def write_v1_file(path: Path, record: CallRecord) -> None:
             }  # fmt: skip
             row = {k: v for k, v in call_row(record).items() if k in v1_columns}
             db.table("calls").insert(row)
-            db.table("turns").insert_all(turn_rows(record))
+            db.table("turns").insert_all(old_turn_rows(record))
     finally:
         db.close()
 
@@ -411,10 +416,13 @@ def write_v2_file(path: Path, record: CallRecord) -> None:
                 " VALUES ('k1', 'first', 'running', '{}', 0)"
             )
             row = call_row(record)
-            later = ("grade_reason", "script_hash", "direction", "transfer", "media_quality")
+            later = (
+                "grade_reason", "script_hash", "direction", "transfer", "media_quality",
+                "answered_by", "answered_by_evidence",
+            )  # fmt: skip
             row = {k: v for k, v in row.items() if k not in later}
             db.table("calls").insert(row)
-            db.table("turns").insert_all(turn_rows(record))
+            db.table("turns").insert_all(old_turn_rows(record))
     finally:
         db.close()
 
@@ -438,7 +446,7 @@ async def test_a_v2_file_is_upgraded_in_place_keeping_its_calls(tmp_path: Path) 
             again = await storage.get_call("c2")
             assert (again.grade_reason, again.script_hash) == ("hot", "f0")
     with closing(sqlite3.connect(tmp_path / "waihu.db")) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (4,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (5,)
 
 
 async def test_direction_transfer_and_media_quality_round_trip(tmp_path: Path) -> None:
@@ -467,6 +475,61 @@ async def test_direction_transfer_and_media_quality_round_trip(tmp_path: Path) -
             await storage.save_call(record)
         async with running(make_storage(tmp_path)) as storage:
             assert await storage.get_call("c2") == record
+
+
+def write_v4_file(path: Path, record: CallRecord) -> None:
+    """A database as waihu with schema v4 left it, holding one answered call."""
+    db = sqlite_utils.Database(sqlite3.connect(path))
+    try:
+        with db.atomic():
+            for step in _MIGRATIONS[:4]:
+                step(db)
+            db.execute("PRAGMA user_version = 4")
+            row = call_row(record)
+            row = {k: v for k, v in row.items() if not k.startswith("answered_by")}
+            db.table("calls").insert(row)
+            db.table("turns").insert_all(old_turn_rows(record))
+    finally:
+        db.close()
+
+
+async def test_a_v4_file_gains_who_answered_and_keeps_its_calls(tmp_path: Path) -> None:
+    """v5 columns: an old call reads back as never screened; a screened voicemail call and a
+    person's call come back equal, evidence and all."""
+    old = attrs.evolve(sample_call(), outcome="answered")
+    write_v4_file(tmp_path / "waihu.db", old)
+    voicemail = attrs.evolve(
+        sample_call("c2"), outcome="voicemail", grade=None, answered_by="voicemail",
+        answered_by_evidence="said '来电秘书'",
+    )  # fmt: skip
+    person = attrs.evolve(sample_call("c3"), answered_by="person", answered_by_evidence="said '喂'")
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path)) as storage:
+            found = await storage.get_call("c1")
+            assert found == old
+            assert (found.answered_by, found.answered_by_evidence) == (None, "")
+            await storage.save_call(voicemail)
+            await storage.save_call(person)
+        async with running(make_storage(tmp_path)) as storage:
+            assert await storage.get_call("c2") == voicemail
+            assert await storage.get_call("c3") == person
+    with closing(sqlite3.connect(tmp_path / "waihu.db")) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (5,)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
+        assert {"answered_by", "answered_by_evidence"} <= columns
+        assert "played_ms" in {row[1] for row in conn.execute("PRAGMA table_info(turns)")}
+
+
+async def test_a_damaged_answered_by_column_is_named(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path)) as storage:
+            await storage.save_call(sample_call("c1"))
+    with closing(sqlite3.connect(tmp_path / "waihu.db")) as conn, conn:
+        conn.execute("UPDATE calls SET answered_by = 'robot'")
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path)) as storage:
+            with pytest.raises(Exception, match=r"c1.*answered_by.*'robot'"):
+                await storage.get_call("c1")
 
 
 async def test_a_damaged_transfer_column_is_named(tmp_path: Path) -> None:
@@ -525,3 +588,17 @@ async def test_unfinished_calls_are_those_not_seen_to_their_end(tmp_path: Path) 
             assert len(found[0].turns) == 3
             await storage.save_call(attrs.evolve(found[0], status="ended"))
             assert [r.id for r in await storage.unfinished_calls()] == ["ringing", "dialing"]
+
+
+async def test_where_barge_in_cut_a_line_round_trips(tmp_path: Path) -> None:
+    """A robot turn cut by barge-in keeps how much of it was heard (v5 ``played_ms``)."""
+    record = sample_call()
+    record.turns[0] = attrs.evolve(record.turns[0], interrupted=True, played_ms=1240)
+    with trio.fail_after(TIMEOUT):
+        async with running(make_storage(tmp_path)) as storage:
+            await storage.save_call(record)
+        async with running(make_storage(tmp_path)) as storage:
+            found = await storage.get_call(record.id)
+    assert found is not None
+    assert found.turns[0].played_ms == 1240
+    assert found.turns[1].played_ms is None

@@ -555,11 +555,12 @@ class AsrEngine(Protocol):
 class VoiceDetector(Protocol):
     """One call's voice activity detector: is there speech in this frame?
 
-    Fed every incoming 20 ms frame of a call, in order (int16 mono at the
-    ``sample_rate`` it was opened with). It may keep state across frames (a
-    model's recurrent state, a window of samples); the core's endpointer puts
-    its own energy and noise-floor gates in front, and decides from the
-    verdicts where utterances start and end. Called on the media clock's
+    Asked about a call's incoming 20 ms frames in order (int16 mono at the
+    ``sample_rate`` it was opened with) — those that pass the core endpointer's
+    energy and noise-floor gates, which sit in front of it; a frame below them
+    is never voice, so it is not asked. It may keep state across frames (a
+    model's recurrent state, a window of samples); the endpointer decides from
+    the verdicts where utterances start and end. Called on the media clock's
     thread: it must take well under a millisecond and never block.
     """
 
@@ -884,6 +885,7 @@ EventKind = Literal[
     "failed",
     "campaign",
     "transfer",
+    "screened",
 ]
 
 # The closed set of event kinds and the data fields each carries, in order.
@@ -906,6 +908,9 @@ EVENT_KINDS: Mapping[str, tuple[str, ...]] = {
     # the script's transfer to a person settled (``TransferResult``: the agent answered, or
     # why not); after a failed one the dialogue goes on
     "transfer": ("target", "mode", "outcome", "status", "detail"),
+    # who answered (``waihu.who_answered``): person, announcement, voicemail or unsure, why,
+    # and the outcome a machine files instead of ``answered`` (None for a person)
+    "screened": ("answered_by", "evidence", "outcome"),
 }
 
 

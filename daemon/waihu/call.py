@@ -38,6 +38,18 @@ ones; an operator's ``CallControl`` hangs the call up (CANCEL while it rings,
 BYE after) or sends it digits (RFC 4733 in the call's stream, else the leg's
 SIP INFO); the leg's RTCP figures are filed with the record at the end.
 
+Who answered (``[who_answered]``, ``waihu.who_answered``): an answered call
+is screened from its answer on — every incoming frame (tones), what the
+recogniser makes of the callee's side, and the verdict on its early media —
+while the greeting plays and the callee's utterances wait. A person or an
+unsure call goes on as a conversation. A machine (a carrier announcement,
+voicemail) stops the dialogue and the greeting, the outcome it means is
+filed instead of a graded conversation (no grade: there was none), and the
+configured action runs — hang up, or wait for the beep and leave a message —
+before the robot hangs up. A call that fails after early media has that
+audio heard (its recogniser and tones, bounded in time): an announcement
+there (关机, then 480) files its own outcome instead of the SIP answer's.
+
 Error handling: a call catches and logs its own errors. Whatever goes wrong —
 a final non-2xx answer (``error`` is the answer and why: ``484 Address
 Incomplete: 'abc' is not a phone number…`` when the trunk refused the target,
@@ -57,6 +69,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import attrs
 import numpy as np
@@ -77,6 +90,7 @@ from waihu.api import (
     Trunk,
     TrunkError,
     Turn,
+    Vad,
     WaihuError,
     leg_dtmf,
     leg_media_quality,
@@ -84,7 +98,7 @@ from waihu.api import (
 from waihu.call_control import OPERATOR_HANGUP, CallControl
 from waihu.call_lifecycle import CallLifecycle, failure_reason, record_as_dict
 from waihu.campaign.numbers import InvalidNumber, to_e164
-from waihu.config import CallConfig, MediaConfig
+from waihu.config import CallConfig, MediaConfig, WhoAnsweredConfig
 from waihu.dialog.engine import (
     DialogueEngine,
     Dtmf,
@@ -106,10 +120,12 @@ from waihu.media.call_media import (
 from waihu.media.early_media import EarlyAudio
 from waihu.media.endpointer import Endpointer
 from waihu.media.media_clock import MediaClock
+from waihu.media.prompt_player import PromptError, load_prompt
 from waihu.media.recorder import StereoRecorder
 from waihu.media.telephone_event import DTMF_EVENTS
 from waihu.transfer import TransferCall, Transfers, carry_out, whisper_fields
 from waihu.voice import PRERENDER_RATE, Listener, VoiceSpeaker
+from waihu.who_answered import AnswerScreen, Verdict, hear_early, outcome_of
 
 __all__ = ["CallServices", "answer_call", "place_call", "record_as_dict"]
 
@@ -126,6 +142,8 @@ RING_TIMEOUT_STATUS = 408  # what a trunk files when the ring timeout passes (Tr
 RINGING_STATUS = 180  # an inbound call rings from the moment the core has it
 UNAVAILABLE_STATUS = 503  # the answer to an inbound call the daemon stops before answering
 CALLER_GAVE_UP = "the caller hung up before it was answered"
+UNDECIDED = "the call ended before the screen decided"  # answered_by unsure, the evidence
+MESSAGE_NODE = "who_answered"  # the transcript's node for a message left on voicemail
 
 
 @attrs.frozen
@@ -141,7 +159,9 @@ class CallServices:
     recordings_dir: Path | None  # None: do not record
     region: str = "CN"  # for the do-not-call list: numbers dialled without a country code
     speech: SpeechCache | None = None  # the daemon's TTS, None when [call] tts is not set
+    who: WhoAnsweredConfig = attrs.field(factory=WhoAnsweredConfig)  # [who_answered]
     transfers: Transfers | None = None  # [transfer.NAME] and the trunks; None: none configured
+    vad: Vad | None = None  # the started [media] vad provider; None: the endpointer's webrtcvad
 
 
 async def _prerender(
@@ -233,6 +253,8 @@ async def place_call(
                     known = _known(exc, ring_timeout)
                     ending.error = failure_reason(exc.status, exc.reason, known)
                     log.info("call %s to %s: %s", record.id, record.number, ending.error)
+                    if early and services.who.enabled:
+                        await _screen_failed(services, life, loaded, early[0])
                 except TrunkError as exc:
                     ending.error, ending.trunk_error = f"{TRUNK_ERROR_PREFIX}{exc}", True
                     log.warning("call %s to %s: %s", record.id, record.number, exc)
@@ -425,6 +447,122 @@ async def _record_early(services: CallServices, life: CallLifecycle, early: Earl
             log.error("call %s: cannot save its early media %s: %s", record.id, recorder.path, exc)
 
 
+async def _screen_failed(
+    services: CallServices, life: CallLifecycle, loaded: LoadedScript, early: EarlyAudio
+) -> None:
+    """A call that failed after early media: an announcement (or voicemail) heard there files
+    its outcome and evidence instead of what the SIP answer means.
+
+    Error handling: a recogniser that fails or is slow is logged by ``hear_early``,
+    which then decides on what it has (the tones); nothing here fails the filing.
+    """
+    if early.seconds == 0:
+        return
+    record = life.record
+    verdict = await hear_early(early.pcm(), early.sample_rate, services.asr, loaded.script.language)
+    outcome = outcome_of(verdict)
+    log.info(
+        "call %s to %s: early media: %s (%s)", record.id, record.number, verdict.kind,
+        verdict.evidence,
+    )  # fmt: skip
+    if outcome is not None:
+        life.screened(verdict.kind, f"early media: {verdict.evidence}", outcome)
+
+
+async def _screen_early(
+    services: CallServices, screen: AnswerScreen, loaded: LoadedScript, early: EarlyAudio
+) -> None:
+    """An answered call's early media is heard first: a machine there decides the screen."""
+    if early.seconds == 0:
+        return
+    verdict = await hear_early(
+        early.pcm(),
+        early.sample_rate,
+        services.asr,
+        loaded.script.language,
+        timeout=services.who.decide_within,
+    )
+    screen.early(verdict)
+
+
+async def _until_machine(engine: DialogueEngine, screen: AnswerScreen | None) -> Any:
+    """Run the dialogue; None as soon as the screen says a machine answered (the dialogue
+    is cancelled: nothing more is said to it)."""
+    if screen is None:
+        return await engine.run()
+    result = None
+    async with trio.open_nursery() as race:
+
+        async def converse() -> None:
+            nonlocal result
+            result = await engine.run()
+            race.cancel_scope.cancel()
+
+        async def watch() -> None:
+            await screen.decided.wait()
+            if screen.machine:
+                race.cancel_scope.cancel()
+
+        race.start_soon(converse)
+        race.start_soon(watch)
+    return result
+
+
+async def _file_verdict(life: CallLifecycle, screen: AnswerScreen) -> None:
+    """File who answered once the screen decided (a task of the call)."""
+    await screen.decided.wait()
+    verdict = screen.verdict
+    assert verdict is not None  # decided is set with it
+    life.screened(verdict.kind, verdict.evidence, outcome_of(verdict))
+    log.info(
+        "call %s with %s: answered by %s (%s) %.1f s after the answer",
+        life.record.id, life.record.number, verdict.kind, verdict.evidence,
+        screen.decided_at or 0.0,
+    )  # fmt: skip
+
+
+async def _machine_answered(
+    services: CallServices,
+    media: CallMedia,
+    screen: AnswerScreen,
+    life: CallLifecycle,
+    language: str,
+) -> None:
+    """A machine answered: stop the greeting, then hang up or leave the message.
+
+    Error handling: a message that cannot be made (TTS failing, a bad WAV) is
+    logged and the call is hung up without it.
+    """
+    media.player.stop()
+    verdict = screen.verdict
+    assert verdict is not None
+    who = services.who
+    outcome = outcome_of(verdict) or ""
+    if who.action(outcome) != "message":
+        return
+    screen.listen_for_message_cue(silence=who.message_silence)
+    with trio.move_on_after(who.message_wait):
+        await screen.cue.wait()
+    rate = media.leg.codec.clock_rate
+    try:
+        if who.message_recording is not None:
+            audio = await trio.to_thread.run_sync(load_prompt, who.message_recording, rate)
+        elif services.speech is not None:
+            audio = await services.speech.speak(
+                who.message_text, language=language, sample_rate=rate
+            )
+        else:  # the config check refuses this; never reached
+            return
+    except (PromptError, ProviderError) as exc:
+        log.error("call %s: cannot leave the message: %s", life.record.id, exc)
+        return
+    started = time.time()
+    playback = media.player.play(audio, interruptible=False, label=MESSAGE_NODE)
+    await playback.done.wait()
+    text = who.message_text or f"(recording {who.message_recording})"
+    life.turn(Turn("robot", text, MESSAGE_NODE, started_at=started, ended_at=time.time()))
+
+
 async def _converse(
     services: CallServices,
     leg: CallLeg,
@@ -448,6 +586,9 @@ async def _converse(
         end_silence_ms=mc.end_silence_ms,
         preroll_ms=mc.preroll_ms,
         max_utterance_ms=mc.max_utterance_ms,
+        detector=services.vad.open_detector(sample_rate=leg.codec.clock_rate)
+        if services.vad is not None
+        else None,
     )
     recorder = None
     if services.recordings_dir is not None:
@@ -459,7 +600,22 @@ async def _converse(
             recorder.callee(pcm)
             recorder.robot(np.zeros_like(pcm))
         life.recorded(str(path))
-    media = CallMedia(leg, endpointer=endpointer, recorder=recorder, jitter_depth=mc.jitter_depth)
+    media = CallMedia(
+        leg,
+        endpointer=endpointer,
+        recorder=recorder,
+        jitter_depth=mc.jitter_depth,
+        barge_in=mc.barge_in_settings(loaded.script.language),
+        echo_guard=mc.echo_guard,
+    )
+    screen: AnswerScreen | None = None
+    if services.who.enabled and record.direction == "outbound":  # a caller calling us is a person
+        screen = AnswerScreen(
+            loaded.script.language,
+            sample_rate=leg.codec.clock_rate,
+            decide_within=services.who.decide_within,
+        )
+        media.on_incoming = screen.feed
     stream = services.asr.open_stream(sample_rate=leg.codec.clock_rate)
     inbox_send, inbox = trio.open_memory_channel[EngineEvent](ENGINE_INBOX)
     script = loaded.script
@@ -505,13 +661,20 @@ async def _converse(
                 variables=variables,
                 min_confidence=services.call.min_confidence,
                 now=time.time,
+                recovery_ms=mc.barge_in_recovery_ms,
             )
             nursery.start_soon(media.receive_loop)
             services.clock.add(media)
             listener = Listener(
                 media, stream, inbox_send, lambda: script.nodes[dialogue.node], life
             )
+            listener.screen = screen
             nursery.start_soon(listener.run)
+            if screen is not None:
+                nursery.start_soon(screen.run)
+                nursery.start_soon(_file_verdict, life, screen)
+                if early is not None:
+                    nursery.start_soon(_screen_early, services, screen, loaded, early)
 
             async def watch_hangup() -> None:
                 await leg.ended.wait()
@@ -524,7 +687,12 @@ async def _converse(
                 nursery.start_soon(_signalled_digits, signalled, inbox_send)
             if control is not None:
                 control.answered(lambda digits: _send_dtmf(media, leg, digits))
-            ending = await engine.run()
+            ending = await _until_machine(engine, screen)
+            if ending is None:  # a machine answered: no conversation, nothing to grade
+                assert screen is not None
+                await _machine_answered(services, media, screen, life, script.language)
+                nursery.cancel_scope.cancel()
+                return
             wanted_transfer = False
 
             def settled(result: TransferResult) -> None:
@@ -573,9 +741,13 @@ async def _converse(
         media.close()
         log.debug("call %s media: %s", record.id, media.stats)
         stream.close()
+        machine = screen is not None and screen.machine
+        if screen is not None and record.answered_by is None:  # over before it was filed
+            verdict = screen.verdict or Verdict("unsure", None, UNDECIDED)
+            life.screened(verdict.kind, verdict.evidence, outcome_of(verdict))
         if engine is not None:
             engine.settle_turns()
-            if record.grade is None:  # the callee hung up, or the call was cut off
+            if record.grade is None and not machine:  # the callee hung up, or the call was cut off
                 verdict = engine.verdict(hangup_by=leg.ended_by or "robot")
                 tags = verdict.tags
                 if engine.dnc:  # asked never to be called again, then hung up: it stands
@@ -583,7 +755,7 @@ async def _converse(
                         await _opt_out(services, record)
                     tags = (*tags, DNC_TAG)
                 life.graded(verdict.grade, tags, verdict.reason or None)
-        if record.grade is None:
+        if record.grade is None and not machine:  # a machine's call is filed ungraded
             life.graded(script.default_grade)
         if recorder is not None:
             with trio.CancelScope(shield=True):

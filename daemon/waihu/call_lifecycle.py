@@ -56,7 +56,15 @@ import attrs
 import cattrs
 import trio
 
-from waihu.api import CallRecord, CallStatus, HangupSide, Storage, TransferResult, Turn
+from waihu.api import (
+    AnsweredBy,
+    CallRecord,
+    CallStatus,
+    HangupSide,
+    Storage,
+    TransferResult,
+    Turn,
+)
 from waihu.campaign.outcomes import OUTCOME_TABLE, outcome_for
 from waihu.dialog.engine import IGNORED_INTENT
 from waihu.events import EventBus
@@ -219,6 +227,7 @@ class CallLifecycle:
         self._events = events
         self._now = now
         self._filing = _Filing(storage, record)
+        self._machine_outcome: str | None = None  # who_answered's outcome, filed at the end
 
     @property
     def status(self) -> CallStatus:
@@ -323,6 +332,16 @@ class CallLifecycle:
             detail=result.detail,
         )
 
+    def screened(self, answered_by: AnsweredBy, evidence: str, outcome: str | None) -> None:
+        """Who answered (``waihu.who_answered``): filed now; a machine's ``outcome``
+        (switched_off, voicemail…) is the call's outcome at the end, instead of
+        ``answered`` or what its SIP answer means."""
+        self.record.answered_by = answered_by
+        self.record.answered_by_evidence = evidence
+        self._machine_outcome = outcome
+        self._filing.changed()
+        self.publish("screened", answered_by=answered_by, evidence=evidence, outcome=outcome)
+
     def recorded(self, path: str | None) -> None:
         """Where the call's recording is (None: there is none after all)."""
         self.record.recording = path
@@ -369,6 +388,8 @@ class CallLifecycle:
             record.outcome = outcome_for(
                 answered=False, sip_status=record.sip_status, trunk_error=trunk_error
             )
+        if self._machine_outcome is not None and not interrupted:
+            record.outcome = self._machine_outcome  # what the machine said beats the SIP answer
         record.ended_at = self._now()
         with trio.CancelScope(shield=True), trio.move_on_after(FINAL_SAVE_SECONDS):
             await self._filing.flush(final=True)

@@ -39,6 +39,7 @@ import cattrs
 import phonenumbers
 
 from waihu.api import WaihuError, at_least, between, check, one_of, positive
+from waihu.media.barge_in import BargeInSettings, backchannels_for
 from waihu.providers import PROVIDER_KINDS, ProviderKind, ProviderTypes, TrunkLimits
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "MetricsConfig",
     "ProviderSection",
     "TransferConfig",
+    "WhoAnsweredConfig",
     "load_config",
     "parse_listen",
     "structure_strict",
@@ -110,12 +112,39 @@ class MediaConfig:
     """``[media]``: voice activity detection, turn-taking and recording."""
 
     vad_aggressiveness: int = attrs.field(default=2, validator=one_of(0, 1, 2, 3))
+    # the [vad.NAME] whose detector calls use; None: webrtcvad at vad_aggressiveness
+    vad: str | None = attrs.field(default=None, validator=_not_blank)
     speech_start_ms: int = attrs.field(default=200, validator=positive())
     end_silence_ms: int = attrs.field(default=700, validator=positive())
     preroll_ms: int = attrs.field(default=300, validator=positive())
     max_utterance_ms: int = attrs.field(default=15000, validator=positive())
     jitter_depth: int = attrs.field(default=2, validator=positive())
     record: bool = True
+    # barge-in (waihu.media.barge_in): voiced speech this long over a line pauses it, this
+    # long cuts it; recognised words that are not backchannels cut it too (barge_in_words)
+    barge_in_ms: int = attrs.field(default=200, validator=positive())
+    barge_in_confirm_ms: int = attrs.field(default=800, validator=positive())
+    barge_in_words: bool = True
+    # after a cut, how long the script waits for words before taking the line up again
+    barge_in_recovery_ms: int = attrs.field(default=1500, validator=positive())
+    # language → the words that never cut a line; a language not given keeps its defaults
+    backchannels: dict[str, tuple[str, ...]] = attrs.field(
+        factory=dict,
+        validator=check(
+            lambda v: all(words and all(w.strip() for w in words) for words in v.values()),
+            "each language needs a non-empty list of non-empty words",
+        ),
+    )
+    echo_guard: bool = True  # take the robot's own echo out of what the line returns
+
+    def barge_in_settings(self, language: str) -> BargeInSettings:
+        """The barge-in judge's settings for a call in ``language``."""
+        return BargeInSettings(
+            words=self.barge_in_words,
+            pause_ms=self.barge_in_ms,
+            confirm_ms=self.barge_in_confirm_ms,
+            backchannels=backchannels_for(language, self.backchannels),
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -257,6 +286,46 @@ class InboundConfig:
         return self.script
 
 
+WHO_ANSWERED_ACTIONS = ("hangup", "message")  # what a call does once a machine answered
+MACHINE_OUTCOMES = ("invalid_number", "switched_off", "busy", "unreachable", "voicemail")
+
+
+def _actions(actions: Mapping[str, str]) -> bool:
+    return all(k in MACHINE_OUTCOMES and v in WHO_ANSWERED_ACTIONS for k, v in actions.items())
+
+
+@attrs.frozen(kw_only=True)
+class WhoAnsweredConfig:
+    """``[who_answered]``: the screen of who answered (``waihu.who_answered``) and what a
+    call does when a machine did.
+
+    ``actions`` maps an outcome (invalid_number, switched_off, busy,
+    unreachable, voicemail) to ``hangup`` (the default for each) or
+    ``message``: wait for the beep (or ``message_silence`` s of quiet after the
+    greeting, at most ``message_wait`` s), say ``message_text`` (by ``[call]
+    tts``) or play ``message_recording`` (a WAV file), then hang up.
+    """
+
+    enabled: bool = True
+    decide_within: float = attrs.field(default=3.0, validator=between(0.5, 30.0))
+    actions: dict[str, str] = attrs.field(
+        factory=dict,
+        validator=check(
+            _actions,
+            "must map outcomes (" + ", ".join(MACHINE_OUTCOMES) + ") to "
+            + " or ".join(WHO_ANSWERED_ACTIONS) + ", not {value}",
+        ),
+    )  # fmt: skip
+    message_text: str = ""
+    message_recording: str | None = attrs.field(default=None, validator=_not_blank)
+    message_silence: float = attrs.field(default=1.5, validator=between(0.2, 10.0))
+    message_wait: float = attrs.field(default=20.0, validator=between(1.0, 120.0))
+
+    def action(self, outcome: str) -> str:
+        """What to do when a machine answered with ``outcome`` (``hangup`` unless set)."""
+        return self.actions.get(outcome, "hangup")
+
+
 # the core's own top-level tables → their attrs classes
 CORE_SECTIONS: Mapping[str, type] = {
     "daemon": DaemonConfig,
@@ -265,6 +334,7 @@ CORE_SECTIONS: Mapping[str, type] = {
     "campaign": CampaignConfig,
     "metrics": MetricsConfig,
     "inbound": InboundConfig,
+    "who_answered": WhoAnsweredConfig,
 }
 
 
@@ -297,6 +367,7 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     transfers: Mapping[str, TransferConfig] = attrs.field(factory=dict)  # [transfer.NAME]
     inbound: InboundConfig = InboundConfig()
+    who_answered: WhoAnsweredConfig = WhoAnsweredConfig()
 
     def sections(self, kind: str) -> list[ProviderSection]:
         """The provider sections of one kind, in file order."""
@@ -443,7 +514,7 @@ def load_config(path: Path | str, provider_types: ProviderTypes) -> Config:
     """Read and validate one configuration file.
 
     ``provider_types`` maps each provider kind (``trunk``, ``asr``, ``tts``, ``nlu``,
-    ``storage``, ``notify``) to the registered classes by ``type`` name. Raises
+    ``vad``, ``storage``, ``notify``) to the registered classes by ``type`` name. Raises
     ConfigError listing every problem found.
     """
     path = Path(path)
@@ -490,6 +561,16 @@ def load_config(path: Path | str, provider_types: ProviderTypes) -> Config:
             wanted = getattr(call, kind_name)
             if wanted is not None and (kind_name, wanted) not in present:
                 problems.append(f"{path}: call.{kind_name}: no [{kind_name}.{wanted}] section")
+    media = core["media"]
+    if media is not None and media.vad is not None and ("vad", media.vad) not in present:
+        named = sorted(name for kind_name, name in present if kind_name == "vad")
+        problems.append(
+            f"{path}: media.vad: no [vad.{media.vad}] section"
+            f" ({'vad sections: ' + ', '.join(named) if named else 'add one'}, or leave"
+            " vad out for the built-in webrtcvad)"
+        )
+
+    problems.extend(_who_answered_problems(path, core["who_answered"], call))
 
     if problems:
         raise ConfigError(problems, sections=tuple(providers))
@@ -503,7 +584,28 @@ def load_config(path: Path | str, provider_types: ProviderTypes) -> Config:
         metrics=core["metrics"],
         transfers=transfers,
         inbound=core["inbound"],
+        who_answered=core["who_answered"],
     )
+
+
+def _who_answered_problems(
+    path: Path, who: WhoAnsweredConfig | None, call: CallConfig | None
+) -> list[str]:
+    """A ``message`` action needs something to say, and a text needs ``[call] tts``."""
+    if who is None:
+        return []
+    problems = []
+    if "message" in who.actions.values() and not (who.message_text or who.message_recording):
+        problems.append(
+            f"{path}: who_answered.actions: 'message' needs who_answered.message_text "
+            "or who_answered.message_recording"
+        )
+    if who.message_text and who.message_recording is None and call is not None and not call.tts:
+        problems.append(
+            f"{path}: who_answered.message_text: saying it needs [call] tts "
+            "(or give who_answered.message_recording)"
+        )
+    return problems
 
 
 def _transfers(

@@ -579,6 +579,7 @@ class CallDispatcher:
         return CallServices(
             storage=self.providers.storage,
             asr=self.providers.get("asr", config.call.asr),
+            vad=self.providers.get("vad", config.media.vad) if config.media.vad else None,
             clock=self.clock,
             events=self.events,
             media=config.media,
@@ -592,4 +593,5 @@ class CallDispatcher:
                 take_line=self.try_acquire_line,  # the agent's leg takes a line like any call
                 caller_id=config.call.caller_id,
             ),
+            who=config.who_answered,
         )

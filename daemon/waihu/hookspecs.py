@@ -25,6 +25,7 @@ __all__ = [
     "waihu_storage_types",
     "waihu_trunk_types",
     "waihu_tts_types",
+    "waihu_vad_types",
 ]
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)

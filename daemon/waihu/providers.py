@@ -58,6 +58,7 @@ from waihu.api import (
     Storage,
     Synthesizer,
     Trunk,
+    Vad,
     WaihuError,
     one_of,
     positive,
@@ -125,7 +126,8 @@ class ProviderKind:
 
 
 # The one table of provider kinds. Start order: storage first (calls are filed from
-# the start), then speech recognisers and synthesisers (slow to load), trunks, notifiers.
+# the start), then speech recognisers, synthesisers and voice activity detectors (slow to
+# load), trunks, notifiers.
 PROVIDER_KINDS: tuple[ProviderKind, ...] = (
     ProviderKind(
         name="storage",
@@ -136,6 +138,8 @@ PROVIDER_KINDS: tuple[ProviderKind, ...] = (
     ),
     ProviderKind(name="asr", hook="waihu_asr_types", protocol=AsrEngine, start_order=1),
     ProviderKind(name="tts", hook="waihu_tts_types", protocol=Synthesizer, start_order=1),
+    # voice activity detectors ([media] vad picks the one calls use): models load like asr's
+    ProviderKind(name="vad", hook="waihu_vad_types", protocol=Vad, start_order=1),
     ProviderKind(
         name="trunk",
         hook="waihu_trunk_types",

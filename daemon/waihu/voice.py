@@ -16,7 +16,14 @@ and each final result becomes an ``Utterance`` for the engine.
 
 ``VoiceSpeaker`` plays script lines through the call's prompt player: the
 recording, else the synthesis the library made at load, else the call's own
-TTS; a line whose audio is still being synthesised keeps its place in line.
+TTS; a line whose audio is still being synthesised keeps its place in line;
+``say_from`` plays the rest of a line (from an offset), which is how a line
+cut by a false interruption is resumed.
+
+Backchannels: after each final result the listener asks the media whether the
+utterance was taken for a backchannel (``CallMedia.backchannel``: it paused a
+line, which then went on) and marks the ``Utterance`` so; cut lines reach the
+engine as ``PromptDone(interrupted=True, played_ms=…)``.
 
 What it is not: the media (``waihu.media.call_media``), the dialogue
 (``waihu.dialog.engine``) or the recogniser (an ``AsrEngine`` provider).
@@ -124,9 +131,12 @@ class Listener:
                 ended_at = time.time()  # when the endpointer decided, before recognition
                 result = await stream.finish()
                 media.heard(result.text, final=True)
+                backchannel = media.backchannel  # the judge's word on it, given just now
                 decode_seconds = time.time() - ended_at
                 life.utterance(result.text, result.confidence, decode_seconds=decode_seconds)
-                utterance = Utterance(result.text, result.confidence, started_at, ended_at)
+                utterance = Utterance(
+                    result.text, result.confidence, started_at, ended_at, backchannel=backchannel
+                )
                 if self.screen is not None:
                     self.screen.heard(result.text, final=True)
                     if not await self.screen.admit(utterance):
@@ -135,7 +145,7 @@ class Listener:
             elif isinstance(event, BargeIn):
                 life.barge_in()
             elif isinstance(event, PromptFinished):
-                await inbox.send(PromptDone())
+                await inbox.send(PromptDone(event.interrupted, event.played_ms))
             elif isinstance(event, DtmfDigit):
                 await inbox.send(Dtmf(event.digit))
 
@@ -174,6 +184,14 @@ class _LaterLine:
     def ended_at(self) -> float | None:
         return None if self.playback is None else self.playback.ended_at
 
+    @property
+    def played_ms(self) -> int:
+        return 0 if self.playback is None else self.playback.played_ms
+
+    @property
+    def duration_ms(self) -> int | None:
+        return None if self.playback is None else self.playback.duration_ms
+
 
 class VoiceSpeaker:
     """Plays script lines through the call's prompt player: the recording, else the
@@ -198,13 +216,24 @@ class VoiceSpeaker:
         self._queued.set()
 
     def say(self, variant: Variant, text: str, *, interruptible: bool) -> PromptHandle:
+        return self.say_from(variant, text, interruptible=interruptible, from_ms=0)
+
+    def say_from(
+        self, variant: Variant, text: str, *, interruptible: bool, from_ms: int
+    ) -> PromptHandle:
+        """``say``, starting ``from_ms`` into the line's audio: the rest of a line the
+        callee cut (the engine's ``resume`` recovery). Past its end: nothing is heard."""
         audio = self._ready(variant, text)
+        offset = max(0, from_ms) * self.sample_rate // 1000
         if audio is not None and self._queued.is_set():
-            return self.player.play(audio, interruptible=interruptible, label=text)
+            offset = min(offset, audio.size)
+            return self.player.play(audio, interruptible=interruptible, label=text, offset=offset)
         # behind a line still being synthesised, or one itself: keep the order said
         line, before, queued = _LaterLine(), self._queued, trio.Event()
         self._queued = queued
-        self.nursery.start_soon(self._later, line, audio, text, interruptible, before, queued)
+        self.nursery.start_soon(
+            self._later, line, audio, text, interruptible, before, queued, offset
+        )
         return line
 
     def _ready(self, variant: Variant, text: str) -> np.ndarray | None:
@@ -225,6 +254,7 @@ class VoiceSpeaker:
         interruptible: bool,
         before: trio.Event,
         queued: trio.Event,
+        offset: int = 0,
     ) -> None:
         try:
             if audio is None:
@@ -234,7 +264,7 @@ class VoiceSpeaker:
                 )
             await before.wait()
             playback = line.playback = self.player.play(
-                audio, interruptible=interruptible, label=text
+                audio, interruptible=interruptible, label=text, offset=min(offset, audio.size)
             )
         finally:
             queued.set()  # a failed line must not hold back the next (the call ends anyway)

@@ -9,28 +9,69 @@ it means: invalid number, switched off, busy, unreachable), ``voicemail``,
 ``person`` or ``unsure``. A guess never hangs up on a person: ``unsure`` goes
 on as a person, and a short greeting such as 喂 or 여보세요 is a person.
 
-What it is not: speech recognition or tone detection (their results come in),
-or the policy of what to do with each verdict (hang up, leave a message).
+``AnswerScreen`` is the screen of one answered call (``waihu.voice.Screen``):
+fed every incoming frame (``feed``: tones, and the silence a voicemail
+greeting ends with), the recogniser's partial and final text (``heard``) and
+the verdict on the call's early media (``early``), it decides once, within
+``decide_within`` seconds of the answer:
 
-Error handling: none — any text is valid input; an unknown language has no
-phrases, so only tones decide.
+- a carrier or voicemail phrase (in a partial or a final result), a busy or
+  continuous tone, or a voicemail beep → a machine, at once;
+- a final result that is a short greeting (喂, 여보세요) → a person, at once;
+- anything else by the end of the window → ``unsure``, which goes on as a
+  person (a long first sentence, silence, noise).
+The verdict is final: later words do not change it. ``admit`` holds the
+callee's utterances back until then (a voicemail greeting must never reach
+the dialogue and be answered), and releases a person's or an unsure call's
+utterance at once. After a voicemail verdict ``message_cue`` waits for the
+moment to leave a message: the beep, or the greeting's end (a stretch of
+silence). The core is clock-free — times come in as arguments — and the
+async parts read trio's clock, so tests run it on a fake one.
+
+``hear_early`` classifies a call's early media (the 183 audio): the audio is
+decoded by a stream of the call's recogniser (which runs its own worker
+threads; the whole decode is bounded in time) and its tones tracked in a
+worker thread.
+
+What it is not: speech recognition or tone detection (``media.tones``; their
+results come in), or the policy of what to do with each verdict (hang up,
+leave a message: ``waihu.call`` with ``[who_answered]`` of the config).
+
+Error handling: any text and any frame is valid input; an unknown language
+has no phrases, so only tones decide. ``hear_early`` logs a recogniser that
+fails or runs out of time and decides on the tones (and any text it got).
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import attrs
+import numpy as np
+import trio
+
+from waihu.api import FRAME_MS, AnsweredBy, AsrEngine, ProviderError
+from waihu.media.tones import ToneTracker
 
 __all__ = [
     "ANNOUNCEMENTS",
+    "DEFAULT_DECIDE_WITHIN",
+    "MACHINES",
     "PERSON_GREETINGS",
     "VOICEMAIL",
+    "AnswerScreen",
     "Verdict",
     "classify_phrases",
     "decide",
+    "hear_early",
+    "machine_phrases",
+    "outcome_of",
 ]
+
+log = logging.getLogger("waihu.call")
 
 # Phrase → what the announcement means (the outcome to file). Longer, more specific phrases
 # first: the first match wins. Sources: the standard recordings of China Mobile, China Unicom,
@@ -72,7 +113,10 @@ VOICEMAIL: Mapping[str, tuple[str, ...]] = {
         "嘀声后",
         "请留言",
         "智能助理",
-        "机主",
+        # not bare 机主 (the owner, "我是机主", is a person): what an assistant says of the owner
+        "机主暂时",
+        "机主现在",
+        "机主不方便",
         "语音助手",
     ),
     "ko": ("음성 사서함", "음성사서함", "소리샘", "삐 소리", "메시지를 남기", "남겨 주"),
@@ -93,7 +137,7 @@ class Verdict:
     announcement means (invalid_number, switched_off, busy, unreachable), else None;
     ``evidence`` what decided it, for the record and the log."""
 
-    kind: str
+    kind: AnsweredBy
     outcome: str | None = None
     evidence: str = ""
 
@@ -131,3 +175,220 @@ def decide(text: str, language: str, *, tones: str | None = None) -> Verdict:
             if greeting in heard:
                 return Verdict("person", None, f"said {greeting!r}")
     return Verdict("unsure", None, "nothing telling heard" if not heard else f"heard {text!r}")
+
+
+# ───────────────────────── the screen of one answered call ─────────────────────────
+
+MACHINES = frozenset({"announcement", "voicemail"})  # the verdicts that end the conversation
+DEFAULT_DECIDE_WITHIN = 3.0  # seconds after the answer: callees judge a robot in three
+MACHINE_TONES = frozenset({"busy", "continuous", "beep"})  # cadences that are no person
+QUIET_DBFS = -40.0  # a frame below this is silence: the greeting has ended
+DEFAULT_MESSAGE_SILENCE = 1.5  # seconds of silence that end a greeting with no beep
+EARLY_DECODE_SECONDS = 10.0  # the most a recogniser may take over a call's early media
+EARLY_CHUNK_SECONDS = 1.0  # early audio is fed to the recogniser in chunks this long
+_FULL_SCALE = 32768.0
+TONE_BATCH = 10  # frames analysed for tones together: 200 ms, well inside any cadence
+
+
+def outcome_of(verdict: Verdict) -> str | None:
+    """The campaign outcome a verdict files instead of ``answered`` (None: a person)."""
+    if verdict.kind == "announcement":
+        return verdict.outcome
+    if verdict.kind == "voicemail":
+        return "voicemail"
+    return None
+
+
+def _level_dbfs(frame: np.ndarray) -> float:
+    if not frame.size:
+        return -math.inf
+    samples = frame.astype(np.float64) / _FULL_SCALE
+    rms = float(np.sqrt(np.mean(samples * samples)))
+    return 20 * math.log10(rms) if rms > 0 else -math.inf
+
+
+class AnswerScreen:
+    """Who answered one call, decided once within ``decide_within`` s of the answer.
+
+    ``language`` picks the phrase lists (the script's), ``sample_rate`` the
+    call's. ``now`` reads the clock the window is measured on (trio's, so a
+    test's fake clock runs it); ``started_at`` is the answer's time on it
+    (default: now). See the module docstring for what decides what.
+    """
+
+    def __init__(
+        self,
+        language: str,
+        *,
+        sample_rate: int,
+        decide_within: float = DEFAULT_DECIDE_WITHIN,
+        now: Callable[[], float] = trio.current_time,
+        started_at: float | None = None,
+    ) -> None:
+        self.language = language
+        self.sample_rate = sample_rate
+        self.now = now
+        self.started_at = now() if started_at is None else started_at
+        self.deadline = self.started_at + decide_within
+        self.verdict: Verdict | None = None
+        self.decided_at: float | None = None  # seconds after the answer
+        self.decided = trio.Event()  # set with the verdict
+        self.cue = trio.Event()  # set after a voicemail verdict: the beep, or the greeting's end
+        self._finals: list[str] = []
+        self._tones = ToneTracker(sample_rate)
+        self._after: ToneTracker | None = None  # after a voicemail verdict: the beep
+        self._quiet_frames = 0
+        self._quiet_needed = 0
+        self._batch: list[np.ndarray] = []  # frames not yet analysed for tones
+
+    @property
+    def machine(self) -> bool:
+        """Decided, and not a person: an announcement or voicemail."""
+        return self.verdict is not None and self.verdict.kind in MACHINES
+
+    # ─────────── what comes in ───────────
+
+    def early(self, verdict: Verdict) -> None:
+        """The verdict on the call's early media: a machine there decides (answered calls
+        whose carrier played its announcement before the answer)."""
+        if verdict.kind in MACHINES:
+            self._decide(attrs.evolve(verdict, evidence=f"early media: {verdict.evidence}"))
+
+    def heard(self, text: str, *, final: bool) -> None:
+        """Recognised text of the callee's side: a partial result, or an utterance's final."""
+        if self.verdict is not None:
+            return
+        said = " ".join([*self._finals, text])
+        if final:
+            self._finals.append(text)
+        verdict = decide(said, self.language)
+        if verdict.kind in MACHINES or (final and verdict.kind == "person"):
+            self._decide(verdict)
+
+    def feed(self, frame: np.ndarray) -> None:
+        """One incoming 20 ms frame (``CallMedia.on_incoming``): tones, then silence.
+
+        Tones are analysed ``TONE_BATCH`` frames at a time (one FFT call for all:
+        a tenth of the cost per frame on the media clock's thread, for a verdict at
+        most that much later)."""
+        if self.verdict is None:
+            self._batch.append(frame)
+            if len(self._batch) >= TONE_BATCH:
+                self._tones.feed_frames(self._take_batch())
+                cadence = self._tones.classify()
+                if cadence in MACHINE_TONES:
+                    self._decide(decide("", self.language, tones=cadence))
+                    return
+            self.expire(self.now())
+            return
+        if self._after is None or self.cue.is_set():
+            return
+        quiet = _level_dbfs(frame) < QUIET_DBFS
+        self._quiet_frames = self._quiet_frames + 1 if quiet else 0
+        self._batch.append(frame)
+        if len(self._batch) >= TONE_BATCH:
+            self._after.feed_frames(self._take_batch())
+        if self._after.classify() == "beep" or self._quiet_frames >= self._quiet_needed:
+            self.cue.set()
+
+    def _take_batch(self) -> np.ndarray:
+        size = min(frame.size for frame in self._batch)  # the last frame of a call may be short
+        frames = np.stack([frame[:size] for frame in self._batch])
+        self._batch.clear()
+        return frames
+
+    def expire(self, now: float) -> None:
+        """At the end of the window an undecided call is ``unsure`` (goes on as a person)."""
+        if self.verdict is None and now >= self.deadline:
+            said = " ".join(self._finals)
+            self._decide(decide(said, self.language), at=now)
+
+    # ─────────── what goes out ───────────
+
+    async def admit(self, utterance: object) -> bool:
+        """Hold an utterance until the verdict (at most the window); True: let it reach the
+        engine (a person, or unsure)."""
+        if self.verdict is None:
+            with trio.move_on_at(self.deadline):
+                await self.decided.wait()
+            self.expire(max(self.now(), self.deadline))
+        return not self.machine
+
+    async def run(self) -> None:
+        """Decide at the end of the window even when nothing else happens (a task of the
+        call; returns once decided)."""
+        with trio.move_on_at(self.deadline):
+            await self.decided.wait()
+        self.expire(max(self.now(), self.deadline))
+
+    def listen_for_message_cue(self, *, silence: float = DEFAULT_MESSAGE_SILENCE) -> None:
+        """After a voicemail verdict: set ``cue`` at the beep, or after ``silence`` seconds
+        of quiet (the greeting has ended), as frames come in."""
+        self._after = ToneTracker(self.sample_rate)
+        self._batch.clear()  # the greeting's frames are no part of the wait for the beep
+        self._quiet_frames = 0
+        self._quiet_needed = max(1, round(silence * 1000 / FRAME_MS))
+
+    def _decide(self, verdict: Verdict, *, at: float | None = None) -> None:
+        if self.verdict is not None:
+            return
+        self.verdict = verdict
+        self.decided_at = max(0.0, (self.now() if at is None else at) - self.started_at)
+        self.decided.set()
+
+
+async def hear_early(
+    pcm: np.ndarray,
+    sample_rate: int,
+    asr: AsrEngine | None,
+    language: str,
+    *,
+    timeout: float = EARLY_DECODE_SECONDS,
+) -> Verdict:
+    """Who spoke in a call's early media: its text (by a stream of ``asr``, at most
+    ``timeout`` s) and its tones (in a worker thread), weighed by ``decide``."""
+    tracker = ToneTracker(sample_rate)
+    await trio.to_thread.run_sync(tracker.feed_pcm, pcm)
+    cadence = tracker.classify()
+    text = ""
+    if asr is not None and pcm.size:
+        text = await _recognise(pcm, sample_rate, asr, language, timeout)
+    return decide(text, language, tones=cadence)
+
+
+def machine_phrases(language: str) -> list[str]:
+    """What carriers and voicemail boxes say in ``language``: the grammar early media is
+    heard with (no person speaks before the answer, so nothing else needs hearing, and a
+    small model hears a short list far better than free speech)."""
+    return [phrase for phrase, _ in ANNOUNCEMENTS.get(language, ())] + list(
+        VOICEMAIL.get(language, ())
+    )
+
+
+async def _recognise(
+    pcm: np.ndarray, sample_rate: int, asr: AsrEngine, language: str, timeout: float
+) -> str:
+    """The text of ``pcm`` by a fresh stream of ``asr`` (restricted to ``machine_phrases``);
+    what was got by ``timeout``."""
+    chunk = int(sample_rate * EARLY_CHUNK_SECONDS)
+    texts: list[str] = []
+    try:
+        stream = asr.open_stream(sample_rate=sample_rate)
+    except ProviderError as exc:
+        log.warning("early media: no recogniser to hear it: %s", exc)
+        return ""
+    try:
+        with trio.move_on_after(timeout) as late:
+            stream.set_phrases(machine_phrases(language) or None)
+            for start in range(0, pcm.size, chunk):
+                partial = await stream.accept(pcm[start : start + chunk])
+                if partial is not None:
+                    texts[:] = [partial.text]
+            texts[:] = [(await stream.finish()).text]
+        if late.cancelled_caught:
+            log.warning("early media: the recogniser took over %g s; deciding on less", timeout)
+    except ProviderError as exc:
+        log.warning("early media: the recogniser failed: %s", exc)
+    finally:
+        stream.close()
+    return " ".join(texts)

@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 
 from waihu.api import (
+    ANSWERED_BY,
     Attempt,
     AuditEntry,
     CallRecord,
@@ -134,6 +135,8 @@ def call_row(record: CallRecord) -> dict[str, Any]:
         "media_quality": (
             None if record.media_quality is None else dump_json(attrs.asdict(record.media_quality))
         ),
+        "answered_by": record.answered_by,
+        "answered_by_evidence": record.answered_by_evidence,
         **funnel_columns(record.turns),
     }
 
@@ -164,6 +167,7 @@ def turn_rows(record: CallRecord) -> list[dict[str, Any]]:
             "started_at": turn.started_at,
             "ended_at": turn.ended_at,
             "interrupted": int(turn.interrupted),
+            "played_ms": turn.played_ms,
         }
         for seq, turn in enumerate(record.turns)
     ]
@@ -180,6 +184,8 @@ def record_from_rows(call: Mapping[str, Any], turns: Iterable[Mapping[str, Any]]
         raise bad("status", f"is {call['status']!r}, not one of {', '.join(sorted(_STATUSES))}")
     if call["direction"] not in _DIRECTIONS:
         raise bad("direction", f"is {call['direction']!r}, not outbound or inbound")
+    if call["answered_by"] is not None and call["answered_by"] not in ANSWERED_BY:
+        raise bad("answered_by", f"is {call['answered_by']!r}, not one of {', '.join(ANSWERED_BY)}")
     if call["hangup_by"] is not None and call["hangup_by"] not in _SIDES:
         raise bad("hangup_by", f"is {call['hangup_by']!r}, not robot or callee")
     tags = _string_list(call["tags"], bad)
@@ -207,6 +213,8 @@ def record_from_rows(call: Mapping[str, Any], turns: Iterable[Mapping[str, Any]]
         direction=call["direction"],
         transfer=_value_object(call["transfer"], TransferResult, "transfer", bad),
         media_quality=_value_object(call["media_quality"], MediaQuality, "media_quality", bad),
+        answered_by=call["answered_by"],
+        answered_by_evidence=call["answered_by_evidence"],
     )
 
 
@@ -238,6 +246,7 @@ def _turn(call_id: str, row: Mapping[str, Any]) -> Turn:
         started_at=row["started_at"],
         ended_at=row["ended_at"],
         interrupted=bool(row["interrupted"]),
+        played_ms=row["played_ms"],
     )
 
 

@@ -16,6 +16,10 @@ A step, once released, is never edited: files out there were made by it.
 - v3: calls get ``grade_reason`` (the grading rule's reason) and
   ``script_hash`` (the content hash of the script version that spoke); NULL
   for calls filed before.
+- v4: calls get ``direction``, ``transfer`` and ``media_quality``.
+- v5: calls get ``answered_by`` (person, announcement, voicemail, unsure; NULL
+  for a call never screened) and ``answered_by_evidence`` (why; empty before);
+  turns get ``played_ms`` (how much of a robot line cut by barge-in was heard).
 
 The v2 tables are plain SQL DDL, written to read the same on PostgreSQL where
 that costs nothing (``REAL`` is ``double precision`` there, ``INTEGER PRIMARY
@@ -47,7 +51,7 @@ __all__ = [
     "ensure_schema",
 ]
 
-SCHEMA_VERSION = 4  # bump with a new step in _MIGRATIONS
+SCHEMA_VERSION = 5  # bump with a new step in _MIGRATIONS
 
 CALLS = "calls"
 TURNS = "turns"
@@ -262,12 +266,25 @@ def _direction_transfer_quality_v4(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+_V5_STATEMENTS = (
+    "ALTER TABLE calls ADD COLUMN answered_by TEXT",  # waihu.api.AnsweredBy; NULL: not screened
+    "ALTER TABLE calls ADD COLUMN answered_by_evidence TEXT NOT NULL DEFAULT ''",  # why
+    "ALTER TABLE turns ADD COLUMN played_ms INTEGER",  # a cut robot line: ms heard; else NULL
+)
+
+
+def _answered_by_v5(db: sqlite_utils.Database) -> None:
+    for statement in _V5_STATEMENTS:
+        db.execute(statement)
+
+
 # _MIGRATIONS[n] takes a database at version n to version n + 1
 _MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _create_v1,
     _campaigns_v2,
     _grade_reason_v3,
     _direction_transfer_quality_v4,
+    _answered_by_v5,
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 

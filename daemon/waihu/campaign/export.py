@@ -2,7 +2,7 @@
 
 ``waihuctl campaign export`` fetches the campaign's attempts page by page
 and hands each page to an ``ExportWriter``. One row per attempt (a redialled
-contact has several), with the contact's own columns, the outcome, the SIP
+contact has several), with the contact's own columns, the outcome, who answered, the SIP
 status, the grade and tags, the talk time, the call id and a column pointing
 at the call's recording.
 
@@ -32,6 +32,7 @@ FIXED_COLUMNS = (
     "attempt",
     "started",
     "outcome",
+    "answered_by",
     "sip_status",
     "grade",
     "tags",
@@ -58,6 +59,7 @@ def export_row(item: Mapping[str, Any], variables: Sequence[str]) -> list[Any]:
         item.get("seq", ""),
         _when(item.get("started_at")),
         item.get("outcome") or "",
+        item.get("answered_by") or "",  # who answered: person, voicemail, announcement…
         item.get("sip_status") or "",
         item.get("grade") or "",
         " ".join(item.get("tags") or ()),

@@ -53,7 +53,11 @@ Choices worth knowing:
 - 401, 403 and 407 are about our account, not the callee: every following
   call would fail the same way, so they count as trunk faults.
 - Chinese carriers often play an announcement (关机, 停机, 无法接通) as early
-  media and then answer 480 or 503; these are filed by the status.
+  media and then answer 480 or 503: when the call's screen heard what it said
+  (``waihu.who_answered``), the lifecycle files that outcome (switched_off,
+  invalid_number…) instead of this table's; otherwise the status decides.
+  ``voicemail`` and ``switched_off`` come only from the screen, never from
+  this table.
 
 ``interrupted`` (the daemon stopped mid-attempt) and ``opted_out`` (the
 callee asked not to be called) are set by the scheduler, never by this table.

@@ -10,6 +10,8 @@ and how many attempts that outcome allows in all. The campaign's overall
     unreachable   120 min    2
     failed        10 min     2
     interrupted   10 min     3
+    switched_off  120 min    3
+    voicemail     60 min     3
 
 The outcomes in ``waihu.api.FINAL_OUTCOMES`` (answered, rejected,
 invalid_number, opted_out) are never retried; neither is an outcome with no
@@ -53,6 +55,10 @@ DEFAULT_RULES: Mapping[str, RetryRule] = MappingProxyType(
         "unreachable": RetryRule(120 * MINUTE, 2),  # off or out of coverage: give it time
         "failed": RetryRule(10 * MINUTE, 2),  # our or the trunk's fault: once more, soon
         "interrupted": RetryRule(10 * MINUTE, 3),  # the daemon stopped: not the callee's doing
+        # a carrier said the phone is off (关机): like unreachable, it is back on later
+        "switched_off": RetryRule(120 * MINUTE, 3),
+        # voicemail or a call assistant took it: the callee was away, like no_answer
+        "voicemail": RetryRule(60 * MINUTE, 3),
     }
 )
 DEFAULT_MAX_ATTEMPTS = 3

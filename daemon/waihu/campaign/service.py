@@ -61,6 +61,11 @@ __all__ = ["CampaignError", "CampaignService"]
 ID_BYTES = 3  # campaign ids are 6 hex digits: short enough to type
 E164 = re.compile(r"\+[1-9][0-9]{1,14}")  # ITU-T E.164: a country code, at most 15 digits
 EXPORT_PAGE = 1000  # attempts per page of an export
+# outcomes whose call may say who answered (waihu.who_answered): answered ones, and those a
+# machine's words or tones filed
+SCREENED_OUTCOMES = frozenset(
+    {"answered", "voicemail", "switched_off", "invalid_number", "busy", "unreachable"}
+)
 TRANSITIONS: Mapping[str, tuple[tuple[str, ...], str]] = {
     # action → (states it applies to, state it leads to)
     "start": (("draft", "stopped", "completed"), "running"),
@@ -334,10 +339,11 @@ class CampaignService:
         page = await self.store.campaign_attempts(row.id, after_id=after, limit=limit)
         rows = []
         for attempt, contact in page:
-            # only answered calls have a recording and a talk time worth a look-up
+            # only answered calls have a recording and a talk time worth a look-up, and
+            # only they and those a carrier's announcement filed say who answered
             record = (
                 await self.calls.get_call(attempt.call_id)
-                if attempt.outcome == "answered"
+                if attempt.outcome in SCREENED_OUTCOMES
                 else None
             )
             talk = None
@@ -358,6 +364,7 @@ class CampaignService:
                     "note": attempt.note,
                     "talk_seconds": talk,
                     "recording": record.recording if record is not None else None,
+                    "answered_by": record.answered_by if record is not None else None,
                     "variables": dict(contact.variables),
                     "contact_state": contact.state,
                 }

@@ -205,6 +205,12 @@ class RetrySettings:
     interrupted: RetryRuleSettings = attrs.field(
         factory=functools.partial(_default_rule, "interrupted")
     )
+    switched_off: RetryRuleSettings = attrs.field(
+        factory=functools.partial(_default_rule, "switched_off")
+    )
+    voicemail: RetryRuleSettings = attrs.field(
+        factory=functools.partial(_default_rule, "voicemail")
+    )
 
     def rules(self) -> dict[str, RetryRule]:
         """Outcome → rule, for ``RetryPolicy``."""

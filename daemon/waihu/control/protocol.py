@@ -67,7 +67,10 @@ The kinds and their fields are ``waihu.api.EVENT_KINDS``:
   is null);
 - ``transfer``: ``target``, ``mode``, ``outcome``, ``status``, ``detail`` — the
   script's transfer to a person settled (``transferred``, ``agent_busy``,
-  ``no_answer``, ``failed``).
+  ``no_answer``, ``failed``);
+- ``screened``: ``answered_by``, ``evidence``, ``outcome`` — who answered
+  (``person``, ``announcement``, ``voicemail``, ``unsure``), why, and the
+  outcome a machine files instead of ``answered`` (null for a person).
 
 ``watch`` with ``campaign`` pushes only the events whose ``campaign`` is that
 campaign's id: its calls' events and its own state changes.

@@ -378,6 +378,10 @@ def render_call(result: Mapping[str, Any]) -> str:
         header.insert(0, ("direction", "inbound (the number called us)"))
     if result.get("transfer"):  # the script handed the call to a person
         header.append(("transfer", _transfer(result["transfer"])))
+    if result.get("answered_by"):  # who answered, as the screen decided
+        machine = result.get("outcome") if result.get("outcome") != "answered" else None
+        shown = {**result, "evidence": result.get("answered_by_evidence"), "outcome": machine}
+        header.append(("answered by", _screened(shown)))
     quality = result.get("media_quality")
     if quality:
         header.append(("media", _media_quality(quality)))
@@ -658,6 +662,16 @@ def _campaign(f: Mapping[str, Any]) -> str:
     return str(f.get("state")) + (f": {f['reason']}" if f.get("reason") else "")
 
 
+def _screened(f: Mapping[str, Any]) -> str:
+    """``voicemail (said '来电秘书') → voicemail``: who answered, why, what is filed."""
+    text = f"{f.get('answered_by')}"
+    if f.get("evidence"):
+        text += f" ({f['evidence']})"
+    if f.get("outcome"):
+        text += f" → {f['outcome']}"
+    return text
+
+
 def _transfer(f: Mapping[str, Any]) -> str:
     status = f" (sip {f['status']})" if f.get("status") is not None else ""
     detail = f": {f['detail']}" if f.get("detail") else ""
@@ -694,6 +708,7 @@ _EVENT_DETAILS: dict[str, _EventDetail] = {
     "failed": (("outcome", "grade", "tags", "sip_status", "hangup_by", "error"), _ended),
     "campaign": (("state", "reason"), _campaign),
     "transfer": (("target", "mode", "outcome", "status", "detail"), _transfer),
+    "screened": (("answered_by", "evidence", "outcome"), _screened),
     "dropped": (
         ("count",),
         lambda f: f"{f.get('count')} event(s) lost here: this monitor fell behind",

@@ -30,6 +30,16 @@ do-not-call, say a line, then go to a node, hang up, transfer, or resume
   node's ``ignore`` does not let through is written to the transcript with
   the intent ``ignored`` and otherwise counts for nothing;
 - DTMF keys route by ``handlers.dtmf``;
+- backchannels: an utterance the media took for a backchannel ("네", "嗯"
+  over a line, which went on) is written to the transcript with the intent
+  ``backchannel`` and routes nothing;
+- false-interruption recovery: a line cut by the callee (``PromptDone`` with
+  ``interrupted``) followed by no words — the utterance that cut it comes out
+  empty (a long cough, noise), or nothing arrives within ``recovery_ms`` while
+  the callee is quiet — is taken up again as the node's
+  ``barge_in_recovery`` says: ``resume`` (the rest of the line from where it
+  was cut, and the lines of that turn cut with it), ``repeat`` (the line
+  again), ``listen`` (nothing);
 - a transfer the call could not make: ``transfer_failed`` applies the
   script's ``on_transfer_failed`` at the node that transferred, and the
   conversation goes on.
@@ -64,7 +74,9 @@ from waihu.dialog.grading import DEFAULT_FALLBACK_REASON, CallFacts, Verdict, gr
 from waihu.dialog.script import DEFAULT_INTENT, Action, Counter, Node, Script, Variant
 
 __all__ = [
+    "BACKCHANNEL_INTENT",
     "IGNORED_INTENT",
+    "CutLine",
     "Decision",
     "DialogueEngine",
     "Dtmf",
@@ -89,6 +101,10 @@ ROUTE_SHORT = "short"  # an unmatched short reply ("嗯")
 ROUTE_LONG = "long"  # an unmatched long reply
 UNMATCHED_ROUTES = frozenset({ROUTE_SHORT, ROUTE_LONG, DEFAULT_INTENT})
 IGNORED_INTENT = "ignored"  # the transcript's intent of a reply that was ignored
+BACKCHANNEL_INTENT = "backchannel"  # the transcript's intent of a backchannel ("네")
+# how long after a line was cut the engine waits for words before taking the line up again
+DEFAULT_RECOVERY_MS = 1500
+RECOVERY_EVENT = "barge_in_recovery"  # Step.event of a recovery
 
 # Why a conversation ended (Ending.reason).
 REASON_END = "end"  # an end node was reached and said
@@ -115,18 +131,25 @@ class Utterance:
     """The callee finished a phrase; ``text`` is empty when nothing was recognised.
 
     ``started_at``/``ended_at`` say when the callee spoke (any clock, the same
-    for both); their difference adds to the call's talk time.
+    for both); their difference adds to the call's talk time. ``backchannel``:
+    the media took it for a backchannel over a line that went on ("네", "嗯"):
+    it is written down, and routes nothing.
     """
 
     text: str
     confidence: float = 1.0
     started_at: float | None = None
     ended_at: float | None = None
+    backchannel: bool = False
 
 
 @attrs.frozen
 class PromptDone:
-    """A line the robot was saying has ended (finished or cut off by barge-in)."""
+    """A line the robot was saying has ended: finished, or cut off by the callee
+    (``interrupted``) after ``played_ms`` of it."""
+
+    interrupted: bool = False
+    played_ms: int = 0
 
 
 @attrs.frozen
@@ -158,6 +181,28 @@ class Speaker(Protocol):
     def say(self, variant: Variant, text: str, *, interruptible: bool) -> PromptHandle:
         """Queue ``variant`` (``text`` is its text with variables filled in)."""
         ...
+
+
+class ResumingSpeaker(Speaker, Protocol):
+    """A speaker that can also say the rest of a line (the voice's ``VoiceSpeaker``);
+    a speaker without ``say_from`` says a line to be resumed again whole."""
+
+    def say_from(
+        self, variant: Variant, text: str, *, interruptible: bool, from_ms: int
+    ) -> PromptHandle:
+        """Queue ``variant`` starting ``from_ms`` into its audio."""
+        ...
+
+
+@attrs.frozen
+class CutLine:
+    """Where the callee cut the robot's line: ``played_ms`` of its audio were heard,
+    about ``heard_chars`` characters of ``text`` (estimated from the share played)."""
+
+    node: str
+    text: str
+    played_ms: int
+    heard_chars: int | None
 
 
 # ───────────────────────── what the engine tells ─────────────────────────
@@ -294,7 +339,9 @@ class DialogueEngine:
     a node, ``on_step`` once per handled event. ``variables`` are the
     contact's (a non-empty value wins over the script's ``[variables]``
     default); ``min_confidence`` the recogniser confidence below which a reply
-    counts as unmatched; ``now`` the wall clock for transcript times.
+    counts as unmatched; ``now`` the wall clock for transcript times;
+    ``recovery_ms`` how long after a cut line words are awaited before the line is
+    taken up again (module docstring). ``last_cut`` says where the latest cut was.
     """
 
     def __init__(
@@ -310,6 +357,7 @@ class DialogueEngine:
         variables: Mapping[str, str] | None = None,
         min_confidence: float = 0.0,
         now: Callable[[], float],
+        recovery_ms: int = DEFAULT_RECOVERY_MS,
     ) -> None:
         self.script = script
         self.classifier = classifier
@@ -339,6 +387,10 @@ class DialogueEngine:
         self._routed = 0  # replies that routed, for the turn cap
         self._kb_asks: collections.Counter[str] = collections.Counter()
         self._robot_turns: list[tuple[Turn, PromptHandle]] = []
+        self.recovery_ms = recovery_ms
+        self.last_cut: CutLine | None = None
+        self._cut_lines: list[_Said] = []  # the lines a cut awaits words for; empty: none
+        self._recover_at = math.inf  # when the cut lines are taken up if nothing was said
 
     # ── the conversation ──
 
@@ -430,6 +482,8 @@ class DialogueEngine:
         barge-in; call before filing the transcript."""
         for turn, handle in self._robot_turns:
             turn.interrupted = handle.interrupted
+            if handle.interrupted:
+                turn.played_ms = getattr(handle, "played_ms", None)
             if handle.started_at is not None:
                 turn.started_at = handle.started_at
             turn.ended_at = handle.ended_at
@@ -643,6 +697,17 @@ class DialogueEngine:
         self, variant: Variant, text: str, node: Node, interruptible: bool, node_line: bool
     ) -> None:
         handle = self.speaker.say(variant, text, interruptible=interruptible)
+        self._said(variant, text, node, interruptible, node_line, handle)
+
+    def _said(
+        self,
+        variant: Variant,
+        text: str,
+        node: Node,
+        interruptible: bool,
+        node_line: bool,
+        handle: PromptHandle,
+    ) -> None:
         said = _Said(variant, text, interruptible, handle, node_line)
         self._last = said
         self._turn_lines.append(said)
@@ -673,7 +738,8 @@ class DialogueEngine:
 
     async def _next_input(self) -> Utterance | Dtmf | None:
         """The next reply (a non-empty utterance) or key, or None when the callee stayed
-        silent for the node's silence window after the last line ended."""
+        silent for the node's silence window after the last line ended. Backchannels are
+        written down here, and cut lines taken up again (``_recover``)."""
         speaking = False
         deadline = math.inf
         while True:
@@ -683,21 +749,77 @@ class DialogueEngine:
                     playing = self._last.handle.done
                 else:
                     deadline = trio.current_time() + self._current.silence_timeout
-            with trio.move_on_at(deadline):
+            recover_at = math.inf if speaking else self._recover_at
+            with trio.move_on_at(min(deadline, recover_at)) as waited:
                 event = await self._receive(playing)
                 if isinstance(event, SpeechBegan):
                     speaking, deadline = True, math.inf
                 elif isinstance(event, Utterance):
-                    if event.text.strip():
+                    if event.text.strip() and not event.backchannel:
+                        self._cut_lines, self._recover_at = [], math.inf  # words came
                         return event
+                    if event.text.strip():
+                        self._callee_turn(event, self._current, BACKCHANNEL_INTENT)
                     speaking = False  # noise: the silence window starts over
                     deadline = math.inf
+                    if self._cut_lines and not event.backchannel:
+                        self._recover()  # what cut the line held no words
                 elif isinstance(event, Dtmf):
                     return event
                 elif isinstance(event, PromptDone):
                     self.settle_turns()
+                    if event.interrupted:
+                        self._line_cut()
+                continue
+            if waited.cancelled_caught and trio.current_time() >= recover_at:
+                self._recover()  # no words came within recovery_ms
+                deadline = math.inf
                 continue
             return None
+
+    def _line_cut(self) -> None:
+        """A line was cut by the callee: await words for it (``recovery_ms``)."""
+        if self._cut_lines:
+            return  # the other lines stopped by the same cut
+        # the lines said since the last were heard out: those the cut stopped are done now
+        cut = [s for s in self._unfinished if s.handle.done.is_set() and s.handle.interrupted]
+        if not cut:
+            return
+        self._cut_lines = cut
+        self._recover_at = trio.current_time() + self.recovery_ms / 1000
+        first = cut[0]
+        played = int(getattr(first.handle, "played_ms", 0) or 0)
+        total = getattr(first.handle, "duration_ms", None)
+        heard = None
+        if total:
+            heard = min(len(first.text), round(len(first.text) * played / total))
+        self.last_cut = CutLine(self._current.name, first.text, played, heard)
+
+    def _recover(self) -> None:
+        """Take up the cut lines again as the node's ``barge_in_recovery`` says."""
+        cut, self._cut_lines, self._recover_at = self._cut_lines, [], math.inf
+        node = self._current
+        how = node.barge_in_recovery
+        chain = [f"{RECOVERY_EVENT}:{how}"]
+        said: list[_Said] = []
+        if how != "listen":
+            self._turn_lines = []
+            played = self.last_cut.played_ms if self.last_cut is not None else 0
+            resume_from = getattr(self.speaker, "say_from", None)
+            for k, line in enumerate(cut):
+                if k == 0 and how == "resume" and played > 0 and resume_from is not None:
+                    handle = resume_from(
+                        line.variant, line.text, interruptible=line.interruptible, from_ms=played
+                    )
+                    self._said(
+                        line.variant, line.text, node, line.interruptible, line.node_line, handle
+                    )
+                else:
+                    self._speak(line.variant, line.text, node, line.interruptible, line.node_line)
+            said = self._turn_lines
+            self._last_turn = said
+        line_text = " ".join(s.text for s in said)
+        self.on_step(Step(None, RECOVERY_EVENT, tuple(chain), node.name, line_text))
 
     async def _receive(self, playing: trio.Event | None) -> EngineEvent | None:
         """The next event; None when ``playing`` (a line's end) came first."""

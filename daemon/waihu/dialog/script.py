@@ -96,6 +96,10 @@ KB_PREFIX = "kb."  # intents made from knowledge-base entries are named "kb.<ent
 SCOPE_SEPARATOR = "/"  # node-scoped extras of a class are fitted as "<node>/<class>"
 GRADES = ("A", "B", "C", "D", "E", "F")
 RESUMES = ("repeat", "listen")  # route words that stay at the node instead of going to one
+# how a line cut by the callee with no words after it is taken up again (node key
+# barge_in_recovery, script-wide default in [script]): the rest of it, all of it, or nothing
+BARGE_IN_RECOVERIES = ("resume", "repeat", "listen")
+DEFAULT_BARGE_IN_RECOVERY = "resume"
 UNMATCHED_ROUTES = (DEFAULT_INTENT, "short", "long")  # route keys for replies matching nothing
 DTMF_KEYS = frozenset("0123456789*#ABCD")  # RFC 4733 events a phone can send
 SECTIONS = ("script", "variables", "handlers", "intents", "nodes", "kb", "grading")
@@ -198,6 +202,8 @@ class Node:
     silence_timeout: float = 6.0
     phrases: tuple[str, ...] = ()  # what the recogniser should expect after this node
     set: Mapping[str, str] = attrs.field(factory=dict)  # variables set on entering
+    # a line of this node cut by the callee, then no words: "resume" | "repeat" | "listen"
+    barge_in_recovery: Literal["resume", "repeat", "listen"] = DEFAULT_BARGE_IN_RECOVERY
 
 
 @attrs.frozen(kw_only=True)
@@ -415,6 +421,9 @@ class _ScriptTable:
     default_grade: str = attrs.field(default="D", validator=one_of(*GRADES))
     silence_retries: int | None = attrs.field(default=None, validator=at_least(0))  # v1
     on_silence: str | None = None  # v1
+    barge_in_recovery: str = attrs.field(
+        default=DEFAULT_BARGE_IN_RECOVERY, validator=one_of(*BARGE_IN_RECOVERIES)
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -491,6 +500,9 @@ class _NodeTable:
     tags: list[str] = attrs.Factory(list)
     dnc: bool = False
     transfer: str | None = None
+    barge_in_recovery: str | None = attrs.field(
+        default=None, validator=one_of(None, *BARGE_IN_RECOVERIES)
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -1134,6 +1146,7 @@ class _Loader:
             silence_timeout=t.silence_timeout or head.silence_timeout,
             phrases=tuple(t.phrases or ()),
             set=dict(t.set),
+            barge_in_recovery=t.barge_in_recovery or head.barge_in_recovery,  # type: ignore[arg-type]
         )
         return node, extras
 

@@ -10,13 +10,19 @@ is owned by the call's task:
   player's next frame as RTP — silence is sent as real encoded packets too,
   so NATs and peers keep the stream — takes the next incoming frame from the
   jitter buffer (or silence when nothing is due, so the endpointer keeps
-  time while the far end sends nothing), records both, and runs the
-  endpointer; confirmed speech during an interruptible prompt stops it
-  (barge-in) on that very tick;
+  time while the far end sends nothing), records both, takes the echo of
+  what was sent out of what came in (``waihu.media.echo``: the endpointer and
+  the recogniser hear the residual), and runs the endpointer and the barge-in
+  judge (``waihu.media.barge_in``): speech over an interruptible prompt
+  pauses it on that very tick, then the judge cuts it (words that are not
+  backchannels, or long speech) or lets it resume (a backchannel, a cough);
+  ``heard`` brings the judge the recognised words;
 - ``events`` is the receiving end of a bounded channel carrying what
   happened, in order: ``SpeechStarted``, ``SpeechAudio``, ``SpeechEnded``,
-  ``BargeIn``, ``PromptFinished``, ``DtmfDigit``. On barge-in the order is
-  ``BargeIn``, ``PromptFinished(interrupted=True)``, ``SpeechStarted``.
+  ``BargeInPaused``, ``BargeInResumed``, ``BargeIn``, ``PromptFinished``,
+  ``DtmfDigit``. Over a prompt the order is ``BargeInPaused``,
+  ``SpeechStarted``…; on a confirmed cut ``BargeIn`` then
+  ``PromptFinished(interrupted=True)`` for each line stopped.
 
 Error handling: a malformed datagram is counted and dropped, logged once per
 kind of damage with the call id; packets of a payload type the call did not
@@ -40,8 +46,16 @@ import numpy as np
 import trio
 
 from waihu.api import CallLeg
+from waihu.media.barge_in import Action, BargeInJudge, BargeInSettings
 from waihu.media.dtmf_sender import DtmfSender
-from waihu.media.endpointer import Endpointer, SpeechAudio, SpeechEnded, SpeechStarted
+from waihu.media.echo import EchoCanceller
+from waihu.media.endpointer import (
+    Endpointer,
+    EndpointState,
+    SpeechAudio,
+    SpeechEnded,
+    SpeechStarted,
+)
 from waihu.media.g711 import codec_functions
 from waihu.media.jitter_buffer import DEFAULT_DEPTH, JitterBuffer, JitterStats
 from waihu.media.prompt_player import Playback, PromptPlayer
@@ -51,6 +65,8 @@ from waihu.media.telephone_event import TelephoneEventError, parse_telephone_eve
 
 __all__ = [
     "BargeIn",
+    "BargeInPaused",
+    "BargeInResumed",
     "CallMedia",
     "DtmfDigit",
     "MediaEvent",
@@ -69,7 +85,22 @@ DTMF_HISTORY = 8  # recent telephone events remembered to ignore their retransmi
 
 @attrs.frozen
 class BargeIn:
-    """The callee started speaking over an interruptible prompt, which was stopped."""
+    """The callee interrupted an interruptible prompt, which was cut (a confirmed
+    barge-in: words, or long speech)."""
+
+
+@attrs.frozen
+class BargeInPaused:
+    """The callee's voice over an interruptible prompt paused it (``label``)."""
+
+    label: str
+
+
+@attrs.frozen
+class BargeInResumed:
+    """The voice that paused the prompt ``label`` was a backchannel or a cough: it goes on."""
+
+    label: str
 
 
 @attrs.frozen
@@ -88,7 +119,16 @@ class DtmfDigit:
     digit: str
 
 
-MediaEvent = SpeechStarted | SpeechAudio | SpeechEnded | BargeIn | PromptFinished | DtmfDigit
+MediaEvent = (
+    SpeechStarted
+    | SpeechAudio
+    | SpeechEnded
+    | BargeIn
+    | BargeInPaused
+    | BargeInResumed
+    | PromptFinished
+    | DtmfDigit
+)
 
 
 @attrs.define
@@ -102,7 +142,9 @@ class MediaStats:
     dtmf_digits: int = 0
     dtmf_sent: int = 0  # digits we sent as telephone-events
     silent_ticks: int = 0  # ticks with no incoming audio due
-    barge_ins: int = 0
+    barge_ins: int = 0  # lines cut by the callee (confirmed barge-ins)
+    barge_in_pauses: int = 0  # lines paused by the callee's voice
+    barge_in_resumes: int = 0  # paused lines that went on (backchannels, coughs)
     events_dropped: int = 0
     jitter: JitterStats = attrs.Factory(JitterStats)
 
@@ -118,6 +160,8 @@ class CallMedia:
         recorder: StereoRecorder | None = None,
         jitter_depth: int = DEFAULT_DEPTH,
         events_capacity: int = EVENTS_CAPACITY,
+        barge_in: BargeInSettings | None = None,
+        echo_guard: bool = True,
     ) -> None:
         codec = leg.codec
         self._encode, self._decode = codec_functions(codec.name)
@@ -133,7 +177,14 @@ class CallMedia:
         self.recorder = recorder
         self.jitter = JitterBuffer(jitter_depth)
         self.sender = RtpSender(codec.payload_type)
-        self.player = PromptPlayer(self.samples_per_frame, on_finished=self._prompt_finished)
+        self.player = PromptPlayer(
+            self.samples_per_frame,
+            on_finished=self._prompt_finished,
+            sample_rate=codec.clock_rate,
+        )
+        self.judge = BargeInJudge(barge_in)
+        # None: the endpointer hears the line as it is (``echo_guard`` off)
+        self.echo = EchoCanceller(codec.clock_rate) if echo_guard else None
         self.stats = MediaStats(jitter=self.jitter.stats)
         self._events_send, self.events = trio.open_memory_channel[MediaEvent](events_capacity)
         self._audio_pt = codec.payload_type
@@ -282,17 +333,51 @@ class CallMedia:
         if self.recorder is not None:
             self.recorder.robot(outgoing)
             self.recorder.callee(incoming)
+        if self.echo is not None:
+            self.echo.sent(outgoing)
+            incoming = self.echo.cancel(incoming)
 
+        judged = False  # the judge saw this tick's speech already
         for event in self.endpointer.feed(incoming):
-            if (
-                isinstance(event, SpeechStarted)
-                and self.player.playing
-                and self.player.interruptible
-            ):
-                self.stats.barge_ins += 1
-                self._emit(BargeIn())
-                self.player.stop(keep_uninterruptible=True)
+            if isinstance(event, SpeechStarted):
+                player = self.player
+                spoken = event.preroll.size * 1000 // self._clock_rate - event.lead_ms
+                over_line = player.playing and player.interruptible and not player.paused
+                left_ms = player.remaining_samples() * 1000 // self._clock_rate
+                action = self.judge.speech_started(
+                    interruptible=over_line, voiced_ms=spoken, line_left_ms=left_ms
+                )
+                self._act(action)
+                judged = True
             self._emit(event)
+            if isinstance(event, SpeechEnded):
+                self._act(self.judge.speech_ended())
+                judged = True
+        if not judged:
+            voiced = self.endpointer.state is EndpointState.SPEAKING
+            self._act(self.judge.frame(voiced=voiced))
+
+    def _act(self, action: Action) -> None:
+        """Carry out the barge-in judge's decision on the player, at once."""
+        if action is Action.NONE:
+            return
+        player = self.player
+        label = player.current.label if player.current is not None else ""
+        if action is Action.PAUSE:
+            if player.pause():
+                self.stats.barge_in_pauses += 1
+                self._emit(BargeInPaused(label))
+            else:  # the line ended meanwhile: nothing to hold
+                self.judge.line_ended()
+        elif action is Action.RESUME:
+            if player.paused:
+                player.resume()
+                self.stats.barge_in_resumes += 1
+                self._emit(BargeInResumed(label))
+        else:  # a confirmed interruption: the lines queued behind it go too
+            self.stats.barge_ins += 1
+            self._emit(BargeIn())
+            player.stop(keep_uninterruptible=True)
 
     def _next_incoming(self) -> np.ndarray:
         """The next frame of the callee's audio; silence where nothing is due."""
@@ -322,10 +407,19 @@ class CallMedia:
     def heard(self, text: str, *, final: bool) -> None:
         """What the recogniser made of the callee's current utterance so far (``final``:
         its last word). The barge-in judge weighs it: backchannels do not cut a line."""
+        self._act(self.judge.heard(text, final=final))
+
+    @property
+    def backchannel(self) -> bool:
+        """Whether the utterance whose final result ``heard`` got last was a backchannel
+        (it paused a line that then went on); read it right after that call."""
+        return self.judge.last_backchannel
 
     # ───────────── events ─────────────
 
     def _prompt_finished(self, playback: Playback) -> None:
+        if self.judge.paused and not self.player.paused:
+            self.judge.line_ended()  # stopped by someone else (the call) while held
         played_ms = playback.played_samples * 1000 // self._clock_rate
         self._emit(PromptFinished(playback.label, playback.interrupted, played_ms))
 

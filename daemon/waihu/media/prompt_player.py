@@ -4,8 +4,11 @@
 channels, any rate) into 16-bit mono PCM at the call's rate, resampling once
 at load time. ``PromptPlayer`` is one call's outgoing voice: ``play`` queues
 a prompt and returns its ``Playback`` handle; the media clock pulls
-``next_frame`` every tick (silence when idle); ``stop`` cuts the current and
-queued prompts short, which is what barge-in does.
+``next_frame`` every tick (silence when idle); ``pause`` holds the prompt
+where it is (silence goes out, the prompt and its queue wait) until
+``resume``, which is what a suspected barge-in does; ``stop`` cuts the current
+and queued prompts short, which is what a confirmed barge-in does. ``play``
+can start a prompt part-way (``offset``): the rest of a line cut earlier.
 
 What it is not: text-to-speech, or a mixer — one prompt sounds at a time.
 """
@@ -156,6 +159,18 @@ class Playback:
     played_samples: int = 0
     started_at: float | None = None  # wall clock when its first frame went out; None if never
     ended_at: float | None = None  # wall clock when it ended
+    sample_rate: int = 8000  # of ``audio``: what ``played_ms`` counts in
+
+    @property
+    def played_ms(self) -> int:
+        """How far into its audio it got, in ms (a prompt started at an offset counts
+        from the start of its audio, not from the offset)."""
+        return self.played_samples * 1000 // self.sample_rate
+
+    @property
+    def duration_ms(self) -> int:
+        """The length of its audio, in ms."""
+        return self.audio.size * 1000 // self.sample_rate
 
 
 class PromptPlayer:
@@ -170,10 +185,13 @@ class PromptPlayer:
         samples_per_frame: int,
         *,
         on_finished: Callable[[Playback], None] | None = None,
+        sample_rate: int = 8000,
     ) -> None:
         if samples_per_frame < 1:
             raise ValueError(f"samples_per_frame must be positive, not {samples_per_frame}")
         self.samples_per_frame = samples_per_frame
+        self.sample_rate = sample_rate
+        self.paused = False  # see ``pause``
         self.on_finished = on_finished
         self._queue: deque[Playback] = deque()
         self._current: Playback | None = None
@@ -191,18 +209,53 @@ class PromptPlayer:
         upcoming = self._current or (self._queue[0] if self._queue else None)
         return upcoming is not None and upcoming.interruptible
 
+    def remaining_samples(self) -> int:
+        """What is left to say: the rest of the current prompt and all those queued."""
+        left = sum(p.audio.size - p.played_samples for p in self._queue)
+        if self._current is not None:
+            left += self._current.audio.size - self._current.played_samples
+        return left
+
     @property
     def current(self) -> Playback | None:
         """The prompt being played, if any."""
         return self._current
 
-    def play(self, audio: np.ndarray, *, interruptible: bool = True, label: str = "") -> Playback:
-        """Queue ``audio`` (1-D int16 PCM at the call's rate) after what is already queued."""
+    def play(
+        self,
+        audio: np.ndarray,
+        *,
+        interruptible: bool = True,
+        label: str = "",
+        offset: int = 0,
+    ) -> Playback:
+        """Queue ``audio`` (1-D int16 PCM at the call's rate) after what is already queued;
+        it starts ``offset`` samples in (the rest of a line: 0…its length)."""
         if not isinstance(audio, np.ndarray) or audio.dtype != np.int16 or audio.ndim != 1:
             raise TypeError("a prompt is a 1-D numpy int16 array")
-        playback = Playback(audio=audio, interruptible=interruptible, label=label)
+        if not 0 <= offset <= audio.size:
+            raise ValueError(f"offset {offset} is outside the prompt's {audio.size} samples")
+        playback = Playback(
+            audio=audio,
+            interruptible=interruptible,
+            label=label,
+            played_samples=offset,
+            sample_rate=self.sample_rate,
+        )
         self._queue.append(playback)
         return playback
+
+    def pause(self) -> bool:
+        """Hold the prompt where it is: silence goes out and nothing advances until
+        ``resume`` (or ``stop``). Only an interruptible prompt is held (a disclosure is
+        not); returns whether the player is paused now."""
+        if self.interruptible:
+            self.paused = True
+        return self.paused
+
+    def resume(self) -> None:
+        """Go on from where ``pause`` held the prompt (nothing when not paused)."""
+        self.paused = False
 
     def next_frame(self) -> np.ndarray:
         """The next ``samples_per_frame`` samples to send: prompt audio, or silence.
@@ -210,6 +263,8 @@ class PromptPlayer:
         The last frame of a prompt is zero-padded; the prompt counts as done
         when that frame is handed out. Callers must not modify the result.
         """
+        if self.paused:
+            return self._silence
         while True:
             if self._current is None:
                 if not self._queue:
@@ -235,9 +290,10 @@ class PromptPlayer:
         """Stop the current prompt and empty the queue, marking each interrupted.
 
         With ``keep_uninterruptible`` (barge-in), prompts marked not
-        interruptible — a legal disclosure — are left to play. Returns how
-        many prompts were stopped.
+        interruptible — a legal disclosure — are left to play. A paused player
+        is no longer paused. Returns how many prompts were stopped.
         """
+        self.paused = False
         stopped: list[Playback] = []
         if self._current is not None and (not keep_uninterruptible or self._current.interruptible):
             stopped.append(self._current)

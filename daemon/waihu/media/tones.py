@@ -23,12 +23,14 @@ speech simply contain no tone.
 
 from __future__ import annotations
 
+import functools
+
 import attrs
 import numpy as np
 
 from waihu.api import FRAME_MS
 
-__all__ = ["ToneSegment", "ToneTracker", "classify_cadence", "frame_tone"]
+__all__ = ["ToneSegment", "ToneTracker", "classify_cadence", "frame_tone", "frame_tones"]
 
 FFT_SIZE = 1024  # zero-padded 20 ms frames: 7.8 Hz bins at 8 kHz
 PEAK_HALF_WIDTH_HZ = 40.0  # energy within ±this of the peak counts as the tone's
@@ -70,6 +72,43 @@ def frame_tone(frame: np.ndarray, sample_rate: int) -> float | None:
     return float((peak + shift) * bin_hz)
 
 
+@functools.cache
+def _window(size: int) -> np.ndarray:
+    return np.hanning(size)
+
+
+def frame_tones(frames: np.ndarray, sample_rate: int) -> list[float | None]:
+    """``frame_tone`` of each row of ``frames`` (frames × samples), computed together: one
+    FFT call for many frames costs little more than one (the who-answered screen analyses
+    its calls' frames in batches)."""
+    samples = frames.astype(np.float64) / FULL_SCALE
+    found: list[float | None] = [None] * samples.shape[0]
+    if not samples.size:
+        return found
+    rms = np.sqrt(np.mean(samples * samples, axis=1))
+    loud = np.flatnonzero(rms >= 10 ** (MIN_LEVEL_DBFS / 20))
+    if not loud.size:
+        return found
+    power = np.abs(np.fft.rfft(samples[loud] * _window(samples.shape[1]), FFT_SIZE, axis=1)) ** 2
+    bin_hz = sample_rate / FFT_SIZE
+    low, high = int(MIN_TONE_HZ / bin_hz), int(MAX_TONE_HZ / bin_hz) + 1
+    half = int(PEAK_HALF_WIDTH_HZ / bin_hz)
+    rows = np.arange(loud.size)
+    peak = low + np.argmax(power[:, low:high], axis=1)
+    summed = np.concatenate([np.zeros((loud.size, 1)), np.cumsum(power, axis=1)], axis=1)
+    top = np.minimum(peak + half + 1, power.shape[1])
+    band = summed[rows, top] - summed[rows, np.maximum(peak - half, 0)]
+    total = summed[:, -1]
+    a, b, c = power[rows, peak - 1], power[rows, peak], power[rows, peak + 1]
+    curve = a - 2 * b + c
+    safe = np.where(curve != 0, curve, 1.0)
+    shift = np.where(curve != 0, 0.5 * (a - c) / safe, 0.0)
+    for row, index in enumerate(loud):
+        if total[row] > 0 and band[row] / total[row] >= PURITY:
+            found[index] = float((peak[row] + shift[row]) * bin_hz)
+    return found
+
+
 @attrs.frozen
 class ToneSegment:
     """A stretch of audio: a tone of ``hz`` for ``seconds``, or no tone (``hz`` None)."""
@@ -95,7 +134,14 @@ class ToneTracker:
 
     def feed(self, frame: np.ndarray) -> None:
         """One 20 ms frame."""
-        hz = frame_tone(frame, self.sample_rate)
+        self._add(frame_tone(frame, self.sample_rate))
+
+    def feed_frames(self, frames: np.ndarray) -> None:
+        """Several 20 ms frames at once (frames × samples), analysed together."""
+        for hz in frame_tones(frames, self.sample_rate):
+            self._add(hz)
+
+    def _add(self, hz: float | None) -> None:
         same = (hz is None and self._hz is None) or (
             hz is not None and self._hz is not None and abs(hz - self._hz) <= SAME_TONE_HZ
         )
@@ -136,7 +182,8 @@ def _near(value: float, target: float) -> bool:
 def classify_cadence(segments: list[ToneSegment]) -> str | None:
     """Name the pattern of ``segments`` (oldest first).
 
-    - ``busy``: two or more 450 Hz bursts of ~0.35 s separated by ~0.35 s;
+    - ``busy``: two or more 450 Hz bursts of ~0.35 s, each ended and followed by
+      ~0.35 s of no tone;
     - ``ringback``: a 450 Hz burst of ~1 s followed by ~4 s of no tone (or the
       start of the next burst after it);
     - ``continuous``: one tone on for longer than ``CONTINUOUS_SECONDS``;
@@ -154,8 +201,13 @@ def classify_cadence(segments: list[ToneSegment]) -> str | None:
     busy_bursts = 0
     for index, segment in china:
         gap = segments[index + 1] if index + 1 < len(segments) else None
-        if _near(segment.seconds, BUSY[0]) and (
-            gap is None or (gap.hz is None and _near(gap.seconds, BUSY[1]))
+        # a burst counts once it has ended (a growing one may yet prove a ring-back's
+        # second) and its gap is busy's: closed at ~0.35 s, or still open past its least
+        if not _near(segment.seconds, BUSY[0]) or gap is None or gap.hz is not None:
+            continue
+        still_open = index + 2 == len(segments)
+        if _near(gap.seconds, BUSY[1]) or (
+            still_open and gap.seconds >= BUSY[1] * (1 - CADENCE_TOLERANCE)
         ):
             busy_bursts += 1
     if busy_bursts >= 2:

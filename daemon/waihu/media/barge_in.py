@@ -1,0 +1,321 @@
+"""The barge-in judge: when the callee's voice over a prompt pauses it, cuts it, or lets it go on.
+
+A person talking with someone who is speaking stops for a real interruption,
+but not for "네", "嗯" or a cough. ``BargeInJudge`` decides the same for one
+call, frame by frame, from what the endpointer and the recogniser report
+(``CallMedia`` feeds it and carries its decisions out on the prompt player):
+
+- speech confirmed by the endpointer during an interruptible prompt **pauses**
+  the prompt (``Action.PAUSE``) once ``pause_ms`` of it were voiced (at the
+  endpointer's start confirmation when that is as long): the callee hears the
+  robot stop as soon as their voice is confirmed;
+- the interruption is **confirmed** (``Action.CUT``: the line is cut for good)
+  when the recogniser hears words that are not backchannels (with
+  ``words`` on), or when the speech goes on, voiced, past ``confirm_ms``
+  (counted from its onset; the pauses between words do not count);
+- the speech ends short, with no words or only backchannel words: the line
+  **resumes** where it paused (``Action.RESUME``) and that utterance is a
+  *backchannel*: it reaches the dialogue as one (written to the transcript,
+  routes nothing). With ``words`` on, the decision waits for the
+  utterance's final result (at most ``final_wait_ms``; then the line
+  resumes anyway) — unless the words so far are backchannels and
+  ``resume_silence_ms`` of silence followed them: then the line goes on at
+  once (the callee hears a short pause, not the end-of-speech window), and
+  the final result still says whether it was a backchannel. Backchannel
+  words over the last ``answer_tail_ms`` of what the robot is saying (its
+  line and those queued behind) are an answer, not a backchannel: they cut.
+
+Each utterance is judged on its own: a final result belongs to the oldest
+utterance still waiting for one, as the recogniser finishes them in order.
+
+What it is not: the echo guard (``waihu.media.echo`` keeps the robot's own voice
+from being taken for speech at all), the endpointer, or the prompt player; it
+holds no audio and does no I/O, so tests drive it with synthetic events.
+
+Error handling: none needed; unknown languages get no backchannels (every word
+is an interruption), which ``backchannels_for`` reports to the caller.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import unicodedata
+from collections import deque
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from waihu.api import FRAME_MS
+
+__all__ = [
+    "DEFAULT_BACKCHANNELS",
+    "Action",
+    "BargeInJudge",
+    "BargeInSettings",
+    "backchannels_for",
+    "is_backchannel",
+]
+
+# What callees say to show they listen, not to take the turn (per script language).
+DEFAULT_BACKCHANNELS: Mapping[str, tuple[str, ...]] = {
+    "zh": ("嗯", "嗯嗯", "对", "对对", "好", "是", "是的", "哦", "啊"),
+    "ko": ("네", "예", "응", "음", "아", "네네"),
+}
+DEFAULT_PAUSE_MS = 200  # voiced speech this long over a line pauses it
+DEFAULT_CONFIRM_MS = 800  # voiced speech this long over a line is an interruption
+DEFAULT_FINAL_WAIT_MS = 1000  # a paused line waits this long for the words that decide
+# a paused line whose words so far are only backchannels goes on after this much silence,
+# without waiting for the end of the utterance (the endpointer's end window) and its final
+DEFAULT_RESUME_SILENCE_MS = 300
+# backchannel words when this little is left of what the robot is saying ("…될까요?" "네")
+# answer it: a person would take them as the reply, not as "I am listening"
+DEFAULT_ANSWER_TAIL_MS = 1000
+
+
+class Action(enum.Enum):
+    """What the prompt player should do now."""
+
+    NONE = "none"
+    PAUSE = "pause"  # hold the line where it is (nothing else changes)
+    CUT = "cut"  # stop it and the interruptible lines queued behind it
+    RESUME = "resume"  # go on from where it paused
+
+
+@attrs.frozen(kw_only=True)
+class BargeInSettings:
+    """How the judge weighs an interruption (``[media] barge_in_*`` and ``backchannels``).
+
+    ``words``: recognised words take part (False: duration only); ``pause_ms``:
+    voiced speech this long pauses the line; ``confirm_ms``: voiced speech this
+    long cuts the line; ``final_wait_ms``: how long a paused line waits for the
+    final words after the speech ended;
+    ``resume_silence_ms``: silence after backchannel words that resumes the line;
+    ``answer_tail_ms``: backchannel words with this little left to say are an answer;
+    ``backchannels``: the words that never cut (the script language's list).
+    """
+
+    words: bool = True
+    pause_ms: int = DEFAULT_PAUSE_MS
+    confirm_ms: int = DEFAULT_CONFIRM_MS
+    final_wait_ms: int = DEFAULT_FINAL_WAIT_MS
+    resume_silence_ms: int = DEFAULT_RESUME_SILENCE_MS
+    answer_tail_ms: int = DEFAULT_ANSWER_TAIL_MS
+    backchannels: tuple[str, ...] = ()
+
+
+def backchannels_for(
+    language: str, configured: Mapping[str, Iterable[str]] | None = None
+) -> tuple[str, ...]:
+    """The backchannel words of ``language`` ("ko", "zh-CN"…): the configured list of that
+    language (or of its base, "zh" for "zh-CN"), else the built-in default, else none."""
+    base = language.split("-")[0].split("_")[0].lower()
+    for table in (configured or {}, DEFAULT_BACKCHANNELS):
+        for key in (language, base):
+            if key in table:
+                return tuple(table[key])
+    return ()
+
+
+_SPLIT = re.compile(r"[\s\W_]+", re.UNICODE)
+
+
+def _bare(text: str) -> str:
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return "".join(c for c in folded if unicodedata.category(c)[0] not in "PZCS")
+
+
+def is_backchannel(text: str, backchannels: Iterable[str]) -> bool:
+    """Whether ``text`` is nothing but backchannel words (any number of them, with or
+    without spaces or punctuation: "네 네", "嗯嗯，对"). Empty text is not: it has no
+    words at all (a cough, a breath)."""
+    words = {b for b in (_bare(w) for w in backchannels) if b}
+    bare = _bare(text)
+    if not bare or not words:
+        return False
+    # can the bare text be cut wholly into backchannel words? (dynamic programming)
+    longest = max(len(w) for w in words)
+    reach = [True] + [False] * len(bare)
+    for end in range(1, len(bare) + 1):
+        reach[end] = any(
+            reach[start] and bare[start:end] in words for start in range(max(0, end - longest), end)
+        )
+    return reach[-1]
+
+
+@attrs.define
+class _Utterance:
+    """One utterance as the judge follows it."""
+
+    candidate: bool  # it began over an interruptible line (it may pause it)
+    paused: bool = False  # it paused a line (so the judge decides about it)
+    voiced_ms: int = 0  # voiced speech so far, from its onset
+    silent_ms: int = 0  # silence since its last voiced frame
+    backchannel_words: bool = False  # its latest partial result is backchannels only
+    line_left_ms: int | None = None  # what the robot still had to say when it began
+    ended: bool = False
+    waited_ms: int = 0  # since it ended, waiting for its final words
+    decided: bool = False  # cut or resumed
+    resumed: bool = False  # the line went on after it
+
+
+class BargeInJudge:
+    """One call's barge-in decisions (module docstring). Feed it in order:
+
+    ``speech_started`` (with whether an interruptible line is playing), then one
+    ``frame`` per tick while in speech, ``speech_ended``; ``heard`` with each
+    partial and final result; ``frame`` also on the ticks between utterances.
+    Each returns the ``Action`` to carry out now.
+    """
+
+    def __init__(self, settings: BargeInSettings | None = None) -> None:
+        self.settings = settings or BargeInSettings()
+        self._current: _Utterance | None = None  # the utterance being spoken
+        self._waiting: deque[_Utterance] = deque()  # ended, final result not yet heard
+        self._paused = False  # the judge holds the line paused
+        # whether the utterance whose final result came last was a backchannel (the line
+        # it paused went on); read right after ``heard(final=True)``
+        self.last_backchannel = False
+
+    @property
+    def paused(self) -> bool:
+        """Whether the judge holds a line paused."""
+        return self._paused
+
+    def speech_started(
+        self, *, interruptible: bool, voiced_ms: int, line_left_ms: int | None = None
+    ) -> Action:
+        """The endpointer confirmed speech (``voiced_ms`` of it so far); ``interruptible``:
+        an interruptible line is playing (and not already paused); ``line_left_ms``: how
+        much the robot still has to say (None: unknown)."""
+        if self._paused:  # more speech while a line is held: it judges too
+            self._current = _Utterance(candidate=True, paused=True, voiced_ms=voiced_ms)
+            return self._check_duration(self._current) or Action.NONE
+        self._current = _Utterance(
+            candidate=interruptible, voiced_ms=voiced_ms, line_left_ms=line_left_ms
+        )
+        return self._check_pause(self._current)
+
+    def _check_pause(self, utterance: _Utterance) -> Action:
+        if not utterance.candidate or utterance.paused or self._paused:
+            return Action.NONE
+        if utterance.voiced_ms < self.settings.pause_ms:
+            return Action.NONE
+        utterance.paused = self._paused = True
+        return self._check_duration(utterance) or Action.PAUSE
+
+    def frame(self, *, voiced: bool) -> Action:
+        """One more tick; ``voiced``: the callee is speaking in it (the endpointer is in
+        speech and not in its trailing silence)."""
+        current = self._current
+        if current is not None and voiced:
+            current.voiced_ms += FRAME_MS
+            current.silent_ms = 0
+            if current.resumed and current.candidate and not current.ended:
+                # resumed on backchannel words, and the callee speaks on: judge it afresh
+                current.decided = current.resumed = current.paused = False
+                current.backchannel_words = False
+            action = self._check_duration(current) or self._check_pause(current)
+            if action is not Action.NONE:
+                return action
+        elif current is not None:
+            current.silent_ms += FRAME_MS
+            if (
+                current.paused
+                and not current.decided
+                and current.backchannel_words
+                and current.silent_ms >= self.settings.resume_silence_ms
+            ):
+                return self._resume(current)
+        for utterance in self._waiting:
+            if utterance.paused and not utterance.decided:
+                utterance.waited_ms += FRAME_MS
+                if utterance.waited_ms >= self.settings.final_wait_ms:
+                    return self._resume(utterance)
+        return Action.NONE
+
+    def speech_ended(self) -> Action:
+        """The endpointer ended the utterance."""
+        utterance, self._current = self._current, None
+        if utterance is None:
+            return Action.NONE
+        utterance.ended = True
+        self._waiting.append(utterance)
+        if utterance.paused and not utterance.decided and not self.settings.words:
+            return self._resume(utterance)  # duration only: short speech never cuts
+        return Action.NONE
+
+    def heard(self, text: str, *, final: bool) -> Action:
+        """Recognised text of the oldest utterance without its final result; after a
+        final one, ``last_backchannel`` says whether that utterance was a backchannel."""
+        utterance = self._waiting[0] if self._waiting else self._current
+        if utterance is None:
+            if final:
+                self.last_backchannel = False
+            return Action.NONE
+        if final and self._waiting:
+            self._waiting.popleft()
+        action = self._weigh(utterance, text, final=final)
+        if final:
+            self.last_backchannel = utterance.resumed
+        return action
+
+    def _weigh(self, utterance: _Utterance, text: str, *, final: bool) -> Action:
+        if not utterance.paused:
+            return Action.NONE
+        words = self.settings.words
+        if utterance.decided:
+            if final and utterance.resumed and words:
+                # resumed when the wait ran out: its words say whether it was a reply
+                utterance.resumed = is_backchannel(text, self.settings.backchannels)
+            return Action.NONE
+        if words and _bare(text):
+            if not is_backchannel(text, self.settings.backchannels):
+                return self._cut()
+            left = utterance.line_left_ms
+            if left is not None and left <= self.settings.answer_tail_ms:
+                return self._cut()  # "네" as the question ends: the answer
+            utterance.backchannel_words = True
+        if final and utterance.ended:
+            return self._resume(utterance)
+        return Action.NONE
+
+    def line_ended(self) -> None:
+        """The line ended some other way (stopped by the call): nothing is held paused
+        any more, and the utterances that held it are settled."""
+        self._paused = False
+        for utterance in (*self._waiting, self._current):
+            if utterance is not None:
+                utterance.decided = True
+                utterance.candidate = False
+
+    # ── decisions ──
+
+    def _check_duration(self, utterance: _Utterance) -> Action | None:
+        if (
+            utterance.paused
+            and not utterance.decided
+            and utterance.voiced_ms >= self.settings.confirm_ms
+        ):
+            return self._cut()
+        return None
+
+    def _cut(self) -> Action:
+        self._decide_all()
+        return Action.CUT
+
+    def _resume(self, utterance: _Utterance) -> Action:
+        utterance.decided = utterance.resumed = True
+        if self._current is not None and self._current.paused and not self._current.decided:
+            return Action.NONE  # the callee speaks again: the line stays paused for that
+        if any(u.paused and not u.decided for u in self._waiting):
+            return Action.NONE  # another utterance still waits for its words
+        self._paused = False
+        return Action.RESUME
+
+    def _decide_all(self) -> None:
+        """A cut settles every utterance that held the line."""
+        self._paused = False
+        for utterance in (*self._waiting, self._current):
+            if utterance is not None and utterance.paused:
+                utterance.decided = True
