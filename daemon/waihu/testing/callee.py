@@ -506,7 +506,7 @@ class Callee:
                 self.peer = await _read_peer_file(peer_file)
             while self.peer is None:
                 await trio.sleep(PEER_POLL_S)
-            self.line = line = self._line()
+            line = self._line(trio.current_time())
             tick = trio.current_time()
             while True:
                 # the log gets the real send time; the pacing stays on the 20 ms grid
@@ -517,9 +517,10 @@ class Callee:
                 tick += FRAME_MS / 1000
                 await trio.sleep_until(tick)
 
-    def _line(self) -> CalleeLine:
+    def _line(self, start: float) -> CalleeLine:
+        """The line, begun at ``start`` if it has not begun yet."""
         if self.line is None:
-            self.line = CalleeLine(self.script, trio.current_time())
+            self.line = CalleeLine(self.script, start)
         return self.line
 
     async def _receive(self) -> None:
@@ -533,7 +534,8 @@ class Callee:
                 now -= max(0.0, time.time() - arrived)
             if self.peer is None:
                 self.peer = (source[0], source[1])
-            self._line().receive(now, data)
+            # a first packet begins the line when it arrived, not when it was read
+            self._line(now).receive(now, data)
 
     def close(self) -> None:
         """Close the socket."""
