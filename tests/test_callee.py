@@ -307,3 +307,12 @@ def test_payload_level_is_the_decoded_frames_level() -> None:
         assert payload_level_db(payload) == pytest.approx(frame_level_db(ulaw_decode(payload)))
         assert payload_level_db(payload) == pytest.approx(dbfs, abs=0.6)
     assert payload_level_db(b"\xff" * FRAME_SAMPLES) == payload_level_db(b"")
+
+
+def test_the_callees_level_is_its_own_sound_not_the_echo_under_it() -> None:
+    script = CalleeScript(sounds=[Sound("s", tone(20, -30), at(500))], echo=Echo(0, 0))
+    line = CalleeLine(script, start=0.01)
+    run(line, tone(60, -10), robot_from=0.0, until=1.2)
+    own = [p.level_db for p in line.log if p.direction == "out" and p.label == "s"]
+    assert len(own) == 20
+    assert np.median(own) == pytest.approx(-30, abs=0.5)  # the −10 dBFS echo is not in it
