@@ -42,6 +42,15 @@ bench: deps venv
 fuzz: venv
 	$(BIN)/python benchmarks/fuzz_sip.py --inputs 40000
 
+# Turn-taking and who-answered figures on the wire, from scripted callees (issue 9;
+# figures: benchmarks/README.md). Minutes each, up to 100 calls at once: not in make bench.
+.PHONY: bench-turns bench-who-answered
+bench-turns: deps venv
+	$(BIN)/python benchmarks/bench_turns.py all
+
+bench-who-answered: deps venv
+	$(BIN)/python benchmarks/bench_who_answered.py
+
 # Voice activity detectors compared, webrtcvad against Silero (figures: benchmarks/README.md).
 .PHONY: bench-vad
 bench-vad: deps venv
