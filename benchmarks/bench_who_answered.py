@@ -212,9 +212,13 @@ async def main(concurrency: int, variants: int) -> None:
     outcomes: Counter[str] = Counter()
     correct = people_as_machines = 0
     times: list[float] = []
+    wrong: list[str] = []
     for template, placed in results:
         got = verdict(placed)
         per[template.name][got] += 1
+        if not right(template.expected, got):
+            evidence = placed.record.get("answered_by_evidence") or "-"
+            wrong.append(f"  {template.name}: {got} ({evidence})")
         outcomes[str(placed.record.get("outcome"))] += 1
         correct += right(template.expected, got)
         people_as_machines += template.expected in ("person", "silence") and got in MACHINES
@@ -223,6 +227,9 @@ async def main(concurrency: int, variants: int) -> None:
     for template in TEMPLATES:
         counts = ", ".join(f"{k} {n}" for k, n in per[template.name].most_common())
         print(f"  {template.name:34} expected {template.expected:12} got {counts}")
+    if wrong:
+        print("wrong, with the evidence filed:")
+        print("\n".join(wrong))
     total = len(results)
     print(
         f"starts: {total}; right {correct} = {100 * correct / max(total, 1):.1f} %"

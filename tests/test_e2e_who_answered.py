@@ -140,6 +140,32 @@ async def test_a_voicemail_greeting_is_not_answered_and_the_robot_hangs_up(
     assert "answered by voicemail (a beep)" in log
 
 
+async def test_a_voicemail_whose_beep_comes_after_the_window_is_filed_voicemail(
+    tmp_path: Path,
+) -> None:
+    """A greeting longer than the 3 s window: unsure at 3 s (the call goes on as a person),
+    then the beep proves it a voicemail after all: filed so, ungraded, hung up by the robot."""
+    long_greeting = np.concatenate(
+        [
+            speech_pcm("지금은 전화를 받을 수 없습니다"),
+            _silence(0.3),
+            speech_pcm("메시지를 남겨 주세요"),
+            _silence(0.3),
+        ]
+    )
+    padding = _silence(max(0.0, 4.5 - long_greeting.size / CALL_RATE))  # beep ≥ 4.8 s in
+    greeting = np.concatenate([long_greeting, padding, _beep(), _silence(6.0)])
+    plays = (Play(ANSWER_TO_GREETING_MS, ulaw(tmp_path, "voicemail", greeting)),)
+    record, row, log = await place(tmp_path, "answer.xml", plays=plays)
+    assert (record["outcome"], record["answered_by"]) == ("voicemail", "voicemail"), record
+    evidence = record["answered_by_evidence"]
+    assert evidence.startswith("a beep, ") and evidence.endswith(" s after the answer"), evidence
+    assert float(evidence.split(", ")[1].split()[0]) > 3.0  # after the window
+    assert (row["outcome"], row["answered_by"]) == ("voicemail", "voicemail")
+    assert (record["hangup_by"], record["grade"]) == ("robot", None)
+    assert "answered by voicemail after all" in log
+
+
 async def test_the_message_action_leaves_the_message_after_the_beep(tmp_path: Path) -> None:
     greeting = voicemail_greeting()
     plays = (Play(ANSWER_TO_GREETING_MS, ulaw(tmp_path, "voicemail", greeting)),)

@@ -152,13 +152,16 @@ def test_who_answered_defaults_and_a_configured_table(tmp_path: Path, provider_t
     path = tmp_path / "waihud.toml"
     path.write_text(
         MINIMAL
-        + '\n[who_answered]\ndecide_within = 4.5\nactions = { voicemail = "message" }\n'
+        + "\n[who_answered]\ndecide_within = 4.5\nlisten_within = 9\n"
+        + 'actions = { voicemail = "message" }\n'
         + 'message_recording = "/srv/leave.wav"\n',
         encoding="utf-8",
     )
     config = load_config(path, provider_types)
     who = config.who_answered
     assert (who.enabled, who.decide_within, who.action("voicemail")) == (True, 4.5, "message")
+    assert (who.listen_seconds, WhoAnsweredConfig().listen_seconds) == (9.0, 8.0)
+    assert WhoAnsweredConfig(decide_within=10.0).listen_seconds == 10.0  # never before it
     assert who.action("switched_off") == "hangup"
 
 
@@ -176,6 +179,11 @@ def test_who_answered_defaults_and_a_configured_table(tmp_path: Path, provider_t
             "unreachable, voicemail) to hangup or message, not {'answered': 'hangup'}",
         ),
         ("decide_within = 0.1", "who_answered.decide_within: must be 0.5–30.0, not 0.1"),
+        (
+            "decide_within = 5.0\nlisten_within = 4.0",
+            "who_answered.listen_within: must be at least decide_within (5.0), not 4.0",
+        ),
+        ("listen_within = 90.0", "who_answered.listen_within: must be 0.5–60.0, not 90.0"),
         (
             'actions = { voicemail = "message" }',
             "who_answered.actions: 'message' needs who_answered.message_text "

@@ -70,17 +70,48 @@ class Clocked:
 # ───────────────────────── text ─────────────────────────
 
 
-def test_a_carrier_phrase_in_a_partial_decides_at_once() -> None:
+def test_a_carrier_phrase_in_a_final_decides_at_once_a_partial_decides_nothing() -> None:
     c = Clocked()
     c.wait(0.8)
-    c.screen.heard("您拨打的用户已", final=False)
+    c.screen.heard("您拨打的用户已关机", final=False)  # no confidence: may be a forced phrase
     assert c.screen.verdict is None
     c.wait(0.4)
-    c.screen.heard("您拨打的用户已关机", final=False)
+    c.screen.heard("您拨打的用户已关机", final=True, confidence=0.93)
     assert c.screen.verdict == Verdict("announcement", "switched_off", "said '已关机'")
-    assert c.screen.machine and c.screen.decided.is_set()
+    assert c.screen.machine and c.screen.decided.is_set() and c.screen.machine_found.is_set()
     assert c.screen.decided_at == pytest.approx(1.2)
     assert outcome_of(c.screen.verdict) == "switched_off"
+
+
+def test_a_phrase_of_unsure_words_decides_nothing() -> None:
+    """A phrase grammar forces what it hears onto its phrases: a machine's phrase counts only
+    when every word of it is sure; a person's forced words are not."""
+    c = Clocked("ko")
+    unsure = (("음", 1.0, 0.0, 0.3), ("삐", 0.9, 0.3, 0.5), ("소리", 0.7, 0.5, 0.8))
+    c.screen.heard("음 삐 소리", final=True, confidence=0.87, words=unsure)
+    assert c.screen.verdict is None
+    c.screen.heard("결번", final=True, confidence=0.4)  # no words: the mean decides
+    c.screen.heard("통화중", final=True, confidence=0.6)
+    assert c.screen.verdict is None
+    sure = (("없는", 0.9, 0.0, 0.3), ("번호", 0.95, 0.3, 0.6))
+    c.screen.heard("없는 번호", final=True, confidence=0.92, words=sure)
+    assert c.screen.verdict == Verdict("announcement", "invalid_number", "said '없는 번호'")
+
+
+def test_a_phrase_never_spans_an_unsure_word() -> None:
+    c = Clocked("ko")
+    split = (("없는", 0.95, 0.0, 0.3), ("음", 0.3, 0.3, 0.4), ("번호", 0.95, 0.4, 0.7))
+    c.screen.heard("없는 음 번호", final=True, confidence=0.73, words=split)
+    assert c.screen.verdict is None
+
+
+def test_the_grammar_adds_machines_and_greetings_until_the_verdict() -> None:
+    c = Clocked("ko")
+    grammar = c.screen.grammar()
+    assert "없는 번호" in grammar and "음성 사서함" in grammar and "여보세요" in grammar
+    c.screen.heard("여보세요", final=True, confidence=0.9)
+    assert c.screen.grammar() == []
+    assert Clocked("xx").screen.grammar() == []  # a language without lists adds nothing
 
 
 def test_a_short_greeting_is_a_person_once_its_utterance_ends() -> None:
@@ -97,7 +128,7 @@ def test_words_heard_across_utterances_count_together() -> None:
     c = Clocked()
     c.screen.heard("您好 请稍等 这里是机主的", final=True)  # too long for a mere greeting
     assert c.screen.verdict is None
-    c.screen.heard("来电秘书", final=False)
+    c.screen.heard("来电秘书", final=True)
     assert c.screen.verdict is not None and c.screen.verdict.kind == "voicemail"
 
 
@@ -117,6 +148,36 @@ def test_the_verdict_is_final() -> None:
     c.screen.heard("您拨打的用户已关机", final=True)
     c.play(busy(4))
     assert c.screen.verdict == Verdict("person", None, "said '喂'")
+
+
+def test_an_unsure_call_that_beeps_later_is_a_machine_after_all() -> None:
+    """A voicemail greeting longer than the window: unsure at 3 s, its beep at 5 s proves it
+    a machine (the verdict says when); a beep after ``listen_within`` changes nothing."""
+    c = Clocked()
+    c.wait(3.1)
+    assert c.screen.verdict is not None and c.screen.verdict.kind == "unsure"
+    assert not c.screen.machine_found.is_set()
+    c.screen.heard("您拨打的用户已关机", final=True, confidence=1.0)  # words: in conversation
+    assert c.screen.verdict.kind == "unsure"
+    c.wait(1.9)
+    c.play(tone(1000, 0.5))
+    c.wait(0.4)
+    assert c.screen.verdict == Verdict("voicemail", None, "a beep, 5.6 s after the answer")
+    assert c.screen.machine and c.screen.machine_found.is_set()
+    assert c.screen.decided_at == pytest.approx(3.0, abs=0.03)
+    assert c.screen.revised_at == pytest.approx(5.6, abs=0.05)
+
+    busy_line = Clocked()  # a line the callee left gives busy: no evidence of a machine
+    busy_line.wait(3.1)
+    busy_line.play(busy(4))
+    assert busy_line.screen.verdict is not None and busy_line.screen.verdict.kind == "unsure"
+
+    late = Clocked()
+    late.wait(8.1)
+    late.play(tone(1000, 0.5))
+    late.wait(0.4)
+    assert late.screen.verdict is not None and late.screen.verdict.kind == "unsure"
+    assert not late.screen.machine_found.is_set()
 
 
 def test_the_window_is_configurable() -> None:
@@ -238,7 +299,7 @@ async def test_run_decides_at_the_end_of_the_window_with_nothing_heard(
 
 def voicemail_screen() -> Clocked:
     c = Clocked()
-    c.screen.heard("您好 我是机主的来电秘书", final=False)
+    c.screen.heard("您好 我是机主的来电秘书", final=True)
     assert c.screen.verdict is not None and c.screen.verdict.kind == "voicemail"
     c.screen.listen_for_message_cue(silence=1.0)
     return c

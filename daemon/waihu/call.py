@@ -500,9 +500,8 @@ async def _until_machine(engine: DialogueEngine, screen: AnswerScreen | None) ->
             race.cancel_scope.cancel()
 
         async def watch() -> None:
-            await screen.decided.wait()
-            if screen.machine:
-                race.cancel_scope.cancel()
+            await screen.machine_found.wait()  # at the verdict, or an unsure call later
+            race.cancel_scope.cancel()
 
         race.start_soon(converse)
         race.start_soon(watch)
@@ -510,7 +509,8 @@ async def _until_machine(engine: DialogueEngine, screen: AnswerScreen | None) ->
 
 
 async def _file_verdict(life: CallLifecycle, screen: AnswerScreen) -> None:
-    """File who answered once the screen decided (a task of the call)."""
+    """File who answered once the screen decided, and again if an unsure call proves a
+    machine while the screen still listens (a task of the call)."""
     await screen.decided.wait()
     verdict = screen.verdict
     assert verdict is not None  # decided is set with it
@@ -520,6 +520,17 @@ async def _file_verdict(life: CallLifecycle, screen: AnswerScreen) -> None:
         life.record.id, life.record.number, verdict.kind, verdict.evidence,
         screen.decided_at or 0.0,
     )  # fmt: skip
+    if screen.machine:
+        return
+    with trio.move_on_at(screen.listen_until):
+        await screen.machine_found.wait()
+        verdict = screen.verdict
+        assert verdict is not None
+        life.screened(verdict.kind, verdict.evidence, outcome_of(verdict))
+        log.info(
+            "call %s with %s: answered by %s after all (%s)",
+            life.record.id, life.record.number, verdict.kind, verdict.evidence,
+        )  # fmt: skip
 
 
 async def _machine_answered(
@@ -615,6 +626,7 @@ async def _converse(
             loaded.script.language,
             sample_rate=leg.codec.clock_rate,
             decide_within=services.who.decide_within,
+            listen_within=services.who.listen_seconds,
         )
         media.on_incoming = screen.feed
     stream = services.asr.open_stream(sample_rate=leg.codec.clock_rate)

@@ -297,10 +297,25 @@ def _actions(actions: Mapping[str, str]) -> bool:
     return all(k in MACHINE_OUTCOMES and v in WHO_ANSWERED_ACTIONS for k, v in actions.items())
 
 
+DEFAULT_LISTEN_WITHIN = 8.0  # a voicemail greeting beeps 4–8 s after the answer
+
+
+def _not_before_decide(inst: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and value < inst.decide_within:
+        raise ValueError(
+            f"{attribute.name}: must be at least decide_within ({inst.decide_within}), not {value}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class WhoAnsweredConfig:
     """``[who_answered]``: the screen of who answered (``waihu.who_answered``) and what a
     call does when a machine did.
+
+    ``decide_within``: seconds after the answer by which the screen decides (an
+    undecided call goes on as a person, ``unsure``); ``listen_within``: until when
+    an unsure call whose line then beeps (a voicemail greeting's end) is filed
+    and treated as a voicemail after all.
 
     ``actions`` maps an outcome (invalid_number, switched_off, busy,
     unreachable, voicemail) to ``hangup`` (the default for each) or
@@ -311,6 +326,10 @@ class WhoAnsweredConfig:
 
     enabled: bool = True
     decide_within: float = attrs.field(default=3.0, validator=between(0.5, 30.0))
+    # None: 8 s, or decide_within when that is longer (``listen_seconds``)
+    listen_within: float | None = attrs.field(
+        default=None, validator=[between(0.5, 60.0), _not_before_decide]
+    )
     actions: dict[str, str] = attrs.field(
         factory=dict,
         validator=check(
@@ -323,6 +342,13 @@ class WhoAnsweredConfig:
     message_recording: str | None = attrs.field(default=None, validator=_not_blank)
     message_silence: float = attrs.field(default=1.5, validator=between(0.2, 10.0))
     message_wait: float = attrs.field(default=20.0, validator=between(1.0, 120.0))
+
+    @property
+    def listen_seconds(self) -> float:
+        """``listen_within`` as set, else 8 s or ``decide_within`` if that is longer."""
+        if self.listen_within is not None:
+            return self.listen_within
+        return max(DEFAULT_LISTEN_WITHIN, self.decide_within)
 
     def action(self, outcome: str) -> str:
         """What to do when a machine answered with ``outcome`` (``hangup`` unless set)."""

@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import attrs
@@ -76,7 +76,7 @@ from waihu.media.prompt_player import Playback, PromptPlayer
 
 log = logging.getLogger("waihu.voice")
 
-__all__ = ["Listener", "Screen", "VoiceSpeaker"]
+__all__ = ["Listener", "Screen", "VoiceSpeaker", "utterance_phrases"]
 
 # Lines are rendered ahead at the rate G.711 calls run at; a call answered with another
 # codec rate has its lines rendered as it says them.
@@ -94,14 +94,39 @@ HOLD_EXTENSION_MAX_S = 0.5
 class Screen(Protocol):
     """The who-answered screen as the listener sees it (``waihu.who_answered``)."""
 
-    def heard(self, text: str, *, final: bool) -> None:
-        """Recognised text of the callee's side (partial or final)."""
+    def heard(
+        self,
+        text: str,
+        *,
+        final: bool,
+        confidence: float | None = None,
+        words: Sequence[tuple[str, float, float, float]] = (),
+    ) -> None:
+        """Recognised text of the callee's side (partial, or final with its confidence
+        and words)."""
+        ...
+
+    def grammar(self) -> list[str]:
+        """Phrases the recogniser should expect besides the node's while the screen
+        listens (a machine's words, people's greetings); none once it has decided."""
         ...
 
     async def admit(self, utterance: Utterance) -> bool:
         """Wait until the screen has decided (at most its window); True when the
         utterance should reach the engine (a person, or unsure)."""
         ...
+
+
+def utterance_phrases(node: Node, screen: Screen | None) -> list[str] | None:
+    """The phrases the recogniser should expect at ``node``: the node's, plus what the
+    screen still listens for (a carrier's, a voicemail's, a greeting); None decodes
+    free-form, which hears those anyway."""
+    phrases = list(node.phrases)
+    if not phrases:
+        return None
+    if screen is not None:
+        phrases += [phrase for phrase in screen.grammar() if phrase not in node.phrases]
+    return phrases
 
 
 class Listener:
@@ -183,7 +208,7 @@ class Listener:
             self._utterance = event.number
             if self.turn_windows is not None:
                 media.endpointer.set_windows(*self.turn_windows(node))
-            stream.set_phrases(list(node.phrases) or None)
+            stream.set_phrases(utterance_phrases(node, self.screen))
             self._audio = []
             self._offset_ms = 0
             if self._held is not None:
@@ -201,6 +226,10 @@ class Listener:
             ended_at = time.time()  # when the endpointer decided, before recognition
             result = await stream.finish()
             media.heard(result.text, final=True)
+            if self.screen is not None:  # every final, held or not: the screen weighs words
+                self.screen.heard(
+                    result.text, final=True, confidence=result.confidence, words=result.words
+                )
             backchannel = media.backchannel  # the judge's word on it, given just now
             decode_seconds = time.time() - ended_at
             life.utterance(result.text, result.confidence, decode_seconds=decode_seconds)
@@ -247,7 +276,6 @@ class Listener:
 
     async def _deliver(self, utterance: Utterance) -> None:
         if self.screen is not None:
-            self.screen.heard(utterance.text, final=True)
             if not await self.screen.admit(utterance):
                 return
         await self.inbox.send(utterance)

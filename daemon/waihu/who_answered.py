@@ -15,12 +15,21 @@ greeting ends with), the recogniser's partial and final text (``heard``) and
 the verdict on the call's early media (``early``), it decides once, within
 ``decide_within`` seconds of the answer:
 
-- a carrier or voicemail phrase (in a partial or a final result), a busy or
-  continuous tone, or a voicemail beep → a machine, at once;
+- a carrier or voicemail phrase in a final result, made of words the
+  recogniser is sure of (``SURE_WORD_CONFIDENCE``: a phrase grammar forces
+  whatever it hears onto its phrases, and a partial has no confidence), a
+  busy or continuous tone, or a voicemail beep → a machine, at once;
 - a final result that is a short greeting (喂, 여보세요) → a person, at once;
 - anything else by the end of the window → ``unsure``, which goes on as a
   person (a long first sentence, silence, noise).
-The verdict is final: later words do not change it. ``admit`` holds the
+A person's verdict and a machine's are final. An unsure call goes on as a
+person, but the screen listens on to its tones until ``listen_within`` s
+after the answer (a voice mail greeting beeps 4–8 s in): a beep proves it a
+voicemail after all (``machine_found``). Words do
+not: by then the call is in conversation, and a phrase grammar can force a
+person's words onto a machine's phrase. Until the verdict, ``grammar`` gives
+the phrases the recogniser must expect besides the script's: a phrase
+grammar hears nothing it does not list. ``admit`` holds the
 callee's utterances back until then (a voicemail greeting must never reach
 the dialogue and be answered), and releases a person's or an unsure call's
 utterance at once. After a voicemail verdict ``message_cue`` waits for the
@@ -47,7 +56,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 import numpy as np
@@ -59,6 +68,7 @@ from waihu.media.tones import ToneTracker
 __all__ = [
     "ANNOUNCEMENTS",
     "DEFAULT_DECIDE_WITHIN",
+    "DEFAULT_LISTEN_WITHIN",
     "MACHINES",
     "PERSON_GREETINGS",
     "VOICEMAIL",
@@ -66,6 +76,7 @@ __all__ = [
     "Verdict",
     "classify_phrases",
     "decide",
+    "greeting",
     "hear_early",
     "machine_phrases",
     "outcome_of",
@@ -119,7 +130,17 @@ VOICEMAIL: Mapping[str, tuple[str, ...]] = {
         "机主不方便",
         "语音助手",
     ),
-    "ko": ("음성 사서함", "음성사서함", "소리샘", "삐 소리", "메시지를 남기", "남겨 주"),
+    "ko": (
+        "음성 사서함",
+        "음성사서함",
+        "소리샘",
+        "삐 소리",
+        "메시지를 남기",
+        "남겨 주",
+        # "지금은 전화를 받을 수 없습니다": how the carriers' voice mail greets (a person who
+        # cannot talk says it otherwise, and does not answer to say it)
+        "전화를 받을 수 없",
+    ),
 }
 PERSON_GREETINGS: Mapping[str, tuple[str, ...]] = {
     "zh": ("喂", "你好", "您好", "哪位", "谁啊", "说"),
@@ -160,6 +181,29 @@ def classify_phrases(text: str, language: str) -> Verdict | None:
     return None
 
 
+def greeting(text: str, language: str) -> Verdict | None:
+    """A person, when ``text`` is a short greeting (喂, 여보세요); else None."""
+    heard = _normal(text)
+    if heard and len(heard) <= MAX_GREETING_CHARS:
+        for word in PERSON_GREETINGS.get(language, ()):
+            if word in heard:
+                return Verdict("person", None, f"said {word!r}")
+    return None
+
+
+def _sure_text(
+    text: str, confidence: float | None, words: Sequence[tuple[str, float, float, float]]
+) -> str:
+    """``text`` with its unsure words left out (a phrase never spans the gap, ``|``); a
+    result without words counts as a whole, by its ``confidence``."""
+    if not words:
+        return text if confidence is None or confidence >= SURE_WORD_CONFIDENCE else ""
+    pieces: list[str] = []
+    for word, conf, *_ in words:
+        pieces.append(word if conf >= SURE_WORD_CONFIDENCE else "|")
+    return " ".join(pieces)
+
+
 def decide(text: str, language: str, *, tones: str | None = None) -> Verdict:
     """Who answered, from the text heard so far and the tone cadence (``media.tones``)."""
     phrases = classify_phrases(text, language)
@@ -169,11 +213,10 @@ def decide(text: str, language: str, *, tones: str | None = None) -> Verdict:
         return Verdict("announcement", TONE_OUTCOMES[tones], f"{tones} tone")
     if tones == "beep":
         return Verdict("voicemail", None, "a beep")
+    person = greeting(text, language)
+    if person is not None:
+        return person
     heard = _normal(text)
-    if heard and len(heard) <= MAX_GREETING_CHARS:
-        for greeting in PERSON_GREETINGS.get(language, ()):
-            if greeting in heard:
-                return Verdict("person", None, f"said {greeting!r}")
     return Verdict("unsure", None, "nothing telling heard" if not heard else f"heard {text!r}")
 
 
@@ -181,6 +224,16 @@ def decide(text: str, language: str, *, tones: str | None = None) -> Verdict:
 
 MACHINES = frozenset({"announcement", "voicemail"})  # the verdicts that end the conversation
 DEFAULT_DECIDE_WITHIN = 3.0  # seconds after the answer: callees judge a robot in three
+# seconds after the answer until which an unsure call may still prove a machine by its own
+# evidence: a voicemail greeting says "leave a message" and beeps 4–8 s in, an announcement
+# after a lead-in tone names its cause 3–5 s in
+DEFAULT_LISTEN_WITHIN = 8.0
+# A machine's phrase counts only in a final result, and only made of words at least this
+# sure: a phrase grammar forces whatever it hears onto its phrases, and a partial result
+# carries no confidence. Measured with the Korean test model (espeak-ng speech, grammar of
+# the machine phrases and greetings): people's words forced onto a machine's came at
+# 0.42–0.91, mostly under 0.8, and never made up a whole phrase at 0.85 or more.
+SURE_WORD_CONFIDENCE = 0.85
 MACHINE_TONES = frozenset({"busy", "continuous", "beep"})  # cadences that are no person
 QUIET_DBFS = -40.0  # a frame below this is silence: the greeting has ended
 DEFAULT_MESSAGE_SILENCE = 1.5  # seconds of silence that end a greeting with no beep
@@ -222,6 +275,7 @@ class AnswerScreen:
         *,
         sample_rate: int,
         decide_within: float = DEFAULT_DECIDE_WITHIN,
+        listen_within: float = DEFAULT_LISTEN_WITHIN,
         now: Callable[[], float] = trio.current_time,
         started_at: float | None = None,
     ) -> None:
@@ -230,11 +284,16 @@ class AnswerScreen:
         self.now = now
         self.started_at = now() if started_at is None else started_at
         self.deadline = self.started_at + decide_within
+        self.listen_until = self.started_at + max(decide_within, listen_within)
         self.verdict: Verdict | None = None
         self.decided_at: float | None = None  # seconds after the answer
         self.decided = trio.Event()  # set with the verdict
+        # set when the verdict is a machine: at once, or an unsure call proven one later
+        self.machine_found = trio.Event()
+        self.revised_at: float | None = None  # seconds after the answer, of a late machine
         self.cue = trio.Event()  # set after a voicemail verdict: the beep, or the greeting's end
-        self._finals: list[str] = []
+        self._finals: list[str] = []  # the final results heard, as they came
+        self._sure: list[str] = []  # the same, of their sure words only (``_sure_text``)
         self._tones = ToneTracker(sample_rate)
         self._after: ToneTracker | None = None  # after a voicemail verdict: the beep
         self._quiet_frames = 0
@@ -246,6 +305,27 @@ class AnswerScreen:
         """Decided, and not a person: an announcement or voicemail."""
         return self.verdict is not None and self.verdict.kind in MACHINES
 
+    @property
+    def listening(self) -> bool:
+        """Whether what is heard may still decide: undecided, or unsure and within
+        ``listen_within`` of the answer (a voicemail's beep can still tell it)."""
+        if self.verdict is None:
+            return True
+        return self.verdict.kind == "unsure" and self.now() < self.listen_until
+
+    def grammar(self) -> list[str]:
+        """Phrases the recogniser should expect besides the script's until the verdict
+        (none after): what machines say and what people answer the phone with.
+        A phrase grammar hears only what it lists, so without them
+        an announcement would be forced onto the script's phrases and never told."""
+        if self.verdict is not None:
+            return []
+        language = self.language
+        return [
+            *machine_phrases(language),
+            *PERSON_GREETINGS.get(language, ()),
+        ]
+
     # ─────────── what comes in ───────────
 
     def early(self, verdict: Verdict) -> None:
@@ -254,16 +334,34 @@ class AnswerScreen:
         if verdict.kind in MACHINES:
             self._decide(attrs.evolve(verdict, evidence=f"early media: {verdict.evidence}"))
 
-    def heard(self, text: str, *, final: bool) -> None:
-        """Recognised text of the callee's side: a partial result, or an utterance's final."""
-        if self.verdict is not None:
+    def heard(
+        self,
+        text: str,
+        *,
+        final: bool,
+        confidence: float | None = None,
+        words: Sequence[tuple[str, float, float, float]] = (),
+    ) -> None:
+        """Recognised text of the callee's side: a partial result, or an utterance's final
+        (with its ``confidence`` and per-word ``words`` when the recogniser gives them).
+
+        A partial decides nothing (it may grow into anything, and has no confidence). A
+        final decides a person when it is a short greeting, a machine when its sure words
+        (``SURE_WORD_CONFIDENCE``) say a machine's phrase. After the verdict words change
+        nothing: the call is in conversation, and a phrase grammar can force a person's
+        words onto a machine's phrase even at high confidence."""
+        if not final:
             return
-        said = " ".join([*self._finals, text])
-        if final:
-            self._finals.append(text)
-        verdict = decide(said, self.language)
-        if verdict.kind in MACHINES or (final and verdict.kind == "person"):
-            self._decide(verdict)
+        if self.verdict is not None:  # words in conversation never make a machine
+            return
+        sure = _sure_text(text, confidence, words)
+        self._finals.append(text)
+        self._sure.append(sure)
+        phrases = classify_phrases(" | ".join(self._sure), self.language)
+        if phrases is not None:
+            self._decide(phrases)
+        elif (person := greeting(" ".join(self._finals), self.language)) is not None:
+            self._decide(person)
 
     def feed(self, frame: np.ndarray) -> None:
         """One incoming 20 ms frame (``CallMedia.on_incoming``): tones, then silence.
@@ -271,13 +369,19 @@ class AnswerScreen:
         Tones are analysed ``TONE_BATCH`` frames at a time (one FFT call for all:
         a tenth of the cost per frame on the media clock's thread, for a verdict at
         most that much later)."""
-        if self.verdict is None:
+        if self.verdict is None or (self._after is None and self.listening):
             self._batch.append(frame)
             if len(self._batch) >= TONE_BATCH:
                 self._tones.feed_frames(self._take_batch())
                 cadence = self._tones.classify()
-                if cadence in MACHINE_TONES:
+                if self.verdict is None and cadence in MACHINE_TONES:
                     self._decide(decide("", self.language, tones=cadence))
+                    return
+                if self.verdict is not None and cadence == "beep":
+                    # a voicemail's beep after an unsure verdict: no person's line beeps.
+                    # A busy or long tone then is a line the callee left (the call ends
+                    # anyway), not evidence that no person answered
+                    self._revise(decide("", self.language, tones=cadence))
                     return
             self.expire(self.now())
             return
@@ -301,7 +405,8 @@ class AnswerScreen:
         """At the end of the window an undecided call is ``unsure`` (goes on as a person)."""
         if self.verdict is None and now >= self.deadline:
             said = " ".join(self._finals)
-            self._decide(decide(said, self.language), at=now)
+            evidence = f"heard {said!r}" if _normal(said) else "nothing telling heard"
+            self._decide(Verdict("unsure", None, evidence), at=now)
 
     # ─────────── what goes out ───────────
 
@@ -335,6 +440,17 @@ class AnswerScreen:
         self.verdict = verdict
         self.decided_at = max(0.0, (self.now() if at is None else at) - self.started_at)
         self.decided.set()
+        if verdict.kind in MACHINES:
+            self.machine_found.set()
+
+    def _revise(self, verdict: Verdict) -> None:
+        """An unsure call proven a machine after the window, by ``verdict``'s evidence (only
+        ever called while ``listening`` after an unsure verdict)."""
+        self.revised_at = max(0.0, self.now() - self.started_at)
+        self.verdict = attrs.evolve(
+            verdict, evidence=f"{verdict.evidence}, {self.revised_at:.1f} s after the answer"
+        )
+        self.machine_found.set()
 
 
 async def hear_early(
