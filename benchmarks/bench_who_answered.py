@@ -1,7 +1,8 @@
 """Who answered: accuracy of the daemon's verdict on synthesized call starts.
 
 Run: ``.venv/bin/python benchmarks/bench_who_answered.py [--concurrency 25] [--variants 6]``
-(``make bench-who-answered``).
+(``make bench-who-answered``); ``--only TEXT`` runs the templates whose name has it,
+``--keep DIR`` keeps each batch's daemon log and callee files there.
 
 A real waihud calls scripted callees (``waihu.testing.callee``) whose first seconds are made
 here: people saying 여보세요/네/누구세요 (Korean, espeak-ng ``ko+f3``) or 喂/你好 (Mandarin
@@ -14,6 +15,7 @@ pitch and when it begins (``--variants`` per template; 17 templates × 6 = 102 s
 Read back from what the daemon filed: ``answered_by`` (person, announcement, voicemail,
 unsure; a daemon that does not screen files none, counted as person) and ``outcome``.
 Printed: accuracy (unsure counts as right for people and silence: it goes on as a person),
+the same with each machine's outcome checked too (busy filed as busy),
 people classified as machines (must be 0), per-template results, and the decision time of
 answered machine calls, taken on the wire: the answer → the robot's last voiced packet of
 its greeting (it stops the greeting when it decides). Targets (issue 9): ≥ 95 % right, 0
@@ -26,6 +28,7 @@ What it is not: a test (nothing asserts) or a corpus of real recordings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import tempfile
 from collections import Counter, defaultdict
@@ -93,6 +96,7 @@ class Template:
     parts: tuple[str, ...] = ()  # text, or "<tone>", "<busy>", "<beep>"
     voice: str = KO
     early: bool = False
+    outcome: str | None = None  # the outcome a machine's start should be filed with
 
     def audio(self, speed: int, pitch: int) -> np.ndarray:
         pieces = []
@@ -117,41 +121,66 @@ TEMPLATES = [
     Template("person zh 喂", "person", ("wei2",), ZH),
     Template("person zh 喂你好", "person", ("wei2, ni3 hao3",), ZH),
     Template("silence", "silence"),
-    Template("ann ko 없는 번호", "announcement", ("지금 거신 전화는 없는 번호 입니다",)),
+    Template(
+        "ann ko 없는 번호",
+        "announcement",
+        ("지금 거신 전화는 없는 번호 입니다",),
+        outcome="invalid_number",
+    ),
     Template(
         "ann ko tone+전원이 꺼져",
         "announcement",
         ("<tone>", "고객님의 전화기가 전원이 꺼져 있어 연결이 되지 않습니다"),
+        outcome="switched_off",
     ),
     Template(
-        "ann ko 통화중 (early)", "announcement", ("지금 거신 전화는 통화중 입니다",), early=True
+        "ann ko 통화중 (early)",
+        "announcement",
+        ("지금 거신 전화는 통화중 입니다",),
+        early=True,
+        outcome="busy",
     ),
     Template(
         "ann ko tone+없는 번호 (early)",
         "announcement",
         ("<tone>", "지금 거신 전화는 없는 번호 입니다"),
         early=True,
+        outcome="invalid_number",
     ),
-    Template("ann busy tone", "announcement", ("<busy>",)),
+    Template("ann busy tone", "announcement", ("<busy>",), outcome="busy"),
     Template(
         "ann zh tone+空号 (early)",
         "announcement",
         ("<tone>", "nin2 bo1 da3 de hao4 ma3 shi4 kong1 hao4"),
         ZH,
         early=True,
+        outcome="invalid_number",
     ),
-    Template("ann zh 关机", "announcement", ("nin2 bo1 da3 de dian4 hua4 yi3 guan1 ji1",), ZH),
+    Template(
+        "ann zh 关机",
+        "announcement",
+        ("nin2 bo1 da3 de dian4 hua4 yi3 guan1 ji1",),
+        ZH,
+        outcome="switched_off",
+    ),
     Template(
         "voicemail ko beep",
         "voicemail",
         ("지금은 전화를 받을 수 없습니다. 삐 소리 후 메시지를 남겨 주세요", "<beep>"),
+        outcome="voicemail",
     ),
-    Template("voicemail ko 음성 사서함", "voicemail", ("음성 사서함 으로 연결 됩니다", "<beep>")),
+    Template(
+        "voicemail ko 음성 사서함",
+        "voicemail",
+        ("음성 사서함 으로 연결 됩니다", "<beep>"),
+        outcome="voicemail",
+    ),
     Template(
         "voicemail zh 来电秘书",
         "voicemail",
         ("nin2 hao3, wo3 shi4 ji1 zhu3 de lai2 dian4 mi4 shu1, qing3 liu2 yan2", "<beep>"),
         ZH,
+        outcome="voicemail",
     ),
 ]
 
@@ -180,6 +209,14 @@ def right(expected: str, got: str) -> bool:
     return got == expected
 
 
+def filed_right(template: Template, placed: PlacedCall) -> bool:
+    """Right, and a machine filed with the outcome its start means (busy, not invalid
+    number, for a busy announcement)."""
+    if not right(template.expected, verdict(placed)):
+        return False
+    return template.outcome is None or placed.record.get("outcome") == template.outcome
+
+
 def decision_time(placed: PlacedCall) -> float | None:
     """Seconds from the start of the callee's media (the answer) to the robot's last voiced
     packet of its first line, for an answered call filed as a machine."""
@@ -194,15 +231,33 @@ def long_enough(line: CalleeLine) -> bool:
     return bool(line.log) and line.log[-1].at - line.start > HANG_UP_AFTER_S
 
 
-async def main(concurrency: int, variants: int) -> None:
-    cases = [(t, v) for v in range(variants) for t in TEMPLATES]
+def workdir(keep: Path | None) -> contextlib.AbstractContextManager[str]:
+    """A batch's directory: kept under ``keep`` (the daemon's log, the callees' files), else
+    removed after the batch."""
+    if keep is None:
+        return tempfile.TemporaryDirectory(prefix="bench-who-")
+    keep.mkdir(parents=True, exist_ok=True)
+    return contextlib.nullcontext(tempfile.mkdtemp(prefix="bench-who-", dir=keep))
+
+
+async def main(concurrency: int, variants: int, only: str, keep: Path | None) -> None:
+    templates = [t for t in TEMPLATES if only in t.name]
+    cases = [(t, v) for v in range(variants) for t in templates]
     results: list[tuple[Template, PlacedCall]] = []
     for start in range(0, len(cases), concurrency):
         chunk = cases[start : start + concurrency]
-        with tempfile.TemporaryDirectory(prefix="bench-who-") as tmp:
-            placed = await call_callees(
-                Path(tmp), [plan(t, v) for t, v in chunk], hang_up_when=long_enough, timeout=180
-            )
+        with workdir(keep) as tmp:
+            if keep is not None:
+                print(f"  batch of {len(chunk)} in {tmp}")
+            plans = [plan(t, v) for t, v in chunk]
+            # a call failing after its early media ends by itself: hung up while the daemon
+            # still hears that audio, it would be filed as cancelled, not as what it said
+            unanswered = {id(p.script) for p in plans if not p.answer}
+
+            def hang_up_when(line: CalleeLine, unanswered: set[int] = unanswered) -> bool:
+                return id(line.script) not in unanswered and long_enough(line)
+
+            placed = await call_callees(Path(tmp), plans, hang_up_when=hang_up_when, timeout=180)
         for (template, _), call in zip(chunk, placed, strict=True):
             if call.error:
                 print(f"  left out ({template.name}): {call.error}")
@@ -210,7 +265,7 @@ async def main(concurrency: int, variants: int) -> None:
                 results.append((template, call))
     per: dict[str, Counter[str]] = defaultdict(Counter)
     outcomes: Counter[str] = Counter()
-    correct = people_as_machines = 0
+    correct = filed = people_as_machines = 0
     times: list[float] = []
     wrong: list[str] = []
     for template, placed in results:
@@ -219,12 +274,17 @@ async def main(concurrency: int, variants: int) -> None:
         if not right(template.expected, got):
             evidence = placed.record.get("answered_by_evidence") or "-"
             wrong.append(f"  {template.name}: {got} ({evidence})")
+        elif not filed_right(template, placed):
+            outcome = placed.record.get("outcome")
+            evidence = placed.record.get("answered_by_evidence") or "-"
+            wrong.append(f"  {template.name}: {got}, but filed {outcome} ({evidence})")
         outcomes[str(placed.record.get("outcome"))] += 1
         correct += right(template.expected, got)
+        filed += filed_right(template, placed)
         people_as_machines += template.expected in ("person", "silence") and got in MACHINES
         if (t := decision_time(placed)) is not None:
             times.append(t)
-    for template in TEMPLATES:
+    for template in templates:
         counts = ", ".join(f"{k} {n}" for k, n in per[template.name].most_common())
         print(f"  {template.name:34} expected {template.expected:12} got {counts}")
     if wrong:
@@ -236,6 +296,7 @@ async def main(concurrency: int, variants: int) -> None:
         f" (target ≥ {100 * ACCURACY_TARGET:.0f} %); people as machines {people_as_machines}"
         " (target 0)"
     )
+    print(f"right and filed with the right outcome: {filed} = {100 * filed / max(total, 1):.1f} %")
     print(f"outcomes filed: {dict(outcomes)}")
     if times:
         ranked = sorted(times)
@@ -258,5 +319,7 @@ if __name__ == "__main__":
         default=6,
         help=f"variants per template (default 6; {len(TEMPLATES)} templates)",
     )
+    parser.add_argument("--only", default="", help="templates whose name contains this")
+    parser.add_argument("--keep", type=Path, help="keep each batch's files under this directory")
     args = parser.parse_args()
-    trio.run(main, args.concurrency, args.variants)
+    trio.run(main, args.concurrency, args.variants, args.only, args.keep)

@@ -122,6 +122,35 @@ async def test_an_announcement_in_early_media_then_480_files_the_announcement(
     assert record["grade"] is None
 
 
+async def test_an_operator_hangup_while_early_media_is_heard_keeps_the_failure(
+    tmp_path: Path,
+) -> None:
+    """The INVITE failed (480) and the daemon is hearing its early media when the operator
+    hangs the call up: it is still filed with its answer and the announcement, not as a
+    call cancelled while it rang."""
+    said = speech_pcm("없는 번호입니다")
+    announcement = np.concatenate([_silence(0.3), *[said, _silence(0.5)] * 3])
+    audio = ulaw(tmp_path, "announcement", announcement)
+    early_ms = int(announcement.size * 1000 / CALL_RATE) + 300
+    keys = {"audio": str(audio.resolve()), "early_ms": str(early_ms)}
+    with trio.fail_after(CALL_TIMEOUT + 60):
+        async with sipp_peer("early_media.xml", tmp_path, keys=keys, timeout=CALL_TIMEOUT) as peer:
+            config = write_config(tmp_path / "waihud", proxy=peer.hostport)
+            async with running_waihud(config) as daemon:
+                reply = await daemon.request("call", target="1001", script="demo-ko")
+                call_id = reply["call_id"]
+                while "480 Temporarily Unavailable" not in daemon.log_text():
+                    await trio.sleep(0.01)
+                await daemon.request("call.hangup", id=call_id)
+                record = await daemon.wait_call(call_id, timeout=CALL_TIMEOUT)
+                await peer.wait()
+                assert await daemon.stop() == 0
+                log = daemon.log_text()
+    assert "hung up by root (it was ringing)" in log  # the hangup came while it was heard
+    assert (record["status"], record["sip_status"]) == ("failed", 480), record
+    assert (record["outcome"], record["answered_by"]) == ("invalid_number", "announcement")
+
+
 async def test_a_voicemail_greeting_is_not_answered_and_the_robot_hangs_up(
     tmp_path: Path,
 ) -> None:

@@ -239,6 +239,7 @@ async def place_call(
                     log.info("call %s to %s: early media (%s)", record.id, record.number,
                              media.codec.name)  # fmt: skip
 
+            screen_failed = False  # the call failed after early media: hear what it said
             with trio.CancelScope() as operator:
                 control.bind(operator)
                 try:
@@ -254,8 +255,7 @@ async def place_call(
                     known = _known(exc, ring_timeout)
                     ending.error = failure_reason(exc.status, exc.reason, known)
                     log.info("call %s to %s: %s", record.id, record.number, ending.error)
-                    if early and services.who.enabled:
-                        await _screen_failed(services, life, loaded, early[0])
+                    screen_failed = bool(early) and services.who.enabled
                 except TrunkError as exc:
                     ending.error, ending.trunk_error = f"{TRUNK_ERROR_PREFIX}{exc}", True
                     log.warning("call %s to %s: %s", record.id, record.number, exc)
@@ -271,6 +271,10 @@ async def place_call(
                     ending.error = f"{OPERATOR_HANGUP} while it rang"
                 else:
                     ending.hangup_by, ending.error = "robot", OPERATOR_HANGUP
+            if screen_failed:
+                # outside the operator's scope: the call has failed already, and a hangup
+                # now must not file it as a CANCEL while it rang in place of its answer
+                await _screen_failed(services, life, loaded, early[0])
             if leg is None and early and services.recordings_dir is not None:
                 await _record_early(services, life, early[0])
             nursery.cancel_scope.cancel()  # the filing loop and early media
