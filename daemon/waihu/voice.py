@@ -200,7 +200,7 @@ class Listener:
         elif isinstance(event, SpeechEnded):
             ended_at = time.time()  # when the endpointer decided, before recognition
             result = await stream.finish()
-            media.heard(result.text, final=True)
+            media.heard(result.text, final=True, words=result.words)
             backchannel = media.backchannel  # the judge's word on it, given just now
             decode_seconds = time.time() - ended_at
             life.utterance(result.text, result.confidence, decode_seconds=decode_seconds)
