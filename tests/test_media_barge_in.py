@@ -113,11 +113,99 @@ def test_pause_waits_for_its_own_duration() -> None:
     assert judge.frame(voiced=True) is Action.PAUSE
 
 
-def test_words_cut_at_once_backchannels_do_not() -> None:
+def test_words_in_a_partial_wait_for_the_final_which_cuts() -> None:
     judge = BargeInJudge(BargeInSettings(backchannels=KO))
     assert judge.speech_started(interruptible=True, voiced_ms=200) is Action.PAUSE
     assert judge.heard("네", final=False) is Action.NONE
-    assert judge.heard("네 잠깐", final=False) is Action.CUT
+    assert judge.heard("네 잠깐", final=False) is Action.NONE  # no confidence: not yet
+    assert frames(judge, 5) == [Action.NONE] * 5
+    # the latest partial is not backchannels only: the silence after it does not resume
+    assert frames(judge, 30, voiced=False) == [Action.NONE] * 30
+    assert judge.paused
+    assert judge.speech_ended() is Action.NONE
+    assert judge.heard("네 잠깐만요", final=True) is Action.CUT  # the final decides
+    assert not judge.paused
+    assert judge.last_backchannel is False
+
+
+def test_a_word_forced_onto_a_backchannel_does_not_cut() -> None:
+    """The phrase grammar heard "네" as "네 없어요": the forced word is unsure."""
+    judge = BargeInJudge(BargeInSettings(word_confidence=0.85, backchannels=KO))
+    judge.speech_started(interruptible=True, voiced_ms=200)
+    assert judge.heard("네 없어요", final=False) is Action.NONE
+    frames(judge, 10)
+    assert judge.speech_ended() is Action.NONE
+    forced = (("네", 1.0, 0.1, 0.4), ("없어요", 0.74, 0.4, 0.6))
+    assert judge.heard("네 없어요", final=True, words=forced) is Action.RESUME
+    assert judge.last_backchannel is True
+
+
+@pytest.mark.parametrize(
+    ("confidence", "expected"),
+    [(0.74, Action.RESUME), (0.849, Action.RESUME), (0.85, Action.CUT), (0.95, Action.CUT)],
+)
+def test_a_final_word_counts_from_the_confidence_threshold(
+    confidence: float, expected: Action
+) -> None:
+    judge = BargeInJudge(BargeInSettings(word_confidence=0.85, backchannels=KO))
+    judge.speech_started(interruptible=True, voiced_ms=200)
+    judge.speech_ended()
+    words = (("네", 1.0, 0.1, 0.4), ("없어요", confidence, 0.4, 0.6))
+    assert judge.heard("네 없어요", final=True, words=words) is expected
+    assert judge.last_backchannel is (expected is Action.RESUME)
+
+
+def test_the_confidence_threshold_is_a_setting() -> None:
+    judge = BargeInJudge(BargeInSettings(word_confidence=0.7, backchannels=KO))
+    judge.speech_started(interruptible=True, voiced_ms=200)
+    judge.speech_ended()
+    words = (("네", 1.0, 0.1, 0.4), ("없어요", 0.74, 0.4, 0.6))
+    assert judge.heard("네 없어요", final=True, words=words) is Action.CUT
+
+
+def test_backchannel_words_count_however_unsure() -> None:
+    judge = BargeInJudge(BargeInSettings(backchannels=KO))
+    judge.speech_started(interruptible=True, voiced_ms=200, line_left_ms=800)
+    judge.speech_ended()
+    # "네" as the question ends is its answer, even said unclearly
+    assert judge.heard("네", final=True, words=(("네", 0.6, 0.1, 0.4),)) is Action.CUT
+
+
+def test_a_final_of_unsure_words_only_resumes_as_a_cough_does() -> None:
+    judge = BargeInJudge(BargeInSettings(backchannels=KO))
+    judge.speech_started(interruptible=True, voiced_ms=200)
+    judge.speech_ended()
+    assert judge.heard("얼마", final=True, words=(("얼마", 0.6, 0.1, 0.4),)) is Action.RESUME
+
+
+def test_a_final_without_word_confidences_counts_every_word() -> None:
+    judge = BargeInJudge(BargeInSettings(backchannels=KO))
+    judge.speech_started(interruptible=True, voiced_ms=200)
+    judge.speech_ended()
+    assert judge.heard("네 없어요", final=True, words=()) is Action.CUT
+
+
+def test_long_speech_with_words_in_its_partials_cuts_on_the_confirmation() -> None:
+    judge = BargeInJudge(BargeInSettings(confirm_ms=800, backchannels=KO))
+    judge.speech_started(interruptible=True, voiced_ms=200)
+    assert judge.heard("가격이", final=False) is Action.NONE
+    assert frames(judge, 29) == [Action.NONE] * 29
+    assert judge.frame(voiced=True) is Action.CUT  # 800 ms voiced
+
+
+def test_words_in_a_partial_as_the_line_ends_cut_at_once() -> None:
+    judge = BargeInJudge(BargeInSettings(answer_tail_ms=1000, backchannels=KO))
+    judge.speech_started(interruptible=True, voiced_ms=200, line_left_ms=900)
+    assert judge.heard("얼마", final=False) is Action.CUT  # the callee answers the question
+
+
+def test_after_words_in_a_partial_the_wait_for_the_final_is_still_bounded() -> None:
+    judge = BargeInJudge(BargeInSettings(final_wait_ms=1000, backchannels=KO))
+    judge.speech_started(interruptible=True, voiced_ms=200)
+    judge.heard("잠깐", final=False)
+    judge.speech_ended()
+    assert frames(judge, 49, voiced=False) == [Action.NONE] * 49
+    assert judge.frame(voiced=False) is Action.RESUME  # no final came: the line goes on
 
 
 def test_a_backchannel_resumes_the_line_on_its_final_words() -> None:
@@ -153,7 +241,21 @@ def test_speaking_on_after_an_early_resume_pauses_again_and_words_cut() -> None:
     judge.heard("네", final=False)
     assert Action.RESUME in frames(judge, 15, voiced=False)
     assert judge.frame(voiced=True) is Action.PAUSE  # "네… 그런데"
-    assert judge.heard("네 그런데", final=False) is Action.CUT
+    assert judge.heard("네 그런데", final=False) is Action.NONE
+    frames(judge, 5)
+    judge.speech_ended()
+    assert judge.heard("네 그런데", final=True) is Action.CUT
+
+
+def test_an_early_resume_whose_final_adds_only_an_unsure_word_was_a_backchannel() -> None:
+    judge = BargeInJudge(BargeInSettings(backchannels=KO))
+    judge.speech_started(interruptible=True, voiced_ms=200)
+    judge.heard("네", final=False)
+    assert Action.RESUME in frames(judge, 15, voiced=False)
+    judge.speech_ended()
+    forced = (("네", 1.0, 0.1, 0.4), ("없어요", 0.74, 0.4, 0.6))
+    assert judge.heard("네 없어요", final=True, words=forced) is Action.NONE
+    assert judge.last_backchannel is True
 
 
 def test_an_early_resume_whose_final_has_words_was_a_reply() -> None:
@@ -228,7 +330,11 @@ def test_each_utterance_is_judged_on_its_own() -> None:
     judge.speech_started(interruptible=True, voiced_ms=200)
     judge.speech_ended()
     judge.speech_started(interruptible=False, voiced_ms=200)
-    assert judge.heard("그게 아니라", final=False) is Action.CUT  # A's words cut for all
+    assert judge.heard("그게 아니라", final=False) is Action.NONE  # A's partial: not yet
+    assert judge.heard("그게 아니라", final=True) is Action.CUT  # A's final cuts for all
+    assert not judge.paused
+    judge.speech_ended()
+    assert judge.heard("음", final=True) is Action.NONE  # B: decided with A
 
 
 def test_a_line_held_by_two_utterances_waits_for_both_finals() -> None:
@@ -321,11 +427,14 @@ def greeting() -> np.ndarray:
     return speech_pcm(text, voice="ko+f3")
 
 
+Words = tuple[tuple[str, float, float, float], ...]
+
+
 def listener(
-    media: CallMedia, *, partial: str | None = None, final: str | None = None
+    media: CallMedia, *, partial: str | None = None, final: str | None = None, words: Words = ()
 ) -> Callable[[Call], object]:
     """An event reader standing in for voice.Listener: tells the media what the
-    recogniser heard (``partial`` on the start, ``final`` on the end)."""
+    recogniser heard (``partial`` on the start, ``final`` with its ``words`` on the end)."""
 
     async def collect(call: Call) -> None:
         async for event in media.events:
@@ -334,7 +443,7 @@ def listener(
                 media.heard(partial, final=False)
             elif isinstance(event, SpeechEnded) and final is not None:
                 await trio.sleep(0.1)  # the final decode
-                media.heard(final, final=True)
+                media.heard(final, final=True, words=words)
                 call.events.append((trio.current_time(), Backchannel(media.backchannel)))
 
     return collect
@@ -354,11 +463,12 @@ async def talk(
     *,
     partial: str | None = None,
     final: str | None = None,
+    words: Words = (),
     after: float = 1.0,
 ) -> Call:
     async def scenario(call: Call) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(listener(media, partial=partial, final=final), call)
+            nursery.start_soon(listener(media, partial=partial, final=final, words=words), call)
             await far.play(callee, call.start + FRAME / 2)
             while media.player.playing:
                 await trio.sleep(FRAME)
@@ -461,9 +571,65 @@ async def test_words_cut_the_line_and_the_lines_queued_behind_it_but_not_a_discl
     assert finished[1].played_ms == 0
     [(paused_at, _)] = [(t, e) for t, e in call.events if isinstance(e, BargeInPaused)]
     [(cut_at, _)] = [(t, e) for t, e in call.events if isinstance(e, BargeIn)]
-    assert cut_at == paused_at  # the words came with the start: cut on that very tick
+    # the partial's words, with the start, held the line paused; 800 ms voiced cut it
+    assert 0.6 - 1e-6 <= cut_at - paused_at <= 1.5
     # nothing of the cut lines leaked: the offer up to the pause, then the disclosure whole
     assert voiced_packets(far) == finished[0].played_ms // 20 + 50
+    assert media.stats.barge_ins == 1 and media.stats.barge_in_resumes == 0
+
+
+async def test_a_backchannel_heard_with_a_forced_unsure_word_lets_the_line_go_on(
+    autojump_clock: trio.testing.MockClock, ne: np.ndarray
+) -> None:
+    """The phrase grammar hears "네" as "네 없어요", the second word 0.74 sure."""
+    callee = np.concatenate((silence(0.8), ne, silence(2.0)))
+    forced = (("네", 1.0, 0.1, 0.4), ("없어요", 0.74, 0.4, 0.6))
+    with trio.fail_after(60):
+        leg, far = await make_pair(PCMU)
+        media = CallMedia(leg, endpointer=Endpointer(), barge_in=BargeInSettings(backchannels=KO))
+        prompt = media.player.play(tone(4.0), label="greeting")
+        call = await talk(media, far, callee, partial="네 없어요", final="네 없어요", words=forced)
+
+    assert kinds(call) == [
+        BargeInPaused,
+        SpeechStarted,
+        SpeechEnded,
+        BargeInResumed,
+        PromptFinished,
+    ]
+    [(_, marker)] = [(t, e) for t, e in call.events if isinstance(e, Backchannel)]
+    assert marker.value is True
+    assert not prompt.interrupted and voiced_packets(far) == 200
+    assert media.stats.barge_ins == 0
+
+
+async def test_a_short_no_cuts_the_line_on_its_final_words(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    no = speech_pcm("아니요", voice="ko+f3")  # 0.5 s voiced: shorter than the confirmation
+    callee = np.concatenate((silence(0.8), no, silence(2.0)))
+    with trio.fail_after(60):
+        leg, far = await make_pair(PCMU)
+        media = CallMedia(leg, endpointer=Endpointer(), barge_in=BargeInSettings(backchannels=KO))
+        first = media.player.play(tone(4.0), label="greeting")
+        queued = media.player.play(tone(2.0, 660.0), label="more")
+        call = await talk(
+            media, far, callee, partial="아니요", final="아니요", words=(("아니요", 1.0, 0.1, 0.6),)
+        )
+
+    assert kinds(call)[:5] == [
+        BargeInPaused,
+        SpeechStarted,
+        SpeechEnded,
+        BargeIn,
+        PromptFinished,
+    ]
+    assert first.interrupted and queued.interrupted
+    [(_, marker)] = [(t, e) for t, e in call.events if isinstance(e, Backchannel)]
+    assert marker.value is False  # a reply: it reaches the dialogue as one
+    # held paused until the final, then cut: the line did not go on in between
+    finished = [e for _, e in call.events if isinstance(e, PromptFinished)]
+    assert voiced_packets(far) == finished[0].played_ms // 20
     assert media.stats.barge_ins == 1 and media.stats.barge_in_resumes == 0
 
 

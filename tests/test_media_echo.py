@@ -15,7 +15,8 @@ import pytest
 from waihu.media.echo import EchoCanceller
 from waihu.media.endpointer import Endpointer, SpeechStarted
 from waihu.media.g711 import codec_functions
-from waihu.testing.speech import speech_pcm
+from waihu.testing.daemon import REPO
+from waihu.testing.speech import read_wav_pcm, speech_pcm
 
 RATE = 8000
 SPF = 160
@@ -177,6 +178,39 @@ def test_a_line_without_echo_passes_untouched(
     assert guard.estimate is None
     np.testing.assert_array_equal(residual, returned)
     assert starts  # the callee is heard
+
+
+@pytest.mark.parametrize("at_ms", [1500, 1700, 1800, 2000, 2040])
+def test_a_callee_who_sounds_like_the_prompt_never_puts_the_robot_in_what_is_heard(
+    at_ms: int,
+) -> None:
+    """A line with no echo; the callee says "네" (the prompts' own synthetic voice) 1.5-2 s
+    into the demo greeting, which pauses while they speak. The word correlates with a
+    stretch of the greeting at some delay, well enough to be taken for an echo path once;
+    cancelling that path would put the greeting into silence (+45 dB and more)."""
+    encode, decode = codec_functions("PCMU")
+    greeting = read_wav_pcm(REPO / "etc/waihu/scripts/prompts/demo-ko/greeting.wav")
+    ne = speech_pcm("네", voice="ko+f3")
+    n = 8 * RATE
+    at = at_ms * RATE // 1000
+    pause = at + int(np.flatnonzero(np.abs(ne) > 300)[0]) + RATE // 5  # 200 ms of voice
+    sent = np.zeros(n, np.int16)
+    sent[:pause] = greeting[:pause]
+    rest = greeting[pause:][: n - pause - RATE]
+    sent[pause + RATE : pause + RATE + rest.size] = rest  # resumed a second later
+    sent = decode(encode(sent))
+    back = np.random.default_rng(0).normal(0.0, 32768 * 10 ** (-65 / 20), n)
+    back[at : at + ne.size] += ne
+    returned = decode(encode(np.clip(np.rint(back), -32768, 32767).astype(np.int16)))
+
+    starts, guard, residual = run(sent, returned)
+
+    frames_in = returned[: n - n % SPF].reshape(-1, SPF).astype(float)
+    frames_out = residual[: n - n % SPF].reshape(-1, SPF).astype(float)
+    added = np.sum(frames_out**2, axis=1) > np.sum(frames_in**2, axis=1) + SPF  # ±1 rounding
+    assert not added.any(), np.flatnonzero(added)
+    assert starts == [starts[0]] and starts[0] <= (at + ne.size) // SPF  # the 네 alone
+    assert guard.estimate is None  # the false path is forgotten
 
 
 def test_quiet_line_learns_nothing_and_reset_forgets(prompts: list[np.ndarray]) -> None:

@@ -225,7 +225,7 @@ class Listener:
         elif isinstance(event, SpeechEnded):
             ended_at = time.time()  # when the endpointer decided, before recognition
             result = await stream.finish()
-            media.heard(result.text, final=True)
+            media.heard(result.text, final=True, words=result.words)
             if self.screen is not None:  # every final, held or not: the screen weighs words
                 self.screen.heard(
                     result.text, final=True, confidence=result.confidence, words=result.words

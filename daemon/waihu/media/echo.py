@@ -21,7 +21,16 @@ every frame it receives (``cancel``), one of each per media tick, and:
    far below it (``RESIDUAL_MARGIN_DB``: what is left is the echo's own
    leftovers, G.711 noise of the two ways), the frame is attenuated further
    (``RESIDUAL_ATTENUATION``). A callee talking over the prompt is louder than
-   the echo of it, so double talk comes through.
+   the echo of it, so double talk comes through;
+4. never adds to what came in: a residual louder than the received frame
+   means the path is wrong (taking out an echo that is not there puts the
+   robot's voice in), so that frame passes as it came, and a residual
+   ``DIVERGED_RESET_DB`` louder forgets the path (it is searched for afresh).
+   A false path is rare but real: a callee whose syllable resembles a stretch
+   of the prompt (the same synthetic voice in tests, "네" 2 s into the demo
+   greeting) scores over ``MIN_CORRELATION`` at some delay; cancelled, it put
+   the robot's own words in the recogniser's ears ("네" heard as "네 없어요")
+   and its later lines in the endpointer's.
 
 Everything is numpy and vectorised; a search costs one real FFT of about
 ``WINDOW_MS + max_delay_ms`` samples, a refinement a handful of dot products;
@@ -71,6 +80,9 @@ MAX_GAIN = 2.0  # louder than what was sent is no echo (+6 dB)
 # far below it, the residual is the echo's leftover, not a voice
 RESIDUAL_MARGIN_DB = 12.0
 RESIDUAL_ATTENUATION = 0.1  # what is kept of such a leftover (-20 dB)
+# a residual this much louder than the received frame: the path took out an echo that was
+# not there (no true path, in double talk or drifting, comes near this): it is forgotten
+DIVERGED_RESET_DB = 13.0
 
 
 @attrs.frozen
@@ -151,9 +163,14 @@ class EchoCanceller:
         echo = estimate.gain * self._ref[end - n : end]
         near = self._near[-n:]
         residual = near - echo
+        near_energy = float(np.dot(near, near))
+        residual_energy = float(np.dot(residual, residual))
+        if residual_energy > near_energy:  # the subtraction added: no echo of that path here
+            if residual_energy > near_energy * 10 ** (DIVERGED_RESET_DB / 10):
+                self.reset()
+            return frame
         echo_energy = float(np.dot(echo, echo))
         if echo_energy > self._min_energy * n / self.window:
-            residual_energy = float(np.dot(residual, residual))
             if residual_energy * 10 ** (RESIDUAL_MARGIN_DB / 10) < echo_energy:
                 residual *= RESIDUAL_ATTENUATION
         return np.clip(np.rint(residual), -32768, 32767).astype(np.int16)
