@@ -34,7 +34,6 @@ import argparse
 import itertools
 import math
 import random
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -51,6 +50,7 @@ from waihu.testing.callee import (
     Sound,
     after_robot_starts,
     after_robot_stops,
+    batch_dir,
     call_callees,
     cough_pcm,
     talkspurts,
@@ -69,6 +69,7 @@ PAUSE_MS = 300  # a quiet this long inside a line is a pause (the recordings' ow
 LINE_GAP_MS = 1500  # ... and one this long ends the line
 PAUSE_WINDOW_S = 1.5  # a pause this soon after a backchannel or cough began is its doing
 QUIET_MS = 300  # the robot has reacted once it has been quiet this long
+KEEP: Path | None = None  # --keep: each batch's daemon log and callee files stay here
 CUT_IN_MS = (800, 2400)  # when the callee cuts into the greeting (before its 2.7 s pause)
 PROMPTS_PER_SILENT_CALL = 3  # greeting, re-prompt, goodbye
 ANSWERS = {"short": "네", "long": "가격이 얼마 예요"}
@@ -119,7 +120,9 @@ def after_sound(seconds: float):
 async def batch(plans: list[CallPlan], hang_up_when=None) -> list[PlacedCall]:
     """The calls of ``plans``, placed at once; the failed ones are reported and left out."""
     cpu, wall = time.process_time(), time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bench-turns-") as tmp:
+    with batch_dir(KEEP, "bench-turns-") as tmp:
+        if KEEP is not None:
+            print(f"  batch of {len(plans)} in {tmp}")
         placed = await call_callees(Path(tmp), plans, hang_up_when=hang_up_when, timeout=240)
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
     for failed in (p for p in placed if p.error):
@@ -267,4 +270,7 @@ if __name__ == "__main__":
         default=["echo", "backchannel", "cough"],
         choices=["echo", "backchannel", "cough"],
     )
-    trio.run(main, parser.parse_args())  # fmt: skip
+    parser.add_argument("--keep", type=Path, help="keep each batch's files under this directory")
+    arguments = parser.parse_args()
+    KEEP = arguments.keep
+    trio.run(main, arguments)

@@ -28,9 +28,7 @@ What it is not: a test (nothing asserts) or a corpus of real recordings.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
-import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -45,6 +43,7 @@ from waihu.testing.callee import (
     PlacedCall,
     Sound,
     at,
+    batch_dir,
     call_callees,
 )
 from waihu.testing.speech import speech_pcm
@@ -231,22 +230,13 @@ def long_enough(line: CalleeLine) -> bool:
     return bool(line.log) and line.log[-1].at - line.start > HANG_UP_AFTER_S
 
 
-def workdir(keep: Path | None) -> contextlib.AbstractContextManager[str]:
-    """A batch's directory: kept under ``keep`` (the daemon's log, the callees' files), else
-    removed after the batch."""
-    if keep is None:
-        return tempfile.TemporaryDirectory(prefix="bench-who-")
-    keep.mkdir(parents=True, exist_ok=True)
-    return contextlib.nullcontext(tempfile.mkdtemp(prefix="bench-who-", dir=keep))
-
-
 async def main(concurrency: int, variants: int, only: str, keep: Path | None) -> None:
     templates = [t for t in TEMPLATES if only in t.name]
     cases = [(t, v) for v in range(variants) for t in templates]
     results: list[tuple[Template, PlacedCall]] = []
     for start in range(0, len(cases), concurrency):
         chunk = cases[start : start + concurrency]
-        with workdir(keep) as tmp:
+        with batch_dir(keep, "bench-who-") as tmp:
             if keep is not None:
                 print(f"  batch of {len(chunk)} in {tmp}")
             plans = [plan(t, v) for t, v in chunk]

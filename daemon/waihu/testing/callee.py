@@ -59,10 +59,11 @@ import os
 import re
 import socket
 import struct
+import tempfile
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,6 +94,7 @@ __all__ = [
     "after_robot_starts",
     "after_robot_stops",
     "at",
+    "batch_dir",
     "call_callees",
     "callee_peer",
     "cough_pcm",
@@ -660,6 +662,15 @@ class PlacedCall:
 SIPP_START_ATTEMPTS = 3
 RECORD_POLL_S = 1.0  # how often a batch asks the daemon whether a call is over
 ENDED_STATUSES = ("ended", "failed")
+
+
+def batch_dir(keep: Path | None, prefix: str) -> AbstractContextManager[str]:
+    """The directory of one batch of ``call_callees``: made under ``keep`` and kept (the
+    daemon's log, the callees' files, to read after a benchmark), else removed after."""
+    if keep is None:
+        return tempfile.TemporaryDirectory(prefix=prefix)
+    keep.mkdir(parents=True, exist_ok=True)
+    return nullcontext(tempfile.mkdtemp(prefix=prefix, dir=keep))
 
 
 async def call_callees(
