@@ -82,9 +82,10 @@ DEFAULT_BACKCHANNELS: Mapping[str, tuple[str, ...]] = {
 # voiced audio this long over a line pauses it, counted already while the endpointer is
 # confirming speech (its start_ms, 200). Measured with bench_turns (20 calls at once, Korean
 # questions cutting into the greeting): pausing at the confirmation put the robot's last
-# voiced packet p50 ~298 / p95 ~340 ms after the callee's first; 120 here gave p50 211 /
-# p95 242 ms. A 150 ms cough now holds the line briefly (it resumes when the endpointer is
-# quiet again) where before it mostly did not; cuts stay as careful as before.
+# voiced packet p50 ~298 / p95 ~340 ms after the callee's first; 120 here gave p50 204-217 /
+# p95 235-257 ms over three runs (140: p95 281; 100: p95 228-252, no fewer false pauses
+# bought). A 150 ms cough now holds the line some 300 ms (94 of 100 coughs; 6 before): it
+# resumes when the endpointer is quiet again; cuts stay as careful as before (0 of 100).
 DEFAULT_PAUSE_MS = 120
 # a line paused on an onset the endpointer has not confirmed as speech within this long goes
 # on: scattered noise keeps the endpointer counting without ever confirming, and a held line
