@@ -48,7 +48,7 @@ from waihu.media.call_media import (
     SpeechEnded,
     SpeechStarted,
 )
-from waihu.media.endpointer import Endpointer
+from waihu.media.endpointer import Endpointer, EndpointState
 from waihu.media.prompt_player import PromptPlayer
 from waihu.media.rtp import RtpSender
 from waihu.testing.speech import speech_pcm
@@ -365,6 +365,93 @@ def test_speech_over_no_line_and_a_line_stopped_elsewhere() -> None:
 def test_confirm_as_short_as_the_start_cuts_without_pausing() -> None:
     judge = BargeInJudge(BargeInSettings(words=False, confirm_ms=200))
     assert judge.speech_started(interruptible=True, voiced_ms=200) is Action.CUT
+
+
+# ── the onset pause: before the endpointer confirms speech ──
+
+
+def onsets(judge: BargeInJudge, counts: list[int], *, interruptible: bool = True) -> list[Action]:
+    """Feed the judge the endpointer's voiced count of successive ticks while it is not in
+    speech (``Endpointer.starting_voiced_ms``: 0 when quiet)."""
+    return [judge.onset(voiced_ms=ms, interruptible=interruptible) for ms in counts]
+
+
+def test_an_onset_pauses_the_line_before_the_speech_is_confirmed() -> None:
+    judge = BargeInJudge(BargeInSettings(pause_ms=120, confirm_ms=800, backchannels=KO))
+    assert onsets(judge, [20, 40, 60, 80, 100, 100]) == [Action.NONE] * 6
+    assert not judge.paused
+    assert judge.onset(voiced_ms=120, interruptible=True) is Action.PAUSE
+    assert judge.paused
+    assert onsets(judge, [140, 160, 180]) == [Action.NONE] * 3  # held, once
+    # the endpointer confirms: the line is paused already (not interruptible any more)
+    assert judge.speech_started(interruptible=False, voiced_ms=200) is Action.NONE
+    assert judge.paused
+    # ...and the speech is judged as any: long speech cuts at confirm_ms
+    assert frames(judge, 29) == [Action.NONE] * 29
+    assert judge.frame(voiced=True) is Action.CUT
+    assert not judge.paused
+
+
+def test_a_sound_dying_before_the_confirmation_resumes_the_line() -> None:
+    judge = BargeInJudge(BargeInSettings(pause_ms=120, backchannels=KO))
+    assert onsets(judge, [40, 80, 120]) == [Action.NONE, Action.NONE, Action.PAUSE]
+    # a click, a short cough: the count stays, then the endpointer is quiet again
+    assert onsets(judge, [140, 140, 140]) == [Action.NONE] * 3
+    assert judge.paused
+    assert judge.onset(voiced_ms=0, interruptible=False) is Action.RESUME
+    assert not judge.paused
+    assert judge.onset(voiced_ms=0, interruptible=True) is Action.NONE  # resumed once
+    # the next voice pauses as before, and its speech is judged as before
+    assert judge.speech_started(interruptible=True, voiced_ms=200) is Action.PAUSE
+    judge.speech_ended()
+    assert judge.heard("네", final=True) is Action.RESUME
+    assert judge.last_backchannel is True
+
+
+def test_a_confirmed_onset_resumes_on_a_backchannel_and_cuts_on_an_answer() -> None:
+    judge = BargeInJudge(BargeInSettings(pause_ms=120, answer_tail_ms=1000, backchannels=KO))
+    onsets(judge, [60, 120])
+    judge.speech_started(interruptible=False, voiced_ms=200, line_left_ms=3000)
+    frames(judge, 5)
+    assert judge.onset(voiced_ms=0, interruptible=False) is Action.NONE  # quiet after the end
+    judge.speech_ended()
+    assert judge.onset(voiced_ms=0, interruptible=False) is Action.NONE  # the words decide
+    assert judge.paused
+    assert judge.heard("네", final=True) is Action.RESUME
+    # the same "네" as the question ends: what the robot had left came along with the onset
+    onsets(judge, [60, 120])
+    judge.speech_started(interruptible=False, voiced_ms=200, line_left_ms=900)
+    assert judge.heard("네", final=False) is Action.CUT
+
+
+def test_an_onset_never_pauses_a_line_that_is_not_interruptible_nor_resumes_another_hold() -> None:
+    judge = BargeInJudge(BargeInSettings(pause_ms=120, backchannels=KO))
+    assert onsets(judge, [60, 120, 160, 0], interruptible=False) == [Action.NONE] * 4
+    assert not judge.paused
+    # a line held for an utterance whose words are not in yet: a new sound changes nothing
+    judge.speech_started(interruptible=True, voiced_ms=200)
+    judge.speech_ended()
+    assert onsets(judge, [60, 120, 160, 0]) == [Action.NONE] * 4
+    assert judge.paused
+    assert judge.heard("", final=True) is Action.RESUME
+
+
+def test_an_onset_the_endpointer_never_confirms_lets_the_line_go_on_after_the_hold() -> None:
+    judge = BargeInJudge(BargeInSettings(pause_ms=120, onset_hold_ms=600, backchannels=KO))
+    assert judge.onset(voiced_ms=120, interruptible=True) is Action.PAUSE
+    # scattered noise keeps the endpointer counting without confirming
+    assert onsets(judge, [140] * 29) == [Action.NONE] * 29
+    assert judge.onset(voiced_ms=140, interruptible=False) is Action.RESUME  # 600 ms held
+    # the same noise does not pause the line again (it would stutter) until it is quiet...
+    assert onsets(judge, [160] * 20) == [Action.NONE] * 20
+    assert not judge.paused
+    assert judge.onset(voiced_ms=0, interruptible=True) is Action.NONE
+    # ...or confirmed: speech then pauses as it always did
+    onsets(judge, [120])
+    assert judge.paused
+    judge.line_ended()  # the call stopped the line meanwhile: nothing is held
+    assert not judge.paused
+    assert judge.onset(voiced_ms=0, interruptible=False) is Action.NONE
 
 
 # ───────────────────────── the prompt player ─────────────────────────
@@ -684,6 +771,65 @@ async def test_without_final_words_a_paused_line_goes_on_after_the_wait(
     [(resumed_at, _)] = [(t, e) for t, e in call.events if isinstance(e, BargeInResumed)]
     assert resumed_at - ended_at == pytest.approx(0.6, abs=0.03)
     assert not prompt.interrupted and voiced_packets(far) == 200
+
+
+def test_the_endpointer_tells_its_count_towards_speech_only_while_starting() -> None:
+    endpointer = Endpointer()
+    audio = np.concatenate((silence(0.4), cough(0.15), silence(0.6), tone(0.5), silence(0.2)))
+    seen: list[tuple[EndpointState, int]] = []
+    for k in range(0, audio.size - SPF + 1, SPF):
+        endpointer.feed(audio[k : k + SPF])
+        seen.append((endpointer.state, endpointer.starting_voiced_ms))
+    cough_ticks = seen[: round(1.15 / FRAME)]  # the cough and the silence after it
+    counts = [ms for state, ms in cough_ticks if state is EndpointState.STARTING]
+    assert max(counts) == 160 and min(counts) == 20  # 8 voiced frames, never confirmed
+    assert counts[:8] == list(range(20, 180, 20))  # one frame at a time
+    assert cough_ticks[-1] == (EndpointState.QUIET, 0)
+    assert all(ms == 0 for state, ms in seen if state is not EndpointState.STARTING)
+    assert EndpointState.SPEAKING in {state for state, _ in seen}  # the tone is speech
+
+
+async def test_a_cough_too_short_for_speech_holds_the_line_briefly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """150 ms: the endpointer counts it towards speech but never confirms it."""
+    callee = np.concatenate((silence(1.0), cough(0.15), silence(2.0)))
+    with trio.fail_after(60):
+        leg, far = await make_pair(PCMU)
+        settings = BargeInSettings(pause_ms=120, backchannels=KO)
+        media = CallMedia(leg, endpointer=Endpointer(), barge_in=settings)
+        prompt = media.player.play(tone(4.0), label="greeting")
+        call = await talk(media, far, callee, final="")
+
+    # paused on the onset, resumed when the endpointer was quiet again: no speech at all
+    assert kinds(call) == [BargeInPaused, BargeInResumed, PromptFinished]
+    [(paused_at, _)] = [(t, e) for t, e in call.events if isinstance(e, BargeInPaused)]
+    [(resumed_at, _)] = [(t, e) for t, e in call.events if isinstance(e, BargeInResumed)]
+    assert resumed_at - paused_at <= 0.4  # the cough's rest and the endpointer's window
+    assert not prompt.interrupted
+    assert voiced_packets(far) == 200  # the line went on from where it paused
+    assert (media.stats.barge_in_pauses, media.stats.barge_in_resumes) == (1, 1)
+
+
+@pytest.mark.parametrize("pause_ms", [120, 200])
+async def test_the_robot_falls_silent_pause_ms_after_the_onset(
+    autojump_clock: trio.testing.MockClock, ne: np.ndarray, pause_ms: int
+) -> None:
+    callee = np.concatenate((silence(0.8), ne, silence(2.0)))
+    with trio.fail_after(60):
+        leg, far = await make_pair(PCMU)
+        settings = BargeInSettings(pause_ms=pause_ms, backchannels=KO)
+        media = CallMedia(leg, endpointer=Endpointer(), barge_in=settings)
+        prompt = media.player.play(tone(4.0), label="greeting")
+        call = await talk(media, far, callee, final="네")
+
+    assert kinds(call)[:2] == [BargeInPaused, SpeechStarted]
+    assert not prompt.interrupted and voiced_packets(far) == 200
+    onset = call.start + FRAME / 2 + 0.8 + np.flatnonzero(np.abs(ne) > 300)[0] / RATE
+    first_silent = next(t for t, p in far.received if t > onset and robot_silent(far, p))
+    # pause_ms of voice, and the jitter buffer's two frames (the VAD's onset lag within
+    # them): not the endpointer's 200 ms confirmation when pause_ms is shorter
+    assert first_silent - onset <= (pause_ms + 2 * FRAME * 1000) / 1000 + 1e-6
 
 
 async def echo_back(far: FarEnd, gain_db: float, delay_s: float) -> None:

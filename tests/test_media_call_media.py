@@ -246,9 +246,10 @@ async def test_barge_in_stops_an_interruptible_prompt(
     recorder = StereoRecorder(tmp_path / "call.wav", RATE)
     with trio.fail_after(60):
         leg, far = await make_pair(PCMU)
-        # confirming on the start itself (no words, confirm = pause = the endpointer's 200 ms)
-        # cuts at once: the judge's pause-then-confirm is tested in test_media_barge_in.py
-        settings = BargeInSettings(words=False, confirm_ms=200)
+        # confirming on the start itself (no words, confirm = pause = the endpointer's 200 ms,
+        # so no onset pause before it) cuts at once: the judge's pause-then-confirm and the
+        # onset pause are tested in test_media_barge_in.py
+        settings = BargeInSettings(words=False, pause_ms=200, confirm_ms=200)
         media = CallMedia(leg, endpointer=Endpointer(), recorder=recorder, barge_in=settings)
         prompt = media.player.play(tone(4.0), label="greeting")
 

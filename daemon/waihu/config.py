@@ -120,9 +120,11 @@ class MediaConfig:
     max_utterance_ms: int = attrs.field(default=15000, validator=positive())
     jitter_depth: int = attrs.field(default=2, validator=positive())
     record: bool = True
-    # barge-in (waihu.media.barge_in): voiced speech this long over a line pauses it, this
-    # long cuts it; recognised words that are not backchannels cut it too (barge_in_words)
-    barge_in_ms: int = attrs.field(default=200, validator=positive())
+    # barge-in (waihu.media.barge_in): voiced speech this long over a line pauses it (even
+    # before the endpointer confirms speech: the line goes on if the sound dies unconfirmed),
+    # this long cuts it; recognised words that are not backchannels cut it too
+    # (barge_in_words)
+    barge_in_ms: int = attrs.field(default=120, validator=positive())
     barge_in_confirm_ms: int = attrs.field(default=800, validator=positive())
     barge_in_words: bool = True
     # after a cut, how long the script waits for words before taking the line up again

@@ -5,10 +5,18 @@ but not for "네", "嗯" or a cough. ``BargeInJudge`` decides the same for one
 call, frame by frame, from what the endpointer and the recogniser report
 (``CallMedia`` feeds it and carries its decisions out on the prompt player):
 
-- speech confirmed by the endpointer during an interruptible prompt **pauses**
-  the prompt (``Action.PAUSE``) once ``pause_ms`` of it were voiced (at the
-  endpointer's start confirmation when that is as long): the callee hears the
-  robot stop as soon as their voice is confirmed;
+- a voice over an interruptible prompt **pauses** the prompt
+  (``Action.PAUSE``) once ``pause_ms`` of it were voiced — already while the
+  endpointer is still counting voiced frames towards its confirmation
+  (``onset``, fed ``Endpointer.starting_voiced_ms``), so the callee hears the
+  robot stop well before their speech is confirmed. Pausing costs nothing
+  that cannot be undone: when that sound dies before the endpointer confirms
+  it (it goes back to quiet: a click, a short cough), the line **resumes**
+  where it paused, and so it does when the endpointer has not confirmed it
+  within ``onset_hold_ms`` (scattered noise that never adds up to speech).
+  Speech confirmed over a line the onset holds is judged as below. Speech
+  confirmed over a line not yet paused (it began before the line) pauses it
+  at the confirmation when ``pause_ms`` of it were voiced;
 - the interruption is **confirmed** (``Action.CUT``: the line is cut for good)
   when the speech goes on, voiced, past ``confirm_ms`` (counted from its
   onset; the pauses between words do not count), or (with ``words`` on) when
@@ -71,7 +79,18 @@ DEFAULT_BACKCHANNELS: Mapping[str, tuple[str, ...]] = {
     "zh": ("嗯", "嗯嗯", "对", "对对", "好", "是", "是的", "哦", "啊"),
     "ko": ("네", "예", "응", "음", "아", "네네"),
 }
-DEFAULT_PAUSE_MS = 200  # voiced speech this long over a line pauses it
+# voiced audio this long over a line pauses it, counted already while the endpointer is
+# confirming speech (its start_ms, 200). Measured with bench_turns (20 calls at once, Korean
+# questions cutting into the greeting): pausing at the confirmation put the robot's last
+# voiced packet p50 ~298 / p95 ~340 ms after the callee's first; 120 here gave p50 204-217 /
+# p95 235-257 ms over three runs (140: p95 281; 100: p95 228-252, no fewer false pauses
+# bought). A 150 ms cough now holds the line some 300 ms (94 of 100 coughs; 6 before): it
+# resumes when the endpointer is quiet again; cuts stay as careful as before (0 of 100).
+DEFAULT_PAUSE_MS = 120
+# a line paused on an onset the endpointer has not confirmed as speech within this long goes
+# on: scattered noise keeps the endpointer counting without ever confirming, and a held line
+# must not wait on it (real speech confirms within ~300 ms of its onset)
+DEFAULT_ONSET_HOLD_MS = 600
 DEFAULT_CONFIRM_MS = 800  # voiced speech this long over a line is an interruption
 DEFAULT_FINAL_WAIT_MS = 1000  # a paused line waits this long for the words that decide
 # a paused line whose words so far are only backchannels goes on after this much silence,
@@ -112,6 +131,8 @@ class BargeInSettings:
     final words after the speech ended;
     ``resume_silence_ms``: silence after backchannel words that resumes the line;
     ``answer_tail_ms``: words with this little left to say are an answer;
+    ``onset_hold_ms``: how long a line paused on an onset waits for the endpointer to
+    confirm speech before it goes on;
     ``word_confidence``: how sure the recogniser must be of a final word that is not a
     backchannel for it to cut;
     ``backchannels``: the words that never cut (the script language's list).
@@ -123,6 +144,7 @@ class BargeInSettings:
     final_wait_ms: int = DEFAULT_FINAL_WAIT_MS
     resume_silence_ms: int = DEFAULT_RESUME_SILENCE_MS
     answer_tail_ms: int = DEFAULT_ANSWER_TAIL_MS
+    onset_hold_ms: int = DEFAULT_ONSET_HOLD_MS
     word_confidence: float = DEFAULT_WORD_CONFIDENCE
     backchannels: tuple[str, ...] = ()
 
@@ -185,8 +207,9 @@ class _Utterance:
 class BargeInJudge:
     """One call's barge-in decisions (module docstring). Feed it in order:
 
-    ``speech_started`` (with whether an interruptible line is playing), then one
-    ``frame`` per tick while in speech, ``speech_ended``; ``heard`` with each
+    ``onset`` on each tick the endpointer is not in speech (with its
+    ``starting_voiced_ms``), ``speech_started`` (with whether an interruptible line
+    is playing), then one ``frame`` per tick while in speech, ``speech_ended``; ``heard`` with each
     partial and final result (the final with its word confidences when the
     recogniser gives them); ``frame`` also on the ticks between utterances.
     Each returns the ``Action`` to carry out now.
@@ -197,6 +220,11 @@ class BargeInJudge:
         self._current: _Utterance | None = None  # the utterance being spoken
         self._waiting: deque[_Utterance] = deque()  # ended, final result not yet heard
         self._paused = False  # the judge holds the line paused
+        self._onset_held = False  # ... on an onset the endpointer has not confirmed yet
+        self._onset_held_ms = 0  # how long the onset has held it
+        # an onset let the line go on after onset_hold_ms: it pauses nothing more until the
+        # endpointer is quiet again (or confirms speech), or the line would stutter
+        self._onset_spent = False
         # whether the utterance whose final result came last was a backchannel (the line
         # it paused went on); read right after ``heard(final=True)``
         self.last_backchannel = False
@@ -212,6 +240,13 @@ class BargeInJudge:
         """The endpointer confirmed speech (``voiced_ms`` of it so far); ``interruptible``:
         an interruptible line is playing (and not already paused); ``line_left_ms``: how
         much the robot still has to say (None: unknown)."""
+        self._onset_spent = False
+        if self._onset_held:  # the onset paused the line: this speech holds it now
+            self._onset_held = False
+            self._current = _Utterance(
+                candidate=True, paused=True, voiced_ms=voiced_ms, line_left_ms=line_left_ms
+            )
+            return self._check_duration(self._current) or Action.NONE
         if self._paused:  # more speech while a line is held: it judges too
             self._current = _Utterance(candidate=True, paused=True, voiced_ms=voiced_ms)
             return self._check_duration(self._current) or Action.NONE
@@ -219,6 +254,43 @@ class BargeInJudge:
             candidate=interruptible, voiced_ms=voiced_ms, line_left_ms=line_left_ms
         )
         return self._check_pause(self._current)
+
+    def onset(self, *, voiced_ms: int, interruptible: bool) -> Action:
+        """One tick while the endpointer is not in speech: ``voiced_ms`` voiced audio it
+        counted towards confirming speech (``Endpointer.starting_voiced_ms``; 0 when it
+        is quiet); ``interruptible``: an interruptible line is playing (and not paused).
+        Pauses the line once ``pause_ms`` were counted; resumes it when the sound dies
+        unconfirmed or ``onset_hold_ms`` pass without a confirmation."""
+        if voiced_ms <= 0:  # the endpointer is quiet: whatever began there is gone
+            self._onset_spent = False
+            if self._onset_held:
+                return self._release_onset()
+            return Action.NONE
+        if self._onset_held:
+            self._onset_held_ms += FRAME_MS
+            if self._onset_held_ms >= self.settings.onset_hold_ms:
+                self._onset_spent = True
+                return self._release_onset()
+            return Action.NONE
+        if (
+            interruptible
+            and not self._paused
+            and not self._onset_spent
+            and voiced_ms >= self.settings.pause_ms
+        ):
+            self._onset_held = self._paused = True
+            self._onset_held_ms = 0
+            return Action.PAUSE
+        return Action.NONE
+
+    def _release_onset(self) -> Action:
+        """The onset that held the line was no speech: it goes on, unless an utterance
+        holds it too."""
+        self._onset_held = False
+        if any(u.paused and not u.decided for u in self._waiting):
+            return Action.NONE
+        self._paused = False
+        return Action.RESUME
 
     def _check_pause(self, utterance: _Utterance) -> Action:
         if not utterance.candidate or utterance.paused or self._paused:
@@ -327,7 +399,7 @@ class BargeInJudge:
     def line_ended(self) -> None:
         """The line ended some other way (stopped by the call): nothing is held paused
         any more, and the utterances that held it are settled."""
-        self._paused = False
+        self._paused = self._onset_held = False
         for utterance in (*self._waiting, self._current):
             if utterance is not None:
                 utterance.decided = True
@@ -350,6 +422,8 @@ class BargeInJudge:
 
     def _resume(self, utterance: _Utterance) -> Action:
         utterance.decided = utterance.resumed = True
+        if self._onset_held:
+            return Action.NONE  # a new sound holds the line until the endpointer judges it
         if self._current is not None and self._current.paused and not self._current.decided:
             return Action.NONE  # the callee speaks again: the line stays paused for that
         if any(u.paused and not u.decided for u in self._waiting):
@@ -359,7 +433,7 @@ class BargeInJudge:
 
     def _decide_all(self) -> None:
         """A cut settles every utterance that held the line."""
-        self._paused = False
+        self._paused = self._onset_held = False
         for utterance in (*self._waiting, self._current):
             if utterance is not None and utterance.paused:
                 utterance.decided = True

@@ -13,15 +13,18 @@ is owned by the call's task:
   time while the far end sends nothing), records both, takes the echo of
   what was sent out of what came in (``waihu.media.echo``: the endpointer and
   the recogniser hear the residual), and runs the endpointer and the barge-in
-  judge (``waihu.media.barge_in``): speech over an interruptible prompt
-  pauses it on that very tick, then the judge cuts it (final words that are
-  not backchannels, or long speech) or lets it resume (a backchannel, a cough);
+  judge (``waihu.media.barge_in``): a voice over an interruptible prompt
+  pauses it on that very tick once ``pause_ms`` of it were voiced, even before
+  the endpointer confirms it as speech (the line resumes if the sound dies
+  unconfirmed); then the judge cuts it (final words that are not
+  backchannels, or long speech) or lets it resume (a backchannel, a cough);
   ``heard`` brings the judge the recognised words;
 - ``events`` is the receiving end of a bounded channel carrying what
   happened, in order: ``SpeechStarted``, ``SpeechAudio``, ``SpeechEnded``,
   ``BargeInPaused``, ``BargeInResumed``, ``BargeIn``, ``PromptFinished``,
   ``DtmfDigit``. Over a prompt the order is ``BargeInPaused``,
-  ``SpeechStarted``…; on a confirmed cut ``BargeIn`` then
+  ``SpeechStarted``… (or ``BargeInPaused``, ``BargeInResumed`` with no speech
+  between, for a sound the endpointer never confirmed); on a confirmed cut ``BargeIn`` then
   ``PromptFinished(interrupted=True)`` for each line stopped.
 
 Error handling: a malformed datagram is counted and dropped, logged once per
@@ -356,6 +359,13 @@ class CallMedia:
         if not judged:
             voiced = self.endpointer.state is EndpointState.SPEAKING
             self._act(self.judge.frame(voiced=voiced))
+            if not self.endpointer.in_speech:
+                # the onset pause: the line may stop before the endpointer confirms speech
+                # (and goes on if the sound dies unconfirmed)
+                player = self.player
+                over_line = player.playing and player.interruptible and not player.paused
+                starting = self.endpointer.starting_voiced_ms
+                self._act(self.judge.onset(voiced_ms=starting, interruptible=over_line))
 
     def _act(self, action: Action) -> None:
         """Carry out the barge-in judge's decision on the player, at once."""

@@ -32,6 +32,10 @@ fresh verdict on the same text (the listener sets ``quick_end`` on every
 new partial result) is timed anew; a verdict that came too soon is simply
 not used, and the turn ends on the full window as before.
 
+While ``STARTING``, ``starting_voiced_ms`` tells how much voiced audio counts
+towards the confirmation so far (the barge-in judge may pause a line on it
+before speech is confirmed; the endpointer's own decisions do not change).
+
 ``feed`` returns the events of that frame: ``SpeechStarted`` once speech is
 confirmed (carrying the audio from ``preroll_ms`` before the first voiced
 frame of the start window up to now, so the recogniser hears the word
@@ -211,6 +215,15 @@ class Endpointer:
     def state(self) -> EndpointState:
         """The current state."""
         return self._state
+
+    @property
+    def starting_voiced_ms(self) -> int:
+        """Voiced audio counted towards confirming speech while ``STARTING`` (the voiced
+        frames in the start window, in ms); 0 in any other state. Read-only: the barge-in
+        judge pauses a line on it before the confirmation (``waihu.media.barge_in``)."""
+        if self._state is not EndpointState.STARTING:
+            return 0
+        return self._window_voiced * FRAME_MS
 
     @property
     def in_speech(self) -> bool:
