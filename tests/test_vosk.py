@@ -10,14 +10,17 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
 import pluggy
 import pytest
 import trio
+import trio.testing
 
-from waihu.api import AsrEngine, AsrStream, ProviderContext, ProviderError
+from waihu.api import AsrEngine, AsrStream, CpuLimiter, ProviderContext, ProviderError
 from waihu.testing.speech import (
     CALL_RATE,
     SpeechToolMissing,
@@ -449,3 +452,78 @@ async def test_a_batch_shorter_than_the_last_is_decoded_at_finish(
         result = await stream.finish()
         stream.close()
     assert result.text == "가격이 얼마 예요"
+
+
+async def test_the_end_of_an_utterance_goes_before_other_calls_batches(
+    vosk_model: LoadedModel, nursery: trio.Nursery, tmp_path: Path, said: dict[str, np.ndarray]
+) -> None:
+    """Two calls share one worker thread: while it is busy, call A queues a batch of
+    audio, then call B ends its utterance. B's final is decoded first: the robot's answer
+    waits on it, A's partial result on nobody."""
+    context = make_context(tmp_path)
+    context.cpu_limiter = CpuLimiter(1)
+    engine = VoskEngine(VoskEngine.Config(), context)
+    await nursery.start(engine.run)
+    gate = threading.Event()
+    done: list[str] = []
+    with trio.fail_after(DEADLINE_S):
+        a, b = engine.open_stream(sample_rate=CALL_RATE), engine.open_stream(sample_rate=CALL_RATE)
+        batch = CALL_RATE * BATCH_MS // 1000
+        b.set_phrases(SHORT_ANSWERS)
+        await b.accept(said["네"][: len(said["네"]) - batch // 2])  # all but the last bit
+
+        async def busy() -> None:
+            await trio.to_thread.run_sync(gate.wait, DEADLINE_S, limiter=context.cpu_limiter)
+
+        async def a_batch() -> None:
+            await a.accept(said["아니요"][:batch])
+            done.append("A's batch")
+
+        async def b_final() -> None:
+            await b.accept(said["네"][len(said["네"]) - batch // 2 :])
+            result = await b.finish()
+            done.append(f"B's final {result.text}")
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(busy)
+            await trio.testing.wait_all_tasks_blocked()
+            inner.start_soon(a_batch)
+            await trio.testing.wait_all_tasks_blocked()
+            inner.start_soon(b_final)
+            await trio.testing.wait_all_tasks_blocked()
+            assert context.cpu_limiter.waiting == (1, 1)
+            gate.set()
+        a.close()
+        b.close()
+    assert done == ["B's final 네", "A's batch"]
+
+
+async def test_a_closed_stream_lets_its_recognisers_go_on_another_thread(
+    vosk_model: LoadedModel, nursery: trio.Nursery, tmp_path: Path, said: dict[str, np.ndarray]
+) -> None:
+    """Freeing a free-form recogniser takes vosk 7–15 ms: never on the trio thread."""
+    engine = await start_engine(nursery, tmp_path, idle_recognisers=0)  # none kept
+    freed_on: list[str] = []
+    freed = threading.Event()
+    with trio.fail_after(DEADLINE_S):
+        stream = engine.open_stream(sample_rate=CALL_RATE)
+        stream.set_phrases(None)
+        await say(stream, said["네"])  # free-form
+        await stream.finish()
+        stream.set_phrases(["네", "아니요"])
+        await say(stream, said["아니요"])  # and a grammar one
+        await stream.finish()
+        recognisers = [stream._free_form, stream._grammar]
+        assert all(recognisers)
+
+        def note() -> None:
+            freed_on.append(threading.current_thread().name)
+            if len(freed_on) == 2:
+                freed.set()
+
+        for recogniser in recognisers:
+            weakref.finalize(recogniser, note)
+        del recognisers, recogniser
+        stream.close()
+        assert await trio.to_thread.run_sync(freed.wait, DEADLINE_S)
+    assert freed_on == ["vosk-retire", "vosk-retire"]

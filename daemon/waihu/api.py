@@ -29,6 +29,8 @@ import numpy as np
 import pluggy
 import trio
 
+from waihu.cpu_limiter import CpuLimiter, urgent_lane
+
 __all__ = [
     "ANSWERED_BY",
     "EVENT_KINDS",
@@ -60,6 +62,7 @@ __all__ = [
     "ConfigProblem",
     "Contact",
     "ContactState",
+    "CpuLimiter",
     "DeliveryFailed",
     "Direction",
     "EarlyMedia",
@@ -103,6 +106,7 @@ __all__ = [
     "one_of",
     "positive",
     "trunk_status",
+    "urgent_lane",
 ]
 
 PROJECT_NAME = "waihu"  # pluggy project name and entry-point group
@@ -192,13 +196,14 @@ class ProviderContext:
     ``name`` is the instance name from config (``office`` in ``[trunk.office]``);
     ``state_dir`` a directory the provider may write to; ``log`` a logger tagged
     with the provider; ``cpu_limiter`` bounds the worker threads used for
-    CPU-bound native work across the whole daemon.
+    CPU-bound native work across the whole daemon (``urgent_lane(cpu_limiter)`` for
+    work a callee is waiting on now, such as the end of an utterance).
     """
 
     name: str
     state_dir: Path
     log: logging.Logger
-    cpu_limiter: trio.CapacityLimiter
+    cpu_limiter: CpuLimiter | trio.CapacityLimiter
     # a trunk hands each inbound call it accepts for one of its numbers to this
     # (None: the core takes no inbound calls; the trunk answers 480 itself)
     incoming: IncomingCallHandler | None = None

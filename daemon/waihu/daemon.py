@@ -57,7 +57,7 @@ import pluggy
 import trio
 
 from waihu import sd_notify
-from waihu.api import CampaignStore, Storage, WaihuError
+from waihu.api import CampaignStore, CpuLimiter, Storage, WaihuError
 from waihu.call_lifecycle import reconcile_unfinished
 from waihu.campaign.scheduler import CampaignScheduler
 from waihu.campaign.service import CampaignService
@@ -93,7 +93,7 @@ class Daemon:
         self.config = config
         self.pm = pm
         self.events = EventBus(pm)
-        self.cpu_limiter = trio.CapacityLimiter(config.daemon.cpu_threads)
+        self.cpu_limiter = CpuLimiter(config.daemon.cpu_threads)
         self.state_dir = Path(config.daemon.state_dir)
         self.providers = Providers(
             config,

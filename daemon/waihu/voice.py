@@ -12,7 +12,10 @@ the endpointer's utterances are fed to the call's recogniser as they arrive
 - the who-answered screen, while it is still deciding (``screen``: it holds
   utterances back until it knows a person is there),
 
-and each final result becomes an ``Utterance`` for the engine.
+and each final result becomes an ``Utterance`` for the engine. When the recogniser is
+slower than the audio (many calls talking at once), the frames waiting behind the
+listener are fed together in one piece (one worker-thread hop instead of one per
+batch), so the listener catches up instead of staying behind by its queue.
 
 Early end of turn: a partial result is judged by the audio it accounts for
 (``AsrResult.audio_ms``, ``Endpointer.judge_partial``), so a verdict given
@@ -169,16 +172,19 @@ class Listener:
         self._audio: list[np.ndarray] = []  # what the recogniser was fed of this utterance
         self._held_audio = np.zeros(0, np.int16)  # the held utterance's audio
         self._offset_ms = 0  # held audio fed again ahead of this piece
+        self._next: MediaEvent | None = None  # read while draining audio, handled next
 
     async def run(self) -> None:
         """Read the media events until the call's media is closed."""
         while True:
-            event: MediaEvent | None = None
-            with trio.move_on_at(self._hold_until):
-                try:
-                    event = await self.media.events.receive()
-                except trio.EndOfChannel:
-                    break
+            event: MediaEvent | None = self._next
+            self._next = None
+            if event is None:
+                with trio.move_on_at(self._hold_until):
+                    try:
+                        event = await self.media.events.receive()
+                    except trio.EndOfChannel:
+                        break
             if event is not None:  # handled outside the wait: a deadline must not cut it
                 await self._handle(event)
                 continue
@@ -221,7 +227,7 @@ class Listener:
             await self._accept(event.preroll)
             await inbox.send(SpeechBegan())
         elif isinstance(event, SpeechAudio):
-            await self._accept(event.pcm)
+            await self._accept(self._audio_waiting(event.pcm))
         elif isinstance(event, SpeechEnded):
             ended_at = time.time()  # when the endpointer decided, before recognition
             result = await stream.finish()
@@ -266,6 +272,26 @@ class Listener:
             await inbox.send(PromptDone(event.interrupted, event.played_ms))
         elif isinstance(event, DtmfDigit):
             await inbox.send(Dtmf(event.digit))
+
+    def _audio_waiting(self, pcm: np.ndarray) -> np.ndarray:
+        """``pcm`` joined by the utterance's frames already waiting in the channel.
+
+        While the recogniser is busy (many calls talking at once) frames pile up behind the
+        listener; fed one batch per worker-thread hop they would keep the listener behind
+        by the queue's length, while fed together they cost one hop and decode faster per
+        second of audio, so the listener catches up. The first other event stops the
+        draining and is handled next."""
+        pieces = [pcm]
+        while True:
+            try:
+                event = self.media.events.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if not isinstance(event, SpeechAudio):
+                self._next = event
+                break
+            pieces.append(event.pcm)
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
     async def _release(self) -> None:
         """Hand on the held utterance: no more words came within the full window."""

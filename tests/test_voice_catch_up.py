@@ -1,0 +1,138 @@
+"""A listener that fell behind its recogniser catches up: the frames waiting for it are
+fed in one piece, and the event after them is still handled, in order.
+
+The listener is the real ``waihu.voice.Listener``; its media is a stand-in holding the
+real event channel and a real ``Endpointer`` (a whole ``CallMedia`` would only put the
+events there by its clock, which is not what is tested). The recogniser is a stand-in
+that records what it is fed: what matters is how the audio is handed to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import trio
+import trio.testing
+
+from waihu.api import AsrResult
+from waihu.dialog.engine import SpeechBegan, Utterance
+from waihu.dialog.script import load_script
+from waihu.media.call_media import DtmfDigit
+from waihu.media.endpointer import Endpointer, SpeechAudio, SpeechEnded, SpeechStarted
+from waihu.testing.daemon import REPO
+from waihu.voice import Listener
+
+FRAME = 160
+
+
+class RecordingStream:
+    """Records the length of every piece of audio handed to ``accept``."""
+
+    def __init__(self) -> None:
+        self.accepted: list[int] = []
+        self.finished = 0
+
+    def set_phrases(self, phrases: Sequence[str] | None) -> None:
+        pass
+
+    async def accept(self, pcm: np.ndarray) -> AsrResult | None:
+        self.accepted.append(int(pcm.size))
+        await trio.sleep(0)
+        return None
+
+    async def finish(self) -> AsrResult:
+        self.finished += 1
+        return AsrResult("네", 1.0, words=(("네", 1.0, 0.0, 0.3),))
+
+
+class Media:
+    """What the listener reads of a call's media."""
+
+    def __init__(self) -> None:
+        self.send, self.events = trio.open_memory_channel[object](100)
+        self.endpointer = Endpointer()
+        self.call_id = "test"
+        self.backchannel = False
+
+    def heard(self, text: str, *, final: bool, words: object = ()) -> None:
+        pass
+
+
+class Life:
+    def utterance(self, text: str, confidence: float, *, decode_seconds: float) -> None:
+        pass
+
+    def barge_in(self) -> None:
+        pass
+
+
+def frame(value: int = 1000) -> np.ndarray:
+    return np.full(FRAME, value, np.int16)
+
+
+async def run_listener(
+    events: list[object], *, one_at_a_time: bool
+) -> tuple[RecordingStream, list]:
+    script = load_script(REPO / "etc/waihu/scripts/demo-ko.toml", check_recordings=False)
+    media, stream = Media(), RecordingStream()
+    inbox_send, inbox = trio.open_memory_channel[object](100)
+    listener = Listener(
+        media,  # type: ignore[arg-type]
+        stream,  # type: ignore[arg-type]
+        inbox_send,  # type: ignore[arg-type]
+        lambda: script.nodes["greeting"],
+        Life(),  # type: ignore[arg-type]
+    )
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            if one_at_a_time:
+                nursery.start_soon(listener.run)
+                for event in events:
+                    await media.send.send(event)
+                    await trio.testing.wait_all_tasks_blocked()
+            else:  # the listener comes to them late: all are waiting
+                for event in events:
+                    media.send.send_nowait(event)
+                nursery.start_soon(listener.run)
+            await trio.testing.wait_all_tasks_blocked()
+            await media.send.aclose()
+    got = []
+    while True:
+        try:
+            got.append(inbox.receive_nowait())
+        except trio.WouldBlock:
+            return stream, got
+
+
+def utterance_events(frames: int) -> list[object]:
+    return [
+        SpeechStarted(np.concatenate([frame()] * 5), lead_ms=0, number=1),
+        *(SpeechAudio(frame()) for _ in range(frames)),
+        SpeechEnded(duration_ms=20 * (frames + 5)),
+        DtmfDigit("5"),
+    ]
+
+
+async def test_frames_waiting_behind_the_listener_are_fed_in_one_piece() -> None:
+    stream, got = await run_listener(utterance_events(12), one_at_a_time=False)
+    assert stream.accepted == [5 * FRAME, 12 * FRAME]  # the pre-roll, then all the rest
+    assert stream.finished == 1
+    kinds = [type(event).__name__ for event in got]
+    assert kinds == ["SpeechBegan", "Utterance", "Dtmf"]  # nothing lost, in order
+    assert isinstance(got[0], SpeechBegan) and isinstance(got[1], Utterance)
+    assert got[1].text == "네"
+
+
+async def test_a_listener_keeping_up_feeds_each_frame_as_it_comes() -> None:
+    stream, got = await run_listener(utterance_events(4), one_at_a_time=True)
+    assert stream.accepted == [5 * FRAME] + [FRAME] * 4
+    assert [type(event).__name__ for event in got] == ["SpeechBegan", "Utterance", "Dtmf"]
+
+
+async def test_the_end_of_the_media_while_draining_ends_the_listener() -> None:
+    events = utterance_events(3)[:-2]  # no end of the utterance: the call ended mid-word
+    stream, got = await run_listener(events, one_at_a_time=False)
+    assert stream.accepted == [5 * FRAME, 3 * FRAME]
+    assert stream.finished == 0
+    assert [type(event).__name__ for event in got] == ["SpeechBegan"]
