@@ -201,3 +201,18 @@ def test_reset_resets_the_detector_too() -> None:
     endpointer = Endpointer(detector=detector)
     endpointer.reset()
     assert detector.resets == 1
+
+
+def test_each_frame_says_how_long_the_callee_has_been_silent(ne: np.ndarray) -> None:
+    events = feed_all(Endpointer(), np.concatenate((silence(0.5), ne, silence(1.0))))
+    audio = [ev for _, ev in events if isinstance(ev, SpeechAudio)]
+    silent = [ev.silent_ms for ev in audio]
+    assert 0 in silent  # the word's voiced frames
+    last_voiced = max(i for i, ms in enumerate(silent) if ms == 0)
+    # from the word's end the silence grows a frame at a time up to the end window
+    assert silent[last_voiced + 1 :] == [
+        FRAME_MS * (i + 1) for i in range(len(silent) - last_voiced - 1)
+    ]
+    assert silent[-1] == 700
+    # voiced frames and short gaps inside the word never count as a long silence
+    assert max(silent[: last_voiced + 1]) < 700

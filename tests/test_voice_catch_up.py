@@ -1,5 +1,6 @@
 """A listener that fell behind its recogniser catches up: the frames waiting for it are
-fed in one piece, and the event after them is still handled, in order.
+fed in one piece, and the event after them is still handled, in order. Silence at the
+end of an utterance is decoded only for ``DECODED_SILENCE_MS``, unless words follow.
 
 The listener is the real ``waihu.voice.Listener``; its media is a stand-in holding the
 real event channel and a real ``Endpointer`` (a whole ``CallMedia`` would only put the
@@ -21,7 +22,7 @@ from waihu.dialog.script import load_script
 from waihu.media.call_media import DtmfDigit
 from waihu.media.endpointer import Endpointer, SpeechAudio, SpeechEnded, SpeechStarted
 from waihu.testing.daemon import REPO
-from waihu.voice import Listener
+from waihu.voice import DECODED_SILENCE_MS, Listener
 
 FRAME = 160
 
@@ -72,10 +73,11 @@ def frame(value: int = 1000) -> np.ndarray:
 
 
 async def run_listener(
-    events: list[object], *, one_at_a_time: bool
+    events: list[object], *, one_at_a_time: bool, stream: RecordingStream | None = None
 ) -> tuple[RecordingStream, list]:
     script = load_script(REPO / "etc/waihu/scripts/demo-ko.toml", check_recordings=False)
-    media, stream = Media(), RecordingStream()
+    media = Media()
+    stream = RecordingStream() if stream is None else stream
     inbox_send, inbox = trio.open_memory_channel[object](100)
     listener = Listener(
         media,  # type: ignore[arg-type]
@@ -136,3 +138,60 @@ async def test_the_end_of_the_media_while_draining_ends_the_listener() -> None:
     assert stream.accepted == [5 * FRAME, 3 * FRAME]
     assert stream.finished == 0
     assert [type(event).__name__ for event in got] == ["SpeechBegan"]
+
+
+def silent_frames(count: int, *, after_ms: int = 0) -> list[SpeechAudio]:
+    """``count`` frames of silence, the first ``after_ms`` + 20 ms into it."""
+    return [SpeechAudio(frame(0), silent_ms=after_ms + 20 * (i + 1)) for i in range(count)]
+
+
+async def test_only_the_start_of_the_trailing_silence_is_decoded() -> None:
+    decoded = DECODED_SILENCE_MS // 20
+    events = utterance_events(4)
+    events[5:5] = silent_frames(35)  # a full end window of 700 ms after the words
+    for one_at_a_time in (True, False):
+        stream, got = await run_listener(events, one_at_a_time=one_at_a_time)
+        assert sum(stream.accepted) == (5 + 4 + decoded) * FRAME
+        assert [type(event).__name__ for event in got] == ["SpeechBegan", "Utterance", "Dtmf"]
+
+
+async def test_a_pause_followed_by_more_words_is_decoded_before_them() -> None:
+    pause = silent_frames(30)  # 600 ms: longer than what is decoded of a trailing silence
+    events = utterance_events(2)
+    events[3:3] = [*pause, SpeechAudio(frame(7)), SpeechAudio(frame(7))]
+    stream = RecordingStream()
+    fed: list[np.ndarray] = []
+
+    async def accept(pcm: np.ndarray) -> None:
+        fed.append(pcm.copy())
+
+    stream.accept = accept  # type: ignore[method-assign]
+    _, got = await run_listener(events, one_at_a_time=True, stream=stream)
+    audio = np.concatenate(fed)
+    assert audio.size == (5 + 2 + 30 + 2) * FRAME  # all of it, the pause included
+    # the pause comes back in its place: after the first words, before the next ones
+    spoken = audio[5 * FRAME :]
+    assert (spoken[: 2 * FRAME] == 1000).all()
+    assert (spoken[2 * FRAME : 32 * FRAME] == 0).all()
+    assert (spoken[32 * FRAME :] == 7).all()
+    assert [type(event).__name__ for event in got] == ["SpeechBegan", "Utterance", "Dtmf"]
+
+
+async def test_a_trailing_silence_left_undecoded_never_reaches_the_next_utterance() -> None:
+    first = utterance_events(2)[:-1]
+    first[3:3] = silent_frames(30)
+    second = [
+        SpeechStarted(frame(5), lead_ms=0, number=2),
+        SpeechAudio(frame(9)),
+        SpeechEnded(duration_ms=40),
+    ]
+    stream = RecordingStream()
+    fed: list[np.ndarray] = []
+
+    async def accept(pcm: np.ndarray) -> None:
+        fed.append(pcm.copy())
+
+    stream.accept = accept  # type: ignore[method-assign]
+    await run_listener([*first, *second], one_at_a_time=True, stream=stream)
+    assert (fed[-2] == 5).all() and (fed[-1] == 9).all()  # the second utterance: its own
+    assert sum(piece.size for piece in fed) == (5 + 2 + DECODED_SILENCE_MS // 20 + 2) * FRAME

@@ -12,10 +12,13 @@ the endpointer's utterances are fed to the call's recogniser as they arrive
 - the who-answered screen, while it is still deciding (``screen``: it holds
   utterances back until it knows a person is there),
 
-and each final result becomes an ``Utterance`` for the engine. When the recogniser is
-slower than the audio (many calls talking at once), the frames waiting behind the
-listener are fed together in one piece (one worker-thread hop instead of one per
-batch), so the listener catches up instead of staying behind by its queue.
+and each final result becomes an ``Utterance`` for the engine. Silence at the end of an
+utterance is decoded only for ``DECODED_SILENCE_MS``: the recogniser has heard every word
+by then, and the rest of the end window (700 ms by default, longer on some nodes) would
+only cost CPU; if the callee goes on, the pause is decoded before their next words.
+When the recogniser is slower than the audio (many calls talking at once), the frames
+waiting behind the listener are fed together in one piece (one worker-thread hop instead
+of one per batch), so the listener catches up instead of staying behind by its queue.
 
 Early end of turn: a partial result is judged by the audio it accounts for
 (``AsrResult.audio_ms``, ``Endpointer.judge_partial``), so a verdict given
@@ -92,6 +95,10 @@ QUICK_END_WORD_CONFIDENCE = 0.9
 # as speech, and at most HOLD_EXTENSION_MAX_S in all.
 HOLD_EXTENSION_S = 0.05
 HOLD_EXTENSION_MAX_S = 0.5
+# Silence at the end of an utterance decoded before the turn ends: past the short end
+# window (250 ms) and vosk's partial-result lag (~180 ms, plus a 100 ms batch), every
+# word was heard; the rest of the full window is not decoded unless the callee goes on.
+DECODED_SILENCE_MS = 300
 
 
 class Screen(Protocol):
@@ -173,6 +180,7 @@ class Listener:
         self._held_audio = np.zeros(0, np.int16)  # the held utterance's audio
         self._offset_ms = 0  # held audio fed again ahead of this piece
         self._next: MediaEvent | None = None  # read while draining audio, handled next
+        self._tail: list[np.ndarray] = []  # silence past DECODED_SILENCE_MS, not decoded yet
 
     async def run(self) -> None:
         """Read the media events until the call's media is closed."""
@@ -216,6 +224,7 @@ class Listener:
                 media.endpointer.set_windows(*self.turn_windows(node))
             stream.set_phrases(utterance_phrases(node, self.screen))
             self._audio = []
+            self._tail = []
             self._offset_ms = 0
             if self._held is not None:
                 log.debug("call %s: words after %r: heard as one", media.call_id, self._held.text)
@@ -227,7 +236,17 @@ class Listener:
             await self._accept(event.preroll)
             await inbox.send(SpeechBegan())
         elif isinstance(event, SpeechAudio):
-            await self._accept(self._audio_waiting(event.pcm))
+            pieces: list[np.ndarray] = []
+            for audio in self._audio_waiting(event):
+                if audio.silent_ms > DECODED_SILENCE_MS:
+                    self._tail.append(audio.pcm)  # decoded only if the callee goes on
+                    continue
+                if audio.silent_ms == 0 and self._tail:  # they did: the pause goes in first
+                    pieces += self._tail
+                    self._tail.clear()
+                pieces.append(audio.pcm)
+            if pieces:
+                await self._accept(pieces[0] if len(pieces) == 1 else np.concatenate(pieces))
         elif isinstance(event, SpeechEnded):
             ended_at = time.time()  # when the endpointer decided, before recognition
             result = await stream.finish()
@@ -273,15 +292,15 @@ class Listener:
         elif isinstance(event, DtmfDigit):
             await inbox.send(Dtmf(event.digit))
 
-    def _audio_waiting(self, pcm: np.ndarray) -> np.ndarray:
-        """``pcm`` joined by the utterance's frames already waiting in the channel.
+    def _audio_waiting(self, first: SpeechAudio) -> list[SpeechAudio]:
+        """``first`` and the utterance's frames already waiting in the channel after it.
 
         While the recogniser is busy (many calls talking at once) frames pile up behind the
         listener; fed one batch per worker-thread hop they would keep the listener behind
         by the queue's length, while fed together they cost one hop and decode faster per
         second of audio, so the listener catches up. The first other event stops the
         draining and is handled next."""
-        pieces = [pcm]
+        frames = [first]
         while True:
             try:
                 event = self.media.events.receive_nowait()
@@ -290,8 +309,8 @@ class Listener:
             if not isinstance(event, SpeechAudio):
                 self._next = event
                 break
-            pieces.append(event.pcm)
-        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+            frames.append(event)
+        return frames
 
     async def _release(self) -> None:
         """Hand on the held utterance: no more words came within the full window."""

@@ -40,8 +40,8 @@ before speech is confirmed; the endpointer's own decisions do not change).
 confirmed (carrying the audio from ``preroll_ms`` before the first voiced
 frame of the start window up to now, so the recogniser hears the word
 onset), then
-``SpeechAudio`` for every later frame — trailing silence included — and
-finally ``SpeechEnded``. A blip shorter than ``start_ms`` of voiced audio
+``SpeechAudio`` for every later frame — trailing silence included, with how long it
+has lasted — and finally ``SpeechEnded``. A blip shorter than ``start_ms`` of voiced audio
 never starts speech, and an energy gate (``min_rms``) keeps digital silence
 and faint line noise from counting as voice whatever the VAD says; a frame
 must also stand 6 dB above the line's tracked noise floor, so the VAD's
@@ -115,9 +115,11 @@ class SpeechStarted:
 
 @attrs.frozen(eq=False)
 class SpeechAudio:
-    """One more frame of the current utterance (voiced or not)."""
+    """One more frame of the current utterance (voiced or not); ``silent_ms`` is how long
+    the callee has been silent with this frame (0: it is voiced)."""
 
     pcm: np.ndarray = attrs.field(repr=False)
+    silent_ms: int = 0
 
 
 @attrs.frozen
@@ -329,7 +331,6 @@ class Endpointer:
             self._state = EndpointState.STARTING if self._window_voiced else EndpointState.QUIET
             return []
 
-        events: list[SpeechEvent] = [SpeechAudio(frame)]
         if voiced:
             self._last_voiced = self._index
             self._peak = max(self._peak, self._frame_level)
@@ -338,6 +339,8 @@ class Endpointer:
             self._state = EndpointState.SPEAKING
         else:
             self._state = EndpointState.STOPPING
+        silent_ms = (self._index - self._last_voiced) * FRAME_MS
+        events: list[SpeechEvent] = [SpeechAudio(frame, silent_ms=silent_ms)]
         settled = self._quick_at - self._last_loud >= self._quick_settle
         window = self._quick_frames if self._quick_end and settled else self._end_frames
         if self._index - self._last_voiced >= window:
