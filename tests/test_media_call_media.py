@@ -485,3 +485,38 @@ async def test_a_codec_the_far_end_switches_to_mid_call_is_followed_both_ways(
     assert {p.payload[0] for _, p in far.received[switched:]} == {SILENT_PAYLOAD["PCMA"]}
     callee = recorder.stereo()[:, 0]
     assert np.count_nonzero(np.abs(callee.astype(int) - 3000) < 100) >= SPF * 8  # decoded right
+
+
+async def test_audio_that_came_in_over_skipped_ticks_is_heard_not_lost(
+    autojump_clock: trio.testing.MockClock, hello: np.ndarray
+) -> None:
+    """After a stall the clock skips ticks (nothing is sent for them), but the callee's
+    packets of that time are in the jitter buffer: ``skipped`` takes them, down to the
+    playout depth, so the endpointer hears the words and the delay does not stay."""
+    with trio.fail_after(60):
+        leg, far = await make_pair(PCMU)
+        media = CallMedia(leg, endpointer=Endpointer(start_ms=100))
+        frames = media.jitter.max_packets  # all a stall can leave behind
+        for _ in range(10):  # the line was quiet before
+            media.endpointer.feed(np.zeros(SPF, np.int16))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(media.receive_loop)
+            nursery.start_soon(far.capture)
+            for k in range(frames):  # 200 ms of the word at once: the stall's backlog
+                payload = far.encode(hello[k * SPF : (k + 1) * SPF])
+                await far.send(far.sender.next_packet(payload, SPF))
+            while media.jitter.buffered < frames:
+                await trio.sleep(FRAME / 4)
+            media.skipped(50)
+            await trio.sleep(5 * FRAME)
+            nursery.cancel_scope.cancel()
+    assert media.jitter.buffered == media.jitter.depth  # the backlog is gone, in order
+    assert media.jitter.stats.overflow == 0 and media.jitter.stats.late == 0
+    assert media.stats.packets_out == 0 and far.received == []  # nothing sent for them
+    events = []
+    while True:
+        try:
+            events.append(media.events.receive_nowait())
+        except trio.WouldBlock:
+            break
+    assert any(isinstance(event, SpeechStarted) for event in events)  # the word was heard

@@ -21,6 +21,7 @@ class Recorder:
         self, stop_after: int | None = None, on_tick: Callable[[int], None] | None = None
     ) -> None:
         self.times: list[float] = []
+        self.skips: list[tuple[int, float]] = []  # (frames, time) of every skip it was told of
         self.stop_after = stop_after
         self.on_tick = on_tick
         self.enough = trio.Event()
@@ -31,6 +32,9 @@ class Recorder:
             self.on_tick(len(self.times))
         if self.stop_after is not None and len(self.times) >= self.stop_after:
             self.enough.set()
+
+    def skipped(self, frames: int) -> None:
+        self.skips.append((frames, trio.current_time()))
 
 
 async def run_until(clock: MediaClock, done: trio.Event) -> None:
@@ -71,6 +75,7 @@ async def test_short_stall_catches_up_without_skipping(
         await run_until(clock, source.enough)
     t0 = source.times[0]
     assert clock.stats.skipped == 0
+    assert source.skips == []
     assert clock.stats.late_ticks == 2  # the two deadlines that passed during the stall
     assert clock.stats.max_lateness == pytest.approx(0.050 - PERIOD, abs=1e-6)
     # after the catch-up burst, ticks are back on the original grid
@@ -93,6 +98,8 @@ async def test_long_stall_skips_ahead_instead_of_bursting(
     # tick 10 at t0+0.18 stalled until t0+0.68: the deadline t0+0.20 is 0.48 s late,
     # 24 frames behind; those are skipped and the tick runs once, on the grid
     assert clock.stats.skipped == 24
+    # the source is told, before the tick that follows the skip, to take what came in
+    assert source.skips == [(24, pytest.approx(t0 + 0.68, abs=1e-6))]
     assert source.times[10] == pytest.approx(t0 + 0.68, abs=1e-6)
     assert source.times[11] - source.times[10] == pytest.approx(PERIOD, abs=1e-6)
     assert all(
@@ -191,3 +198,27 @@ async def test_with_no_source_the_clock_sleeps_then_starts_a_fresh_grid(
     assert source.times[0] == pytest.approx(added_at, abs=1e-6)
     assert source.times[2] - source.times[0] == pytest.approx(2 * PERIOD, abs=1e-6)
     assert clock.stats.late_ticks == 0 and clock.stats.skipped == 0
+
+
+async def test_a_source_failing_to_catch_up_is_removed_and_the_clock_goes_on(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken(Recorder):
+        def skipped(self, frames: int) -> None:
+            raise RuntimeError("no catching up")
+
+    def stall(n: int) -> None:
+        if n == 3:
+            autojump_clock.jump(0.5)
+
+    with trio.fail_after(100), caplog.at_level(logging.ERROR, "waihu.media.clock"):
+        clock = MediaClock()
+        bad = Broken(on_tick=stall)
+        good = Recorder(stop_after=10)
+        clock.add(bad)
+        clock.add(good)
+        await run_until(clock, good.enough)
+    assert len(bad.times) == 3
+    assert bad not in clock
+    assert len(good.skips) == 1 and len(good.times) == 10
+    assert "no catching up" in caplog.text

@@ -168,6 +168,20 @@ def test_the_bridge_relays_each_way_across_codecs_and_records_both() -> None:
     assert close_to(stereo[:, 0][start : start + said_by_callee.size], said_by_callee)
 
 
+def test_after_skipped_ticks_the_bridge_relays_the_backlog_down_to_the_playout_depth() -> None:
+    callee, agent = MemoryLeg(PCMU, "callee"), MemoryLeg(PCMA, "agent")
+    bridge = Bridge(BridgeSide(callee), BridgeSide(agent))
+    said = tone(440, 8)
+    for datagram in packets(PCMU, said):  # 8 packets came in while the clock stalled
+        bridge.callee.take(datagram)
+    bridge.skipped(20)
+    jitter = bridge.callee.jitter
+    assert jitter.buffered == jitter.depth  # relayed in order; none dropped
+    assert len(agent.heard()) == 8 - jitter.depth and jitter.stats.overflow == 0
+    bridge.skipped(5)  # nothing beyond the depth left: nothing more relayed
+    assert len(agent.heard()) == 8 - jitter.depth
+
+
 def test_the_agent_hears_the_whisper_first_while_the_callee_holds() -> None:
     callee, agent = MemoryLeg(PCMU, "callee"), MemoryLeg(PCMU, "agent")
     recorder = StereoRecorder("/nonexistent/never-saved.wav", 8000)

@@ -170,6 +170,16 @@ class Bridge:
         """Whether the two sides hear each other (the whisper is over)."""
         return not self.whisper.playing
 
+    def skipped(self, frames: int) -> None:
+        """The clock skipped ``frames`` ticks: relay what came in over them now (what
+        either side's jitter buffer holds beyond its playout depth), so neither side's
+        words are lost or left behind in a buffer for the rest of the call."""
+        for _ in range(frames):
+            sides = (self.callee.jitter, self.agent.jitter)
+            if all(jitter.buffered <= jitter.depth for jitter in sides):
+                break
+            self.tick()
+
     def tick(self) -> None:
         """One frame each way (or the whisper to the agent), and the recording; never blocks."""
         from_callee = self.callee.next_frame()

@@ -313,6 +313,21 @@ class CallMedia:
     def tick(self) -> None:
         """Send this frame's audio, take the incoming frame, record, endpoint; never blocks."""
         self._follow_codec()
+        self._hear(self._send())
+
+    def skipped(self, frames: int) -> None:
+        """The media clock skipped ``frames`` ticks to catch up after a stall: take the
+        callee's audio of those ticks all the same (at most what the jitter buffer holds),
+        and send nothing. The prompt goes on where it was; the callee's words must not be
+        lost, and left in the buffer they would stay behind for the rest of the call."""
+        jitter = self.jitter
+        for _ in range(min(frames, jitter.max_packets)):
+            if jitter.buffered <= jitter.depth:  # no more than playout keeps in hand
+                break
+            self._hear(self._silence)
+
+    def _send(self) -> np.ndarray:
+        """Send this frame (the line, or DTMF); the audio sent."""
         events = self.dtmf.next_frame(self.sender) if self.dtmf is not None else None
         if events is not None:
             outgoing = self._silence
@@ -329,7 +344,11 @@ class CallMedia:
             )
             self._first_packet = False
             self.stats.packets_out += 1
+        return outgoing
 
+    def _hear(self, outgoing: np.ndarray) -> None:
+        """Take the incoming frame of the tick that sent ``outgoing``: record, take the echo
+        out, endpoint, judge barge-ins."""
         incoming = self._next_incoming()
         if self.on_incoming is not None:
             self.on_incoming(incoming)

@@ -13,7 +13,9 @@ Deadlines are absolute (``start + n * period``), so timer slack never
 accumulates into drift. When the clock wakes a little late it catches up by
 ticking back to back; when it has fallen more than ``max_behind`` frames
 behind (the process was stopped, the machine stalled), it skips the missed
-ticks and counts them rather than bursting out a pile of packets at once.
+ticks and counts them rather than bursting out a pile of packets at once —
+but tells each source (``skipped``), which takes the audio that came in over
+them: what a callee said during a stall is heard late, not lost.
 
 Error handling: a source whose ``tick`` raises is logged with its traceback
 and removed; the clock and every other call carry on.
@@ -48,6 +50,10 @@ class TickSource(Protocol):
 
     def tick(self) -> None:
         """Do this frame's work; must not block."""
+        ...
+
+    def skipped(self, frames: int) -> None:
+        """The clock skipped ``frames`` ticks: take what came in over them, send nothing."""
         ...
 
 
@@ -141,6 +147,7 @@ class MediaClock:
                             lateness * 1000,
                             behind,
                         )
+                        self._each("skipped", behind)
                 self._tick_all()
                 n += 1
         finally:
@@ -149,16 +156,20 @@ class MediaClock:
     def _tick_all(self) -> None:
         began = time.perf_counter()
         self.stats.ticks += 1
+        self._each("tick")
+        elapsed = time.perf_counter() - began
+        if elapsed > self.stats.max_tick_seconds:
+            self.stats.max_tick_seconds = elapsed
+
+    def _each(self, method: str, *args: int) -> None:
+        """Call ``method`` on every source; one that raises is logged and removed."""
         # a snapshot, so sources may add or remove (themselves or others) meanwhile
         for source in tuple(self._sources):
             if source not in self._sources:
                 continue  # removed earlier in this tick
             try:
-                source.tick()
+                getattr(source, method)(*args)
             except Exception:
                 self.stats.source_errors += 1
                 self._sources.pop(source, None)
                 log.exception("media source %r failed; it no longer ticks", source)
-        elapsed = time.perf_counter() - began
-        if elapsed > self.stats.max_tick_seconds:
-            self.stats.max_tick_seconds = elapsed
