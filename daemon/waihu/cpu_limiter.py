@@ -115,9 +115,5 @@ class UrgentLane:
 def urgent_lane(
     limiter: CpuLimiter | UrgentLane | trio.CapacityLimiter,
 ) -> UrgentLane | trio.CapacityLimiter:
-    """The lane of ``limiter`` for work someone is waiting on now."""
-    if isinstance(limiter, CpuLimiter):
-        return limiter.urgent
-    if isinstance(limiter, UrgentLane):
-        return limiter
-    return limiter
+    """The lane of ``limiter`` for work someone is waiting on now (any other: itself)."""
+    return limiter.urgent if isinstance(limiter, CpuLimiter) else limiter
