@@ -47,6 +47,7 @@ import shutil
 import wave
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -58,6 +59,7 @@ from waihu.testing.peer_process import (
     READY_POLL,
     free_udp_port,
     running_peer,
+    started_peer,
     stop,
     wait_until_bound,
 )
@@ -236,9 +238,27 @@ async def baresip_callee(
     stays silent for ``tail_silence_s`` and hangs up (see the module
     docstring). ``user`` is its account's user part: dial that user (``peer.user``)
     or ``peer.uri()``. Raises ``BaresipFailed``
-    with its log when it exits at start-up or does not bind its port.
+    with its log when it exits at start-up or does not bind its port (after
+    starting again on another port if one was taken meanwhile: ``started_peer``).
     """
-    workdir = Path(workdir) / f"baresip-{free_udp_port()}"
+    start = partial(
+        _running_baresip, Path(workdir), speech_wav, lead_silence_s, tail_silence_s, user, timeout
+    )
+    async with started_peer(start) as peer:
+        yield peer
+
+
+@asynccontextmanager
+async def _running_baresip(
+    workdir: Path,
+    speech_wav: Path | None,
+    lead_silence_s: float,
+    tail_silence_s: float,
+    user: str,
+    timeout: float,
+) -> AsyncIterator[BaresipPeer]:
+    """baresip as ``baresip_callee`` describes, on a port picked now."""
+    workdir = workdir / f"baresip-{free_udp_port()}"
     confdir, snd_dir = workdir / "conf", workdir / "snd"
     snd_dir.mkdir(parents=True)
     voice = _voice_file(workdir, speech_wav, lead_silence_s, tail_silence_s)

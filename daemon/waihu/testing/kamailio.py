@@ -38,12 +38,19 @@ import re
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import attrs
 import trio
 
-from waihu.testing.peer_process import HOST, free_udp_port, running_peer, wait_until_bound
+from waihu.testing.peer_process import (
+    HOST,
+    free_udp_port,
+    running_peer,
+    started_peer,
+    wait_until_bound,
+)
 
 __all__ = [
     "REGISTRAR_CONFIG",
@@ -172,7 +179,8 @@ async def kamailio_proxy(
     defines = {"NEXT_HOP": f'"{uri}"'}
     if second_hop:
         defines["SECOND_HOP"] = f'"{_next_hop_uri(second_hop)}"'
-    async with _running_kamailio(workdir, config, defines, timeout, uri) as proxy:
+    start = partial(_running_kamailio, workdir, config, defines, timeout, uri)
+    async with started_peer(start) as proxy:
         yield proxy
 
 
@@ -197,7 +205,8 @@ async def kamailio_registrar(
         "MIN_EXPIRES": str(min_expires),
         "REALM": f'"{REGISTRAR_REALM}"',
     }
-    async with _running_kamailio(workdir, REGISTRAR_CONFIG, defines, timeout, "") as registrar:
+    start = partial(_running_kamailio, workdir, REGISTRAR_CONFIG, defines, timeout, "")
+    async with started_peer(start) as registrar:
         yield registrar
 
 

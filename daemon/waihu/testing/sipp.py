@@ -83,6 +83,7 @@ from waihu.testing.peer_process import (
     free_udp_port,
     ports_free,
     running_peer,
+    started_peer,
     wait_until_bound,
 )
 from waihu_sip.message import SipRequest, SipResponse, parse_message
@@ -246,16 +247,32 @@ async def sipp_peer(
     timeout: float = 60.0,
     extra_args: Sequence[str] = (),
 ) -> AsyncIterator[SippPeer]:
-    """Start sipp as a UAS on free loopback ports running ``scenario`` for one call."""
+    """Start sipp as a UAS on free loopback ports running ``scenario`` for one call.
+
+    Started again on other ports when one was taken before sipp bound it
+    (``started_peer``).
+    """
     scenario = Path(scenario)
     if not scenario.is_absolute():
         scenario = SCENARIOS / scenario
-    workdir = Path(tmp_path) / f"sipp-{scenario.stem}-{os.getpid()}-{free_udp_port()}"
+    text = render_scenario(scenario.read_text(), {**DEFAULT_KEYS, **(keys or {})}, plays)
+    start = partial(
+        _running_sipp, scenario.stem, scenario.name, text, Path(tmp_path),
+        [*(["-rtp_echo"] if rtp_echo else []), *extra_args], timeout,
+    )  # fmt: skip
+    async with started_peer(start) as peer:
+        yield peer
+
+
+@asynccontextmanager
+async def _running_sipp(
+    stem: str, name: str, text: str, tmp_path: Path, more_args: list[str], timeout: float
+) -> AsyncIterator[SippPeer]:
+    """sipp running the rendered scenario ``text`` (file ``name``) on ports picked now."""
+    workdir = tmp_path / f"sipp-{stem}-{os.getpid()}-{free_udp_port()}"
     workdir.mkdir(parents=True)
-    rendered = workdir / scenario.name
-    rendered.write_text(
-        render_scenario(scenario.read_text(), {**DEFAULT_KEYS, **(keys or {})}, plays)
-    )
+    rendered = workdir / name
+    rendered.write_text(text)
     media_port = free_media_port()
     media = range(media_port, media_port + 4)  # sipp binds audio and video RTP/RTCP there
     port, control_port = free_udp_port(), free_udp_port()
@@ -271,8 +288,7 @@ async def sipp_peer(
         "-trace_err", "-error_file", str(workdir / "errors.log"),
         "-trace_msg", "-message_file", str(workdir / "messages.log"),
         "-trace_screen", "-screen_file", str(workdir / "screen.log"),
-        *(["-rtp_echo"] if rtp_echo else []),
-        *extra_args,
+        *more_args,
     ]  # fmt: skip
     async with running_peer(
         args,
