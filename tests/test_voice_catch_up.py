@@ -195,3 +195,17 @@ async def test_a_trailing_silence_left_undecoded_never_reaches_the_next_utteranc
     await run_listener([*first, *second], one_at_a_time=True, stream=stream)
     assert (fed[-2] == 5).all() and (fed[-1] == 9).all()  # the second utterance: its own
     assert sum(piece.size for piece in fed) == (5 + 2 + DECODED_SILENCE_MS // 20 + 2) * FRAME
+
+
+async def test_an_unsure_reply_reaches_the_dialogue_with_its_words() -> None:
+    """Only a backchannel over a line loses an all-unsure text (as noise); a reply keeps it:
+    the dialogue decides what an unsure reply means."""
+    stream = RecordingStream()
+
+    async def finish() -> AsrResult:
+        return AsrResult("않", 0.6, words=(("않", 0.6, 0.0, 0.2),))
+
+    stream.finish = finish  # type: ignore[method-assign]
+    _, got = await run_listener(utterance_events(4), one_at_a_time=True, stream=stream)
+    replies = [event for event in got if isinstance(event, Utterance)]
+    assert [(u.text, u.backchannel) for u in replies] == [("않", False)]

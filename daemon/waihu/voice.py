@@ -36,8 +36,10 @@ cut by a false interruption is resumed.
 
 Backchannels: after each final result the listener asks the media whether the
 utterance was taken for a backchannel (``CallMedia.backchannel``: it paused a
-line, which then went on) and marks the ``Utterance`` so; cut lines reach the
-engine as ``PromptDone(interrupted=True, played_ms=…)``.
+line, which then went on) and marks the ``Utterance`` so; one with no word at
+least ``BACKCHANNEL_WORD_CONFIDENCE`` sure reaches the engine without its text
+(noise: an echo leak or a breath, logged); cut lines reach the engine as
+``PromptDone(interrupted=True, played_ms=…)``.
 
 What it is not: the media (``waihu.media.call_media``), the dialogue
 (``waihu.dialog.engine``) or the recogniser (an ``AsrEngine`` provider).
@@ -91,6 +93,10 @@ PRERENDER_RATE = 8000
 # grammar forces a fragment onto its phrases ("가격이" alone comes back "네 없어요", the
 # second word 0.74 sure), while a clear "네" comes back 1.0.
 QUICK_END_WORD_CONFIDENCE = 0.9
+# A backchannel over a line is written down only when one of its words is at least this
+# sure: the robot's echo that leaked past the echo guard, or a breath, comes back as a
+# lone unsure word ("않", 0.60) while a callee's "네" comes back sure.
+BACKCHANNEL_WORD_CONFIDENCE = 0.7
 # A held utterance waits this much longer, while the endpointer is confirming a new sound
 # as speech, and at most HOLD_EXTENSION_MAX_S in all.
 HOLD_EXTENSION_S = 0.05
@@ -258,8 +264,17 @@ class Listener:
             backchannel = media.backchannel  # the judge's word on it, given just now
             decode_seconds = time.time() - ended_at
             life.utterance(result.text, result.confidence, decode_seconds=decode_seconds)
+            text = result.text
+            if backchannel and text and not _any_sure(result, BACKCHANNEL_WORD_CONFIDENCE):
+                log.info(
+                    "call %s: %r (%.2f) over a line, no word sure: taken for noise",
+                    media.call_id,
+                    text,
+                    result.confidence,
+                )
+                text = ""  # noise to the engine: nothing written, nothing routed
             utterance = Utterance(
-                result.text, result.confidence, self._started_at, ended_at, backchannel=backchannel
+                text, result.confidence, self._started_at, ended_at, backchannel=backchannel
             )
             if self._held is not None:  # words after a pause: one utterance with them
                 utterance = attrs.evolve(utterance, started_at=self._held.started_at)
@@ -454,6 +469,13 @@ class VoiceSpeaker:
             queued.set()  # a failed line must not hold back the next (the call ends anyway)
         await playback.done.wait()
         line.done.set()
+
+
+def _any_sure(result: AsrResult, confidence: float) -> bool:
+    """Some word of a final result is at least ``confidence`` sure (the result's confidence
+    when the engine gives no words)."""
+    highest = max((word[1] for word in result.words), default=result.confidence)
+    return highest >= confidence
 
 
 def _sure(result: AsrResult) -> bool:

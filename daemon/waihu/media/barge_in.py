@@ -378,8 +378,9 @@ class BargeInJudge:
             return Action.NONE
         words = self.settings.words
         if utterance.decided:
-            if final and utterance.resumed and words:
-                # resumed early or when the wait ran out: its words say whether it was a reply
+            if final and utterance.resumed and words and text:
+                # resumed early or when the wait ran out: its sure words say whether it was a
+                # reply (with none, as for an echo leak, nothing says it was one)
                 utterance.resumed = is_backchannel(text, self.settings.backchannels)
             return Action.NONE
         if words and _bare(text):
