@@ -29,15 +29,22 @@ async def test_sipp_is_started_again_when_its_port_was_taken(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
         holder.bind((sipp.HOST, 0))
         held = holder.getsockname()[1]
-        picks: list[int] = []
-        free = sipp.free_udp_port
+        free, free_media = sipp.free_udp_port, sipp.free_media_port
+        state = {"media_picked": False, "handed": False}
 
-        def pick(host: str = sipp.HOST) -> int:
-            # the first start picks its work directory, media block, then signalling port
-            port = held if len(picks) == 2 else free(host)
-            picks.append(port)
+        def pick_media(host: str = sipp.HOST) -> int:
+            port = free_media(host)
+            state["media_picked"] = True
             return port
 
+        def pick(host: str = sipp.HOST) -> int:
+            # the first start's first pick after its media block is its signalling port
+            if state["media_picked"] and not state["handed"]:
+                state["handed"] = True
+                return held
+            return free(host)
+
+        monkeypatch.setattr(sipp, "free_media_port", pick_media)
         monkeypatch.setattr(sipp, "free_udp_port", pick)
         with trio.fail_after(REAL_TIME_LIMIT):
             async with sipp.sipp_peer("answer.xml", tmp_path) as peer:
