@@ -11,6 +11,11 @@ espeak-ng speech, as the tests do.
   at once under a CPU limiter of one thread per core;
 - fresh vs idle: a call's first free-form utterance on a new recogniser
   against one handed on from an earlier call;
+- answer cost: CPU time of one thread to decode "네" as a call's listener feeds it
+  (the 300 ms pre-roll, the word, the 300 ms of trailing silence it decodes, in
+  100 ms batches) and to give its final result, grammar mode; times the number of
+  callees answering at once, it is the CPU the answers need (figure, with the
+  arithmetic, in benchmarks/README.md);
 - batch length (``--batches``): for each ``waihu_vosk.stream.BATCH_MS`` tried,
   how long after the last voiced sample of "네" the partial result says it
   (audio time: what the early end of turn waits for), the final decode at the
@@ -22,6 +27,7 @@ What it is not: a test; nothing here asserts.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import resource
@@ -98,6 +104,25 @@ def first_utterance(engine: VoskEngine, pcm: np.ndarray, fresh: bool) -> float:
     return elapsed
 
 
+def answer_cost(engine: VoskEngine, rounds: int = 20) -> tuple[float, float, float]:
+    """Median thread CPU seconds (feeding, final) of one "네" answer, and its audio seconds."""
+    model = engine.model
+    assert model is not None
+    pcm = utterance("네")  # 300 ms either side: the pre-roll and the decoded trailing silence
+    batch = CALL_RATE // 10
+    feeding, finals = [], []
+    for _ in range(rounds):
+        recogniser = Recogniser(model.model, CALL_RATE, json.dumps(PHRASES, ensure_ascii=False))
+        started = time.thread_time()
+        for i in range(0, len(pcm), batch):
+            recogniser.feed(pcm[i : i + batch])
+        fed = time.thread_time()
+        recogniser.final()
+        feeding.append(fed - started)
+        finals.append(time.thread_time() - fed)
+    return statistics.median(feeding), statistics.median(finals), len(pcm) / CALL_RATE
+
+
 async def partial_lag(engine: VoskEngine, text: str, grammar: bool) -> float | None:
     """Audio seconds from the last voiced sample of ``text`` to the first partial result
     saying what the final result says; None when no partial ever says it."""
@@ -165,6 +190,13 @@ async def main(streams: int, rounds: int, batches: list[int]) -> None:
                 f"median {1000 * statistics.median(lat):.1f} ms, max {1000 * max(lat):.1f} ms"
                 f" over {len(lat)} utterances"
             )
+
+        feeding, final, seconds = await trio.to_thread.run_sync(answer_cost, engine)
+        print(
+            f"answer cost ('네', {seconds:.2f} s as a listener feeds it, grammar): "
+            f"{1000 * feeding:.1f} ms of CPU feeding + {1000 * final:.1f} ms final"
+            f" = {1000 * (feeding + final):.1f} ms of one core"
+        )
 
         long_pcm = np.concatenate([utterance(t) for t in PHRASES])
         fresh = [

@@ -32,6 +32,7 @@ FORCED = AsrResult("네 없어요", 0.87, words=(("네", 1.0, 0.27, 0.57), ("없
 # what an echo leak past the echo guard once came back as (a fresh-clone CI run)
 LEAK = AsrResult("않", 0.6, words=(("않", 0.6, 0.27, 0.5),))
 MIXED = AsrResult("네 어", 0.65, words=(("네", 0.95, 0.27, 0.57), ("어", 0.35, 0.6, 0.7)))
+UNSURE_NE = AsrResult("네", 0.56, words=(("네", 0.56, 0.27, 0.57),))  # a real 네 under load
 
 
 class ScriptedStream:
@@ -70,14 +71,15 @@ class Life:
 
 @pytest.mark.parametrize(
     ("final", "filed"),
-    [(FORCED, "네 없어요"), (MIXED, "네 어"), (LEAK, "")],
-    ids=["forced-word", "one-word-sure-is-written", "no-word-sure-is-noise"],
+    [(FORCED, "네 없어요"), (MIXED, "네 어"), (UNSURE_NE, "네"), (LEAK, "")],
+    ids=["forced-word", "one-word-sure", "unsure-backchannel-word", "unsure-other-word-is-noise"],
 )
 async def test_a_final_with_an_unsure_forced_word_stays_a_backchannel(
     autojump_clock: trio.testing.MockClock, final: AsrResult, filed: str
 ) -> None:
-    """A backchannel with a sure word is written down; one with none (an echo leak, a
-    breath) reaches the dialogue without its text. Neither cuts the line."""
+    """A backchannel made of backchannel words or with a sure word is written down; one
+    with neither (an echo leak, a breath) reaches the dialogue without its text. None
+    cuts the line."""
     script = load_script(REPO / "etc/waihu/scripts/demo-ko.toml", check_recordings=False)
     greeting = script.nodes["greeting"]
     ne = speech_pcm("네", voice="ko+f3")
