@@ -36,10 +36,10 @@ cut by a false interruption is resumed.
 
 Backchannels: after each final result the listener asks the media whether the
 utterance was taken for a backchannel (``CallMedia.backchannel``: it paused a
-line, which then went on) and marks the ``Utterance`` so; one that is not made
-of backchannel words and has no word at least ``BACKCHANNEL_WORD_CONFIDENCE``
-sure reaches the engine without its text (noise: an echo leak or a breath,
-logged); cut lines reach the engine as
+line, which then went on) and marks the ``Utterance`` so; one with no word
+that counts to the judge (``CallMedia.backchannel_words``: no backchannel word,
+none sure) reaches the engine without its text (noise: an echo leak or a
+breath, logged); cut lines reach the engine as
 ``PromptDone(interrupted=True, played_ms=…)``.
 
 What it is not: the media (``waihu.media.call_media``), the dialogue
@@ -70,7 +70,6 @@ from waihu.dialog.engine import (
 )
 from waihu.dialog.library import LoadedScript, SpeechCache
 from waihu.dialog.script import Node, Variant
-from waihu.media.barge_in import is_backchannel
 from waihu.media.call_media import (
     BargeIn,
     CallMedia,
@@ -95,11 +94,6 @@ PRERENDER_RATE = 8000
 # grammar forces a fragment onto its phrases ("가격이" alone comes back "네 없어요", the
 # second word 0.74 sure), while a clear "네" comes back 1.0.
 QUICK_END_WORD_CONFIDENCE = 0.9
-# A backchannel over a line is written down when it is made of backchannel words ("네",
-# however unsure: 0.56–0.66 under load) or one of its words is at least this sure: the
-# robot's echo that leaked past the echo guard, or a breath, comes back as a lone unsure
-# word of something else ("않", 0.60).
-BACKCHANNEL_WORD_CONFIDENCE = 0.7
 # A held utterance waits this much longer, while the endpointer is confirming a new sound
 # as speech, and at most HOLD_EXTENSION_MAX_S in all.
 HOLD_EXTENSION_S = 0.05
@@ -268,12 +262,10 @@ class Listener:
             decode_seconds = time.time() - ended_at
             life.utterance(result.text, result.confidence, decode_seconds=decode_seconds)
             text = result.text
-            if (
-                backchannel
-                and text
-                and not _any_sure(result, BACKCHANNEL_WORD_CONFIDENCE)
-                and not is_backchannel(text, media.judge.settings.backchannels)
-            ):
+            # a real 네 counts however unsure (0.56–0.66 under load); the robot's echo that
+            # leaked past the echo guard, or a breath, comes back as a lone unsure word of
+            # something else ("않", 0.60–0.68)
+            if backchannel and text and not media.backchannel_words:
                 log.info(
                     "call %s: %r (%.2f) over a line, no backchannel word, none sure:"
                     " taken for noise",
@@ -478,13 +470,6 @@ class VoiceSpeaker:
             queued.set()  # a failed line must not hold back the next (the call ends anyway)
         await playback.done.wait()
         line.done.set()
-
-
-def _any_sure(result: AsrResult, confidence: float) -> bool:
-    """Some word of a final result is at least ``confidence`` sure (the result's confidence
-    when the engine gives no words)."""
-    highest = max((word[1] for word in result.words), default=result.confidence)
-    return highest >= confidence
 
 
 def _sure(result: AsrResult) -> bool:

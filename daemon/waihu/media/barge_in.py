@@ -228,6 +228,9 @@ class BargeInJudge:
         # whether the utterance whose final result came last was a backchannel (the line
         # it paused went on); read right after ``heard(final=True)``
         self.last_backchannel = False
+        # the words of that final result the judge went by: backchannels and the words sure
+        # enough to count (``word_confidence``); empty when it had none
+        self.last_words = ""
 
     @property
     def paused(self) -> bool:
@@ -348,7 +351,12 @@ class BargeInJudge:
         final one, ``last_backchannel`` says whether that utterance was a backchannel.
         ``words``: the final result's words as ``AsrResult.words`` gives them (word,
         confidence, start, end); when given, they stand for ``text`` and the unsure ones
-        that are not backchannels are left out; none: every word of ``text`` counts."""
+        that are not backchannels are left out (``last_words`` keeps the rest); none: every
+        word of ``text`` counts."""
+        if final:
+            if words:
+                text = self._sure_words(words)
+            self.last_words = text
         utterance = self._waiting[0] if self._waiting else self._current
         if utterance is None:
             if final:
@@ -356,8 +364,6 @@ class BargeInJudge:
             return Action.NONE
         if final and self._waiting:
             self._waiting.popleft()
-        if final and words:
-            text = self._sure_words(words)
         action = self._weigh(utterance, text, final=final)
         if final:
             self.last_backchannel = utterance.resumed

@@ -452,6 +452,12 @@ class CallMedia:
         (it paused a line that then went on); read it right after that call."""
         return self.judge.last_backchannel
 
+    @property
+    def backchannel_words(self) -> str:
+        """The words of that final result that count: backchannel words and those sure
+        enough to cut a line (``BargeInSettings.word_confidence``); empty when none did."""
+        return self.judge.last_words
+
     # ───────────── events ─────────────
 
     def _prompt_finished(self, playback: Playback) -> None:
